@@ -1,0 +1,64 @@
+"""The Flask application factory."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Callable
+
+from flask import Flask, g, request
+
+from app.api import api
+from app.errors import register_error_handlers
+from config.settings import Settings
+from pipeline.store import DEFAULT_TENANT, ObjectStore
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def celery_enqueue(settings: Settings) -> Callable[[str, str | None], None]:
+    """Queue ``ingest(file_id)``; when the broker is down the file stays queued for beat to re-queue."""
+    from workers.celery import make_celery
+
+    celery = make_celery(settings)
+
+    def enqueue(file_id: str, request_id: str | None = None) -> None:
+        try:
+            celery.send_task("minis3.ingest", args=[file_id], kwargs={"request_id": request_id},
+                             retry=False)
+        except Exception as exc:  # broker down: the record is durable and beat re-queues it
+            log.warning("could not enqueue ingest of %s (%r); beat will re-queue it", file_id, exc)
+
+    return enqueue
+
+
+def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
+               enqueue: Callable[[str, str | None], None] | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MINIS3_SETTINGS"] = settings
+    app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
+    store = store or ObjectStore.from_settings(settings)
+    try:
+        store.prepare()
+    except Exception as exc:  # metadata down at start: serve 503s until it is back
+        log.warning("could not prepare store at start (%r); will retry per request", exc)
+    app.extensions["minis3.store"] = store
+    app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings)
+
+    @app.before_request
+    def _request_context():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.tenant = DEFAULT_TENANT
+
+    @app.after_request
+    def _request_id_header(response):
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        return response
+
+    app.register_blueprint(api)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,142 @@
+"""HTTP routes: each one parses the request, calls the object store, shapes the answer."""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from werkzeug.http import parse_range_header
+
+from app.multipart import FilePart
+from pipeline.errors import BadRequest, RangeNotSatisfiable, UploadTooLarge
+from pipeline.metadata import FileDoc, parse_file_id
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_LIST_LIMIT = 1000
+
+
+def store():
+    return current_app.extensions["minis3.store"]
+
+
+def tenant() -> str:
+    return g.tenant
+
+
+def status_json(f: FileDoc) -> dict:
+    return {
+        "fileId": f.id, "status": f.status,
+        "progress": {"chunksDone": f.chunks_done, "chunksTotal": f.chunk_count},
+        "error": f.error,
+    }
+
+
+@api.post("/upload")
+def upload():
+    limit = current_app.config["MINIS3_SETTINGS"].max_upload_bytes
+    if limit and request.content_length is not None and request.content_length > limit:
+        raise UploadTooLarge(f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    part = FilePart(request.stream, request.content_type)
+    f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id)
+    current_app.extensions["minis3.enqueue"](f.id, g.request_id)
+    if request.args.get("wait") in ("1", "true", "yes"):
+        final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
+        if final is not None and final.status == "stored":
+            return jsonify({"success": True, **final.to_json(), "statusUrl": f"/api/files/{f.id}/status"}), 201
+        f = final or f
+    body = {"success": True, "fileId": f.id, "status": f.status, "statusUrl": f"/api/files/{f.id}/status",
+            "size": f.size, "sha256": f.sha256}
+    return jsonify(body), 202
+
+
+@api.get("/files/<file_id>/status")
+def file_status(file_id: str):
+    return jsonify(status_json(store().get(tenant(), file_id)))
+
+
+@api.get("/files")
+def list_files():
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    cursor = request.args.get("cursor") or None
+    if cursor is not None:
+        parse_file_id(cursor)
+    files, next_cursor = store().list(tenant(), limit, cursor)
+    return jsonify({"files": [f.to_json() for f in files], "nextCursor": next_cursor})
+
+
+@api.get("/files/<file_id>")
+def download(file_id: str):
+    return send_stored(store().get_stored(tenant(), file_id))
+
+
+@api.get("/files/by-hash/<sha256>")
+def download_by_hash(sha256: str):
+    if not _SHA256.match(sha256):
+        raise BadRequest("expected a SHA-256 as 64 hexadecimal characters")
+    return send_stored(store().get_by_hash(tenant(), sha256))
+
+
+@api.delete("/files/<file_id>")
+def delete_file(file_id: str):
+    store().delete(tenant(), file_id)
+    return Response(status=204)
+
+
+@api.get("/health")
+def health():
+    report = store().health()
+    response = jsonify({"success": report["ok"], **report})
+    if not report["ok"]:
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def content_disposition(name: str) -> str:
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name) or "file"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def send_stored(f: FileDoc) -> Response:
+    etag = f'"{f.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(f.name),
+        "Cache-Control": "private, no-cache",
+    }
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return Response(status=304, headers=headers)
+    start, stop, status = 0, f.size, 200
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header and (if_range is None or if_range.strip() == etag):
+        rng = parse_range_header(range_header)
+        if rng is not None and rng.units == "bytes" and len(rng.ranges) == 1:
+            span = rng.range_for_length(f.size)
+            if span is None:
+                raise _unsatisfiable(f.size)
+            start, stop = span
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{f.size}"
+    body = store().read(f, start, stop) if stop > start else iter(())
+    headers["Content-Length"] = str(stop - start)
+    response = Response(stream_with_context(body), status=status, headers=headers, mimetype=f.content_type,
+                        direct_passthrough=True)
+    response.headers["Content-Type"] = f.content_type
+    return response
+
+
+def _unsatisfiable(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(f"the file has {size} bytes", contentRange=f"bytes */{size}")
+

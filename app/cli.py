@@ -1,0 +1,120 @@
+"""The ``minis3`` command: run everything on one machine, and operator commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from config import embedded
+from config.logging import configure_logging
+from config.settings import Settings
+
+
+def _spawn(cmd: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start embedded services when no URLs are configured, then web, worker, beat and flower."""
+    settings = Settings.from_env()
+    env = dict(os.environ)
+    services: list[tuple[str, subprocess.Popen]] = []
+    children: list[tuple[str, subprocess.Popen]] = []
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    exit_code = 0
+    try:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.redis_url:
+            port = embedded.free_port()
+            services.append(("redis", embedded.start_redis(settings.var_dir, port)))
+            env["MINIS3_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            print(f"minis3: embedded Redis on 127.0.0.1:{port} (data in {settings.var_dir}/redis)", flush=True)
+        if not settings.mongo_url:
+            port = embedded.free_port()
+            services.append(("mongodb", embedded.start_mongo(settings.var_dir, port)))
+            env["MINIS3_MONGO_URL"] = f"mongodb://127.0.0.1:{port}/"
+            print(f"minis3: embedded MongoDB stand-in (nx-27017) on 127.0.0.1:{port}", flush=True)
+        bindir = os.path.dirname(sys.executable)
+        celery = os.path.join(bindir, "celery")
+        children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn",
+                                        "app.wsgi:app"], env)))
+        children.append(("worker", _spawn([celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
+                                           "-c", str(settings.worker_concurrency), "--loglevel", "INFO"], env)))
+        children.append(("beat", _spawn([celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
+                                         "--schedule", str(settings.var_dir / "celerybeat-schedule")], env)))
+        if not args.no_flower:
+            children.append(("flower", _spawn([celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
+                                               f"--port={settings.flower_port}"], env)))
+        embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=settings.host)
+        print(f"minis3: listening on http://{settings.host}:{settings.port}/api "
+              f"(flower: http://127.0.0.1:{settings.flower_port}); Ctrl-C stops everything", flush=True)
+        while not stopping:
+            for name, proc in children + services:
+                if proc.poll() is not None:
+                    print(f"minis3: {name} exited with {proc.returncode}; stopping", file=sys.stderr, flush=True)
+                    exit_code = 1
+                    stopping = True
+                    break
+            time.sleep(0.2)
+    except Exception as exc:
+        print(f"minis3: {exc}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for _, proc in reversed(children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in reversed(children):
+            embedded.stop(proc, timeout=20)
+        for _, proc in reversed(services):
+            embedded.stop(proc)
+        print("minis3: stopped", flush=True)
+    return exit_code
+
+
+def _store():
+    from pipeline.store import ObjectStore
+
+    store = ObjectStore.from_settings(Settings.from_env())
+    store.prepare()
+    return store
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from pipeline.maintenance import collect_garbage
+
+    print(json.dumps(collect_garbage(_store(), dry_run=args.dry_run), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minis3", description="Mini-S3 object store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="start web, worker, beat and flower (and embedded services)")
+    p.add_argument("--no-flower", action="store_true")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("gc", help="delete chunks no file references (after the grace period)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
+    p.set_defaults(func=cmd_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging(os.environ.get("MINIS3_LOG_LEVEL", "WARNING"))
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

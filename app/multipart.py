@@ -1,0 +1,105 @@
+"""Streaming multipart parsing: the ``file`` part's bytes as an iterator, nothing buffered.
+
+Werkzeug's form parser would spill the file into a temporary file; its sans-IO decoder lets
+us feed the socket's bytes in 64 KiB reads and hand the data straight to the spool writer.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from pipeline.errors import MalformedUpload
+
+READ_SIZE = 64 * 1024
+MAX_BUFFER_BYTES = 1 << 20  # bounds the decoder buffer: headers and boundaries, never the file
+FILE_FIELD = "file"
+
+
+class ClientGone(MalformedUpload):
+    """The client closed the connection before the upload was complete."""
+    code = "client_disconnected"
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype != "multipart/form-data":
+        raise MalformedUpload("expected a multipart/form-data body with a 'file' field")
+    boundary = options.get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        raise MalformedUpload("multipart body without a valid boundary")
+    try:
+        return boundary.encode("ascii")
+    except UnicodeEncodeError:
+        raise MalformedUpload("multipart boundary must be ASCII") from None
+
+
+class FilePart:
+    """Iterate to receive the ``file`` part's bytes; ``filename``/``content_type`` are known first."""
+
+    def __init__(self, stream, content_type: str | None):
+        self.stream = stream
+        self.decoder = MultipartDecoder(boundary_of(content_type), max_form_memory_size=MAX_BUFFER_BYTES,
+                                        max_parts=64)
+        self.filename: str | None = None
+        self.content_type: str | None = None
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._events = self._iter_events()
+        self._find_file_part()
+
+    def _read(self) -> bytes:
+        try:
+            return self.stream.read(READ_SIZE)
+        except ClientDisconnected:
+            raise ClientGone() from None
+        except OSError:
+            raise ClientGone() from None
+
+    def _iter_events(self):
+        decoder = self.decoder
+        while True:
+            try:
+                event = decoder.next_event()
+            except ValueError as exc:
+                raise MalformedUpload(f"malformed multipart body: {exc}") from None
+            if isinstance(event, NeedData):
+                if self._eof:
+                    raise MalformedUpload("multipart body ended before its closing boundary")
+                data = self._read()
+                if not data:
+                    self._eof = True
+                    decoder.receive_data(None)
+                else:
+                    decoder.receive_data(data)
+                continue
+            yield event
+            if isinstance(event, Epilogue):
+                return
+
+    def _find_file_part(self) -> None:
+        for event in self._events:
+            if isinstance(event, File) and event.name == FILE_FIELD:
+                self.filename = event.filename
+                self.content_type = event.headers.get("Content-Type")
+                return
+            if isinstance(event, Epilogue):
+                break
+            if isinstance(event, (Field, Data, File)):
+                continue
+        raise MalformedUpload("multipart body has no 'file' field")
+
+    def __iter__(self) -> Iterator[bytes]:
+        for event in self._events:
+            if isinstance(event, Data):
+                if event.data:
+                    yield event.data
+                if not event.more_data:
+                    break
+            elif isinstance(event, Epilogue):
+                raise MalformedUpload("multipart 'file' part ended early")
+        # drain the rest of the body so the form is known to be complete and well-formed
+        for _ in self._events:
+            pass

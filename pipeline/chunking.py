@@ -1,0 +1,170 @@
+"""Cut a byte stream into fixed-size chunks on the spool, hashing beside the network read.
+
+The caller's thread only writes bytes to the spool. Two hashing threads take the same bytes
+from bounded queues: one keeps the whole file's SHA-256, the other each chunk's SHA-256 and
+xxh3-128 (the fast checksum verified on every read) and fsyncs a chunk once it is complete.
+hashlib releases the GIL on large buffers, so both hashes run beside the read on another core.
+"""
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import xxhash
+
+from pipeline.chunkstore import fsync_dir, fsync_file, raise_if_full
+
+_END = object()
+QUEUE_DEPTH = 64  # items of up to 64 KiB each: bounds memory per upload to a few MiB
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    index: int
+    sha256: str
+    xxh3: str
+    size: int
+
+
+@dataclass(frozen=True)
+class SpoolResult:
+    size: int
+    sha256: str
+    chunk_count: int
+
+
+class _Hasher(threading.Thread):
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.error: BaseException | None = None
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def run(self) -> None:
+        try:
+            self.consume()
+        except BaseException as exc:  # surfaced to the writer on the next put or at finish
+            self.error = exc
+            while self.q.get() is not _END:
+                pass
+
+    def consume(self) -> None:
+        raise NotImplementedError
+
+
+class _FileHasher(_Hasher):
+    def __init__(self):
+        super().__init__("minis3-file-hash")
+        self.sha = hashlib.sha256()
+
+    def consume(self) -> None:
+        update = self.sha.update
+        while (item := self.q.get()) is not _END:
+            update(item)
+
+
+class _ChunkHasher(_Hasher):
+    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete."""
+
+    def __init__(self, on_chunk: Callable[[ChunkRecord], None]):
+        super().__init__("minis3-chunk-hash")
+        self.on_chunk = on_chunk
+
+    def consume(self) -> None:
+        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
+        while (item := self.q.get()) is not _END:
+            if isinstance(item, tuple):
+                index, path, size = item
+                fsync_file(path)
+                self.on_chunk(ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size))
+                sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
+            else:
+                sha.update(item)
+                xxh.update(item)
+
+
+class ChunkingWriter:
+    """Write a stream into ``chunk_path(i)`` files of ``chunk_size`` bytes each.
+
+    ``on_chunk`` is called, in order and from the hashing thread, once each chunk is durable.
+    """
+
+    def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
+                 on_chunk: Callable[[ChunkRecord], None]):
+        self.directory = directory
+        self.chunk_path = chunk_path
+        self.chunk_size = chunk_size
+        self.size = 0
+        self._index = 0
+        self._fill = 0
+        self._fh = None
+        self._file_hasher = _FileHasher()
+        self._chunk_hasher = _ChunkHasher(on_chunk)
+        self._file_hasher.start()
+        self._chunk_hasher.start()
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        data = bytes(data)
+        offset, end = 0, len(data)
+        try:
+            while offset < end:
+                if self._fh is None:
+                    self._fh = open(self.chunk_path(self._index), "wb")
+                take = min(end - offset, self.chunk_size - self._fill)
+                piece = data if take == end else data[offset:offset + take]
+                self._fh.write(piece)
+                self._file_hasher.put(piece)
+                self._chunk_hasher.put(piece)
+                self._fill += take
+                self.size += take
+                offset += take
+                if self._fill == self.chunk_size:
+                    self._end_chunk()
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+
+    def _end_chunk(self) -> None:
+        self._fh.close()
+        self._fh = None
+        self._chunk_hasher.put((self._index, self.chunk_path(self._index), self._fill))
+        self._index += 1
+        self._fill = 0
+
+    def finish(self) -> SpoolResult:
+        """Flush the last chunk, wait for the hashes, make the spool directory durable."""
+        try:
+            if self._fh is not None:
+                self._end_chunk()
+        except OSError as exc:
+            self.close()
+            raise_if_full(exc)
+            raise
+        self.close()
+        for hasher in (self._file_hasher, self._chunk_hasher):
+            if hasher.error is not None:
+                raise hasher.error
+        fsync_dir(self.directory)
+        return SpoolResult(self.size, self._file_hasher.sha.hexdigest(), self._index)
+
+    def close(self) -> None:
+        """Stop the hashing threads; safe to call more than once (and on error paths)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        for hasher in (self._file_hasher, self._chunk_hasher):
+            hasher.q.put(_END)
+        for hasher in (self._file_hasher, self._chunk_hasher):
+            hasher.join()

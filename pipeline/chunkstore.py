@@ -1,0 +1,221 @@
+"""The on-disk format: node directories holding chunks, and the spool holding uploads in flight.
+
+This is the only module that knows paths. A chunk lives at ``<node>/<h[0:2]>/<h[2:4]>/<h>``;
+an upload being received lives at ``<spool>/<file id>/<chunk index, 8 digits>``.
+Writes are atomic: a temporary name, fsync, rename, and an fsync of the directory.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from pipeline.errors import InsufficientStorage
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+QUARANTINE_DIR = ".quarantine"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def raise_if_full(exc: OSError) -> None:
+    """Turn ENOSPC/EDQUOT into the domain's out-of-space error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise InsufficientStorage(f"no space left on device: {exc.filename or ''}".strip()) from exc
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    node: str
+    chunk_hash: str
+    path: Path
+    size: int
+    mtime: float
+
+
+class ChunkStore:
+    """Chunks on node directories. Node ids are the directories' base names."""
+
+    def __init__(self, node_dirs: Sequence[Path]):
+        self.node_dirs = {Path(d).name: Path(d) for d in node_dirs}
+        if len(self.node_dirs) != len(node_dirs):
+            raise ValueError("node directories must have distinct base names")
+        self.node_ids = list(self.node_dirs)
+
+    def ensure_dirs(self) -> None:
+        for d in self.node_dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path(self, node: str, chunk_hash: str) -> Path:
+        return self.node_dirs[node] / chunk_hash[0:2] / chunk_hash[2:4] / chunk_hash
+
+    def exists(self, node: str, chunk_hash: str, size: int | None = None) -> bool:
+        try:
+            st = self.path(node, chunk_hash).stat()
+        except (FileNotFoundError, KeyError):
+            return False
+        return size is None or st.st_size == size
+
+    def place(self, src: Path, node: str, chunk_hash: str) -> Path:
+        """Move a durable spooled chunk to its final name; returns the directory to fsync.
+
+        Same filesystem: a rename. Otherwise: copy to a temporary name, fsync, rename.
+        Concurrent placements of the same chunk leave one file: renames replace atomically.
+        """
+        final = self.path(node, chunk_hash)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(src, final)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+                try:
+                    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+                        fout.flush()
+                        os.fsync(fout.fileno())
+                    os.rename(tmp, final)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                src.unlink(missing_ok=True)
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        return final.parent
+
+    def write(self, node: str, chunk_hash: str, data: bytes) -> None:
+        """Write a chunk from memory atomically (repair and tests)."""
+        final = self.path(node, chunk_hash)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise_if_full(exc)
+            raise
+
+    def read(self, node: str, chunk_hash: str) -> bytes:
+        with open(self.path(node, chunk_hash), "rb", buffering=0) as f:
+            return f.read()
+
+    def delete(self, node: str, chunk_hash: str) -> bool:
+        try:
+            self.path(node, chunk_hash).unlink()
+            return True
+        except (FileNotFoundError, KeyError):
+            return False
+
+    def quarantine(self, node: str, chunk_hash: str) -> Path | None:
+        """Move a corrupt chunk aside (never delete it) so that an operator can look at it."""
+        src = self.path(node, chunk_hash)
+        qdir = self.node_dirs[node] / QUARANTINE_DIR
+        qdir.mkdir(exist_ok=True)
+        dst = qdir / f"{chunk_hash}.{int(time.time())}"
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return None
+        return dst
+
+    def iter_node(self, node: str) -> Iterator[StoredChunk]:
+        """Every chunk file (and stray temporary file) under a node, without loading them."""
+        root = self.node_dirs[node]
+        if not root.is_dir():
+            return
+        for top in sorted(os.scandir(root), key=lambda e: e.name):
+            if not top.is_dir() or len(top.name) != 2:
+                continue
+            for mid in os.scandir(top.path):
+                if not mid.is_dir():
+                    continue
+                for entry in os.scandir(mid.path):
+                    if entry.is_file():
+                        st = entry.stat()
+                        yield StoredChunk(node, entry.name, Path(entry.path), st.st_size, st.st_mtime)
+
+    def iter_all(self) -> Iterator[StoredChunk]:
+        for node in self.node_ids:
+            yield from self.iter_node(node)
+
+    def node_status(self, node: str) -> dict:
+        root = self.node_dirs[node]
+        ok = root.is_dir() and os.access(root, os.W_OK)
+        status = {"node": node, "path": str(root), "ok": ok}
+        if root.is_dir():
+            usage = shutil.disk_usage(root)
+            status.update(freeBytes=usage.free, totalBytes=usage.total)
+        return status
+
+
+class Spool:
+    """Uploads in flight: one directory per file id, one file per chunk index."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def ensure_dir(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def upload_dir(self, file_id: str) -> Path:
+        return self.root / file_id
+
+    def chunk_path(self, file_id: str, index: int) -> Path:
+        return self.root / file_id / f"{index:08d}"
+
+    def create(self, file_id: str) -> Path:
+        d = self.upload_dir(file_id)
+        try:
+            d.mkdir(parents=True)
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        return d
+
+    def remove(self, file_id: str) -> None:
+        shutil.rmtree(self.upload_dir(file_id), ignore_errors=True)
+
+    def exists(self, file_id: str) -> bool:
+        return self.upload_dir(file_id).is_dir()
+
+    def entries(self) -> Iterable[tuple[str, float]]:
+        """(file id, last modification time) of every spooled upload."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for entry in os.scandir(self.root):
+            if entry.is_dir():
+                try:
+                    out.append((entry.name, entry.stat().st_mtime))
+                except FileNotFoundError:
+                    continue
+        return out

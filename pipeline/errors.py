@@ -1,0 +1,97 @@
+"""Domain errors: one flat tree, each with the HTTP status and code it maps to."""
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    status = 500
+    code = "internal_error"
+    retry_after: int | None = None
+
+    def __init__(self, message: str | None = None, **details):
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details = details
+
+
+class BadRequest(StoreError):
+    """The request is malformed."""
+    status = 400
+    code = "bad_request"
+
+
+class InvalidId(BadRequest):
+    """The file id is not 24 hexadecimal characters."""
+    code = "invalid_id"
+
+
+class MalformedUpload(BadRequest):
+    """The upload body is not a well-formed multipart form with a 'file' field."""
+    code = "malformed_upload"
+
+
+class Unauthorized(StoreError):
+    """An API key is required."""
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(StoreError):
+    """This API key may not do that."""
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(StoreError):
+    """No such file."""
+    status = 404
+    code = "not_found"
+
+
+class NotReady(StoreError):
+    """The file is not stored yet."""
+    status = 409
+    code = "not_ready"
+
+
+class UploadTooLarge(StoreError):
+    """The upload is larger than the configured limit."""
+    status = 413
+    code = "too_large"
+
+
+class RangeNotSatisfiable(StoreError):
+    """The requested range lies outside the file."""
+    status = 416
+    code = "range_not_satisfiable"
+
+
+class ServiceUnavailable(StoreError):
+    """A backing service is unavailable; try again shortly."""
+    status = 503
+    code = "service_unavailable"
+    retry_after = 5
+
+
+class InsufficientStorage(StoreError):
+    """No space left on the storage device."""
+    status = 507
+    code = "insufficient_storage"
+
+
+class ChunkUnavailable(StoreError):
+    """A chunk is missing or does not match its hash."""
+    status = 500
+    code = "chunk_unavailable"
+
+    def __init__(self, chunk_hash: str, node: str | None, reason: str):
+        super().__init__(f"chunk {chunk_hash} on {node}: {reason}", chunk=chunk_hash, node=node)
+        self.chunk_hash = chunk_hash
+        self.node = node
+        self.reason = reason
+
+
+class ChunkBusy(StoreError):
+    """A chunk is being deleted by garbage collection; retry the ingest shortly."""
+    status = 503
+    code = "chunk_busy"
+    retry_after = 2

@@ -1,0 +1,163 @@
+"""Ingest: move a spooled upload's chunks onto nodes, deduplicated, then mark the file stored.
+
+Idempotent and crash-safe: every step can run again. Write order: chunk bytes durable on a
+node, then the chunk document says ``stored``, then the file says ``stored``, then the spool
+directory goes. A chunk that any worker has claimed names its node, and every worker that holds
+its bytes writes them to that one path, so concurrent uploads of one content leave one copy.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
+from pipeline.errors import ChunkBusy
+from pipeline.metadata import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
+                               FileDoc, ManifestPage, MetadataRepository)
+from pipeline.placement import RoundRobinPlacement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    file_id: str
+    status: str
+    chunks: int = 0
+    new_chunks: int = 0
+    deduplicated: int = 0
+    bytes_written: int = 0
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class SpoolLost(Exception):
+    """Chunks that neither the spool nor any node holds."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(f"{len(missing)} chunk(s) lost before ingest")
+        self.missing = missing
+
+
+class Ingestor:
+    def __init__(self, repo: MetadataRepository, chunks: ChunkStore, spool: Spool,
+                 placement: RoundRobinPlacement):
+        self.repo = repo
+        self.chunks = chunks
+        self.spool = spool
+        self.placement = placement
+
+    def ingest(self, file_id: str) -> IngestReport:
+        started = time.monotonic()
+        doc = self.repo.get_file(file_id)
+        if doc is None:
+            self.spool.remove(file_id)
+            return IngestReport(file_id, "missing")
+        if doc.status in (STORED, DELETED, FAILED):
+            if doc.status != FAILED:
+                self.spool.remove(file_id)
+            return IngestReport(file_id, doc.status)
+        self.repo.mark_processing(file_id)
+        report = IngestReport(file_id, doc.status, chunks=doc.chunk_count)
+        done = 0
+        try:
+            for page in self.repo.iter_manifest(file_id):
+                self._ingest_page(doc, page, report)
+                done = page.first_index + len(page.hashes)
+                self.repo.set_progress(file_id, done)
+        except SpoolLost as exc:
+            report.missing = exc.missing
+            self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing)
+            report.status = FAILED
+            log.error("ingest %s failed: chunks lost %s", file_id, exc.missing[:10])
+            return report
+        if done != doc.chunk_count:
+            msg = f"manifest lists {done} of {doc.chunk_count} chunks"
+            self.repo.mark_failed(file_id, msg)
+            report.status = FAILED
+            log.error("ingest %s failed: %s", file_id, msg)
+            return report
+        if self.repo.mark_stored(file_id, doc.chunk_count):
+            report.status = STORED
+        else:
+            current = self.repo.get_file(file_id)
+            report.status = current.status if current else "missing"
+        self.spool.remove(file_id)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _spooled(self, file_id: str, index: int):
+        path = self.spool.chunk_path(file_id, index)
+        return path if path.exists() else None
+
+    def _ingest_page(self, doc: FileDoc, page: ManifestPage, report: IngestReport) -> None:
+        # first spool index holding each distinct hash of this page, and its fast checksum
+        first_at: dict[str, int] = {}
+        xxh_of: dict[str, str] = {}
+        for offset, h in enumerate(page.hashes):
+            if h not in first_at:
+                first_at[h] = page.first_index + offset
+                xxh_of[h] = page.xxh3[offset]
+        existing = self.repo.chunk_docs(first_at)
+
+        busy = [h for h, d in existing.items() if d["state"] == CHUNK_DELETING]
+        if busy:
+            raise ChunkBusy(f"chunk {busy[0]} is being garbage-collected")
+
+        stored = [h for h, d in existing.items() if d["state"] == CHUNK_STORED]
+        if stored and self.repo.touch_chunks(stored) != len(stored):
+            raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
+        to_write: dict[str, dict] = {h: d for h, d in existing.items() if d["state"] == CHUNK_WRITING}
+        # a stored chunk whose file vanished is rewritten from the spool when we still hold it
+        for h in stored:
+            d = existing[h]
+            if not self.chunks.exists(d["node"], h, d["size"]):
+                if self._spooled(doc.id, first_at[h]) is None:
+                    log.error("chunk %s missing on node %s and not in spool", h, d["node"])
+                    continue
+                log.warning("chunk %s missing on node %s: rewriting from spool", h, d["node"])
+                to_write[h] = d
+            else:
+                report.deduplicated += 1
+
+        new = [h for h in first_at if h not in existing]
+        if new:
+            nodes = self.placement.next_nodes(len(new))
+            claims = [{"_id": h, "size": self._chunk_size(doc, first_at[h]), "xxh3": xxh_of[h], "node": n}
+                      for h, n in zip(new, nodes)]
+            won = self.repo.claim_chunks(claims)
+            for c in claims:
+                if c["_id"] in won:
+                    to_write[c["_id"]] = c
+            lost_race = [h for h in new if h not in won]
+            if lost_race:
+                for h, d in self.repo.chunk_docs(lost_race).items():
+                    if d["state"] == CHUNK_DELETING:
+                        raise ChunkBusy(f"chunk {h} is being garbage-collected")
+                    to_write[h] = d  # another upload holds the claim; our bytes are the same
+
+        dirs = set()
+        missing = []
+        written = []
+        for h, d in to_write.items():
+            if self.chunks.exists(d["node"], h, d["size"]):
+                written.append(h)
+                continue
+            src = self._spooled(doc.id, first_at[h])
+            if src is None:
+                missing.append(h)
+                continue
+            dirs.add(self.chunks.place(src, d["node"], h))
+            written.append(h)
+            report.new_chunks += 1
+            report.bytes_written += d["size"]
+        for d in dirs:
+            fsync_dir(d)
+        self.repo.mark_chunks_stored(written)
+        if missing:
+            raise SpoolLost(missing)
+
+    @staticmethod
+    def _chunk_size(doc: FileDoc, index: int) -> int:
+        return min(doc.chunk_size, doc.size - index * doc.chunk_size)

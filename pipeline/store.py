@@ -1,0 +1,129 @@
+"""The object store: one facade over metadata, chunk store, spool and placement.
+
+The web app and the workers translate HTTP requests and task calls into calls on this class.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable, Iterator
+
+import redis
+
+from config.settings import Settings
+from pipeline.chunkstore import ChunkStore, Spool
+from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable
+from pipeline.ingest import Ingestor, IngestReport
+from pipeline.metadata import STORED, FileDoc, MetadataRepository, parse_file_id
+from pipeline.placement import RoundRobinPlacement
+from pipeline.readback import iter_file
+from pipeline.upload import receive_upload
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings, repo: MetadataRepository, redis_client: redis.Redis):
+        self.settings = settings
+        self.repo = repo
+        self.redis = redis_client
+        self.chunks = ChunkStore(settings.nodes)
+        self.spool = Spool(settings.spool_dir)
+        self.placement = RoundRobinPlacement(redis_client, self.chunks.node_ids)
+        self.ingestor = Ingestor(repo, self.chunks, self.spool, self.placement)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ObjectStore":
+        if not settings.mongo_url or not settings.redis_url:
+            raise ValueError("MINIS3_MONGO_URL and MINIS3_REDIS_URL must be set")
+        repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db)
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
+                                      health_check_interval=30)
+        return cls(settings, repo, client)
+
+    def prepare(self) -> None:
+        """Create directories and indexes; idempotent, run by every process at start."""
+        self.chunks.ensure_dirs()
+        self.spool.ensure_dir()
+        self.repo.ensure_indexes()
+
+    # --- writes ------------------------------------------------------------------------
+
+    def receive(self, tenant: str, name: str | None, content_type: str | None,
+                pieces: Iterable[bytes], request_id: str | None = None) -> FileDoc:
+        return receive_upload(
+            self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
+            tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
+        )
+
+    def ingest(self, file_id: str) -> IngestReport:
+        return self.ingestor.ingest(file_id)
+
+    def delete(self, tenant: str, file_id: str) -> None:
+        """The file disappears at once; its manifest goes next, so GC may reclaim its chunks."""
+        parse_file_id(file_id)
+        if not self.repo.mark_deleted(file_id, tenant):
+            raise NotFound()
+        self.repo.delete_manifest(file_id)
+        self.spool.remove(file_id)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def get(self, tenant: str, file_id: str) -> FileDoc:
+        f = self.repo.get_file(file_id, tenant)
+        if f is None or f.status == "deleted":
+            raise NotFound()
+        return f
+
+    def get_stored(self, tenant: str, file_id: str) -> FileDoc:
+        f = self.get(tenant, file_id)
+        if f.status != STORED:
+            raise NotReady(f"file is {f.status}", status=f.status)
+        return f
+
+    def get_by_hash(self, tenant: str, sha256: str) -> FileDoc:
+        f = self.repo.find_stored_by_hash(tenant, sha256.lower())
+        if f is None:
+            raise NotFound("no stored file has that content hash")
+        return f
+
+    def list(self, tenant: str, limit: int, cursor: str | None) -> tuple[list[FileDoc], str | None]:
+        files = self.repo.list_files(tenant, limit + 1, cursor)
+        more = len(files) > limit
+        files = files[:limit]
+        return files, (files[-1].id if more and files else None)
+
+    def read(self, f: FileDoc, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        if start < 0 or (f.size and start >= f.size):
+            raise RangeNotSatisfiable()
+        return iter_file(self.repo, self.chunks, f, start, stop)
+
+    def wait_until_final(self, file_id: str, timeout_s: float) -> FileDoc:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            f = self.repo.get_file(file_id)
+            if f is None or f.status not in ("queued", "processing") or time.monotonic() > deadline:
+                return f
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    # --- operations ----------------------------------------------------------------------
+
+    def health(self) -> dict:
+        checks: dict = {}
+        try:
+            self.redis.ping()
+            checks["redis"] = {"ok": True}
+        except redis.RedisError as exc:
+            checks["redis"] = {"ok": False, "error": exc.__class__.__name__}
+        try:
+            self.repo.ping()
+            checks["mongodb"] = {"ok": True}
+        except Exception as exc:  # any driver error means not ready
+            checks["mongodb"] = {"ok": False, "error": exc.__class__.__name__}
+        checks["nodes"] = [self.chunks.node_status(n) for n in self.chunks.node_ids]
+        ok = checks["redis"]["ok"] and checks["mongodb"]["ok"] and all(n["ok"] for n in checks["nodes"])
+        return {"ok": ok, **checks}

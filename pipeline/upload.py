@@ -1,0 +1,120 @@
+"""Receive an upload: stream its bytes to the spool, record its manifest and the file as queued."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from typing import Iterable
+
+from bson import ObjectId
+
+from pipeline.chunking import ChunkingWriter, ChunkRecord
+from pipeline.chunkstore import Spool
+from pipeline.errors import UploadTooLarge
+from pipeline.metadata import FileDoc, MetadataRepository
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_CHARS = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def media_type(raw: str | None) -> str:
+    """The part's declared type when it is a plain ``type/subtype``; otherwise octet-stream."""
+    value = (raw or "").split(";", 1)[0].strip().lower()
+    return value if _MEDIA_TYPE.match(value) else "application/octet-stream"
+
+
+def display_name(raw: str | None) -> str:
+    """A safe display name: last path segment, no control characters, bounded length.
+
+    It is never used as a path; it only travels back in Content-Disposition and listings.
+    """
+    name = unicodedata.normalize("NFC", raw or "")
+    name = _CONTROL.sub("", name)
+    name = re.split(r"[\\/]", name)[-1].strip()
+    if name in ("", ".", ".."):
+        return "file"
+    if len(name) > MAX_NAME_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            name = stem[: MAX_NAME_CHARS - len(ext) - 1] + "." + ext
+        else:
+            name = name[:MAX_NAME_CHARS]
+    return name
+
+
+class ManifestWriter:
+    """Collects chunk records into pages and writes each full page to MongoDB."""
+
+    def __init__(self, repo: MetadataRepository, file_id: str, page_size: int):
+        self.repo = repo
+        self.file_id = file_id
+        self.page_size = page_size
+        self.page = 0
+        self.first_index = 0
+        self.hashes: list[str] = []
+        self.xxh3: list[str] = []
+        self.lock = threading.Lock()
+
+    def add(self, record: ChunkRecord) -> None:
+        with self.lock:
+            self.hashes.append(record.sha256)
+            self.xxh3.append(record.xxh3)
+            if len(self.hashes) >= self.page_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.hashes:
+            return
+        self.repo.put_manifest_page(self.file_id, self.page, self.first_index, self.hashes, self.xxh3)
+        self.page += 1
+        self.first_index += len(self.hashes)
+        self.hashes, self.xxh3 = [], []
+
+
+class _Limited:
+    def __init__(self, pieces: Iterable[bytes], limit: int):
+        self.pieces = pieces
+        self.limit = limit
+
+    def __iter__(self):
+        total = 0
+        for piece in self.pieces:
+            total += len(piece)
+            if self.limit and total > self.limit:
+                raise UploadTooLarge(f"upload exceeds {self.limit} bytes")
+            yield piece
+
+
+def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page_size: int,
+                   tenant: str, name: str | None, content_type: str | None,
+                   pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None) -> FileDoc:
+    """Spool every piece, write the manifest, then record the file ``queued``.
+
+    Any failure (client gone, malformed body, disk full, metadata store down) removes the spool
+    directory and manifest pages, so nothing of a failed upload is left behind.
+    """
+    file_id = str(ObjectId())
+    directory = spool.create(file_id)
+    manifest = ManifestWriter(repo, file_id, page_size)
+    writer = ChunkingWriter(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add)
+    try:
+        for piece in _Limited(pieces, max_bytes):
+            writer.write(piece)
+        result = writer.finish()
+        manifest.flush()
+        return repo.insert_file(
+            ObjectId(file_id), tenant, display_name(name), media_type(content_type),
+            result.size, result.sha256, result.chunk_count, chunk_size, request_id,
+        )
+    except BaseException:
+        writer.close()
+        spool.remove(file_id)
+        try:
+            repo.delete_manifest(file_id)
+        except Exception:  # metadata down: the abandoned-upload sweep removes the pages later
+            log.warning("could not remove manifest pages of failed upload %s", file_id)
+        raise

@@ -1,0 +1,37 @@
+"""The Celery app, built from the same settings as the web app."""
+from __future__ import annotations
+
+from celery import Celery
+
+from config.settings import Settings
+
+INGEST_QUEUE = "ingest"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("minis3", broker=settings.redis_url, include=["workers.tasks"])
+    app.conf.update(
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,  # ingest and GC are idempotent, so a rerun after a crash is harmless
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600, "socket_connect_timeout": 3,
+                                  "socket_timeout": 10},
+        task_default_queue=INGEST_QUEUE,
+        task_routes={"minis3.gc": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},
+            "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(5.0, settings.stuck_after_s / 2)},
+            "clean-spool": {"task": "minis3.clean_spool", "schedule": max(10.0, settings.spool_abandon_s / 4)},
+        },
+    )
+    app.minis3_settings = settings
+    return app
