@@ -20,8 +20,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, retry_after: int | None = None, **extra):
-    body = {"success": False, "error": {"code": code, "message": message, **extra}}
+def error_response(status: int, code: str, message: str, retry_after: int | None = None,
+                   extra: dict | None = None):
+    body = {"success": False, "error": {"code": code, "message": message, **(extra or {})}}
     response = jsonify(body)
     response.status_code = status
     if retry_after is not None:
@@ -31,7 +32,7 @@ def error_response(status: int, code: str, message: str, retry_after: int | None
 
 def store_error_response(exc: StoreError):
     extra = {k: v for k, v in exc.details.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    response = error_response(exc.status, exc.code, exc.message, exc.retry_after, **extra)
+    response = error_response(exc.status, exc.code, exc.message, exc.retry_after, extra)
     if "contentRange" in extra:
         response.headers["Content-Range"] = extra["contentRange"]
     return response

@@ -1,0 +1,119 @@
+"""The HTTP contract through Flask's test client; ingest runs in-process (no broker)."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from app import create_app
+from tests.stack import random_bytes
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def queue():
+    return []
+
+
+@pytest.fixture
+def client(settings, store, queue):
+    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None: queue.append(file_id))
+    return app.test_client()
+
+
+def upload(client, data: bytes, name: str = "a.bin", wait: bool = False):
+    return client.post("/api/upload" + ("?wait=1" if wait else ""),
+                       data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def test_upload_answers_202_and_queues_the_file_id(client, queue, store):
+    data = random_bytes(3 * CHUNK + 1, 1)
+    r = upload(client, data)
+    assert r.status_code == 202
+    body = r.get_json()
+    assert body["success"] is True and body["status"] == "queued"
+    assert queue == [body["fileId"]]
+    doc = store.repo.files.find_one({"sha256": hashlib.sha256(data).hexdigest()})
+    assert str(doc["_id"]) == body["fileId"] and doc["status"] == "queued" and doc["size"] == len(data)
+    assert r.headers["X-Request-ID"]
+
+
+def test_download_before_stored_is_409_with_the_status(client, queue):
+    file_id = upload(client, b"hello").get_json()["fileId"]
+    r = client.get(f"/api/files/{file_id}")
+    assert r.status_code == 409
+    assert r.get_json()["error"]["code"] == "not_ready"
+    assert r.get_json()["error"]["status"] == "queued"
+
+
+def test_status_shows_progress_after_ingest(client, queue, store):
+    data = random_bytes(5 * CHUNK, 2)
+    file_id = upload(client, data).get_json()["fileId"]
+    assert client.get(f"/api/files/{file_id}/status").get_json()["status"] == "queued"
+    store.ingest(queue.pop())
+    status = client.get(f"/api/files/{file_id}/status").get_json()
+    assert status == {"fileId": file_id, "status": "stored", "error": None,
+                      "progress": {"chunksDone": 5, "chunksTotal": 5}}
+    r = client.get(f"/api/files/{file_id}")
+    assert r.status_code == 200 and r.data == data
+
+
+@pytest.mark.parametrize("bad", ["abc", "0" * 23, "0" * 25, "zz" * 12, "9" * 5000])
+def test_malformed_id_is_400(client, bad):
+    for path in (f"/api/files/{bad}", f"/api/files/{bad}/status"):
+        r = client.get(path)
+        assert r.status_code == 400, path
+        assert r.get_json()["error"]["code"] == "invalid_id"
+
+
+def test_unknown_id_is_404(client):
+    r = client.get("/api/files/" + "a" * 24)
+    assert r.status_code == 404
+    assert r.get_json() == {"success": False, "error": {"code": "not_found", "message": "No such file."}}
+
+
+def test_by_hash_rejects_a_non_hash_and_misses_cleanly(client):
+    assert client.get("/api/files/by-hash/xyz").status_code == 400
+    assert client.get("/api/files/by-hash/" + "0" * 64).status_code == 404
+
+
+def test_content_disposition_carries_rfc5987_name(client, queue, store):
+    file_id = upload(client, b"data", name="../../ünïcode 文件.txt").get_json()["fileId"]
+    store.ingest(queue.pop())
+    cd = client.get(f"/api/files/{file_id}").headers["Content-Disposition"]
+    assert cd == ("attachment; filename=\"_n_code __.txt\"; "
+                  "filename*=UTF-8''%C3%BCn%C3%AFcode%20%E6%96%87%E4%BB%B6.txt")
+
+
+def test_empty_file_downloads_empty(client, queue, store):
+    file_id = upload(client, b"").get_json()["fileId"]
+    store.ingest(queue.pop())
+    r = client.get(f"/api/files/{file_id}")
+    assert r.status_code == 200 and r.data == b"" and r.headers["Content-Length"] == "0"
+
+
+def test_if_none_match_with_the_etag_is_304(client, queue, store):
+    file_id = upload(client, b"cached").get_json()["fileId"]
+    store.ingest(queue.pop())
+    etag = client.get(f"/api/files/{file_id}").headers["ETag"]
+    assert client.get(f"/api/files/{file_id}", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_list_pages_newest_first_with_a_cursor(client, queue):
+    ids = [upload(client, f"file {i}".encode()).get_json()["fileId"] for i in range(5)]
+    seen = []
+    cursor = None
+    while True:
+        r = client.get("/api/files?limit=2" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        seen += [f["fileId"] for f in r["files"]]
+        cursor = r["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=100000", "cursor=nothex"])
+def test_bad_list_parameters_are_400(client, query):
+    assert client.get(f"/api/files?{query}").status_code == 400
