@@ -1,0 +1,73 @@
+"""Query shapes of the metadata module against the nx-27017 stand-in (regressions for its gaps)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from bson import ObjectId
+
+from pipeline.metadata import CHUNK_STORED, CHUNK_WRITING
+
+
+def test_a_chunk_is_claimed_once_even_under_concurrent_claims(store):
+    repo = store.repo
+    winners = []
+    barrier = threading.Barrier(6)
+
+    def claim(i):
+        barrier.wait()
+        if repo.claim_chunk({"_id": "c" * 64, "size": 1, "xxh3": "x", "node": f"node-{i}"}):
+            winners.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    doc = repo.chunks.find_one({"_id": "c" * 64})
+    assert doc["state"] == CHUNK_WRITING and doc["node"] == f"node-{winners[0]}"
+
+
+def test_bulk_claim_reports_exactly_the_new_hashes(store):
+    repo = store.repo
+    assert repo.claim_chunks([{"_id": "a" * 64, "size": 1, "xxh3": "x", "node": "node-1"}]) == {"a" * 64}
+    claimed = repo.claim_chunks([{"_id": h * 64, "size": 1, "xxh3": "x", "node": "node-2"} for h in "abc"])
+    assert claimed == {"b" * 64, "c" * 64}
+    assert repo.chunks.find_one({"_id": "a" * 64})["node"] == "node-1"
+
+
+def test_touch_only_matches_stored_chunks(store):
+    repo = store.repo
+    repo.claim_chunks([{"_id": h * 64, "size": 1, "xxh3": "x", "node": "node-1"} for h in "de"])
+    assert repo.touch_chunks(["d" * 64, "e" * 64]) == 0
+    repo.mark_chunks_stored(["d" * 64])
+    assert repo.chunks.find_one({"_id": "d" * 64})["state"] == CHUNK_STORED
+    assert repo.touch_chunks(["d" * 64, "e" * 64]) == 1
+
+
+def test_timestamps_written_by_set_stay_numbers(store):
+    repo = store.repo
+    f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
+    before = time.time()
+    assert repo.mark_processing(f.id)
+    doc = repo.get_file(f.id)
+    assert isinstance(doc.updated, float) and doc.updated >= before
+    assert repo.files_in_states(["processing"], time.time() + 1)[0].id == f.id
+
+
+def test_files_are_referenced_by_hex_strings(store):
+    repo = store.repo
+    f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
+    repo.put_manifest_page(f.id, 0, 0, ["f" * 64], ["x"])
+    pages = list(repo.iter_manifest(f.id))
+    assert [p.hashes for p in pages] == [["f" * 64]]
+    assert repo.referenced_hashes(["f" * 64, "0" * 64]) == {"f" * 64}
+    assert repo.delete_manifest(f.id) == 1 and repo.referenced_hashes(["f" * 64]) == set()
+
+
+def test_indexes_are_created_idempotently(store):
+    store.prepare()
+    store.prepare()
+    indexes = store.repo.keys.index_information().values()
+    assert [i.get("unique") for i in indexes if i["key"] == [("hash", 1)]] == [True]
