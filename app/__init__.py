@@ -8,6 +8,7 @@ from typing import Callable
 
 from flask import Flask, g, request
 
+from app import metrics
 from app.api import api
 from app.errors import register_error_handlers
 from config.settings import Settings
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         response.headers["X-Request-ID"] = getattr(g, "request_id", "")
         return response
 
+    metrics.init_app(app)
     app.register_blueprint(api)
     register_error_handlers(app)
     return app

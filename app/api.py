@@ -11,6 +11,8 @@ from werkzeug.http import parse_range_header
 from app.multipart import FilePart
 from pipeline.errors import BadRequest, RangeNotSatisfiable, UploadTooLarge
 from pipeline.metadata import FileDoc, parse_file_id
+from pipeline.stats import store_stats
+from workers.celery import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def upload():
         raise UploadTooLarge(f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
     part = FilePart(request.stream, request.content_type)
     f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id)
+    g.upload_bytes = f.size  # counted by app.metrics
     current_app.extensions["minis3.enqueue"](f.id, g.request_id)
     if request.args.get("wait") in ("1", "true", "yes"):
         final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
@@ -100,6 +103,11 @@ def health():
         response.status_code = 503
         response.headers["Retry-After"] = "5"
     return response
+
+
+@api.get("/stats")
+def stats():
+    return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE)})
 
 
 def content_disposition(name: str) -> str:

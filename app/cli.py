@@ -11,6 +11,7 @@ import time
 
 from config import embedded
 from config.logging import configure_logging
+from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 
 
@@ -35,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exit_code = 0
     try:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
+        prepare_metrics_dir(settings, env, clean=True)
         if not settings.redis_url:
             port = embedded.free_port()
             services.append(("redis", embedded.start_redis(settings.var_dir, port)))
@@ -98,6 +100,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pipeline.stats import store_stats
+    from workers.celery import INGEST_QUEUE
+
+    print(json.dumps(store_stats(_store(), INGEST_QUEUE), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minis3", description="Mini-S3 object store")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="delete chunks no file references (after the grace period)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("stats", help="files, logical and physical bytes, dedup ratio, nodes, queue, last GC")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -4,9 +4,13 @@ gthread workers: the arbiter's heartbeat runs beside the request threads, so a m
 or download that takes many minutes is never killed by ``timeout``; idle keep-alive connections
 wait in the poller and hold no thread.
 """
+import os
+
+from config.metrics import MULTIPROC_ENV, prepare_metrics_dir
 from config.settings import Settings
 
 _settings = Settings.from_env()
+prepare_metrics_dir(_settings)  # in the master, before any worker imports prometheus-client
 
 bind = f"{_settings.host}:{_settings.port}"
 worker_class = "gthread"
@@ -17,5 +21,12 @@ graceful_timeout = 30
 keepalive = 5
 worker_connections = 1000
 limit_request_line = 8190
-accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+# no gunicorn access log: app.metrics logs one line per request once its body has been sent
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live-gauge files so that /metrics stops counting it."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

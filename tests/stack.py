@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 
 from config import embedded
+from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -111,6 +112,7 @@ class Stack:
         base.update(overrides)
         self.settings = Settings().with_overrides(**base)
         self.env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        self.metrics_dir = prepare_metrics_dir(self.settings, self.env, clean=True, force_default=True)
         self.base_url = f"http://127.0.0.1:{port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}

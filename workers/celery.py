@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from config.logging import WORKER_LOG_FORMAT
 from config.settings import Settings
 
 INGEST_QUEUE = "ingest"
@@ -26,6 +27,7 @@ def make_celery(settings: Settings) -> Celery:
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
                      "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
+        worker_log_format=WORKER_LOG_FORMAT,
         task_send_sent_event=True,
         beat_schedule={
             "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 
 from pipeline import maintenance
+from workers import monitoring
 from workers.base import StoreTask
 
 log = logging.getLogger(__name__)
@@ -13,7 +15,9 @@ log = logging.getLogger(__name__)
 
 @shared_task(name="minis3.ingest", base=StoreTask, bind=True)
 def ingest(self, file_id: str, request_id: str | None = None) -> dict:
+    started = time.monotonic()
     report = self.store.ingest(file_id)
+    monitoring.observe_ingest(report, time.monotonic() - started)
     log.info("ingest %s request=%s status=%s chunks=%d new=%d dedup=%d bytes=%d %.3fs", file_id,
              request_id, report.status, report.chunks, report.new_chunks, report.deduplicated,
              report.bytes_written, report.seconds)
@@ -40,4 +44,6 @@ def clean_spool(self) -> list[str]:
 
 @shared_task(name="minis3.gc", base=StoreTask, bind=True)
 def gc(self) -> dict:
-    return maintenance.collect_garbage(self.store)
+    report = maintenance.collect_garbage(self.store)
+    monitoring.observe_gc(report)
+    return report

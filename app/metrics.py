@@ -1,0 +1,143 @@
+"""Request accounting of the web processes: one log line and Prometheus series per request,
+and ``GET /metrics`` for the whole store.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``minis3 run``, gunicorn's config, the celery app), every
+process writes its series to files there and ``/metrics`` adds up all gunicorn workers and
+celery pool processes; without it (a single in-process app) the default registry is served.
+A request is accounted when its body has been sent, so a download's duration and byte count
+cover the whole transfer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from config.logging import REQUEST_ID
+from config.metrics import MULTIPROC_ENV
+from pipeline.errors import ChunkUnavailable
+from pipeline.stats import queue_depth
+from workers.celery import INGEST_QUEUE
+
+access_log = logging.getLogger("minis3.access")
+
+metrics = Blueprint("metrics", __name__)
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+DOWNLOAD_ENDPOINTS = ("api.download", "api.download_by_hash")
+
+REQUESTS = Counter("minis3_http_requests_total", "HTTP requests by method, route and status",
+                   ["method", "route", "status"])
+LATENCY = Histogram("minis3_http_request_duration_seconds",
+                    "Time from the request's arrival to the last byte of its response",
+                    ["method", "route", "status"], buckets=DURATION_BUCKETS)
+UPLOAD_BYTES = Counter("minis3_upload_bytes_total", "File bytes of accepted uploads")
+DOWNLOAD_BYTES = Counter("minis3_download_bytes_total", "File bytes sent by downloads")
+READ_FAILURES = Counter("minis3_read_chunk_failures_total",
+                        "Chunks that failed verification on read (missing, or not matching their checksum)",
+                        ["reason"])
+
+
+class QueueDepthCollector:
+    """The ingest queue's depth, read from Redis at scrape time (no sample while Redis is down)."""
+
+    def __init__(self, redis_client):
+        self.redis = redis_client
+
+    def collect(self):
+        try:
+            depth = queue_depth(self.redis, INGEST_QUEUE)
+        except redis.RedisError:
+            return
+        gauge = GaugeMetricFamily("minis3_ingest_queue_depth", "Ingest tasks waiting in the queue")
+        gauge.add_metric([], depth)
+        yield gauge
+
+
+class _DefaultRegistry:
+    def collect(self):
+        return REGISTRY.collect()
+
+
+@metrics.get("/metrics")
+def scrape():
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_DefaultRegistry())
+    registry.register(QueueDepthCollector(current_app.extensions["minis3.store"].redis))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class AccountedBody:
+    """Wraps a response body: counts the bytes that leave and chunks that fail verification,
+    and accounts the request when the server closes the body."""
+
+    def __init__(self, body, finish):
+        self.body = body
+        self.finish = finish
+        self.sent = 0
+        self.closed = False
+
+    def __iter__(self):
+        try:
+            for piece in self.body:
+                self.sent += len(piece)
+                yield piece
+        except ChunkUnavailable as exc:
+            READ_FAILURES.labels(exc.reason).inc()
+            raise
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.finish(self.sent)
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    REQUEST_ID.set(g.request_id)
+
+
+def _account_response(response: Response) -> Response:
+    started = g.get("request_started", time.perf_counter())
+    method, status = request.method, response.status_code
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    endpoint = request.endpoint
+    path = request.full_path if request.query_string else request.path
+    received = request.content_length or 0
+    if g.get("upload_bytes"):
+        UPLOAD_BYTES.inc(g.upload_bytes)
+
+    def finish(sent: int) -> None:
+        seconds = time.perf_counter() - started
+        REQUESTS.labels(method, route, status).inc()
+        LATENCY.labels(method, route, status).observe(seconds)
+        if endpoint in DOWNLOAD_ENDPOINTS:
+            DOWNLOAD_BYTES.inc(sent)
+        # the request id is on every record (config.logging), so it is not repeated in the message
+        access_log.info("%s %s %d in=%d out=%d %.1fms", method, path, status, received, sent, seconds * 1000)
+
+    response.response = AccountedBody(response.response, finish)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register after the hook that sets ``g.request_id`` (and before other after-request hooks,
+    so that this one runs last and sees the final status)."""
+    app.before_request(_start_request)
+    app.after_request(_account_response)
+    app.register_blueprint(metrics)

@@ -1,0 +1,233 @@
+"""Monitoring over real processes: /api/stats and `minis3 stats`, /metrics summed across the
+gunicorn workers and the celery worker, request ids in the logs, and Flower's view of the tasks."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import embedded
+from tests.stack import BIN, MiB, Stack, random_bytes
+from workers.celery import make_celery
+
+CHECKSUM_MISMATCH = "content does not match its checksum"
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, backends):
+    """A stack with Flower beside it, whose API is open on loopback for the test."""
+    s = Stack(tmp_path_factory.mktemp("monitored"), backends, gc_grace_s=0)
+    s.flower_port = embedded.free_port()
+    s.env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    flower = s.start("flower", [str(BIN / "celery"), "-A", "workers.app", "flower", "--address=127.0.0.1",
+                                f"--port={s.flower_port}"])
+    embedded.wait_for_port(s.flower_port, timeout=60, proc=flower)
+    yield s
+    s.stop()
+
+
+def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}; fails if the text does not parse."""
+    r = requests.get(stack.url("/metrics"), timeout=30)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def run_gc_task(stack: Stack) -> None:
+    make_celery(stack.settings).send_task("minis3.gc", retry=False)
+
+
+# --- /api/stats and `minis3 stats` ----------------------------------------------------------
+
+def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_path, backends):
+    stack = Stack(tmp_path / "stats", backends, gc_grace_s=0)
+    try:
+        a = random_bytes(3 * MiB + 5, 6001)  # 4 chunks
+        b = a[:MiB] + random_bytes(MiB, 6002)  # shares a's first chunk, adds one
+        ids = [stack.put(a, "a.bin"), stack.put(a, "a-again.bin"), stack.put(b, "b.bin")]
+
+        r = requests.get(stack.url("/api/stats"), timeout=30)
+        assert r.status_code == 200
+        stats = r.json()
+        assert stats["success"] is True
+        assert stats["files"] == {"total": 3, "byStatus": {"queued": 0, "processing": 0, "stored": 3,
+                                                           "failed": 0, "deleted": 0}}
+        assert stats["logicalBytes"] == 2 * len(a) + len(b)
+        assert stats["physicalBytes"] == len(a) + MiB
+        assert stats["chunks"] == 5
+        assert stats["dedupRatio"] == round((2 * len(a) + len(b)) / (len(a) + MiB), 4)
+        on_disk: dict[str, list[int]] = {}
+        for path, size in stack.chunk_files().items():
+            on_disk.setdefault(Path(path).parts[-4], []).append(size)
+        assert stats["nodes"] == [{"node": n, "chunks": len(on_disk.get(n, [])), "bytes": sum(on_disk.get(n, []))}
+                                  for n in ("node-1", "node-2", "node-3")]
+        assert stats["queueDepth"] == 0
+        assert stats["lastGc"] is None
+
+        # b's own chunk goes with b; the CLI runs GC and then reports what it freed
+        assert requests.delete(stack.url(f"/api/files/{ids[2]}"), timeout=30).status_code == 204
+        env = stack.env
+        gc = subprocess.run([str(BIN / "minis3"), "gc"], env=env, capture_output=True, text=True, timeout=120)
+        assert gc.returncode == 0, gc.stderr
+        cli = subprocess.run([str(BIN / "minis3"), "stats"], env=env, capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        after = json.loads(cli.stdout)
+        assert after["files"]["byStatus"]["stored"] == 2 and after["files"]["byStatus"]["deleted"] == 1
+        assert after["logicalBytes"] == 2 * len(a)
+        assert after["physicalBytes"] == len(a) == sum(stack.chunk_files().values())
+        assert after["lastGc"]["chunksFreed"] == 1 and after["lastGc"]["bytesFreed"] == MiB
+        api_after = requests.get(stack.url("/api/stats"), timeout=30).json()
+        assert {k: v for k, v in api_after.items() if k != "success"} == after
+    finally:
+        stack.stop()
+
+
+def test_stats_counts_uploads_waiting_in_the_queue(tmp_path, backends):
+    stack = Stack(tmp_path / "queue", backends, worker=False)
+    try:
+        for seed in (6101, 6102):
+            assert stack.upload(random_bytes(1000, seed)).status_code == 202
+        stats = requests.get(stack.url("/api/stats"), timeout=30).json()
+        assert stats["queueDepth"] == 2
+        assert stats["files"]["byStatus"]["queued"] == 2
+        assert value(scrape(stack), "minis3_ingest_queue_depth") == 2
+    finally:
+        stack.stop()
+
+
+# --- /metrics ---------------------------------------------------------------------------------
+
+def test_metrics_count_requests_across_every_web_worker(monitored):
+    before = scrape(monitored)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: requests.get(monitored.url("/api/health"), timeout=30).status_code,
+                              range(40)))
+    assert codes == [200] * 40
+    after = scrape(monitored)
+    key = dict(method="GET", route="/api/health", status="200")
+    assert value(after, "minis3_http_requests_total", **key) - value(before, "minis3_http_requests_total", **key) == 40
+    assert (value(after, "minis3_http_request_duration_seconds_count", **key)
+            - value(before, "minis3_http_request_duration_seconds_count", **key)) == 40
+    web_files = {p.name for p in monitored.metrics_dir.glob("counter_*.db")}
+    assert len(web_files) >= 2  # the web and worker processes each keep their own file
+
+
+def test_metrics_move_with_uploads_dedup_ingest_and_downloads(monitored):
+    data = random_bytes(2 * MiB + 7, 6201)  # 3 chunks
+    before = scrape(monitored)
+    first = monitored.put(data)
+    second = monitored.put(data, "again.bin")
+    assert monitored.download(first).content == data
+    after = wait_for(lambda: (s := scrape(monitored))
+                     and value(s, "minis3_ingests_total", status="stored")
+                     - value(before, "minis3_ingests_total", status="stored") >= 2 and s, what="ingest metrics")
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("minis3_http_requests_total", method="POST", route="/api/upload", status="202") == 2
+    assert delta("minis3_http_requests_total", method="GET", route="/api/files/<file_id>", status="200") == 1
+    assert delta("minis3_upload_bytes_total") == 2 * len(data)
+    assert delta("minis3_download_bytes_total") == len(data)
+    assert delta("minis3_ingests_total", status="stored") == 2
+    assert delta("minis3_ingest_chunks_total", result="stored") == 3
+    assert delta("minis3_ingest_chunks_total", result="deduplicated") == 3
+    assert delta("minis3_ingest_bytes_written_total") == len(data)
+    assert delta("minis3_ingest_duration_seconds_count") == 2
+    assert ("minis3_ingest_queue_depth", ()) in after
+    assert second != first
+
+
+def test_metrics_count_hash_mismatches_seen_on_read(monitored):
+    data = random_bytes(2 * MiB, 6301)
+    file_id = monitored.put(data)
+    chunk_hash = hashlib.sha256(data[MiB:]).hexdigest()
+    path = next(Path(p) for p in monitored.chunk_files() if Path(p).name == chunk_hash)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0x80
+    path.write_bytes(bytes(raw))
+    before = scrape(monitored)
+    received = b""
+    with pytest.raises(requests.exceptions.RequestException):
+        with requests.get(monitored.url(f"/api/files/{file_id}"), stream=True, timeout=60) as r:
+            for piece in r.iter_content(65536):
+                received += piece
+    assert received == data[:len(received)] and len(received) < len(data)
+    after = wait_for(lambda: (s := scrape(monitored))
+                     and value(s, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH)
+                     > value(before, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) and s,
+                     what="the mismatch counter")
+    assert value(after, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) \
+        - value(before, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) == 1
+
+
+def test_metrics_count_gc_deletions_and_flower_shows_ingest_and_gc(monitored):
+    keep = random_bytes(MiB, 6401)
+    doomed_id = monitored.put(keep + random_bytes(MiB, 6402))
+    monitored.put(keep)
+    before = scrape(monitored)
+    assert requests.delete(monitored.url(f"/api/files/{doomed_id}"), timeout=30).status_code == 204
+    run_gc_task(monitored)
+    after = wait_for(lambda: (s := scrape(monitored)) and value(s, "minis3_gc_deleted_chunks_total")
+                     > value(before, "minis3_gc_deleted_chunks_total") and s, what="a GC run")
+    # only the deleted file's own chunk goes: every other chunk here is still referenced
+    assert value(after, "minis3_gc_deleted_chunks_total") - value(before, "minis3_gc_deleted_chunks_total") == 1
+    assert value(after, "minis3_gc_deleted_bytes_total") - value(before, "minis3_gc_deleted_bytes_total") == MiB
+
+    def flower_tasks():
+        r = requests.get(f"http://127.0.0.1:{monitored.flower_port}/api/tasks", timeout=10)
+        return r.json() if r.status_code == 200 else {}
+
+    tasks = wait_for(lambda: (t := flower_tasks()) and any(v.get("name") == "minis3.gc" for v in t.values())
+                     and t, what="Flower to see the GC task")
+    ingests = [v for v in tasks.values() if v.get("name") == "minis3.ingest"]
+    assert any(doomed_id in (v.get("args") or "") and v.get("state") == "SUCCESS" for v in ingests)
+
+
+# --- request ids in logs --------------------------------------------------------------------
+
+def test_request_id_is_in_the_header_the_access_line_and_the_ingest_log(monitored):
+    rid = "monitor-" + hashlib.sha1(b"6501").hexdigest()[:12]
+    r = monitored.upload(random_bytes(MiB + 3, 6501), headers={"X-Request-ID": rid})
+    assert r.status_code == 202
+    assert r.headers["X-Request-ID"] == rid
+    file_id = r.json()["fileId"]
+    assert monitored.wait_status(file_id)["status"] == "stored"
+    web_line = wait_for(lambda: next((line for line in monitored.log("web").splitlines()
+                                      if f"rid={rid}" in line and "POST /api/upload 202" in line), None),
+                        what="the access line")
+    assert f"in={r.request.headers['Content-Length']}" in web_line and "out=" in web_line and "ms " in web_line
+    worker_line = wait_for(lambda: next((line for line in monitored.log("worker").splitlines()
+                                         if f"ingest {file_id}" in line), None), what="the ingest line")
+    assert f"rid={rid}" in worker_line
+    generated = requests.get(monitored.url("/api/health"), timeout=30).headers["X-Request-ID"]
+    assert len(generated) == 32
+    wait_for(lambda: any(f"rid={generated}" in line and "GET /api/health 200 in=0 out=" in line
+                         for line in monitored.log("web").splitlines()), what="the health access line")
