@@ -1,12 +1,16 @@
 """Cut a byte stream into fixed-size chunks on the spool, hashing beside the network read.
 
-The caller's thread only writes bytes to the spool. Two hashing threads take the same bytes
-from bounded queues: one keeps the whole file's SHA-256, the other each chunk's SHA-256 and
-xxh3-128 (the fast checksum verified on every read) and fsyncs a chunk once it is complete.
+The caller's thread only writes bytes to the spool (and starts each chunk's writeback when it
+is complete). Two hashing threads take the same bytes from bounded queues: one keeps the whole
+file's SHA-256, the other each chunk's SHA-256 and xxh3-128 (the fast checksum verified on
+every read) and fdatasyncs each chunk a few chunks behind the stream.
 hashlib releases the GIL on large buffers, so both hashes run beside the read on another core.
 """
 from __future__ import annotations
 
+import collections
+import ctypes
+import ctypes.util
 import hashlib
 import queue
 import threading
@@ -16,9 +20,25 @@ from typing import Callable
 
 import xxhash
 
-from pipeline.chunkstore import fsync_dir, fsync_file, raise_if_full
+from pipeline.chunkstore import datasync_file, fsync_dir, raise_if_full
 
 _END = object()
+SYNC_LAG = 8  # chunks written ahead of the oldest one not yet fdatasync'ed
+_SYNC_FILE_RANGE_WRITE = 2
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _sync_file_range = _libc.sync_file_range
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+except (OSError, AttributeError):  # not Linux: the later fdatasync does all the work
+    _sync_file_range = None
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 QUEUE_DEPTH = 64  # items of up to 64 KiB each: bounds memory per upload to a few MiB
 
 
@@ -72,7 +92,12 @@ class _FileHasher(_Hasher):
 
 
 class _ChunkHasher(_Hasher):
-    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete."""
+    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete.
+
+    A chunk's fdatasync is issued ``SYNC_LAG`` chunks after its writeback started, when its data
+    is mostly on disk already, so durability does not stall the stream; ``on_chunk`` sees each
+    chunk once it is durable, in order.
+    """
 
     def __init__(self, on_chunk: Callable[[ChunkRecord], None]):
         super().__init__("minis3-chunk-hash")
@@ -80,15 +105,23 @@ class _ChunkHasher(_Hasher):
 
     def consume(self) -> None:
         sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
+        pending: collections.deque = collections.deque()
         while (item := self.q.get()) is not _END:
             if isinstance(item, tuple):
                 index, path, size = item
-                fsync_file(path)
-                self.on_chunk(ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size))
+                pending.append((path, ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size)))
+                if len(pending) > SYNC_LAG:
+                    self._commit(*pending.popleft())
                 sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
             else:
                 sha.update(item)
                 xxh.update(item)
+        while pending:
+            self._commit(*pending.popleft())
+
+    def _commit(self, path: Path, record: ChunkRecord) -> None:
+        datasync_file(path)
+        self.on_chunk(record)
 
 
 class ChunkingWriter:
@@ -134,6 +167,8 @@ class ChunkingWriter:
             raise
 
     def _end_chunk(self) -> None:
+        self._fh.flush()
+        start_writeback(self._fh.fileno())
         self._fh.close()
         self._fh = None
         self._chunk_hasher.put((self._index, self.chunk_path(self._index), self._fill))

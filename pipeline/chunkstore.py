@@ -7,6 +7,7 @@ Writes are atomic: a temporary name, fsync, rename, and an fsync of the director
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -14,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from pipeline.errors import InsufficientStorage
 
@@ -32,10 +33,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
+def datasync_file(path: Path) -> None:
+    """Make a file's bytes (and the size needed to read them back) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
 
@@ -146,6 +148,40 @@ class ChunkStore:
         except FileNotFoundError:
             return None
         return dst
+
+    def is_chunk_file(self, entry: StoredChunk) -> bool:
+        """A file named by a SHA-256 at that hash's own place (not a temporary or stray file)."""
+        name = entry.chunk_hash
+        return len(name) == 64 and all(c in "0123456789abcdef" for c in name) \
+            and entry.node in self.node_dirs and entry.path == self.path(entry.node, name)
+
+    def sha256(self, entry: StoredChunk) -> str:
+        digest = hashlib.sha256()
+        with open(entry.path, "rb", buffering=0) as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def discard_stray(self, entry: StoredChunk, is_claimed: Callable[[], bool]) -> bool:
+        """Remove a file that no chunk document claims. It is moved aside first and put back
+        when ``is_claimed()`` says a claim appeared meanwhile (an ingest may have counted on it)."""
+        qdir = self.node_dirs[entry.node] / QUARANTINE_DIR
+        qdir.mkdir(exist_ok=True)
+        aside = qdir / f"{TMP_PREFIX}stray-{uuid.uuid4().hex}"
+        try:
+            os.rename(entry.path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            if self.is_chunk_file(entry) and is_claimed():
+                try:
+                    os.link(aside, entry.path)
+                except FileExistsError:  # the claimer wrote its own copy
+                    pass
+                return False
+            return True
+        finally:
+            aside.unlink(missing_ok=True)
 
     def iter_node(self, node: str) -> Iterator[StoredChunk]:
         """Every chunk file (and stray temporary file) under a node, without loading them."""
