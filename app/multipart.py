@@ -13,7 +13,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from pipeline.errors import MalformedUpload
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 1 << 20  # large socket reads: few recv() calls and little re-buffering in the server
+FEED_SIZE = 64 * 1024  # the decoder is fastest fed in slices of this size
 MAX_BUFFER_BYTES = 1 << 20  # bounds the decoder buffer: headers and boundaries, never the file
 FILE_FIELD = "file"
 
@@ -45,7 +46,7 @@ class FilePart:
                                         max_parts=64)
         self.filename: str | None = None
         self.content_type: str | None = None
-        self._pending: list[bytes] = []
+        self._pending: list[memoryview] = []  # slices of the last read not yet fed, last first
         self._eof = False
         self._events = self._iter_events()
         self._find_file_part()
@@ -68,12 +69,16 @@ class FilePart:
             if isinstance(event, NeedData):
                 if self._eof:
                     raise MalformedUpload("multipart body ended before its closing boundary")
-                data = self._read()
-                if not data:
-                    self._eof = True
-                    decoder.receive_data(None)
-                else:
-                    decoder.receive_data(data)
+                if not self._pending:
+                    data = self._read()
+                    if not data:
+                        self._eof = True
+                        decoder.receive_data(None)
+                        continue
+                    view = memoryview(data)
+                    self._pending = [view[i:i + FEED_SIZE] for i in range(0, len(view), FEED_SIZE)]
+                    self._pending.reverse()
+                decoder.receive_data(self._pending.pop())
                 continue
             yield event
             if isinstance(event, Epilogue):
