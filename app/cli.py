@@ -96,8 +96,33 @@ def _store():
 def cmd_gc(args: argparse.Namespace) -> int:
     from pipeline.maintenance import collect_garbage
 
-    print(json.dumps(collect_garbage(_store(), dry_run=args.dry_run), indent=2))
+    report = collect_garbage(_store(), dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["skipped_locked"]:
+        print("gc: another GC run holds the lock; nothing done")
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        for c in report["deleted"]:
+            print(f"{verb} chunk {c['chunk']} on {c['node']} ({c['size']} bytes)")
+        print(f"gc{' (dry run)' if args.dry_run else ''}: {verb} {report['chunks']} chunk(s), "
+              f"{report['bytes']} bytes; {report['still_referenced']} still referenced")
     return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from app import celery_enqueue
+    from pipeline.fsck import run_fsck
+
+    store = _store()
+    enqueue = celery_enqueue(store.settings) if args.repair else None
+    report = run_fsck(store, repair=args.repair, enqueue=enqueue)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return 0 if report.clean else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -116,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("gc", help="delete chunks no file references (after the grace period)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("fsck", help="check chunks, files and nodes agree; exit code 0 only when clean")
+    p.add_argument("--repair", action="store_true",
+                   help="quarantine corrupt chunks, remove old strays, re-queue stuck files, fail lost files")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_fsck)
     p = sub.add_parser("stats", help="files, logical and physical bytes, dedup ratio, nodes, queue, last GC")
     p.set_defaults(func=cmd_stats)
     return parser

@@ -12,12 +12,15 @@ import time
 from dataclasses import dataclass, field
 
 from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
-from pipeline.errors import ChunkBusy
+from pipeline.errors import ChunkBusy, InsufficientStorage
 from pipeline.metadata import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
                                FileDoc, ManifestPage, MetadataRepository)
 from pipeline.placement import RoundRobinPlacement
 
 log = logging.getLogger(__name__)
+
+
+NODE_FULL = "insufficient_storage: no space left on a storage node"
 
 
 @dataclass
@@ -72,6 +75,12 @@ class Ingestor:
             report.status = FAILED
             log.error("ingest %s failed: chunks lost %s", file_id, exc.missing[:10])
             return report
+        except InsufficientStorage as exc:  # a node is full: fail visibly, keep no partial upload
+            self.repo.mark_failed(file_id, NODE_FULL)
+            self.spool.remove(file_id)
+            report.status = FAILED
+            log.error("ingest %s failed: %s", file_id, exc.message)
+            return report
         if done != doc.chunk_count:
             msg = f"manifest lists {done} of {doc.chunk_count} chunks"
             self.repo.mark_failed(file_id, msg)
@@ -109,12 +118,14 @@ class Ingestor:
         if stored and self.repo.touch_chunks(stored) != len(stored):
             raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
         to_write: dict[str, dict] = {h: d for h, d in existing.items() if d["state"] == CHUNK_WRITING}
+        missing = []
         # a stored chunk whose file vanished is rewritten from the spool when we still hold it
         for h in stored:
             d = existing[h]
             if not self.chunks.exists(d["node"], h, d["size"]):
                 if self._spooled(doc.id, first_at[h]) is None:
                     log.error("chunk %s missing on node %s and not in spool", h, d["node"])
+                    missing.append(h)
                     continue
                 log.warning("chunk %s missing on node %s: rewriting from spool", h, d["node"])
                 to_write[h] = d
@@ -132,13 +143,14 @@ class Ingestor:
                     to_write[c["_id"]] = c
             lost_race = [h for h in new if h not in won]
             if lost_race:
-                for h, d in self.repo.chunk_docs(lost_race).items():
-                    if d["state"] == CHUNK_DELETING:
+                found = self.repo.chunk_docs(lost_race)
+                for h in lost_race:
+                    d = found.get(h)
+                    if d is None or d["state"] == CHUNK_DELETING:  # GC took it since our claim
                         raise ChunkBusy(f"chunk {h} is being garbage-collected")
                     to_write[h] = d  # another upload holds the claim; our bytes are the same
 
         dirs = set()
-        missing = []
         written = []
         for h, d in to_write.items():
             if self.chunks.exists(d["node"], h, d["size"]):
@@ -155,6 +167,11 @@ class Ingestor:
         for d in dirs:
             fsync_dir(d)
         self.repo.mark_chunks_stored(written)
+        # GC may have taken a chunk between our read and our write: then it is not stored
+        after = self.repo.chunk_docs(written)
+        unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
+        if unstored:
+            raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
         if missing:
             raise SpoolLost(missing)
 

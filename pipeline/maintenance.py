@@ -1,10 +1,24 @@
 """Periodic jobs: garbage collection of unreferenced chunks, stuck files, abandoned spool.
 
-GC protocol (restic-like: plan, then execute). A chunk may go only when no manifest names it
-and nobody referenced it for ``gc_grace_s``. Ingest stamps ``lastRef`` with a compare-and-set
-on ``state == stored``; GC takes a chunk with a compare-and-set on ``lastRef < cutoff`` that
-moves it to ``deleting``. Whichever comes second sees the other's write and backs off, so GC
-never deletes a chunk that an ingest is about to reference.
+GC protocol (restic-like: plan, then execute; delete in the reverse order of writing).
+A manifest page names every chunk of its file from the moment the upload is spooled until the
+file is deleted, and every ingest reads or claims its chunks only after its manifest exists.
+``lastRef`` says when a chunk was last referenced: ingest stamps it (compare-and-set on
+``state == stored``), and so does a delete, just before the manifest goes.
+
+For each candidate (``lastRef`` older than the grace period, no manifest names it) GC
+1. takes the chunk with a compare-and-set on ``(state, lastRef < cutoff)`` that moves it to
+   ``deleting``; an ingest that stamped it since then makes this fail;
+2. looks for a manifest naming it again: one that appeared after the plan (an upload of the same
+   content) gives the chunk back in its old state;
+3. deletes the chunk file, then the chunk document.
+An ingest that reads the chunk after step 1 sees ``deleting`` (or no document) and retries
+later (``ChunkBusy``) or claims it anew and writes it from its own spool; one that read it as
+stored before step 1 fails its stamp and retries. So GC never deletes a chunk that a manifest
+names when it deletes it, and every ingest either stamped the chunk first or writes it again.
+
+One GC runs at a time (a Redis lock with an expiry, renewed per batch). A GC killed between
+steps leaves ``deleting`` documents; the next run finishes them (or gives them back).
 """
 from __future__ import annotations
 
@@ -12,13 +26,21 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from pipeline.errors import InvalidId
-from pipeline.metadata import PROCESSING, QUEUED, STORED
+from redis.exceptions import LockError
+
+from pipeline.metadata import CHUNK_STORED, DELETED, PROCESSING, QUEUED
 
 log = logging.getLogger(__name__)
 
 GC_LOCK = "minis3:gc:lock"
+GC_LOCK_TTL_S = 300  # renewed per batch; a killed GC frees the lock after this long
 GC_BATCH = 500
+SAMPLE = 100  # chunks listed in a report
+MANIFEST_BATCH = 500
+
+
+class GcLockLost(Exception):
+    """The GC lock expired while this run held it; another run may have started."""
 
 
 @dataclass
@@ -27,79 +49,114 @@ class GcReport:
     chunks: int = 0
     bytes: int = 0
     still_referenced: int = 0
+    given_back: int = 0
     skipped_locked: bool = False
-    deleted: list[str] = field(default_factory=list)
+    deleted: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, doc: dict) -> None:
+        self.chunks += 1
+        self.bytes += doc.get("size", 0)
+        if len(self.deleted) < SAMPLE:
+            self.deleted.append({"chunk": doc["_id"], "node": doc.get("node"), "size": doc.get("size", 0)})
+
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["deleted"] = data["deleted"][:100]
-        return data
+        return asdict(self)
 
 
 def collect_garbage(store, dry_run: bool = False, now: float | None = None) -> dict:
-    """Delete chunks unreferenced for longer than the grace period; one run at a time."""
-    lock = store.redis.lock(GC_LOCK, timeout=3600, blocking=False)
-    if not lock.acquire(blocking=False):
-        return GcReport(dry_run, skipped_locked=True).to_json()
-    try:
-        report = _collect(store, dry_run, time.time() if now is None else now)
-    finally:
+    """Delete chunks unreferenced for longer than the grace period; one run at a time.
+
+    A dry run takes no lock and changes nothing: it reports what a run would delete now.
+    """
+    now = time.time() if now is None else now
+    if dry_run:
+        report = _collect(store, True, now, renew=lambda: None)
+    else:
+        lock = store.redis.lock(GC_LOCK, timeout=GC_LOCK_TTL_S, blocking=False, thread_local=False)
+        if not lock.acquire(blocking=False):
+            log.info("gc: another run holds the lock; skipped")
+            return GcReport(dry_run, skipped_locked=True).to_json()
         try:
-            lock.release()
-        except Exception:  # expired: another GC may run now, which is safe
-            pass
-    if not dry_run:
+            report = _collect(store, False, now, renew=lambda: _renew(lock))
+        finally:
+            try:
+                lock.release()
+            except LockError:  # expired: another GC may run now, which the protocol allows
+                pass
         store.repo.record_event("gc", {"chunks": report.chunks, "bytes": report.bytes,
-                                       "seconds": report.seconds})
+                                       "seconds": round(report.seconds, 3),
+                                       "stillReferenced": report.still_referenced,
+                                       "givenBack": report.given_back,
+                                       "cutoff": now - store.settings.gc_grace_s})
     log.info("gc%s: %d chunk(s), %d byte(s) %s", " (dry run)" if dry_run else "", report.chunks,
              report.bytes, "would be freed" if dry_run else "freed")
     return report.to_json()
 
 
-def _collect(store, dry_run: bool, now: float) -> GcReport:
+def _renew(lock) -> None:
+    try:
+        lock.reacquire()
+    except LockError as exc:
+        raise GcLockLost() from exc
+
+
+def _collect(store, dry_run: bool, now: float, renew) -> GcReport:
     started = time.monotonic()
-    repo, chunks = store.repo, store.chunks
     report = GcReport(dry_run)
     cutoff = now - store.settings.gc_grace_s
-    if not dry_run:
-        for doc in repo.chunks_being_deleted():  # finish what a crashed GC started
-            chunks.delete(doc["node"], doc["_id"])
-            repo.finish_chunk_delete(doc["_id"])
-    seen: set[str] = set()
+    _finish_interrupted(store, report, now)
+    after = None
     while True:
-        batch = [d for d in repo.gc_candidates(cutoff, GC_BATCH + len(seen)) if d["_id"] not in seen]
+        renew()
+        batch = store.repo.gc_candidates(cutoff, GC_BATCH, after)
         if not batch:
             break
-        seen.update(d["_id"] for d in batch)
-        referenced = repo.referenced_hashes([d["_id"] for d in batch])
-        if referenced and not dry_run:
-            repo.touch_chunks(sorted(referenced))
+        after = batch[-1]["_id"]
+        referenced = store.repo.referenced_hashes([d["_id"] for d in batch])
         report.still_referenced += len(referenced)
+        if referenced and not dry_run:
+            store.repo.touch_chunks(sorted(referenced))  # out of the next runs' candidates for a while
         for doc in batch:
-            h = doc["_id"]
-            if h in referenced:
+            if doc["_id"] in referenced:
                 continue
             if dry_run:
-                report.chunks += 1
-                report.bytes += doc.get("size", 0)
-                report.deleted.append(h)
-                continue
-            if not repo.begin_chunk_delete(h, cutoff):
-                continue  # an ingest referenced it since we looked
-            if repo.referenced_hashes([h]):
-                # a manifest appeared between the plan and the claim: keep the chunk
-                repo.chunks.update_one({"_id": h}, {"$set": {"state": STORED, "lastRef": time.time()}})
-                continue
-            chunks.delete(doc["node"], h)
-            repo.finish_chunk_delete(h)
-            report.chunks += 1
-            report.bytes += doc.get("size", 0)
-            report.deleted.append(h)
+                report.add(doc)
+            elif _delete_chunk(store, doc, cutoff):
+                report.add(doc)
+            else:
+                report.given_back += 1
         if len(batch) < GC_BATCH:
             break
     report.seconds = time.monotonic() - started
     return report
+
+
+def _delete_chunk(store, doc: dict, cutoff: float) -> bool:
+    h, repo = doc["_id"], store.repo
+    if not repo.begin_chunk_delete(h, cutoff, doc["state"]):
+        return False  # an ingest stamped it since the plan
+    if repo.referenced_hashes([h]):
+        repo.cancel_chunk_delete(h, doc["state"])  # a manifest appeared since the plan
+        return False
+    store.chunks.delete(doc["node"], h)
+    repo.finish_chunk_delete(h)
+    return True
+
+
+def _finish_interrupted(store, report: GcReport, now: float) -> None:
+    """Chunks a killed GC left ``deleting``: delete them, or give back those named again."""
+    for doc in store.repo.chunks_being_deleted(since_before=now - GC_LOCK_TTL_S):
+        h = doc["_id"]
+        if store.repo.referenced_hashes([h]) and store.chunks.exists(doc["node"], h, doc.get("size")):
+            if not report.dry_run:
+                store.repo.cancel_chunk_delete(h, doc.get("prevState") or CHUNK_STORED)
+            report.given_back += 1
+            continue
+        if not report.dry_run:
+            store.chunks.delete(doc["node"], h)
+            store.repo.finish_chunk_delete(h)
+        report.add(doc)
 
 
 def stuck_files(store, now: float | None = None) -> list[str]:
@@ -113,25 +170,39 @@ def stuck_files(store, now: float | None = None) -> list[str]:
 
 
 def clean_spool(store, now: float | None = None) -> list[str]:
-    """Remove spool directories that no live upload or pending ingest needs, and the manifest
-    pages of uploads that never became a file."""
+    """Remove spool directories that no live upload or pending ingest needs, and release the
+    manifests that no live file owns (uploads that died, deletes that were interrupted)."""
     now = time.time() if now is None else now
     removed = []
-    for file_id, mtime in store.spool.entries():
-        if now - mtime < store.settings.spool_abandon_s:
-            continue
-        try:
-            f = store.repo.get_file(file_id)
-        except InvalidId:
-            f = None
-        if f is not None and f.status in (QUEUED, PROCESSING):
-            continue
-        store.spool.remove(file_id)
-        removed.append(file_id)
-    for file_id in store.repo.manifest_file_ids():
-        # spool first, then the file: an upload creates its spool before its manifest and its
-        # file document before the spool goes, so this order never drops a live manifest
-        if not store.spool.exists(file_id) and not store.repo.file_exists(file_id):
-            store.repo.delete_manifest(file_id)
+    entries = [(file_id, mtime) for file_id, mtime in store.spool.entries()
+               if now - mtime >= store.settings.spool_abandon_s]
+    for i in range(0, len(entries), MANIFEST_BATCH):
+        batch = entries[i:i + MANIFEST_BATCH]
+        states = store.repo.file_states([file_id for file_id, _ in batch])
+        for file_id, _ in batch:
+            if states.get(file_id) in (QUEUED, PROCESSING):
+                continue
+            store.spool.remove(file_id)
+            removed.append(file_id)
+    release_stale_manifests(store)
     return removed
 
+
+def release_stale_manifests(store) -> list[str]:
+    """Release manifests of deleted files and of uploads that never became a file.
+
+    Spool first, then the file: an upload creates its spool before its manifest and its file
+    document before its spool goes, so a manifest with neither belongs to no live upload.
+    """
+    released = []
+    ids = store.repo.manifest_file_ids()
+    for i in range(0, len(ids), MANIFEST_BATCH):
+        batch = ids[i:i + MANIFEST_BATCH]
+        unspooled = {file_id for file_id in batch if not store.spool.exists(file_id)}
+        states = store.repo.file_states(batch)
+        for file_id in batch:
+            status = states.get(file_id)
+            if status == DELETED or (status is None and file_id in unspooled):
+                store.repo.release_manifest(file_id)
+                released.append(file_id)
+    return released

@@ -186,6 +186,22 @@ class MetadataRepository:
         cur = self.files.find({"status": {"$in": list(states)}, "updated": {"$lt": updated_before}}).limit(limit)
         return [FileDoc.from_mongo(d) for d in cur]
 
+    def file_states(self, file_ids: list[str]) -> dict[str, str]:
+        """Status of each of these files that has a document (unknown ids are left out)."""
+        oids = []
+        for file_id in file_ids:
+            try:
+                oids.append(parse_file_id(file_id))
+            except InvalidId:
+                continue
+        if not oids:
+            return {}
+        return {str(d["_id"]): d["status"] for d in self.files.find({"_id": {"$in": oids}}, {"status": 1})}
+
+    def iter_files(self, states: Iterable[str], batch: int = 500) -> Iterator[FileDoc]:
+        for doc in self.files.find({"status": {"$in": list(states)}}).sort("_id", 1).batch_size(batch):
+            yield FileDoc.from_mongo(doc)
+
     def touch_file(self, file_id: str) -> None:
         self.files.update_one({"_id": parse_file_id(file_id)}, {"$set": {"updated": time.time()}})
 
@@ -227,6 +243,17 @@ class MetadataRepository:
 
     def manifest_file_ids(self) -> list[str]:
         return list(self.manifests.distinct("file"))
+
+    def release_manifest(self, file_id: str) -> int:
+        """Drop a file's manifest, stamping its chunks as referenced until now first, so that
+        GC's grace period counts from the moment the last reference went."""
+        for page in self.iter_manifest(file_id):
+            self.chunks.update_many(
+                {"_id": {"$in": sorted(set(page.hashes))}, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}},
+                {"$set": {"lastRef": time.time()}},
+            )
+        return self.delete_manifest(file_id)
+
 
     def referenced_hashes(self, hashes: list[str]) -> set[str]:
         """Which of these chunk hashes any manifest still names."""
@@ -286,22 +313,34 @@ class MetadataRepository:
                 {"$set": {"state": CHUNK_STORED, "lastRef": time.time()}},
             )
 
-    def gc_candidates(self, cutoff: float, limit: int) -> list[dict]:
-        cur = self.chunks.find(
-            {"state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}, "lastRef": {"$lt": cutoff}}
-        ).limit(limit)
-        return list(cur)
+    def gc_candidates(self, cutoff: float, limit: int, after: str | None = None) -> list[dict]:
+        """Chunks nobody referenced since ``cutoff``, in hash order after ``after`` (one page)."""
+        query: dict = {"state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}, "lastRef": {"$lt": cutoff}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return list(self.chunks.find(query).sort("_id", 1).limit(limit))
 
-    def begin_chunk_delete(self, chunk_hash: str, cutoff: float) -> bool:
+    def begin_chunk_delete(self, chunk_hash: str, cutoff: float, from_state: str) -> bool:
         """Compare-and-set: take a chunk for deletion only if nobody referenced it since cutoff."""
         res = self.chunks.update_one(
-            {"_id": chunk_hash, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}, "lastRef": {"$lt": cutoff}},
-            {"$set": {"state": CHUNK_DELETING, "deleting": time.time()}},
+            {"_id": chunk_hash, "state": from_state, "lastRef": {"$lt": cutoff}},
+            {"$set": {"state": CHUNK_DELETING, "prevState": from_state, "deleting": time.time()}},
         )
         return res.modified_count == 1
 
-    def chunks_being_deleted(self) -> list[dict]:
-        return list(self.chunks.find({"state": CHUNK_DELETING}))
+    def cancel_chunk_delete(self, chunk_hash: str, state: str) -> bool:
+        """Give a chunk that GC took back to the state it had, as referenced now."""
+        res = self.chunks.update_one(
+            {"_id": chunk_hash, "state": CHUNK_DELETING},
+            {"$set": {"state": state, "lastRef": time.time()}, "$unset": {"prevState": "", "deleting": ""}},
+        )
+        return res.modified_count == 1
+
+    def chunks_being_deleted(self, since_before: float | None = None) -> list[dict]:
+        query: dict = {"state": CHUNK_DELETING}
+        if since_before is not None:
+            query["deleting"] = {"$lt": since_before}
+        return list(self.chunks.find(query))
 
     def finish_chunk_delete(self, chunk_hash: str) -> None:
         self.chunks.delete_one({"_id": chunk_hash, "state": CHUNK_DELETING})

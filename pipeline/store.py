@@ -62,11 +62,12 @@ class ObjectStore:
         return self.ingestor.ingest(file_id)
 
     def delete(self, tenant: str, file_id: str) -> None:
-        """The file disappears at once; its manifest goes next, so GC may reclaim its chunks."""
+        """The file disappears at once; its manifest goes next, so GC may reclaim its chunks once
+        the grace period has passed. A crash in between leaves the manifest to the spool sweep."""
         parse_file_id(file_id)
         if not self.repo.mark_deleted(file_id, tenant):
             raise NotFound()
-        self.repo.delete_manifest(file_id)
+        self.repo.release_manifest(file_id)
         self.spool.remove(file_id)
 
     # --- reads -------------------------------------------------------------------------

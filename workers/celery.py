@@ -31,8 +31,8 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         beat_schedule={
             "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},
-            "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(5.0, settings.stuck_after_s / 2)},
-            "clean-spool": {"task": "minis3.clean_spool", "schedule": max(10.0, settings.spool_abandon_s / 4)},
+            "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(1.0, settings.stuck_after_s / 2)},
+            "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
         },
     )
     app.minis3_settings = settings
