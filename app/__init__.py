@@ -11,8 +11,10 @@ from flask import Flask, g, request
 from app import metrics
 from app.api import api
 from app.errors import register_error_handlers
+from app.openapi import openapi
+from app.security import init_security
 from config.settings import Settings
-from pipeline.store import DEFAULT_TENANT, ObjectStore
+from pipeline.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,15 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     def _request_context():
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        g.tenant = DEFAULT_TENANT
 
     @app.after_request
     def _request_id_header(response):
         response.headers["X-Request-ID"] = getattr(g, "request_id", "")
         return response
 
+    init_security(app, settings)  # auth, rate limits, CORS, secure headers
     metrics.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(openapi)
     register_error_handlers(app)
     return app

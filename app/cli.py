@@ -58,8 +58,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_flower:
             children.append(("flower", _spawn([celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
                                                f"--port={settings.flower_port}"], env)))
-        embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=settings.host)
-        print(f"minis3: listening on http://{settings.host}:{settings.port}/api "
+        from app.auth import listen_host
+
+        host = listen_host(Settings.from_env(env), announce=False)  # where gunicorn really binds
+        embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=host)
+        print(f"minis3: listening on http://{host}:{settings.port}/api "
               f"(flower: http://127.0.0.1:{settings.flower_port}); Ctrl-C stops everything", flush=True)
         while not stopping:
             for name, proc in children + services:
@@ -133,12 +136,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from app.auth import keys_command
+
+    return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
+                        getattr(args, "key_id", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minis3", description="Mini-S3 object store")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="start web, worker, beat and flower (and embedded services)")
     p.add_argument("--no-flower", action="store_true")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    keys = p.add_subparsers(dest="keys_action", required=True)
+    keys.add_parser("create", help="create a key for a tenant").add_argument("--tenant", required=True)
+    keys.add_parser("list", help="every key's id, tenant and state (never the key itself)")
+    keys.add_parser("revoke", help="revoke a key by its id (or the key itself)").add_argument("key_id")
+    p.set_defaults(func=cmd_keys)
     p = sub.add_parser("gc", help="delete chunks no file references (after the grace period)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

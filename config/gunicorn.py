@@ -6,13 +6,16 @@ wait in the poller and hold no thread.
 """
 import os
 
+import gunicorn.http.wsgi
+
+from app.auth import listen_host
 from config.metrics import MULTIPROC_ENV, prepare_metrics_dir
 from config.settings import Settings
 
 _settings = Settings.from_env()
 prepare_metrics_dir(_settings)  # in the master, before any worker imports prometheus-client
 
-bind = f"{_settings.host}:{_settings.port}"
+bind = f"{listen_host(_settings)}:{_settings.port}"  # loopback only while serving without API keys
 worker_class = "gthread"
 workers = _settings.web_workers
 threads = _settings.web_threads
@@ -21,6 +24,7 @@ graceful_timeout = 30
 keepalive = 5
 worker_connections = 1000
 limit_request_line = 8190
+gunicorn.http.wsgi.SERVER = "minis3"  # no server product banner in the Server header
 # no gunicorn access log: app.metrics logs one line per request once its body has been sent
 
 

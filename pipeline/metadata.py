@@ -348,6 +348,27 @@ class MetadataRepository:
     def all_chunks(self, batch: int = 1000) -> Iterator[dict]:
         yield from self.chunks.find({}).batch_size(batch)
 
+    # --- API keys: only the hash of a key is stored ----------------------------------------
+
+    def insert_api_key(self, doc: dict) -> None:
+        self.keys.insert_one(doc)
+
+    def find_api_key(self, key_hash: str) -> dict | None:
+        return self.keys.find_one({"hash": key_hash})
+
+    def get_api_key(self, key_id: str) -> dict | None:
+        return self.keys.find_one({"_id": key_id})
+
+    def list_api_keys(self) -> list[dict]:
+        return list(self.keys.find({}, {"hash": 0}).sort("created", 1))
+
+    def revoke_api_key(self, key_id: str, at: float) -> bool:
+        res = self.keys.update_one({"_id": key_id, "revoked": None}, {"$set": {"revoked": at}})
+        return res.modified_count == 1
+
+    def api_keys_exist(self) -> bool:
+        return self.keys.count_documents({}, limit=1) > 0
+
     # --- figures ----------------------------------------------------------------------------
 
     def stats(self) -> dict:

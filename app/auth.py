@@ -1,0 +1,197 @@
+"""Who is calling: an API key (``Authorization: Bearer`` or ``X-API-Key``) names the tenant.
+
+``MINIS3_AUTH``: ``required`` (every API call needs a key), ``open`` (no key needed; tenant
+``default``), ``auto`` (open until the first key exists, then required). While the service can
+run open it binds to loopback only and says so at start.
+
+Identification runs before the rate limiter (so that limits are per key) but never answers by
+itself: a missing or bad key is remembered and raised by ``enforce`` after the limiter, so that
+failed attempts count against the caller's address.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from flask import Flask, current_app, g, request
+
+from config.settings import Settings
+from pipeline.errors import Unauthorized
+from pipeline.keys import ApiKey, ApiKeys
+from pipeline.metadata import MetadataRepository
+from pipeline.store import DEFAULT_TENANT
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+PUBLIC_ENDPOINTS = frozenset({"api.health"})
+PROTECTED_BLUEPRINTS = frozenset({"api"})
+
+
+def presented_key() -> str | None:
+    """The key the client sent, or None; a non-Bearer Authorization header is refused."""
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("unsupported Authorization header: send 'Authorization: Bearer <key>'")
+        return value.strip()
+    value = request.headers.get("X-API-Key", "").strip()
+    return value or None
+
+
+class Authenticator:
+    def __init__(self, keys: ApiKeys, mode: str):
+        self.keys = keys
+        self.mode = mode
+        self._keys_exist = False  # once true it stays true: auth never switches back off by itself
+        self._warned_open = False
+
+    def keys_required(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "required"
+        if not self._keys_exist:
+            self._keys_exist = self.keys.any_exist()
+        return self._keys_exist
+
+    def identify(self) -> ApiKey | None:
+        """The caller's key, None when it sent none and none is needed; raises Unauthorized."""
+        plaintext = presented_key()
+        if plaintext is not None:
+            key = self.keys.authenticate(plaintext)
+            if key is None:
+                raise Unauthorized("invalid or revoked API key")
+            return key
+        if self.keys_required():
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+        if not self._warned_open:
+            self._warned_open = True
+            log.warning("serving WITHOUT authentication (MINIS3_AUTH=%s, no API key exists): every "
+                        "caller acts as tenant %r", self.mode, DEFAULT_TENANT)
+        return None
+
+
+def _authenticator() -> Authenticator:
+    return current_app.extensions["minis3.auth"]
+
+
+def identify() -> None:
+    g.api_key = None
+    g.auth_failure = None
+    g.tenant = DEFAULT_TENANT
+    if (request.method == "OPTIONS" or request.routing_exception is not None
+            or request.blueprint not in PROTECTED_BLUEPRINTS or request.endpoint in PUBLIC_ENDPOINTS):
+        return
+    try:
+        key = _authenticator().identify()
+    except Exception as exc:  # raised by enforce(), after the limiter has counted the attempt
+        g.auth_failure = exc
+        return
+    if key is not None:
+        g.api_key = key
+        g.tenant = key.tenant
+
+
+def enforce() -> None:
+    if g.get("auth_failure") is not None:
+        raise g.auth_failure
+
+
+def challenge(response):
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="minis3"'
+    return response
+
+
+def init_identify(app: Flask, settings: Settings) -> None:
+    """Register identification; call before the rate limiter is set up."""
+    store = app.extensions["minis3.store"]
+    app.extensions["minis3.auth"] = Authenticator(ApiKeys(store.repo), settings.auth)
+    if settings.auth == "open":
+        log.warning("MINIS3_AUTH=open: serving WITHOUT authentication")
+    app.before_request(identify)
+
+
+def init_enforce(app: Flask) -> None:
+    """Register enforcement; call after the rate limiter is set up."""
+    app.before_request(enforce)
+    app.after_request(challenge)
+
+
+# --- where to listen -------------------------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_reason(settings: Settings) -> str | None:
+    """Why the service would serve without authentication, or None when keys are required."""
+    if settings.auth == "required":
+        return None
+    if settings.auth == "open":
+        return "MINIS3_AUTH=open"
+    if not settings.mongo_url:
+        return "MINIS3_AUTH=auto and no metadata store to look for API keys in"
+    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db, timeout_ms=5000)
+    try:
+        if ApiKeys(repo).any_exist():
+            return None
+        return "MINIS3_AUTH=auto and no API key exists yet"
+    except Exception as exc:  # unknown: fail closed
+        return f"MINIS3_AUTH=auto and the API keys could not be checked ({exc.__class__.__name__})"
+    finally:
+        repo.client.close()
+
+
+def listen_host(settings: Settings, announce: bool = True) -> str:
+    """MINIS3_HOST, or loopback when the service may run open (and then say so, loudly)."""
+    reason = open_reason(settings)
+    if reason is None:
+        return settings.host
+    host = settings.host if is_loopback(settings.host) else LOOPBACK
+    if announce:
+        moved = "" if host == settings.host else f" (not {settings.host}: open mode binds loopback only)"
+        bar = "!" * 78
+        log.warning("\n%s\n!! minis3 is serving WITHOUT authentication: %s.\n!! Listening on %s only%s.\n"
+                    "!! Create a key with `minis3 keys create --tenant NAME` (then restart to listen on "
+                    "MINIS3_HOST).\n%s", bar, reason, host, moved, bar)
+    return host
+
+
+# --- `minis3 keys` ------------------------------------------------------------------------------
+
+def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None) -> int:
+    """create: print a new key once (stdout); list: every key without secrets; revoke: by id or key."""
+    import json
+    import sys
+
+    from pipeline.errors import StoreError
+
+    if not settings.mongo_url:
+        print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
+              file=sys.stderr)
+        return 2
+    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db)
+    try:
+        repo.ensure_indexes()
+        keys = ApiKeys(repo)
+        if action == "create":
+            plaintext, key = keys.create(tenant or "")
+            print(plaintext)
+            print(f"minis3: key {key.id} for tenant {key.tenant!r}; this is the only time it is shown",
+                  file=sys.stderr)
+        elif action == "list":
+            print(json.dumps([k.to_json() for k in keys.list()], indent=2))
+        else:
+            print(json.dumps(keys.revoke(key_id or "").to_json(), indent=2))
+        return 0
+    except StoreError as exc:
+        print(f"minis3: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        repo.client.close()

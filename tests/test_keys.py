@@ -1,0 +1,123 @@
+"""API keys, auth modes, where the service listens, HSTS and the OpenAPI route map, in-process.
+
+Runs on its own nx-27017 (``backends`` from tests.probes): keys made here stay here.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from app import create_app
+from app.auth import listen_host
+from app.openapi import describe
+from config import embedded
+from config.settings import SettingsError
+from pipeline.keys import ApiKeys, hash_key
+from tests.probes import private_backends as backends  # noqa: F401
+from tests.stack import BIN, ROOT
+
+
+def client(settings, store):
+    return create_app(settings, store=store, enqueue=lambda *a: None).test_client()
+
+
+def test_hsts_only_over_https_and_forwarded_proto_only_from_a_trusted_proxy(settings, store):
+    def get(app, base="http://x", **headers):
+        return app.test_client().get("/api/health", headers=headers, base_url=base)
+
+    direct = create_app(settings, store=store, enqueue=lambda *a: None)
+    proxied = create_app(settings.with_overrides(trusted_proxies=1), store=store, enqueue=lambda *a: None)
+    assert "Strict-Transport-Security" not in get(direct).headers
+    assert "Strict-Transport-Security" not in get(direct, **{"X-Forwarded-Proto": "https"}).headers
+    assert get(direct, base="https://x").headers["Strict-Transport-Security"].startswith("max-age=")
+    assert get(proxied, **{"X-Forwarded-Proto": "https"}).headers["Strict-Transport-Security"]
+    assert "Strict-Transport-Security" not in get(proxied).headers
+
+
+def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(settings, store):
+    env = {**os.environ, **settings.to_env()}
+
+    def minis3(*args):
+        return subprocess.run([str(BIN / "minis3"), "keys", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+
+    created = minis3("create", "--tenant", "acme")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("ms3_")
+    docs = store.repo.list_api_keys()
+    assert len(docs) == 1 and docs[0]["tenant"] == "acme"
+    stored = store.repo.find_api_key(hash_key(key))
+    assert stored is not None and key not in json.dumps(stored, default=str)
+    listed = minis3("list")
+    assert listed.returncode == 0 and key not in listed.stdout
+    assert json.loads(listed.stdout)[0]["tenant"] == "acme"
+    assert ApiKeys(store.repo).authenticate(key).tenant == "acme"
+    revoked = minis3("revoke", json.loads(listed.stdout)[0]["id"])
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["active"] is False
+    assert ApiKeys(store.repo).authenticate(key) is None
+    assert minis3("create", "--tenant", "../evil").returncode == 1
+    assert minis3("revoke", "nosuchkey").returncode == 1
+
+
+def test_open_service_listens_on_loopback_only(settings, store):
+    public = settings.with_overrides(host="0.0.0.0")
+    assert listen_host(public.with_overrides(auth="open")) == "127.0.0.1"
+    assert listen_host(public.with_overrides(auth="auto")) == "127.0.0.1"  # no key yet
+    assert listen_host(public.with_overrides(auth="required")) == "0.0.0.0"
+    ApiKeys(store.repo).create("ops")
+    assert listen_host(public.with_overrides(auth="auto")) == "0.0.0.0"
+    down = f"mongodb://127.0.0.1:{embedded.free_port()}/"
+    assert listen_host(public.with_overrides(auth="auto", mongo_url=down)) == "127.0.0.1"  # fail closed
+
+
+def test_bad_rate_limit_setting_is_refused_at_start(settings, store):
+    with pytest.raises(SettingsError):
+        create_app(settings.with_overrides(rate_limit="lots"), store=store, enqueue=lambda *a: None)
+
+
+def _shape(path: str) -> str:
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", path)
+
+
+def test_openapi_describes_every_api_route_and_method(settings, store):
+    spec = client(settings, store).get("/api/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    documented = {(_shape(p), m.upper()) for p, ops in spec["paths"].items() for m in ops}
+    app = create_app(settings, store=store, enqueue=lambda *a: None)
+    routed = {(_shape(r.rule), m) for r in app.url_map.iter_rules() if r.rule.startswith("/api/")
+              for m in r.methods - {"HEAD", "OPTIONS"}}
+    assert routed == documented
+    assert spec["security"][0] == {}  # open: no key exists yet, a key is optional
+    ApiKeys(store.repo).create("ops")
+    assert client(settings, store).get("/api/openapi.json").get_json()["security"] == \
+        describe(keys_required=True)["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+def test_open_mode_needs_no_key_but_honours_and_checks_one_that_is_sent(settings, store):
+    key = ApiKeys(store.repo).create("acme")[0]
+    c = client(settings.with_overrides(auth="open"), store)
+    anonymous = c.post("/api/upload", data={"file": (io.BytesIO(b"anon"), "a.txt")},
+                       content_type="multipart/form-data")
+    assert anonymous.status_code == 202
+    assert store.repo.get_file(anonymous.get_json()["fileId"]).tenant == "default"
+    assert c.get("/api/files", headers={"Authorization": f"Bearer {key}"}).get_json()["files"] == []
+    bad = c.get("/api/files", headers={"Authorization": "Bearer ms3_nope"})
+    assert bad.status_code == 401 and bad.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_required_mode_refuses_every_api_call_without_a_key_but_health(settings, store):
+    c = client(settings.with_overrides(auth="required"), store)
+    for method, path in [("GET", "/api/files"), ("POST", "/api/upload"), ("GET", "/api/stats"),
+                         ("GET", "/api/files/" + "0" * 24), ("DELETE", "/api/files/" + "0" * 24)]:
+        r = c.open(path, method=method)
+        assert r.status_code == 401, path
+        assert r.get_json() == {"success": False, "error": {
+            "code": "unauthorized", "message": "an API key is required: send 'Authorization: Bearer <key>'"}}
+    assert c.get("/api/health").status_code == 200
+    assert c.get("/api/openapi.json").status_code == 200
