@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+"""Benchmark: the store against what this machine's disk and nginx do with the same bytes.
+
+One run, one disk (everything under --dir): baselines first (a raw 1 MiB-block write with one
+fsync; nginx WebDAV PUT and GET through curl), then the store as real processes (gunicorn,
+celery worker, Redis, nx-27017). Prints a table and writes it as JSON under bench/results/.
+
+    .venv/bin/python bench/run.py            # 1 GiB / 4 GiB, 8 x 64 MiB, 1,000 x 4 KiB
+    .venv/bin/python bench/run.py --quick    # small sizes: a smoke run in about a minute
+
+The figures are wall-clock on a shared 2-core machine: compare figures within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+import requests  # noqa: E402
+
+from config import embedded  # noqa: E402
+from tests.stack import Backends, Stack  # noqa: E402
+
+MB = 1_000_000
+MiB = 1 << 20
+GiB = 1 << 30
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int
+    huge: int
+    parallel_each: int
+    parallel_n: int
+    small_each: int
+    small_n: int
+
+
+FULL = Sizes(big=GiB, huge=4 * GiB, parallel_each=64 * MiB, parallel_n=8, small_each=4096, small_n=1000)
+QUICK = Sizes(big=64 * MiB, huge=256 * MiB, parallel_each=8 * MiB, parallel_n=8, small_each=4096, small_n=200)
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | None
+    unit: str
+    baseline: str | None = None
+    baseline_value: float | None = None
+    target: str | None = None
+    ratio: float | None = None
+    met: bool | None = None
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def random_file(path: Path, size: int) -> str:
+    """Write ``size`` random bytes in 1 MiB blocks; returns their SHA-256."""
+    sha = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(MiB, left))
+            sha.update(block)
+            f.write(block)
+            left -= len(block)
+    return sha.hexdigest()
+
+
+def settle() -> None:
+    """Flush dirty pages (the inputs just written) so that they do not slow the next measurement."""
+    os.sync()
+
+
+def rate(size: int, seconds: float | None) -> float | None:
+    return None if not seconds else size / MB / seconds
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+def raw_write(path: Path, size: int) -> float:
+    """Seconds to write ``size`` bytes in 1 MiB blocks and fsync once."""
+    block = os.urandom(MiB)
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(size // MiB):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    path.unlink()
+    settle()
+    return seconds
+
+
+NGINX_CONF = """\
+worker_processes 2;
+daemon off;
+{user}
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        location /dav/ {{
+            dav_methods PUT DELETE;
+            create_full_put_path on;
+            client_max_body_size 0;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx with WebDAV PUT on a free loopback port, with a config written to a temp dir."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        (directory / "www/dav").mkdir(parents=True)
+        self.port = embedded.free_port()
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = directory / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(d=directory, port=self.port, user=user))
+        self.proc = subprocess.Popen([shutil.which("nginx"), "-c", str(conf), "-p", str(directory)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        embedded.wait_for_port(self.port, timeout=15, proc=self.proc)
+        self.base_url = f"http://127.0.0.1:{self.port}/dav"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                embedded.stop(self.proc)
+
+
+def curl(*args: str) -> tuple[int, float, str]:
+    """Run curl; returns (HTTP status, wall seconds, response body)."""
+    with tempfile.NamedTemporaryFile() as out:
+        started = time.perf_counter()
+        done = subprocess.run(["curl", "-sS", "-H", "Expect:", "-o", out.name, "-w", "%{http_code}", *args],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"curl {' '.join(args)} failed: {done.stderr.strip()}")
+        return int(done.stdout), seconds, Path(out.name).read_text(errors="replace")
+
+
+def curl_get(url: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    done = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"curl GET {url} failed: {done.stderr.strip()}")
+    code, size = done.stdout.split()
+    return int(code), seconds, int(size)
+
+
+def many(count: int, send, workers: int = 8) -> list:
+    """``send(session, i)`` for i in range(count), from ``workers`` threads each with a keep-alive session."""
+    local = threading.local()
+
+    def call(i):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return send(local.session, i)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def small_body(i: int, size: int, salt: bytes) -> bytes:
+    return hashlib.shake_256(salt + i.to_bytes(8, "big")).digest(size)
+
+
+# --- the store ------------------------------------------------------------------------------
+
+class PeakRss(threading.Thread):
+    """Largest RSS of any single process in each group (gunicorn master + workers, celery + pool)."""
+
+    def __init__(self, roots: dict[str, int], every: float = 0.05):
+        super().__init__(daemon=True)
+        self.roots = {name: psutil.Process(pid) for name, pid in roots.items()}
+        self.peak = {name: 0 for name in roots}
+        self.every = every
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for name, root in self.roots.items():
+                try:
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    continue
+                for p in procs:
+                    try:
+                        self.peak[name] = max(self.peak[name], p.memory_info().rss)
+                    except psutil.NoSuchProcess:
+                        pass
+            self.halt.wait(self.every)
+
+    def __enter__(self) -> "PeakRss":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.halt.set()
+        self.join()
+
+    def mib(self) -> dict[str, float]:
+        return {name: peak / MiB for name, peak in self.peak.items()}
+
+
+class Store:
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.http = requests.Session()
+
+    def url(self, path: str) -> str:
+        return self.stack.url(path)
+
+    def upload(self, path: Path) -> tuple[str, float, float]:
+        """curl -F the file; returns (file id, seconds to the 202, seconds to stored)."""
+        started = time.perf_counter()
+        code, to_202, body = curl("-F", f"file=@{path};type=application/octet-stream", self.url("/api/upload"))
+        if code != 202:
+            raise RuntimeError(f"upload answered {code}: {body[:500]}")
+        file_id = json.loads(body)["fileId"]
+        self.wait_stored([file_id])
+        return file_id, to_202, time.perf_counter() - started
+
+    def status(self, file_id: str) -> str:
+        return self.http.get(self.url(f"/api/files/{file_id}/status"), timeout=60).json()["status"]
+
+    def wait_stored(self, ids: list[str], timeout: float = 3600) -> None:
+        pending = list(ids)
+        deadline = time.monotonic() + timeout
+        while pending:
+            status = self.status(pending[0])
+            if status == "stored":
+                pending.pop(0)
+                continue
+            if status not in ("queued", "processing"):
+                raise RuntimeError(f"file {pending[0]} became {status}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pending)} file(s) not stored after {timeout}s")
+            time.sleep(POLL_S)
+
+    def stored_count(self) -> int:
+        return self.http.get(self.url("/api/stats"), timeout=60).json()["files"]["byStatus"]["stored"]
+
+    def node_bytes(self) -> int:
+        return sum(self.stack.chunk_files().values())
+
+    def worker_seconds(self, file_id: str, timeout: float = 30) -> float:
+        """The worker's own ingest time (IngestReport.seconds) from its log line."""
+        pattern = re.compile(rf"ingest {file_id} .* ([0-9.]+)s$", re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = pattern.search(self.stack.log("worker"))
+            if found:
+                return float(found.group(1))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no ingest log line for {file_id}")
+            time.sleep(0.1)
+
+    def verify_download(self, file_id: str, sha256: str, size: int) -> None:
+        """Untimed: the bytes of a download hash to what was uploaded."""
+        sha = hashlib.sha256()
+        got = 0
+        with self.http.get(self.url(f"/api/files/{file_id}"), stream=True, timeout=600) as r:
+            r.raise_for_status()
+            for piece in r.iter_content(MiB):
+                sha.update(piece)
+                got += len(piece)
+        if got != size or sha.hexdigest() != sha256:
+            raise RuntimeError(f"download of {file_id} is not what was uploaded")
+
+    def roots(self) -> dict[str, int]:
+        return {"web": self.stack.procs["web"].pid, "worker": self.stack.procs["worker"].pid}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def figure(figures: list, name, value, unit, baseline=None, baseline_value=None, target=None,
+           ratio_min=None, ratio_max=None, ratio=None, value_max=None) -> Figure:
+    if ratio is None and value is not None and baseline_value:
+        ratio = value / baseline_value
+    met = None
+    if ratio is not None and ratio_min is not None:
+        met = ratio >= ratio_min
+    if ratio is not None and ratio_max is not None:
+        met = ratio <= ratio_max
+    if value is not None and value_max is not None:
+        met = value <= value_max
+    f = Figure(name, value, unit, baseline, baseline_value, target, ratio, met)
+    figures.append(f)
+    return f
+
+
+def run(sizes: Sizes, work: Path, log) -> tuple[list[Figure], dict]:
+    figures: list[Figure] = []
+    notes: dict = {}
+    big = work / "big.bin"
+    log(f"writing {human(sizes.big)} of random input")
+    big_sha = random_file(big, sizes.big)
+    settle()
+
+    log(f"baseline: raw write of {human(sizes.big)} in 1 MiB blocks + one fsync")
+    raw_s = raw_write(work / "raw.bin", sizes.big)
+    raw = figure(figures, f"raw write {human(sizes.big)} (1 MiB blocks, one fsync)", rate(sizes.big, raw_s), "MB/s")
+
+    nginx_put = nginx_get = nginx_small = None
+    if shutil.which("nginx") is None:
+        notes["nginx"] = "nginx is missing (apt-get install nginx-light): no nginx baselines in this run"
+        log("*** " + notes["nginx"])
+    else:
+        log("baseline: nginx WebDAV PUT and GET through curl")
+        nginx = Nginx(work / "nginx")
+        try:
+            settle()
+            code, put_s, body = curl("-T", str(big), f"{nginx.base_url}/big.bin")
+            if code not in (201, 204):
+                raise RuntimeError(f"nginx PUT answered {code}: {body[:300]}")
+            settle()
+            code, get_s, got = curl_get(f"{nginx.base_url}/big.bin")
+            if code != 200 or got != sizes.big:
+                raise RuntimeError(f"nginx GET answered {code} with {got} bytes")
+            salt = os.urandom(8)
+            started = time.perf_counter()
+            codes = many(sizes.small_n, lambda s, i: s.put(f"{nginx.base_url}/small/{i}",
+                                                           data=small_body(i, sizes.small_each, salt),
+                                                           timeout=60).status_code)
+            small_s = time.perf_counter() - started
+            if set(codes) - {201, 204}:
+                raise RuntimeError(f"nginx small PUTs answered {sorted(set(codes))}")
+        finally:
+            nginx.stop()
+            shutil.rmtree(work / "nginx", ignore_errors=True)
+        nginx_put = figure(figures, f"nginx PUT {human(sizes.big)} (curl -T)", rate(sizes.big, put_s), "MB/s")
+        nginx_get = figure(figures, f"nginx GET {human(sizes.big)} (curl)", rate(sizes.big, get_s), "MB/s")
+        nginx_small = figure(figures, f"nginx PUT {sizes.small_n} x {human(sizes.small_each)} (8 clients)",
+                             sizes.small_n / small_s, "files/s")
+    put_base = nginx_put or raw
+
+    log("starting the store: gunicorn, celery worker, Redis, nx-27017")
+    backends = Backends(work / "backends")
+    stack = None
+    try:
+        stack = Stack(work / "store", backends, web_workers=2, web_threads=16)
+        store = Store(stack)
+
+        log(f"store: upload {human(sizes.big)} and download it")
+        settle()
+        with PeakRss(store.roots()) as rss_big:
+            file_id, to_202, to_stored = store.upload(big)
+            code, get_s, got = curl_get(store.url(f"/api/files/{file_id}"))
+            if code != 200 or got != sizes.big:
+                raise RuntimeError(f"download answered {code} with {got} bytes")
+        store.verify_download(file_id, big_sha, sizes.big)
+        first_worker_s = store.worker_seconds(file_id)
+        figure(figures, f"upload {human(sizes.big)}: to the 202", rate(sizes.big, to_202), "MB/s",
+               put_base.name, put_base.value)
+        single = figure(figures, f"upload {human(sizes.big)}: to stored", rate(sizes.big, to_stored), "MB/s",
+                        put_base.name, put_base.value, ">= 0.9x nginx PUT", ratio_min=0.9)
+        get_base = nginx_get or raw
+        figure(figures, f"download {human(sizes.big)}, verified", rate(sizes.big, get_s), "MB/s",
+               get_base.name, get_base.value, ">= 0.7x nginx GET", ratio_min=0.7)
+        figure(figures, f"first ingest of {human(sizes.big)}: worker time", first_worker_s, "s")
+
+        log("store: upload the same content again")
+        before = store.node_bytes()
+        settle()
+        again_id, _, _ = store.upload(big)
+        added = store.node_bytes() - before
+        again_worker_s = store.worker_seconds(again_id)
+        figure(figures, "re-upload: bytes added under nodes/", added, "bytes", target="0", value_max=0)
+        figure(figures, "re-upload: worker time", again_worker_s, "s", "first ingest: worker time",
+               first_worker_s, "<= 0.1x first ingest", ratio_max=0.1)
+
+        n, each = sizes.parallel_n, sizes.parallel_each
+        log(f"store: {n} parallel uploads of {human(each)}")
+        paths = [work / f"par-{i}.bin" for i in range(n)]
+        for p in paths:
+            random_file(p, each)
+        settle()
+        with ThreadPoolExecutor(n) as pool:
+            uploads = list(pool.map(store.upload, paths))
+        par_s = max(u[2] for u in uploads)  # all start together: the last one stored ends the run
+        for p in paths:
+            p.unlink()
+        figure(figures, f"{n} parallel uploads of {human(each)}: aggregate to stored", rate(n * each, par_s),
+               "MB/s", single.name, single.value, ">= single upload", ratio_min=1.0)
+
+        log(f"store: {sizes.small_n} uploads of {human(sizes.small_each)}")
+        salt = os.urandom(8)
+        stored_before = store.stored_count()
+        settle()
+
+        def send_small(session, i):
+            r = session.post(store.url("/api/upload"), timeout=60,
+                             files={"file": (f"s{i}.bin", small_body(i, sizes.small_each, salt))})
+            if r.status_code != 202:
+                raise RuntimeError(f"small upload answered {r.status_code}: {r.text[:300]}")
+            return r.json()["fileId"]
+
+        started = time.perf_counter()
+        many(sizes.small_n, send_small)
+        while store.stored_count() < stored_before + sizes.small_n:
+            if time.perf_counter() - started > 1800:
+                raise RuntimeError("small files not stored after 30 minutes")
+            time.sleep(0.05)
+        small_s = time.perf_counter() - started
+        small_base = nginx_small
+        figure(figures, f"{sizes.small_n} uploads of {human(sizes.small_each)} (8 clients): to stored",
+               sizes.small_n / small_s, "files/s", small_base.name if small_base else None,
+               small_base.value if small_base else None, ">= 200 files/s")
+        figures[-1].met = figures[-1].value >= 200
+
+        big.unlink()
+        huge = work / "huge.bin"
+        log(f"store: upload {human(sizes.huge)} (peak RSS)")
+        random_file(huge, sizes.huge)
+        settle()
+        with PeakRss(store.roots()) as rss_huge:
+            store.upload(huge)
+        huge.unlink()
+        for name in ("web", "worker"):
+            small_peak, large_peak = rss_big.mib()[name], rss_huge.mib()[name]
+            figure(figures, f"peak RSS {name}, {human(sizes.big)} up+down", small_peak, "MiB",
+                   target="<= 150 MiB", value_max=150)
+            figure(figures, f"peak RSS {name}, {human(sizes.huge)} upload", large_peak, "MiB",
+                   f"peak RSS {name}, {human(sizes.big)}", small_peak, "<= 150 MiB, flat with size",
+                   value_max=150)
+        notes["store_logs"] = {name: stack.log(name)[-2000:] for name in ("web", "worker")}
+    finally:
+        if stack is not None:
+            stack.stop()
+        backends.stop()
+    return figures, notes
+
+
+def table(figures: list[Figure]) -> str:
+    def num(v):
+        if v is None:
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" if v != int(v) else f"{int(v)}"
+
+    rows = [("figure", "value", "unit", "baseline", "ratio", "target", "met")]
+    for f in figures:
+        base = "-" if f.baseline_value is None else f"{num(f.baseline_value)} ({f.baseline})"
+        ratio = "-" if f.ratio is None else f"{f.ratio:.2f}x"
+        met = "-" if f.met is None else ("yes" if f.met else "NO")
+        rows.append((f.name, num(f.value), f.unit, base, ratio, f.target or "-", met))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "memory_gib": round(psutil.virtual_memory().total / GiB, 1), "load_avg": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes for a fast smoke run")
+    parser.add_argument("--dir", type=Path, default=ROOT / "var",
+                        help="where the run's files go (its disk is the one measured; default: var/)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results", help="where the JSON goes")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=args.dir)).resolve()
+    started = time.time()
+    host = machine()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
+
+    log(f"working in {work} ({'quick' if args.quick else 'full'} sizes)")
+    try:
+        figures, notes = run(sizes, work, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(figures)
+    print()
+    print(text)
+    for note in ("nginx",):
+        if note in notes:
+            print(f"\nnote: {notes[note]}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    out = args.out / f"{stamp}{'-quick' if args.quick else ''}.json"
+    result = {"started": stamp, "quick": args.quick, "sizes": asdict(sizes), "machine": host,
+              "seconds": round(time.time() - started, 1), "figures": [asdict(f) for f in figures],
+              "notes": {k: v for k, v in notes.items() if k != "store_logs"}, "table": text}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
