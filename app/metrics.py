@@ -30,6 +30,7 @@ access_log = logging.getLogger("minis3.access")
 metrics = Blueprint("metrics", __name__)
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+ARRIVED = "minis3.arrived"
 DOWNLOAD_ENDPOINTS = ("api.download", "api.download_by_hash")
 
 REQUESTS = Counter("minis3_http_requests_total", "HTTP requests by method, route and status",
@@ -107,16 +108,23 @@ class AccountedBody:
             self.finish(self.sent)
 
 
-def _start_request() -> None:
-    g.request_started = time.perf_counter()
+def _stamp_arrival(wsgi_app):
+    """Note the arrival time before any hook runs (an auth or rate-limit refusal is timed too)."""
+    def stamped(environ, start_response):
+        environ[ARRIVED] = time.perf_counter()
+        return wsgi_app(environ, start_response)
+    return stamped
+
+
+def _bind_request_id() -> None:
     REQUEST_ID.set(g.request_id)
 
 
 def _account_response(response: Response) -> Response:
-    started = g.get("request_started", time.perf_counter())
+    started = request.environ.get(ARRIVED) or time.perf_counter()
     method, status = request.method, response.status_code
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    endpoint = request.endpoint
+    endpoint, rid = request.endpoint, g.get("request_id", "-")
     path = request.full_path if request.query_string else request.path
     received = request.content_length or 0
     if g.get("upload_bytes"):
@@ -128,16 +136,18 @@ def _account_response(response: Response) -> Response:
         LATENCY.labels(method, route, status).observe(seconds)
         if endpoint in DOWNLOAD_ENDPOINTS:
             DOWNLOAD_BYTES.inc(sent)
-        # the request id is on every record (config.logging), so it is not repeated in the message
+        # the request id goes on every record (config.logging); a refused request never bound it
+        token = REQUEST_ID.set(rid)
         access_log.info("%s %s %d in=%d out=%d %.1fms", method, path, status, received, sent, seconds * 1000)
+        REQUEST_ID.reset(token)
 
     response.response = AccountedBody(response.response, finish)
     return response
 
 
 def init_app(app: Flask) -> None:
-    """Register after the hook that sets ``g.request_id`` (and before other after-request hooks,
-    so that this one runs last and sees the final status)."""
-    app.before_request(_start_request)
+    """Register after the hook that sets ``g.request_id``."""
+    app.wsgi_app = _stamp_arrival(app.wsgi_app)
+    app.before_request(_bind_request_id)
     app.after_request(_account_response)
     app.register_blueprint(metrics)
