@@ -10,7 +10,9 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -213,14 +215,49 @@ class ChunkStore:
         return status
 
 
+class _Reaper:
+    """Unlinks set-aside directories on one background thread per process."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.queue: queue.Queue = queue.Queue()
+
+    def submit(self, path: Path) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # first use, or first use after a fork: a thread of our own
+                self.pid = os.getpid()
+                self.queue = queue.Queue()
+                threading.Thread(target=self._run, args=(self.queue,), name="minis3-spool-reaper",
+                                 daemon=True).start()
+        self.queue.put(path)
+
+    @staticmethod
+    def _run(paths: queue.Queue) -> None:
+        while True:
+            shutil.rmtree(paths.get(), ignore_errors=True)
+
+
+_reaper = _Reaper()
+
+
 class Spool:
-    """Uploads in flight: one directory per file id, one file per chunk index."""
+    """Uploads in flight: one directory per file id, one file per chunk index.
+
+    A removed upload's directory leaves its name at once (a rename into ``<spool>.trash``, beside
+    the spool on the same filesystem) and its files are unlinked in the background: unlinking a
+    gigabyte of chunk files takes longer than ingesting them, and nothing needs to wait for it.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.trash = self.root.with_name(self.root.name + ".trash")
 
     def ensure_dir(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.trash.is_dir():  # left by a process that stopped before its reaper was done
+            for entry in os.scandir(self.trash):
+                _reaper.submit(Path(entry.path))
 
     def upload_dir(self, file_id: str) -> Path:
         return self.root / file_id
@@ -238,7 +275,17 @@ class Spool:
         return d
 
     def remove(self, file_id: str) -> None:
-        shutil.rmtree(self.upload_dir(file_id), ignore_errors=True)
+        src = self.upload_dir(file_id)
+        aside = self.trash / f"{file_id}.{uuid.uuid4().hex[:12]}"
+        try:
+            self.trash.mkdir(exist_ok=True)
+            os.rename(src, aside)
+        except FileNotFoundError:
+            return
+        except OSError:  # no room for the trash directory, or another filesystem: unlink here
+            shutil.rmtree(src, ignore_errors=True)
+            return
+        _reaper.submit(aside)
 
     def exists(self, file_id: str) -> bool:
         return self.upload_dir(file_id).is_dir()
