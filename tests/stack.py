@@ -138,11 +138,13 @@ class Stack:
         embedded.wait_for_port(self.settings.port, timeout=60, proc=proc)
 
     def start_worker(self, concurrency: int = 2) -> None:
+        log = self.root / "worker.log"
+        seen = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
         proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q",
                                      "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
                                      "-n", f"w{uuid.uuid4().hex[:6]}@%h"])
         deadline = time.monotonic() + 60
-        while b"ready." not in self.logs["worker"].read_bytes():
+        while b"ready." not in self.logs["worker"].read_bytes()[seen:]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("worker did not start:\n" + self.log("worker")[-3000:])
             time.sleep(0.1)
