@@ -5,9 +5,10 @@ us feed the socket's bytes in 64 KiB reads and hand the data straight to the spo
 """
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -17,6 +18,18 @@ READ_SIZE = 1 << 20  # large socket reads: few recv() calls and little re-buffer
 FEED_SIZE = 64 * 1024  # the decoder is fastest fed in slices of this size
 MAX_BUFFER_BYTES = 1 << 20  # bounds the decoder buffer: headers and boundaries, never the file
 FILE_FIELD = "file"
+_QUOTED_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+
+
+def part_filename(event: File) -> str | None:
+    """The filename as browsers and HTTP libraries send it (HTML5: a quote is sent as %22, a
+    backslash as itself). Werkzeug reads a backslash as an escape and turns ``C:\\dir\\a.txt``
+    into ``C:dira.txt``; the raw value keeps the separators, so the display name is ``a.txt``."""
+    header = event.headers.get("Content-Disposition", "")
+    raw = _QUOTED_FILENAME.search(header)
+    if raw is None or "\\" not in raw.group(1) or "filename*" in header.lower():
+        return event.filename
+    return re.sub(r'\\(["\\])', r"\1", raw.group(1))
 
 
 class ClientGone(MalformedUpload):
@@ -59,12 +72,21 @@ class FilePart:
         except OSError:
             raise ClientGone() from None
 
+    def _feed(self, data: memoryview) -> None:
+        try:
+            self.decoder.receive_data(data)
+        except RequestEntityTooLarge:  # 1 MiB without a boundary: not the boundary the header named
+            raise MalformedUpload("multipart body does not use the boundary its Content-Type names "
+                                  "(or a part header exceeds 1 MiB)") from None
+
     def _iter_events(self):
         decoder = self.decoder
         while True:
             try:
                 event = decoder.next_event()
             except ValueError as exc:
+                if self._eof:
+                    raise MalformedUpload("multipart body ended before its closing boundary") from None
                 raise MalformedUpload(f"malformed multipart body: {exc}") from None
             if isinstance(event, NeedData):
                 if self._eof:
@@ -78,7 +100,7 @@ class FilePart:
                     view = memoryview(data)
                     self._pending = [view[i:i + FEED_SIZE] for i in range(0, len(view), FEED_SIZE)]
                     self._pending.reverse()
-                decoder.receive_data(self._pending.pop())
+                self._feed(self._pending.pop())
                 continue
             yield event
             if isinstance(event, Epilogue):
@@ -87,7 +109,7 @@ class FilePart:
     def _find_file_part(self) -> None:
         for event in self._events:
             if isinstance(event, File) and event.name == FILE_FIELD:
-                self.filename = event.filename
+                self.filename = part_filename(event)
                 self.content_type = event.headers.get("Content-Type")
                 return
             if isinstance(event, Epilogue):

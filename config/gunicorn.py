@@ -9,6 +9,7 @@ import os
 import gunicorn.http.wsgi
 
 from app.auth import listen_host
+from config import slowclients
 from config.metrics import MULTIPROC_ENV, prepare_metrics_dir
 from config.settings import Settings
 
@@ -25,6 +26,7 @@ keepalive = 5
 worker_connections = 1000
 limit_request_line = 8190
 gunicorn.http.wsgi.SERVER = "minis3"  # no server product banner in the Server header
+slowclients.install(_settings.header_timeout_s, _settings.read_timeout_s)  # idle clients hold no thread
 # no gunicorn access log: app.metrics logs one line per request once its body has been sent
 
 

@@ -36,6 +36,8 @@ class Settings:
     stuck_after_s: float = 300.0
     spool_abandon_s: float = 3600.0
     wait_timeout_s: float = 3600.0
+    header_timeout_s: float = 20.0  # a request's headers must arrive within this (slowloris)
+    read_timeout_s: float = 60.0  # a body read waits at most this long for the next bytes
     flower_port: int = 5555
     web_workers: int = 2
     web_threads: int = 16
