@@ -9,7 +9,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 from werkzeug.http import parse_range_header
 
 from app.multipart import FilePart
-from pipeline.errors import BadRequest, RangeNotSatisfiable, UploadTooLarge
+from pipeline.errors import BadRequest, InsufficientStorage, RangeNotSatisfiable, UploadTooLarge
+from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.stats import store_stats
 from workers.celery import INGEST_QUEUE
@@ -51,6 +52,8 @@ def upload():
         final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
         if final is not None and final.status == "stored":
             return jsonify({"success": True, **final.to_json(), "statusUrl": f"/api/files/{f.id}/status"}), 201
+        if final is not None and final.error == NODE_FULL:
+            raise InsufficientStorage("no space left on a storage node; the upload was not stored", fileId=f.id)
         f = final or f
     body = {"success": True, "fileId": f.id, "status": f.status, "statusUrl": f"/api/files/{f.id}/status",
             "size": f.size, "sha256": f.sha256}

@@ -1,0 +1,113 @@
+"""Out of disk: an ENOSPC injected at the one place that writes (the spool writer; a node placement).
+
+The answer is 507, nothing partial is kept, the file never stays queued, and other uploads work.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+
+import pytest
+
+from app import create_app
+from pipeline import chunking, chunkstore
+from pipeline.ingest import NODE_FULL
+from tests.stack import random_bytes
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def client(settings, store):
+    """Ingest runs in-process as soon as a file is queued (no broker)."""
+    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None: store.ingest(file_id))
+    return app.test_client()
+
+
+def upload(client, data: bytes, wait: bool = False):
+    return client.post("/api/upload" + ("?wait=1" if wait else ""), data={"file": (io.BytesIO(data), "f.bin")},
+                       content_type="multipart/form-data")
+
+
+def everything_in(store) -> tuple[set, set, list]:
+    """(file ids, file ids with manifest pages, spool directories)."""
+    files = {f.id for f in store.repo.files_in_states(("queued", "processing", "stored", "failed"), 4e9)}
+    return files, set(store.repo.manifest_file_ids()), sorted(d for d, _ in store.spool.entries())
+
+
+class FullAfter:
+    """An ``open`` for the spool writer whose files take ``budget`` bytes in total, then ENOSPC."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        real = open(path, mode, *args, **kwargs)
+        if "w" not in mode:
+            return real
+        outer = self
+
+        class Limited(io.RawIOBase):
+            def write(self, data):
+                if len(data) > outer.left:
+                    real.write(bytes(data[:outer.left]))
+                    outer.left = 0
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                outer.left -= len(data)
+                return real.write(data)
+
+            def fileno(self):
+                return real.fileno()
+
+            def close(self):
+                real.close()
+                super().close()
+
+        return Limited()
+
+
+def test_spool_full_is_507_and_leaves_nothing_while_other_uploads_work(client, store, monkeypatch):
+    before_data = random_bytes(3 * CHUNK + 5, 31)
+    before = upload(client, before_data).get_json()["fileId"]
+    snapshot = everything_in(store)
+    monkeypatch.setattr(chunking, "open", FullAfter(2 * CHUNK + 100), raising=False)
+    r = upload(client, random_bytes(6 * CHUNK, 32))
+    assert r.status_code == 507
+    assert r.get_json()["success"] is False and r.get_json()["error"]["code"] == "insufficient_storage"
+    assert everything_in(store) == snapshot  # no file, no manifest page, no spool directory
+    monkeypatch.undo()
+    after_data = random_bytes(5 * CHUNK + 1, 33)
+    after = upload(client, after_data, wait=True)
+    assert after.status_code == 201
+    for file_id, data in ((before, before_data), (after.get_json()["fileId"], after_data)):
+        assert client.get(f"/api/files/{file_id}").data == data
+
+
+def test_node_full_fails_the_file_with_a_reason_507_and_removes_its_spool(client, store, settings, monkeypatch):
+    stored_data = random_bytes(4 * CHUNK, 34)
+    stored = upload(client, stored_data, wait=True).get_json()["fileId"]
+    full_node = str(settings.nodes[1])
+    rename = os.rename
+
+    def rename_on_full_node(src, dst, *a, **kw):
+        if str(dst).startswith(full_node):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(chunkstore.os, "rename", rename_on_full_node)
+    data = random_bytes(6 * CHUNK, 35)  # six new chunks: round robin puts two on the full node
+    r = upload(client, data, wait=True)
+    assert r.status_code == 507
+    body = r.get_json()
+    assert body["error"]["code"] == "insufficient_storage" and full_node not in body["error"]["message"]
+    failed_id = body["error"]["fileId"]
+    status = client.get(f"/api/files/{failed_id}/status").get_json()
+    assert status["status"] == "failed" and status["error"] == NODE_FULL
+    assert not store.spool.exists(failed_id)  # partial data removed
+    assert client.get(f"/api/files/{failed_id}").status_code == 409
+    monkeypatch.undo()
+    assert client.get(f"/api/files/{stored}").data == stored_data  # other files unaffected
+    again = upload(client, data, wait=True)
+    assert again.status_code == 201
+    assert client.get(f"/api/files/{again.get_json()['fileId']}").data == data
