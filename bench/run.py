@@ -36,7 +36,7 @@ import psutil  # noqa: E402
 import requests  # noqa: E402
 
 from config import embedded  # noqa: E402
-from tests.stack import Backends, Stack  # noqa: E402
+from tests.stack import Backends, PeakRss, Stack  # noqa: E402
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -213,42 +213,6 @@ def small_body(i: int, size: int, salt: bytes) -> bytes:
 
 
 # --- the store ------------------------------------------------------------------------------
-
-class PeakRss(threading.Thread):
-    """Largest RSS of any single process in each group (gunicorn master + workers, celery + pool)."""
-
-    def __init__(self, roots: dict[str, int], every: float = 0.05):
-        super().__init__(daemon=True)
-        self.roots = {name: psutil.Process(pid) for name, pid in roots.items()}
-        self.peak = {name: 0 for name in roots}
-        self.every = every
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            for name, root in self.roots.items():
-                try:
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    continue
-                for p in procs:
-                    try:
-                        self.peak[name] = max(self.peak[name], p.memory_info().rss)
-                    except psutil.NoSuchProcess:
-                        pass
-            self.halt.wait(self.every)
-
-    def __enter__(self) -> "PeakRss":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.halt.set()
-        self.join()
-
-    def mib(self) -> dict[str, float]:
-        return {name: peak / MiB for name, peak in self.peak.items()}
-
 
 class IngestLog:
     """The worker's ``ingest <id> ... status=<s> ... <seconds>s`` lines, read incrementally."""

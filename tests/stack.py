@@ -5,10 +5,12 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import requests
 
 from config import embedded
@@ -203,3 +205,56 @@ class Stack:
                 if p.is_file() and len(p.name) == 64:
                     out[str(p)] = p.stat().st_size
         return out
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until ``predicate()`` is truthy and return that value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class PeakRss(threading.Thread):
+    """Largest RSS of any one process in each group (gunicorn master + workers, celery + pool),
+    sampled every ``every`` seconds until ``stop()`` (or the end of a ``with`` block)."""
+
+    def __init__(self, root_pids: dict[str, int], every: float = 0.02):
+        super().__init__(daemon=True)
+        self.roots = {name: psutil.Process(pid) for name, pid in root_pids.items()}
+        self.peak: dict[str, int] = {name: 0 for name in root_pids}
+        self.every = every
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for name, root in self.roots.items():
+                try:
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    continue
+                for p in procs:
+                    try:
+                        self.peak[name] = max(self.peak[name], p.memory_info().rss)
+                    except psutil.NoSuchProcess:
+                        pass
+            self.stop_event.wait(self.every)
+
+    def mib(self) -> dict[str, float]:
+        return {name: peak / MiB for name, peak in self.peak.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.stop_event.set()
+        self.join()
+        return self.mib()
+
+    def __enter__(self) -> "PeakRss":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -2,45 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 
-import psutil
 import pytest
 import requests
 
-from tests.stack import MiB, random_chunks
+from tests.stack import MiB, PeakRss, random_chunks
 
 LIMIT_MB = 150
 SIZE = 256 * MiB
-
-
-class PeakRss(threading.Thread):
-    """Samples the RSS of every process in a group (gunicorn master + workers, celery + pool)."""
-
-    def __init__(self, root_pids: dict[str, int]):
-        super().__init__(daemon=True)
-        self.roots = {name: psutil.Process(pid) for name, pid in root_pids.items()}
-        self.peak: dict[str, int] = {name: 0 for name in root_pids}
-        self.stop_event = threading.Event()
-
-    def run(self):
-        while not self.stop_event.is_set():
-            for name, root in self.roots.items():
-                try:
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    continue
-                for p in procs:
-                    try:
-                        self.peak[name] = max(self.peak[name], p.memory_info().rss)
-                    except psutil.NoSuchProcess:
-                        pass
-            self.stop_event.wait(0.02)
-
-    def stop(self) -> dict[str, float]:
-        self.stop_event.set()
-        self.join()
-        return {name: peak / MiB for name, peak in self.peak.items()}
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import embedded
-from tests.stack import BIN, MiB, Stack, random_bytes
+from tests.stack import BIN, MiB, Stack, random_bytes, wait_for
 from workers.celery import make_celery
 
 CHECKSUM_MISMATCH = "content does not match its checksum"
@@ -48,17 +47,6 @@ def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
 
 def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def run_gc_task(stack: Stack) -> None:
