@@ -167,8 +167,9 @@ PATHS = {
         "parameters": [
             {"name": "limit", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
-            {"name": "cursor", "in": "query", "required": False, "schema": FILE_ID,
-             "description": "`nextCursor` of the previous page"},
+            {"name": "cursor", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": "^([0-9a-fA-F]{24})?$"},
+             "description": "`nextCursor` of the previous page; empty or absent: the first page"},
         ],
         "responses": {"200": _json("one page of files", "FileList"), **_errors(400, 401)},
     }},
