@@ -160,7 +160,13 @@ class Ingestor:
             if src is None:
                 missing.append(h)
                 continue
-            dirs.add(self.chunks.place(src, d["node"], h))
+            try:
+                dirs.add(self.chunks.place(src, d["node"], h))
+            except FileNotFoundError:  # another ingest of this file (a re-queue) moved it first
+                if not self.chunks.exists(d["node"], h, d["size"]):
+                    raise ChunkBusy(f"chunk {h} is being placed by another ingest") from None
+                written.append(h)
+                continue
             written.append(h)
             report.new_chunks += 1
             report.bytes_written += d["size"]

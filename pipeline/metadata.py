@@ -254,7 +254,6 @@ class MetadataRepository:
             )
         return self.delete_manifest(file_id)
 
-
     def referenced_hashes(self, hashes: list[str]) -> set[str]:
         """Which of these chunk hashes any manifest still names."""
         pipeline = [

@@ -19,8 +19,17 @@ from pipeline.fsck import run_fsck
 from pipeline.maintenance import GC_LOCK, GC_LOCK_TTL_S, clean_spool, collect_garbage, stuck_files
 from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
-from tests.stack import BIN, ROOT, MiB, Stack, random_bytes
+from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes
 from tests.test_pipeline import CHUNK, chunk_files, pieces, put, read_all
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory):
+    """A private nx-27017: it keeps every database name in one namespace (and drop_database
+    empties all of them), and these tests count every chunk and file in the store."""
+    b = Backends(tmp_path_factory.mktemp("backends"))
+    yield b
+    b.stop()
 
 
 def hashes_of(data: bytes, size: int = CHUNK) -> set[str]:
@@ -343,6 +352,25 @@ def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(s
     assert store.ingest(f.id).status == "stored"
     states = {d["state"] for d in store.repo.chunk_docs(hashes_of(data)).values()}
     assert states == {CHUNK_STORED}
+    assert read_all(store, store.get_stored("t1", f.id)) == data
+
+
+def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_stored(store, settings,
+                                                                                     monkeypatch):
+    data = random_bytes(3 * CHUNK, 87)
+    f = store.receive("t1", "b", None, pieces(data))
+    real_place = store.chunks.place
+    raced = []
+
+    def other_ingest_moves_it_first(src, node, h):
+        if not raced:
+            raced.append(h)
+            real_place(src, node, h)  # the re-queued twin of this ingest, one step ahead
+        return real_place(src, node, h)
+
+    monkeypatch.setattr(store.chunks, "place", other_ingest_moves_it_first)
+    assert store.ingest(f.id).status == "stored"
+    assert raced and names_on_nodes(settings) == hashes_of(data)
     assert read_all(store, store.get_stored("t1", f.id)) == data
 
 
