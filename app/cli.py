@@ -47,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             services.append(("mongodb", embedded.start_mongo(settings.var_dir, port)))
             env["MINIS3_MONGO_URL"] = f"mongodb://127.0.0.1:{port}/"
             print(f"minis3: embedded MongoDB stand-in (nx-27017) on 127.0.0.1:{port}", flush=True)
+        if services:
+            embedded.publish_urls(settings.var_dir, {"redis_url": env["MINIS3_REDIS_URL"],
+                                                     "mongo_url": env["MINIS3_MONGO_URL"]})
         bindir = os.path.dirname(sys.executable)
         celery = os.path.join(bindir, "celery")
         children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn",
@@ -84,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             embedded.stop(proc, timeout=20)
         for _, proc in reversed(services):
             embedded.stop(proc)
+        if services:
+            embedded.withdraw_urls(settings.var_dir)
         print("minis3: stopped", flush=True)
     return exit_code
 
@@ -91,7 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _store():
     from pipeline.store import ObjectStore
 
-    store = ObjectStore.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    if not (settings.redis_url and settings.mongo_url):  # the services `minis3 run` started, if any
+        found = embedded.published_urls(settings.var_dir)
+        settings = settings.with_overrides(redis_url=settings.redis_url or found.get("redis_url"),
+                                           mongo_url=settings.mongo_url or found.get("mongo_url"))
+    if not (settings.redis_url and settings.mongo_url):
+        raise SystemExit("minis3: set MINIS3_REDIS_URL and MINIS3_MONGO_URL, or start `minis3 run` "
+                         f"with MINIS3_VAR_DIR={settings.var_dir} first")
+    store = ObjectStore.from_settings(settings)
     store.prepare()
     return store
 

@@ -4,6 +4,7 @@ Production points MINIS3_REDIS_URL / MINIS3_MONGO_URL at real services instead.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -54,6 +55,28 @@ def nx_binary() -> str:
     if not found:
         raise RuntimeError("nx-27017 not installed: `pip install nx-27017`")
     return found
+
+
+URLS_FILE = "embedded.json"
+
+
+def publish_urls(var_dir: Path, urls: dict[str, str]) -> None:
+    """Tell operator commands in other shells (``minis3 stats``, ``gc``) where the services are."""
+    path = Path(var_dir) / URLS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(urls))
+    os.replace(tmp, path)
+
+
+def published_urls(var_dir: Path) -> dict[str, str]:
+    try:
+        return json.loads((Path(var_dir) / URLS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def withdraw_urls(var_dir: Path) -> None:
+    (Path(var_dir) / URLS_FILE).unlink(missing_ok=True)
 
 
 def start_redis(var_dir: Path, port: int, log_file: Path | None = None) -> subprocess.Popen:

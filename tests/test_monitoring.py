@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,8 +47,19 @@ def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
     return samples
 
 
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def series(name: str, **labels) -> tuple[str, tuple]:
+    return name, tuple(sorted(labels.items()))
+
+
+def moved(before: dict, after: dict, key: tuple[str, tuple]) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def scrape_after(stack: Stack, before: dict, *keys: tuple[str, tuple], at_least: float = 1) -> dict:
+    """Scrape until each series moved by ``at_least`` since ``before``: a request is accounted once
+    its last byte has gone, which may be just after the client has it."""
+    return wait_for(lambda: (s := scrape(stack)) and all(moved(before, s, k) >= at_least for k in keys) and s,
+                    timeout=30, what=f"metrics {keys}")
 
 
 def run_gc_task(stack: Stack) -> None:
@@ -98,6 +111,36 @@ def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_pa
         stack.stop()
 
 
+def test_minis3_stats_finds_the_services_minis3_run_started(tmp_path):
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MINIS3_REDIS_URL", "MINIS3_MONGO_URL")}
+    env.update(MINIS3_VAR_DIR=str(tmp_path / "var"), MINIS3_SPOOL_DIR=str(tmp_path / "spool"),
+               MINIS3_NODES=f"{tmp_path}/nodes/a,{tmp_path}/nodes/b", MINIS3_PORT=str(port),
+               MINIS3_RATE_LIMIT="", PYTHONUNBUFFERED="1")
+    published = tmp_path / "var" / embedded.URLS_FILE
+    with open(tmp_path / "run.log", "wb") as out:
+        run = subprocess.Popen([str(BIN / "minis3"), "run", "--no-flower"], env=env, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        embedded.wait_for_port(port, timeout=90, proc=run)
+        data = random_bytes(5000, 6050)
+        r = requests.post(f"http://127.0.0.1:{port}/api/upload?wait=1", files={"file": ("s.bin", data)}, timeout=60)
+        assert r.status_code == 201, r.text
+        assert published.exists()
+        cli = subprocess.run([str(BIN / "minis3"), "stats"], env=env, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        stats = json.loads(cli.stdout)
+        assert stats["files"]["byStatus"]["stored"] == 1 and stats["logicalBytes"] == len(data)
+        assert [n["node"] for n in stats["nodes"]] == ["a", "b"]
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        run.wait(60)
+    assert not published.exists()
+    cli = subprocess.run([str(BIN / "minis3"), "stats"], env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode != 0
+    assert "MINIS3_MONGO_URL" in cli.stderr and "Traceback" not in cli.stderr
+
+
 def test_stats_counts_uploads_waiting_in_the_queue(tmp_path, backends):
     stack = Stack(tmp_path / "queue", backends, worker=False)
     try:
@@ -106,7 +149,7 @@ def test_stats_counts_uploads_waiting_in_the_queue(tmp_path, backends):
         stats = requests.get(stack.url("/api/stats"), timeout=30).json()
         assert stats["queueDepth"] == 2
         assert stats["files"]["byStatus"]["queued"] == 2
-        assert value(scrape(stack), "minis3_ingest_queue_depth") == 2
+        assert scrape(stack).get(series("minis3_ingest_queue_depth")) == 2
     finally:
         stack.stop()
 
@@ -119,11 +162,11 @@ def test_metrics_count_requests_across_every_web_worker(monitored):
         codes = list(pool.map(lambda _: requests.get(monitored.url("/api/health"), timeout=30).status_code,
                               range(40)))
     assert codes == [200] * 40
-    after = scrape(monitored)
-    key = dict(method="GET", route="/api/health", status="200")
-    assert value(after, "minis3_http_requests_total", **key) - value(before, "minis3_http_requests_total", **key) == 40
-    assert (value(after, "minis3_http_request_duration_seconds_count", **key)
-            - value(before, "minis3_http_request_duration_seconds_count", **key)) == 40
+    count = series("minis3_http_requests_total", method="GET", route="/api/health", status="200")
+    timed = series("minis3_http_request_duration_seconds_count", method="GET", route="/api/health", status="200")
+    after = scrape_after(monitored, before, count, timed, at_least=40)
+    assert moved(before, after, count) == 40
+    assert moved(before, after, timed) == 40
     web_files = {p.name for p in monitored.metrics_dir.glob("counter_*.db")}
     assert len(web_files) >= 2  # the web and worker processes each keep their own file
 
@@ -134,23 +177,24 @@ def test_metrics_move_with_uploads_dedup_ingest_and_downloads(monitored):
     first = monitored.put(data)
     second = monitored.put(data, "again.bin")
     assert monitored.download(first).content == data
-    after = wait_for(lambda: (s := scrape(monitored))
-                     and value(s, "minis3_ingests_total", status="stored")
-                     - value(before, "minis3_ingests_total", status="stored") >= 2 and s, what="ingest metrics")
+    downloads = series("minis3_http_requests_total", method="GET", route="/api/files/<file_id>", status="200")
+    ingests = series("minis3_ingests_total", status="stored")
+    after = scrape_after(monitored, before, ingests, at_least=2)
+    after = scrape_after(monitored, before, downloads)
 
     def delta(name, **labels):
-        return value(after, name, **labels) - value(before, name, **labels)
+        return moved(before, after, series(name, **labels))
 
     assert delta("minis3_http_requests_total", method="POST", route="/api/upload", status="202") == 2
-    assert delta("minis3_http_requests_total", method="GET", route="/api/files/<file_id>", status="200") == 1
+    assert moved(before, after, downloads) == 1
     assert delta("minis3_upload_bytes_total") == 2 * len(data)
     assert delta("minis3_download_bytes_total") == len(data)
-    assert delta("minis3_ingests_total", status="stored") == 2
+    assert moved(before, after, ingests) == 2
     assert delta("minis3_ingest_chunks_total", result="stored") == 3
     assert delta("minis3_ingest_chunks_total", result="deduplicated") == 3
     assert delta("minis3_ingest_bytes_written_total") == len(data)
     assert delta("minis3_ingest_duration_seconds_count") == 2
-    assert ("minis3_ingest_queue_depth", ()) in after
+    assert series("minis3_ingest_queue_depth") in after
     assert second != first
 
 
@@ -169,12 +213,9 @@ def test_metrics_count_hash_mismatches_seen_on_read(monitored):
             for piece in r.iter_content(65536):
                 received += piece
     assert received == data[:len(received)] and len(received) < len(data)
-    after = wait_for(lambda: (s := scrape(monitored))
-                     and value(s, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH)
-                     > value(before, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) and s,
-                     what="the mismatch counter")
-    assert value(after, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) \
-        - value(before, "minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH) == 1
+    mismatches = series("minis3_read_chunk_failures_total", reason=CHECKSUM_MISMATCH)
+    after = scrape_after(monitored, before, mismatches)
+    assert moved(before, after, mismatches) == 1
 
 
 def test_metrics_count_gc_deletions_and_flower_shows_ingest_and_gc(monitored):
@@ -184,11 +225,11 @@ def test_metrics_count_gc_deletions_and_flower_shows_ingest_and_gc(monitored):
     before = scrape(monitored)
     assert requests.delete(monitored.url(f"/api/files/{doomed_id}"), timeout=30).status_code == 204
     run_gc_task(monitored)
-    after = wait_for(lambda: (s := scrape(monitored)) and value(s, "minis3_gc_deleted_chunks_total")
-                     > value(before, "minis3_gc_deleted_chunks_total") and s, what="a GC run")
+    deleted = series("minis3_gc_deleted_chunks_total")
+    after = scrape_after(monitored, before, deleted)
     # only the deleted file's own chunk goes: every other chunk here is still referenced
-    assert value(after, "minis3_gc_deleted_chunks_total") - value(before, "minis3_gc_deleted_chunks_total") == 1
-    assert value(after, "minis3_gc_deleted_bytes_total") - value(before, "minis3_gc_deleted_bytes_total") == MiB
+    assert moved(before, after, deleted) == 1
+    assert moved(before, after, series("minis3_gc_deleted_bytes_total")) == MiB
 
     def flower_tasks():
         r = requests.get(f"http://127.0.0.1:{monitored.flower_port}/api/tasks", timeout=10)
