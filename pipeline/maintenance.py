@@ -17,8 +17,9 @@ later (``ChunkBusy``) or claims it anew and writes it from its own spool; one th
 stored before step 1 fails its stamp and retries. So GC never deletes a chunk that a manifest
 names when it deletes it, and every ingest either stamped the chunk first or writes it again.
 
-One GC runs at a time (a Redis lock with an expiry, renewed per batch). A GC killed between
-steps leaves ``deleting`` documents; the next run finishes them (or gives them back).
+One GC runs at a time: a Redis lock that expires after ``gc_lock_ttl_s`` unless the run renews
+it. A GC killed between steps leaves ``deleting`` documents; a run after the lock expired finishes
+them (or gives them back).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pipeline.metadata import CHUNK_STORED, DELETED, PROCESSING, QUEUED
 log = logging.getLogger(__name__)
 
 GC_LOCK = "minis3:gc:lock"
-GC_LOCK_TTL_S = 300  # renewed per batch; a killed GC frees the lock after this long
+RENEW_EVERY = 50  # chunk deletions between renewals of the lock (MINIS3_GC_LOCK_TTL_S)
 GC_BATCH = 500
 SAMPLE = 100  # chunks listed in a report
 MANIFEST_BATCH = 500
@@ -73,7 +74,8 @@ def collect_garbage(store, dry_run: bool = False, now: float | None = None) -> d
     if dry_run:
         report = _collect(store, True, now, renew=lambda: None)
     else:
-        lock = store.redis.lock(GC_LOCK, timeout=GC_LOCK_TTL_S, blocking=False, thread_local=False)
+        lock = store.redis.lock(GC_LOCK, timeout=store.settings.gc_lock_ttl_s, blocking=False,
+                                thread_local=False)
         if not lock.acquire(blocking=False):
             log.info("gc: another run holds the lock; skipped")
             return GcReport(dry_run, skipped_locked=True).to_json()
@@ -122,7 +124,10 @@ def _collect(store, dry_run: bool, now: float, renew) -> GcReport:
                 continue
             if dry_run:
                 report.add(doc)
-            elif _delete_chunk(store, doc, cutoff):
+                continue
+            if (report.chunks + report.given_back) % RENEW_EVERY == RENEW_EVERY - 1:
+                renew()
+            if _delete_chunk(store, doc, cutoff):
                 report.add(doc)
             else:
                 report.given_back += 1
@@ -146,7 +151,7 @@ def _delete_chunk(store, doc: dict, cutoff: float) -> bool:
 
 def _finish_interrupted(store, report: GcReport, now: float) -> None:
     """Chunks a killed GC left ``deleting``: delete them, or give back those named again."""
-    for doc in store.repo.chunks_being_deleted(since_before=now - GC_LOCK_TTL_S):
+    for doc in store.repo.chunks_being_deleted(since_before=now - store.settings.gc_lock_ttl_s):
         h = doc["_id"]
         if store.repo.referenced_hashes([h]) and store.chunks.exists(doc["node"], h, doc.get("size")):
             if not report.dry_run:

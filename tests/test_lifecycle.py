@@ -16,7 +16,7 @@ import requests
 from pipeline import maintenance
 from pipeline.errors import ChunkBusy, NotFound
 from pipeline.fsck import run_fsck
-from pipeline.maintenance import GC_LOCK, GC_LOCK_TTL_S, clean_spool, collect_garbage, stuck_files
+from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_files
 from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
 from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes
@@ -165,7 +165,7 @@ def test_gc_killed_midway_is_finished_or_undone_by_the_next_run(store, settings)
     first, second = sorted(hashes_of(random_bytes(2 * CHUNK, 50)))
     store.chunks.delete(docs[first]["node"], first)
     # the next run starts once the killed run's lock has expired
-    report = collect_garbage(store, now=time.time() + GC_LOCK_TTL_S + settings.gc_grace_s + 1)
+    report = collect_garbage(store, now=time.time() + settings.gc_lock_ttl_s + settings.gc_grace_s + 1)
     assert report["chunks"] == 2 and report["given_back"] >= 1
     assert store.repo.chunks.count_documents({"state": CHUNK_DELETING}) == 0
     assert names_on_nodes(settings) == hashes_of(random_bytes(CHUNK, 51))
@@ -234,7 +234,7 @@ def test_gc_lock_expires_so_a_killed_run_does_not_block_gc_forever(store, settin
     while store.redis.exists(GC_LOCK) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gc_after_grace(store)["chunks"] == 2
-    assert ttl_seen and all(0 < ttl <= GC_LOCK_TTL_S * 1000 for ttl in ttl_seen)
+    assert ttl_seen and all(0 < ttl <= settings.gc_lock_ttl_s * 1000 for ttl in ttl_seen)
     assert not store.redis.exists(GC_LOCK)  # released at the end of the run
 
 
