@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from bson import ObjectId
 
 from config import embedded
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
-from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes, random_chunks
+from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 
 
@@ -44,17 +43,6 @@ def repo(crash_stack):
     r = MetadataRepository.connect(crash_stack.settings.mongo_url, crash_stack.settings.mongo_db)
     yield r
     r.client.close()
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 @contextmanager

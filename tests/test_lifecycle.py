@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from bson import ObjectId
 
-from pipeline import maintenance
 from pipeline.errors import ChunkBusy, NotFound
 from pipeline.fsck import run_fsck
 from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_files
 from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
-from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes
+from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes, wait_for
 from tests.test_pipeline import CHUNK, chunk_files, pieces, put, read_all
 
 
@@ -384,8 +384,8 @@ def test_ingest_marks_the_file_failed_when_a_known_chunk_is_on_no_node_and_not_i
     store.spool.chunk_path(b.id, index).unlink()
     report = store.ingest(b.id)
     assert report.status == "failed" and report.missing == [victim]
-    assert store.repo.files.find_one({"_id": store.repo.files.find_one({"name": "b"})["_id"]})["missingChunks"] == [victim]
-    assert a.status == "stored"
+    assert store.repo.files.find_one({"_id": ObjectId(b.id)})["missingChunks"] == [victim]
+    assert store.get("t1", a.id).status == "stored"  # only the file being ingested is failed
 
 
 def test_gc_racing_a_new_upload_of_the_deleted_content_never_loses_a_byte(store, settings):
@@ -498,8 +498,8 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(store
     assert not path.exists()
     quarantined = list((settings.nodes[int(node[-1]) - 1] / ".quarantine").iterdir())
     assert [q.read_bytes() for q in quarantined] == [bytes(raw)]  # moved aside, never deleted
-    doc = store.repo.files.find_one({"name": "f.bin"})
-    assert doc["status"] == "failed" and doc["missingChunks"] == [victim]
+    assert store.get("t1", f.id).status == "failed"
+    assert store.repo.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
     assert run_fsck(store).clean
 
 
@@ -515,7 +515,7 @@ def test_fsck_fails_a_stored_file_whose_chunk_is_missing(store, settings):
     assert repaired.repaired["failed"] == 1
     status = store.get("t1", f.id)
     assert status.status == "failed" and "lost" in status.error
-    assert store.repo.files.find_one({"name": "f.bin"})["missingChunks"] == [victim]
+    assert store.repo.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
     assert run_fsck(store).clean
 
 
@@ -566,7 +566,7 @@ def test_fsck_requeues_stuck_files_and_fails_those_whose_bytes_are_gone(store, s
     assert queued == [alive.id] and report.repaired == {"quarantined": 0, "removed": 0, "requeued": 1,
                                                         "failed": 1}
     assert store.get("t1", lost.id).status == "failed"
-    assert len(store.repo.files.find_one({"name": "lost"})["missingChunks"]) == 1
+    assert len(store.repo.files.find_one({"_id": ObjectId(lost.id)})["missingChunks"]) == 1
     assert store.ingest(alive.id).status == "stored"
     assert run_fsck(store).clean
 
@@ -583,15 +583,6 @@ def beat_stack(tmp_path_factory, backends):
     s = Stack(tmp_path_factory.mktemp("lifecycle"), backends, beat=True, gc_interval_s=1, gc_grace_s=1)
     yield s
     s.stop()
-
-
-def wait_until(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def test_http_delete_then_beat_gc_gives_the_space_back(beat_stack):
@@ -611,11 +602,11 @@ def test_http_delete_then_beat_gc_gives_the_space_back(beat_stack):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_id"
 
     keep = hashes_of(c + d + e, MiB)
-    assert wait_until(lambda: {Path(p).name for p in s.chunk_files()} == keep), s.chunk_files()
+    wait_for(lambda: {Path(p).name for p in s.chunk_files()} == keep, what="GC of the unshared chunks")
     assert s.download(second).content == c + d + e
 
     assert requests.delete(s.url(f"/api/files/{second}"), timeout=30).status_code == 204
-    assert wait_until(lambda: not s.chunk_files()), s.chunk_files()
+    wait_for(lambda: not s.chunk_files(), what="GC of every chunk")
     stats = requests.get(s.url("/api/stats"), timeout=30).json()
     assert stats["physicalBytes"] == 0 and stats["chunks"] == 0
     assert stats["lastGc"] is not None and stats["lastGc"]["at"] > 0
