@@ -88,11 +88,12 @@ def bearer(key: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module", name="backends")
 def private_backends(tmp_path_factory):
-    """A module's own nx-27017, for modules that create API keys (import it as ``backends``).
+    """A module's own nx-27017 (import it as ``backends``).
 
-    nx-27017 keeps one set of collections for all database names, so a key created against the
-    session-wide server would switch every later open (auto) stack to keys-required, and any
-    test's drop_database would wipe this module's stacks.
+    nx-27017 keeps one set of collections for all database names: on the session-wide server an
+    API key made here would switch every later open (auto) stack to keys-required, files left by
+    this module would show up in other modules' listings and fsck runs, and any test's
+    drop_database would wipe this module's stacks.
     """
     b = Backends(tmp_path_factory.mktemp("private-mongo"))
     yield b

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from config import embedded
+from tests.probes import private_backends as backends  # noqa: F401  (its files stay out of other modules)
 from tests.probes import (connect, exchange, file_ids, multipart, read_response, repo_of, request_head,
                           spool_dirs, wait_until)
 from tests.stack import Backends, MiB, MultipartFile, Stack, random_bytes, random_chunks
