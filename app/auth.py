@@ -11,12 +11,14 @@ failed attempts count against the caller's address.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import sys
 
 from flask import Flask, current_app, g, request
 
 from config.settings import Settings
-from pipeline.errors import Unauthorized
+from pipeline.errors import StoreError, Unauthorized
 from pipeline.keys import ApiKey, ApiKeys
 from pipeline.metadata import MetadataRepository
 from pipeline.store import DEFAULT_TENANT
@@ -167,11 +169,6 @@ def listen_host(settings: Settings, announce: bool = True) -> str:
 
 def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None) -> int:
     """create: print a new key once (stdout); list: every key without secrets; revoke: by id or key."""
-    import json
-    import sys
-
-    from pipeline.errors import StoreError
-
     if not settings.mongo_url:
         print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
               file=sys.stderr)
