@@ -92,8 +92,10 @@ def start_redis(var_dir: Path, port: int, log_file: Path | None = None) -> subpr
 
 def start_mongo(var_dir: Path, port: int) -> subprocess.Popen:
     data = Path(var_dir) / "mongo"
-    data.mkdir(parents=True, exist_ok=True)
-    cmd = [nx_binary(), "--db", str((data / "minis3.db").resolve()), "--port", str(port),
+    (data / "databases").mkdir(parents=True, exist_ok=True)
+    # --data-dir keeps one SQLite file per database: with --db, every database name shares one
+    # namespace on the stand-in (dropping one drops them all)
+    cmd = [nx_binary(), "--data-dir", str((data / "databases").resolve()), "--port", str(port),
            "--log-file", str((data / "nx-27017.log").resolve()),
            "--pid-file", str((data / "nx-27017.pid").resolve())]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)

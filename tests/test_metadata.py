@@ -72,3 +72,15 @@ def test_indexes_are_created_idempotently(store):
     store.prepare()
     indexes = store.repo.keys.index_information().values()
     assert [i.get("unique") for i in indexes if i["key"] == [("hash", 1)]] == [True]
+
+
+def test_embedded_stand_in_keeps_databases_apart(backends):
+    from pipeline.metadata import MetadataRepository
+
+    a = MetadataRepository.connect(backends.mongo_url, "iso_a")
+    b = MetadataRepository.connect(backends.mongo_url, "iso_b")
+    a.chunks.insert_one({"_id": "kept"})
+    b.chunks.insert_one({"_id": "dropped"})
+    b.client.drop_database("iso_b")
+    assert [d["_id"] for d in a.chunks.find()] == ["kept"]
+    a.client.drop_database("iso_a")
