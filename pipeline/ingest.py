@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.errors import ChunkBusy, InsufficientStorage
@@ -71,19 +72,20 @@ class Ingestor:
                 self.repo.set_progress(file_id, done)
         except SpoolLost as exc:
             report.missing = exc.missing
-            self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing)
+            self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
+                                  stored_too=False)
             report.status = FAILED
             log.error("ingest %s failed: chunks lost %s", file_id, exc.missing[:10])
             return report
         except InsufficientStorage as exc:  # a node is full: fail visibly, keep no partial upload
-            self.repo.mark_failed(file_id, NODE_FULL)
+            self.repo.mark_failed(file_id, NODE_FULL, stored_too=False)
             self.spool.remove(file_id)
             report.status = FAILED
             log.error("ingest %s failed: %s", file_id, exc.message)
             return report
         if done != doc.chunk_count:
             msg = f"manifest lists {done} of {doc.chunk_count} chunks"
-            self.repo.mark_failed(file_id, msg)
+            self.repo.mark_failed(file_id, msg, stored_too=False)
             report.status = FAILED
             log.error("ingest %s failed: %s", file_id, msg)
             return report
@@ -99,6 +101,16 @@ class Ingestor:
     def _spooled(self, file_id: str, index: int):
         path = self.spool.chunk_path(file_id, index)
         return path if path.exists() else None
+
+    def _source(self, file_id: str, index: int, d: dict, h: str) -> tuple[bool, Path | None]:
+        """(already on its node, spooled copy). The node is looked at again after the spool: a
+        twin ingest of this file (a re-queue) may move the spooled copy there between two looks."""
+        if self.chunks.exists(d["node"], h, d["size"]):
+            return True, None
+        src = self._spooled(file_id, index)
+        if src is None and self.chunks.exists(d["node"], h, d["size"]):
+            return True, None
+        return False, src
 
     def _ingest_page(self, doc: FileDoc, page: ManifestPage, report: IngestReport) -> None:
         # first spool index holding each distinct hash of this page, and its fast checksum
@@ -122,15 +134,15 @@ class Ingestor:
         # a stored chunk whose file vanished is rewritten from the spool when we still hold it
         for h in stored:
             d = existing[h]
-            if not self.chunks.exists(d["node"], h, d["size"]):
-                if self._spooled(doc.id, first_at[h]) is None:
-                    log.error("chunk %s missing on node %s and not in spool", h, d["node"])
-                    missing.append(h)
-                    continue
+            on_node, src = self._source(doc.id, first_at[h], d, h)
+            if on_node:
+                report.deduplicated += 1
+            elif src is None:
+                log.error("chunk %s missing on node %s and not in spool", h, d["node"])
+                missing.append(h)
+            else:
                 log.warning("chunk %s missing on node %s: rewriting from spool", h, d["node"])
                 to_write[h] = d
-            else:
-                report.deduplicated += 1
 
         new = [h for h in first_at if h not in existing]
         if new:
@@ -153,10 +165,10 @@ class Ingestor:
         dirs = set()
         written = []
         for h, d in to_write.items():
-            if self.chunks.exists(d["node"], h, d["size"]):
+            on_node, src = self._source(doc.id, first_at[h], d, h)
+            if on_node:
                 written.append(h)
                 continue
-            src = self._spooled(doc.id, first_at[h])
             if src is None:
                 missing.append(h)
                 continue

@@ -169,11 +169,14 @@ class MetadataRepository:
     def mark_stored(self, file_id: str, chunk_count: int) -> bool:
         return self._transition(file_id, (QUEUED, PROCESSING), {"status": STORED, "chunksDone": chunk_count})
 
-    def mark_failed(self, file_id: str, error: str, missing: list[str] | None = None) -> bool:
+    def mark_failed(self, file_id: str, error: str, missing: list[str] | None = None,
+                    stored_too: bool = True) -> bool:
+        """``stored_too=False`` (ingest) never fails a file that another ingest already stored."""
         fields: dict = {"status": FAILED, "error": error}
         if missing is not None:
             fields["missingChunks"] = missing[:1000]
-        return self._transition(file_id, (QUEUED, PROCESSING, STORED), fields)
+        return self._transition(file_id, (QUEUED, PROCESSING, STORED) if stored_too else (QUEUED, PROCESSING),
+                                fields)
 
     def mark_deleted(self, file_id: str, tenant: str) -> bool:
         res = self.files.update_one(

@@ -374,6 +374,30 @@ def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_
     assert read_all(store, store.get_stored("t1", f.id)) == data
 
 
+def test_ingest_whose_twin_moved_the_chunks_between_its_two_looks_never_fails_the_file(store, settings,
+                                                                                     monkeypatch):
+    """A re-queued ingest runs beside the first: one finds a chunk neither on its node nor, a moment
+    later, in the spool (the twin moved it): that is not a lost chunk."""
+    data = random_bytes(6 * CHUNK, 88)
+    f = store.receive("t1", "b", None, pieces(data))
+    real_spooled = store.ingestor._spooled
+    twin: list[str] = []
+
+    def twin_runs_first(file_id, index):
+        if not twin:
+            twin.append("running")
+            monkeypatch.setattr(store.ingestor, "_spooled", real_spooled)
+            twin.append(store.ingest(file_id).status)  # the twin stores the file and drops the spool
+            monkeypatch.setattr(store.ingestor, "_spooled", twin_runs_first)
+        return real_spooled(file_id, index)
+
+    monkeypatch.setattr(store.ingestor, "_spooled", twin_runs_first)
+    report = store.ingest(f.id)
+    assert twin == ["running", "stored"] and report.status == "stored" and report.missing == []
+    assert store.get_stored("t1", f.id).status == "stored"
+    assert read_all(store, store.get_stored("t1", f.id)) == data
+
+
 def test_ingest_marks_the_file_failed_when_a_known_chunk_is_on_no_node_and_not_in_its_spool(store, settings):
     data = random_bytes(3 * CHUNK, 85)
     a = put(store, data)
