@@ -121,6 +121,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         for c in report["deleted"]:
             print(f"{verb} chunk {c['chunk']} on {c['node']} ({c['size']} bytes)")
+        if report["chunks"] > len(report["deleted"]):
+            print(f"... and {report['chunks'] - len(report['deleted'])} more chunk(s)")
         print(f"gc{' (dry run)' if args.dry_run else ''}: {verb} {report['chunks']} chunk(s), "
               f"{report['bytes']} bytes; {report['still_referenced']} still referenced")
     return 0
