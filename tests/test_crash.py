@@ -17,17 +17,8 @@ from bson import ObjectId
 
 from config import embedded
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
-from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes, random_chunks, wait_for
+from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
-
-
-@pytest.fixture(scope="module")
-def backends(tmp_path_factory):
-    """A private nx-27017: it keeps every database name in one namespace, and fsck and GC here
-    must see this stack's files and chunks only."""
-    b = Backends(tmp_path_factory.mktemp("backends"))
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")

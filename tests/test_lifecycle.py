@@ -19,17 +19,8 @@ from pipeline.fsck import run_fsck
 from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_files
 from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
-from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes, wait_for
+from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 from tests.test_pipeline import CHUNK, chunk_files, pieces, put, read_all
-
-
-@pytest.fixture(scope="module")
-def backends(tmp_path_factory):
-    """A private nx-27017: it keeps every database name in one namespace (and drop_database
-    empties all of them), and these tests count every chunk and file in the store."""
-    b = Backends(tmp_path_factory.mktemp("backends"))
-    yield b
-    b.stop()
 
 
 def hashes_of(data: bytes, size: int = CHUNK) -> set[str]:
