@@ -1,19 +1,19 @@
 """Cut a byte stream into fixed-size chunks on the spool, hashing beside the network read.
 
-The caller's thread only writes bytes to the spool (and starts each chunk's writeback when it
-is complete). Two hashing threads take the same bytes from bounded queues: one keeps the whole
+The caller's thread only writes bytes to the spool and starts each chunk's writeback when it
+is complete. Two hashing threads take the same bytes from bounded queues: one keeps the whole
 file's SHA-256, the other each chunk's SHA-256 and xxh3-128 (the fast checksum verified on
-every read) and fdatasyncs each chunk a few chunks behind the stream.
+every read). ``finish`` waits until every chunk is durable.
 hashlib releases the GIL on large buffers, so both hashes run beside the read on another core.
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import ctypes.util
 import hashlib
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,8 @@ import xxhash
 from pipeline.chunkstore import datasync_file, fsync_dir, raise_if_full
 
 _END = object()
-SYNC_LAG = 8  # chunks written ahead of the oldest one not yet fdatasync'ed
+SYNC_THREADS = 4  # fdatasyncs in flight at the end of an upload: the journal commits them together
+SYNC_BATCH = 256
 _SYNC_FILE_RANGE_WRITE = 2
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -92,12 +93,7 @@ class _FileHasher(_Hasher):
 
 
 class _ChunkHasher(_Hasher):
-    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete.
-
-    A chunk's fdatasync is issued ``SYNC_LAG`` chunks after its writeback started, when its data
-    is mostly on disk already, so durability does not stall the stream; ``on_chunk`` sees each
-    chunk once it is durable, in order.
-    """
+    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete."""
 
     def __init__(self, on_chunk: Callable[[ChunkRecord], None]):
         super().__init__("minis3-chunk-hash")
@@ -105,29 +101,21 @@ class _ChunkHasher(_Hasher):
 
     def consume(self) -> None:
         sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
-        pending: collections.deque = collections.deque()
         while (item := self.q.get()) is not _END:
             if isinstance(item, tuple):
-                index, path, size = item
-                pending.append((path, ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size)))
-                if len(pending) > SYNC_LAG:
-                    self._commit(*pending.popleft())
+                index, _path, size = item
+                self.on_chunk(ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size))
                 sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
             else:
                 sha.update(item)
                 xxh.update(item)
-        while pending:
-            self._commit(*pending.popleft())
-
-    def _commit(self, path: Path, record: ChunkRecord) -> None:
-        datasync_file(path)
-        self.on_chunk(record)
 
 
 class ChunkingWriter:
     """Write a stream into ``chunk_path(i)`` files of ``chunk_size`` bytes each.
 
-    ``on_chunk`` is called, in order and from the hashing thread, once each chunk is durable.
+    ``on_chunk`` is called, in order and from the hashing thread, as each chunk is complete;
+    ``finish`` returns once every chunk is durable.
     """
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
@@ -145,8 +133,11 @@ class ChunkingWriter:
         self._chunk_hasher.start()
         self._closed = False
 
-    def write(self, data: bytes) -> None:
-        data = bytes(data)
+    def write(self, data: bytes | memoryview) -> None:
+        """Take the next bytes of the stream. Pieces are handed to other threads as they are,
+        so they must not change afterwards: bytes, or a memoryview of bytes."""
+        if not isinstance(data, (bytes, memoryview)) or (isinstance(data, memoryview) and not data.readonly):
+            data = bytes(data)
         offset, end = 0, len(data)
         try:
             while offset < end:
@@ -188,7 +179,17 @@ class ChunkingWriter:
         for hasher in (self._file_hasher, self._chunk_hasher):
             if hasher.error is not None:
                 raise hasher.error
-        fsync_dir(self.directory)
+        # writeback of every chunk started when it was complete; wait for all of it here, with
+        # several fdatasyncs in flight, rather than stall the stream with one journal commit a chunk
+        try:
+            with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="minis3-spool-sync") as pool:
+                for first in range(0, self._index, SYNC_BATCH):  # bounded: a file may have 1M chunks
+                    last = min(first + SYNC_BATCH, self._index)
+                    list(pool.map(datasync_file, (self.chunk_path(i) for i in range(first, last))))
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
         return SpoolResult(self.size, self._file_hasher.sha.hexdigest(), self._index)
 
     def close(self) -> None:
