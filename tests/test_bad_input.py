@@ -21,7 +21,7 @@ from tests.probes import (connect, exchange, file_ids, multipart, read_response,
 from tests.stack import Backends, MiB, MultipartFile, Stack, random_bytes, random_chunks
 
 LIMIT = 4 * MiB
-TRICKLE_S = float(os.environ.get("MINIS3_TEST_TRICKLE_S", "20"))
+TRICKLE_S = float(os.environ.get("MINIS3_TEST_TRICKLE_S", "125"))
 
 
 @pytest.fixture(scope="module")
@@ -228,9 +228,9 @@ def test_malformed_ranges_are_ignored_and_unsatisfiable_ones_are_416(stack):
 # --- slow and idle clients ----------------------------------------------------------------------
 
 def test_an_upload_that_trickles_for_a_long_time_completes(stack):
-    """The body arrives in small pieces over MINIS3_TEST_TRICKLE_S seconds (default 20; the issue's
-    two minutes with MINIS3_TEST_TRICKLE_S=120), longer than gunicorn's keep-alive and, at 120, its
-    worker timeout: the upload is still received whole and stored byte-exact."""
+    """The body arrives in small pieces over MINIS3_TEST_TRICKLE_S seconds (default 125: more than
+    two minutes, longer than gunicorn's keep-alive and its 120 s worker timeout): the upload is
+    still received whole and stored byte-exact."""
     data = random_bytes(256 * 1024, 18)
     pieces = 40
     step = len(data) // pieces
