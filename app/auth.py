@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import sys
+import time
 
 from flask import Flask, current_app, g, request
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 PUBLIC_ENDPOINTS = frozenset({"api.health"})
 PROTECTED_BLUEPRINTS = frozenset({"api"})
+# auto mode with no key yet: how long "no key exists" is believed, per process. A lookup on every
+# call was a quarter of a small upload's web time; open mode only ever listens on loopback.
+KEYS_RECHECK_S = 1.0
 
 
 def presented_key() -> str | None:
@@ -43,17 +47,20 @@ def presented_key() -> str | None:
 
 
 class Authenticator:
-    def __init__(self, keys: ApiKeys, mode: str):
+    def __init__(self, keys: ApiKeys, mode: str, recheck_s: float = KEYS_RECHECK_S):
         self.keys = keys
         self.mode = mode
+        self.recheck_s = recheck_s
         self._keys_exist = False  # once true it stays true: auth never switches back off by itself
+        self._next_check = 0.0
         self._warned_open = False
 
     def keys_required(self) -> bool:
         if self.mode != "auto":
             return self.mode == "required"
-        if not self._keys_exist:
-            self._keys_exist = self.keys.any_exist()
+        if not self._keys_exist and time.monotonic() >= self._next_check:
+            self._keys_exist = self.keys.any_exist()  # MongoDB down: raises (503), asks again next call
+            self._next_check = time.monotonic() + self.recheck_s
         return self._keys_exist
 
     def identify(self) -> ApiKey | None:

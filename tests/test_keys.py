@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from app import create_app
-from app.auth import listen_host
+from app.auth import Authenticator, listen_host
 from app.openapi import describe
 from config import embedded
 from config.settings import SettingsError
@@ -109,6 +109,16 @@ def test_open_mode_needs_no_key_but_honours_and_checks_one_that_is_sent(settings
     assert c.get("/api/files", headers={"Authorization": f"Bearer {key}"}).get_json()["files"] == []
     bad = c.get("/api/files", headers={"Authorization": "Bearer ms3_nope"})
     assert bad.status_code == 401 and bad.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_auto_mode_requires_keys_once_the_first_exists_and_looks_again_only_after_its_period(store):
+    keys = ApiKeys(store.repo)
+    patient, eager = Authenticator(keys, "auto", recheck_s=3600), Authenticator(keys, "auto", recheck_s=0)
+    assert not patient.keys_required() and not eager.keys_required()
+    keys.revoke(keys.create("acme")[1].id)  # a revoked key counts: auth never switches back off
+    assert eager.keys_required()
+    assert not patient.keys_required()  # believes its last look for an hour
+    assert Authenticator(keys, "auto", recheck_s=3600).keys_required()
 
 
 def test_required_mode_refuses_every_api_call_without_a_key_but_health(settings, store):
