@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.errors import ChunkBusy, InsufficientStorage
@@ -54,22 +55,20 @@ class Ingestor:
 
     def ingest(self, file_id: str) -> IngestReport:
         started = time.monotonic()
-        doc = self.repo.get_file(file_id)
-        if doc is None:
-            self.spool.remove(file_id)
-            return IngestReport(file_id, "missing")
-        if doc.status in (STORED, DELETED, FAILED):
-            if doc.status != FAILED:
+        doc = self.repo.start_processing(file_id)
+        if doc is None:  # missing, stored, failed or deleted: a status never goes back to queued
+            final = self.repo.get_file(file_id)
+            if final is None or final.status != FAILED:
                 self.spool.remove(file_id)
-            return IngestReport(file_id, doc.status)
-        self.repo.mark_processing(file_id)
+            return IngestReport(file_id, final.status if final else "missing")
         report = IngestReport(file_id, doc.status, chunks=doc.chunk_count)
         done = 0
         try:
-            for page in self.repo.iter_manifest(file_id):
+            for page in self._manifest(doc):
                 self._ingest_page(doc, page, report)
                 done = page.first_index + len(page.hashes)
-                self.repo.set_progress(file_id, done)
+                if done < doc.chunk_count:  # mark_stored sets the last page's progress
+                    self.repo.set_progress(file_id, done)
         except SpoolLost as exc:
             report.missing = exc.missing
             self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
@@ -97,6 +96,15 @@ class Ingestor:
         self.spool.remove(file_id)
         report.seconds = time.monotonic() - started
         return report
+
+    def _manifest(self, doc: FileDoc) -> Iterator[ManifestPage]:
+        """The manifest's pages in order; the first by its id, which is all of a small file's."""
+        first = self.repo.manifest_page(doc.id, 0)
+        if first is None:
+            return
+        yield first
+        if first.first_index + len(first.hashes) < doc.chunk_count:
+            yield from self.repo.iter_manifest(doc.id, from_page=1)
 
     def _spooled(self, file_id: str, index: int):
         path = self.spool.chunk_path(file_id, index)
@@ -127,6 +135,9 @@ class Ingestor:
             raise ChunkBusy(f"chunk {busy[0]} is being garbage-collected")
 
         stored = [h for h, d in existing.items() if d["state"] == CHUNK_STORED]
+        # What keeps these from GC is our manifest, written before this file was queued: GC looks
+        # for manifests again after its compare-and-set (pipeline.maintenance). The touch only
+        # refreshes stale stamps and checks that GC holds none of them right now.
         if stored and self.repo.touch_chunks(stored) != len(stored):
             raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
         to_write: dict[str, dict] = {h: d for h, d in existing.items() if d["state"] == CHUNK_WRITING}
@@ -184,12 +195,13 @@ class Ingestor:
             report.bytes_written += d["size"]
         for d in dirs:
             fsync_dir(d)
-        self.repo.mark_chunks_stored(written)
-        # GC may have taken a chunk between our read and our write: then it is not stored
-        after = self.repo.chunk_docs(written)
-        unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
-        if unstored:
-            raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
+        # GC may have taken a chunk between our read and our write: then it is not stored. When
+        # every one was still writing, this update made them all stored and there is nothing to read.
+        if self.repo.mark_chunks_stored(written) != len(written):
+            after = self.repo.chunk_docs(written)
+            unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
+            if unstored:
+                raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
         if missing:
             raise SpoolLost(missing)
 

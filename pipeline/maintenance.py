@@ -3,19 +3,23 @@
 GC protocol (restic-like: plan, then execute; delete in the reverse order of writing).
 A manifest page names every chunk of its file from the moment the upload is spooled until the
 file is deleted, and every ingest reads or claims its chunks only after its manifest exists.
-``lastRef`` says when a chunk was last referenced: ingest stamps it (compare-and-set on
-``state == stored``), and so does a delete, just before the manifest goes.
+``lastRef`` says when a chunk was last referenced: a delete stamps it just before the manifest
+goes, so that the grace period counts from then; ingest and GC refresh it on chunks in use (a
+stamp younger than ``metadata.TOUCH_REFRESH_S`` is left as it is).
 
 For each candidate (``lastRef`` older than the grace period, no manifest names it) GC
 1. takes the chunk with a compare-and-set on ``(state, lastRef < cutoff)`` that moves it to
-   ``deleting``; an ingest that stamped it since then makes this fail;
+   ``deleting``; a chunk stamped since the plan makes this fail;
 2. looks for a manifest naming it again: one that appeared after the plan (an upload of the same
    content) gives the chunk back in its old state;
 3. deletes the chunk file, then the chunk document.
 An ingest that reads the chunk after step 1 sees ``deleting`` (or no document) and retries
-later (``ChunkBusy``) or claims it anew and writes it from its own spool; one that read it as
-stored before step 1 fails its stamp and retries. So GC never deletes a chunk that a manifest
-names when it deletes it, and every ingest either stamped the chunk first or writes it again.
+later (``ChunkBusy``) or claims it anew and writes it from its own spool. One that read it as
+stored before step 1 wrote its manifest before that read, so step 2 finds the manifest and gives
+the chunk back: the manifest, not the ingest's stamp, is what keeps a deduplicated chunk (the
+ingest still checks that its chunks are stored after its read, and retries while GC holds one).
+So GC never deletes a chunk that a manifest names when it deletes it, and every ingest either
+finds its chunks stored under a manifest that GC will see, or writes them again.
 
 One GC runs at a time: a Redis lock that expires after ``gc_lock_ttl_s`` unless the run renews
 it. A GC killed between steps leaves ``deleting`` documents; a run after the lock expired finishes

@@ -4,9 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from bson import ObjectId
 
-from pipeline.metadata import CHUNK_STORED, CHUNK_WRITING
+from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, TOUCH_REFRESH_S
 
 
 def test_a_chunk_is_claimed_once_even_under_concurrent_claims(store):
@@ -46,11 +47,50 @@ def test_touch_only_matches_stored_chunks(store):
     assert repo.touch_chunks(["d" * 64, "e" * 64]) == 1
 
 
+def test_touch_refreshes_only_stale_stamps_and_counts_the_stored(store):
+    repo = store.repo
+    hashes = [h * 64 for h in "fgh"]
+    repo.claim_chunks([{"_id": h, "size": 1, "xxh3": "x", "node": "node-1"} for h in hashes])
+    assert repo.mark_chunks_stored(hashes[:2]) == 2
+    assert repo.mark_chunks_stored(hashes) == 1  # only the one still writing
+    stale, fresh = time.time() - 10 * TOUCH_REFRESH_S, time.time() - TOUCH_REFRESH_S / 2
+    repo.chunks.update_one({"_id": hashes[0]}, {"$set": {"lastRef": stale}})
+    repo.chunks.update_one({"_id": hashes[1]}, {"$set": {"lastRef": fresh}})
+    repo.chunks.update_one({"_id": hashes[2]}, {"$set": {"state": CHUNK_DELETING, "lastRef": stale}})
+    before = time.time()
+    assert repo.touch_chunks(hashes) == 2
+    docs = repo.chunk_docs(hashes)
+    assert docs[hashes[0]]["lastRef"] >= before - 1e-3
+    assert docs[hashes[1]]["lastRef"] == pytest.approx(fresh, abs=1e-3)  # about 15 digits kept
+    assert docs[hashes[2]]["lastRef"] == pytest.approx(stale, abs=1e-3)
+    assert docs[hashes[2]]["state"] == CHUNK_DELETING
+
+
+def test_start_processing_takes_only_queued_or_processing_files(store):
+    repo = store.repo
+    f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
+    assert repo.start_processing(f.id).status == "processing"
+    assert repo.start_processing(f.id).status == "processing"  # a re-queued ingest takes it again
+    assert repo.mark_stored(f.id, 1)
+    assert repo.start_processing(f.id) is None
+    assert repo.get_file(f.id).status == "stored"
+    assert repo.start_processing(str(ObjectId())) is None
+
+
+def test_manifest_page_by_id_is_the_page_the_query_finds(store):
+    repo = store.repo
+    file_id = str(ObjectId())
+    for page in range(3):
+        repo.put_manifest_page(file_id, page, page * 2, [f"{page}a", f"{page}b"], ["x", "y"])
+    assert [repo.manifest_page(file_id, p) for p in range(3)] == list(repo.iter_manifest(file_id))
+    assert repo.manifest_page(file_id, 3) is None
+
+
 def test_timestamps_written_by_set_stay_numbers(store):
     repo = store.repo
     f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
     before = time.time()
-    assert repo.mark_processing(f.id)
+    assert repo.start_processing(f.id).status == "processing"
     doc = repo.get_file(f.id)
     # the stand-in keeps about 15 significant digits of a double: microseconds, not less
     assert isinstance(doc.updated, float) and doc.updated >= before - 1e-3
