@@ -8,8 +8,8 @@ from urllib.parse import quote
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.http import parse_range_header
 
-from app.multipart import FilePart
-from pipeline.errors import BadRequest, InsufficientStorage, RangeNotSatisfiable, UploadTooLarge
+from app.multipart import ClientGone, FilePart, discard_rest
+from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.stats import store_stats
@@ -44,8 +44,13 @@ def upload():
     limit = current_app.config["MINIS3_SETTINGS"].max_upload_bytes
     if limit and request.content_length is not None and request.content_length > limit:
         raise UploadTooLarge(f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
-    part = FilePart(request.stream, request.content_type)
-    f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id)
+    try:
+        part = FilePart(request.stream, request.content_type)
+        f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id)
+    except MalformedUpload as exc:
+        if not isinstance(exc, ClientGone):
+            discard_rest(request.stream)
+        raise
     g.upload_bytes = f.size  # counted by app.metrics
     current_app.extensions["minis3.enqueue"](f.id, g.request_id)
     if request.args.get("wait") in ("1", "true", "yes"):

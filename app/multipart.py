@@ -22,6 +22,7 @@ MAX_HEADER_BYTES = 16 * 1024  # one part's header block
 MAX_PREAMBLE_BYTES = 64 * 1024
 MAX_OTHER_PART_BYTES = 64 * 1024  # any part but the file: form fields are small
 MAX_PARTS = 64
+DRAIN_LIMIT = 16 << 20  # a refused body up to this size is read to its end before the answer
 FILE_FIELD = "file"
 _QUOTED_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
 
@@ -54,6 +55,20 @@ def boundary_of(content_type: str | None) -> bytes:
         return boundary.encode("ascii")
     except UnicodeEncodeError:
         raise MalformedUpload("multipart boundary must be ASCII") from None
+
+
+def discard_rest(stream, limit: int = DRAIN_LIMIT) -> None:
+    """Read and drop what is left of a refused body (up to ``limit``), so that the client, still
+    sending, receives the error answer instead of a connection reset."""
+    left = limit
+    try:
+        while left > 0:
+            data = stream.read(min(READ_SIZE, left))
+            if not data:
+                return
+            left -= len(data)
+    except (ClientDisconnected, OSError):
+        return
 
 
 class FilePart:
