@@ -40,7 +40,7 @@ def start_writeback(fd: int) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
-QUEUE_DEPTH = 64  # items of up to 64 KiB each: bounds memory per upload to a few MiB
+QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
 
 
 @dataclass(frozen=True)
