@@ -23,6 +23,7 @@ import xxhash
 from pipeline.chunkstore import datasync_file, fsync_dir, raise_if_full
 
 _END = object()
+QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
 SYNC_THREADS = 4  # fdatasyncs in flight at the end of an upload: the journal commits them together
 SYNC_BATCH = 256
 _SYNC_FILE_RANGE_WRITE = 2
@@ -38,9 +39,6 @@ def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages now, without waiting."""
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class _FileHasher(_Hasher):
 
 
 class _ChunkHasher(_Hasher):
-    """Items: bytes of the current chunk, or (index, path, size) when a chunk is complete."""
+    """Items: bytes of the current chunk, or (index, size) when a chunk is complete."""
 
     def __init__(self, on_chunk: Callable[[ChunkRecord], None]):
         super().__init__("minis3-chunk-hash")
@@ -103,7 +101,7 @@ class _ChunkHasher(_Hasher):
         sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
         while (item := self.q.get()) is not _END:
             if isinstance(item, tuple):
-                index, _path, size = item
+                index, size = item
                 self.on_chunk(ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size))
                 sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
             else:
@@ -162,7 +160,7 @@ class ChunkingWriter:
         start_writeback(self._fh.fileno())
         self._fh.close()
         self._fh = None
-        self._chunk_hasher.put((self._index, self.chunk_path(self._index), self._fill))
+        self._chunk_hasher.put((self._index, self._fill))
         self._index += 1
         self._fill = 0
 

@@ -73,12 +73,16 @@ class ChunkStore:
         for d in self.node_dirs.values():
             d.mkdir(parents=True, exist_ok=True)
 
+    def _path_str(self, node: str, chunk_hash: str) -> str:
+        # string paths: a re-upload checks a thousand chunks per page, Path objects cost more
+        return f"{self._node_roots[node]}/{chunk_hash[0:2]}/{chunk_hash[2:4]}/{chunk_hash}"
+
     def path(self, node: str, chunk_hash: str) -> Path:
-        return self.node_dirs[node] / chunk_hash[0:2] / chunk_hash[2:4] / chunk_hash
+        return Path(self._path_str(node, chunk_hash))
 
     def exists(self, node: str, chunk_hash: str, size: int | None = None) -> bool:
-        try:  # string paths: a re-upload checks a thousand chunks per page, Path objects cost more
-            st = os.stat(f"{self._node_roots[node]}/{chunk_hash[0:2]}/{chunk_hash[2:4]}/{chunk_hash}")
+        try:
+            st = os.stat(self._path_str(node, chunk_hash))
         except (FileNotFoundError, KeyError):
             return False
         return size is None or st.st_size == size
