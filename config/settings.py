@@ -12,6 +12,8 @@ class SettingsError(ValueError):
 
 
 AUTH_MODES = ("auto", "open", "required")
+LOG_FORMATS = ("text", "json")
+CHUNKINGS = ("fixed", "fastcdc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,24 @@ class Settings:
     web_workers: int = 2
     web_threads: int = 16
     worker_concurrency: int = 2
+    # scale-out: which host this is, and the write concern of metadata writes that acknowledge data
+    host_id: str | None = None
+    mongo_write_concern: str = "majority"
+    metrics_port: int = 0  # 0: /metrics on the web port behind an admin key; else its own loopback listener
+    log_format: str = "text"
+    # S3 front end
+    s3_host: str = "127.0.0.1"
+    s3_port: int = 9000
+    s3_domain: str | None = None
+    s3_rate_limit: str = "2000 per second"
+    s3_region: str = "us-east-1"
+    secret_key: str | None = None
+    multipart_abandon_s: float = 604800.0
+    # chunk layout and chunking of new content
+    ec: str = "1+0"  # becomes 2+1 once erasure-coded writes land
+    scrub_mbps: float = 50.0
+    scrub_period_s: float = 604800.0
+    chunking: str = "fixed"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -81,6 +101,28 @@ class Settings:
             raise SettingsError("MINIS3_GC_LOCK_TTL_S must be at least 1 second")
         if self.manifest_page_size < 1:
             raise SettingsError("MINIS3_MANIFEST_PAGE_SIZE must be >= 1")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"MINIS3_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.chunking not in CHUNKINGS:
+            raise SettingsError(f"MINIS3_CHUNKING must be one of {', '.join(CHUNKINGS)}")
+        if not 1 <= self.s3_port <= 65535:
+            raise SettingsError(f"MINIS3_S3_PORT must be 1..65535, got {self.s3_port}")
+        k, m = self.ec_layout
+        if len(self.nodes) < k + m:
+            raise SettingsError(f"MINIS3_EC={self.ec} needs at least {k + m} nodes; MINIS3_NODES names "
+                                f"{len(self.nodes)}")
+
+    @property
+    def ec_layout(self) -> tuple[int, int]:
+        """(k, m) of MINIS3_EC: k data and m parity fragments per chunk; 1+0 is one whole copy."""
+        k, sep, m = self.ec.partition("+")
+        try:
+            k_i, m_i = int(k), int(m)
+        except ValueError:
+            raise SettingsError(f"MINIS3_EC must read k+m (such as 2+1 or 4+2), got {self.ec!r}") from None
+        if not sep or k_i < 1 or m_i < 0 or k_i + m_i > 32:
+            raise SettingsError(f"MINIS3_EC must read k+m with k >= 1, m >= 0, k+m <= 32; got {self.ec!r}")
+        return k_i, m_i
 
     def to_env(self) -> dict[str, str]:
         """The ``MINIS3_*`` variables that reproduce these settings in another process."""
