@@ -14,6 +14,7 @@ from app.errors import register_error_handlers
 from app.openapi import openapi
 from app.security import init_security
 from config.settings import Settings
+from pipeline.objects import ObjectNames
 from pipeline.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     except Exception as exc:  # metadata down at start: serve 503s until it is back
         log.warning("could not prepare store at start (%r); will retry per request", exc)
     app.extensions["minis3.store"] = store
+    app.extensions["minis3.names"] = ObjectNames(store)
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings)
 
     @app.before_request

@@ -12,6 +12,7 @@ from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
+from pipeline.objects import ObjectNames
 from pipeline.stats import store_stats
 from workers.celery import INGEST_QUEUE
 
@@ -25,6 +26,10 @@ MAX_LIST_LIMIT = 1000
 
 def store():
     return current_app.extensions["minis3.store"]
+
+
+def names() -> ObjectNames:
+    return current_app.extensions["minis3.names"]
 
 
 def tenant() -> str:
@@ -44,14 +49,22 @@ def upload():
     limit = current_app.config["MINIS3_SETTINGS"].max_upload_bytes
     if limit and request.content_length is not None and request.content_length > limit:
         raise UploadTooLarge(f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    bucket, key = request.args.get("bucket"), request.args.get("key")
+    if (bucket is None) != (key is None):
+        raise BadRequest("give both bucket and key, or neither")
+    if bucket is not None:
+        names().bucket(tenant(), bucket)  # before the body: an unknown or foreign bucket costs nothing
     try:
         part = FilePart(request.stream, request.content_type)
-        f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id)
+        f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id,
+                            md5=bucket is not None)
     except MalformedUpload as exc:
         if not isinstance(exc, ClientGone):
             discard_rest(request.stream)
         raise
     g.upload_bytes = f.size  # counted by app.metrics
+    if bucket is not None:
+        names().name_file(tenant(), f, bucket, key, f.content_type)
     current_app.extensions["minis3.enqueue"](f.id, g.request_id)
     if request.args.get("wait") in ("1", "true", "yes"):
         final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
@@ -87,7 +100,7 @@ def list_files():
 
 @api.get("/files/<file_id>")
 def download(file_id: str):
-    return send_stored(store().get_stored(tenant(), file_id))
+    return send_stored(store().get_readable(tenant(), file_id))
 
 
 @api.get("/files/by-hash/<sha256>")
@@ -124,7 +137,7 @@ def content_disposition(name: str) -> str:
 
 
 def send_stored(f: FileDoc) -> Response:
-    etag = f'"{f.sha256}"'
+    etag = f'"{f.etag}"'
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",

@@ -54,6 +54,7 @@ class SpoolResult:
     size: int
     sha256: str
     chunk_count: int
+    md5: str | None = None
 
 
 class _Hasher(threading.Thread):
@@ -80,9 +81,11 @@ class _Hasher(threading.Thread):
 
 
 class _FileHasher(_Hasher):
-    def __init__(self):
-        super().__init__("minis3-file-hash")
-        self.sha = hashlib.sha256()
+    """One whole-file digest on its own thread (SHA-256 always; MD5 too where an S3 ETag needs it)."""
+
+    def __init__(self, algorithm: str = "sha256"):
+        super().__init__(f"minis3-file-{algorithm}")
+        self.sha = hashlib.new(algorithm)
 
     def consume(self) -> None:
         update = self.sha.update
@@ -117,7 +120,7 @@ class ChunkingWriter:
     """
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
-                 on_chunk: Callable[[ChunkRecord], None]):
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False):
         self.directory = directory
         self.chunk_path = chunk_path
         self.chunk_size = chunk_size
@@ -127,8 +130,10 @@ class ChunkingWriter:
         self._fh = None
         self._file_hasher = _FileHasher()
         self._chunk_hasher = _ChunkHasher(on_chunk)
-        self._file_hasher.start()
-        self._chunk_hasher.start()
+        self._md5_hasher = _FileHasher("md5") if md5 else None
+        self._hashers = [h for h in (self._file_hasher, self._chunk_hasher, self._md5_hasher) if h is not None]
+        for hasher in self._hashers:
+            hasher.start()
         self._closed = False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -144,8 +149,8 @@ class ChunkingWriter:
                 take = min(end - offset, self.chunk_size - self._fill)
                 piece = data if take == end else data[offset:offset + take]
                 self._fh.write(piece)
-                self._file_hasher.put(piece)
-                self._chunk_hasher.put(piece)
+                for hasher in self._hashers:
+                    hasher.put(piece)
                 self._fill += take
                 self.size += take
                 offset += take
@@ -174,7 +179,7 @@ class ChunkingWriter:
             raise_if_full(exc)
             raise
         self.close()
-        for hasher in (self._file_hasher, self._chunk_hasher):
+        for hasher in self._hashers:
             if hasher.error is not None:
                 raise hasher.error
         # writeback of every chunk started when it was complete; wait for all of it here, with
@@ -188,7 +193,8 @@ class ChunkingWriter:
         except OSError as exc:
             raise_if_full(exc)
             raise
-        return SpoolResult(self.size, self._file_hasher.sha.hexdigest(), self._index)
+        return SpoolResult(self.size, self._file_hasher.sha.hexdigest(), self._index,
+                           self._md5_hasher.sha.hexdigest() if self._md5_hasher else None)
 
     def close(self) -> None:
         """Stop the hashing threads; safe to call more than once (and on error paths)."""
@@ -198,7 +204,7 @@ class ChunkingWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        for hasher in (self._file_hasher, self._chunk_hasher):
+        for hasher in self._hashers:
             hasher.q.put(_END)
-        for hasher in (self._file_hasher, self._chunk_hasher):
+        for hasher in self._hashers:
             hasher.join()

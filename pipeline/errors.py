@@ -95,3 +95,53 @@ class ChunkBusy(StoreError):
     status = 503
     code = "chunk_busy"
     retry_after = 2
+
+
+# --- names: buckets, objects and multipart uploads (S3) ----------------------------------------
+
+class NoSuchBucket(NotFound):
+    """The bucket does not exist."""
+    code = "no_such_bucket"
+
+
+class NoSuchKey(NotFound):
+    """The object does not exist."""
+    code = "no_such_key"
+
+
+class NoSuchUpload(NotFound):
+    """The multipart upload does not exist: it may have been aborted or completed."""
+    code = "no_such_upload"
+
+
+class BucketExists(StoreError):
+    """The bucket name is taken by another account; bucket names are global."""
+    status = 409
+    code = "bucket_exists"
+
+
+class BucketNotEmpty(StoreError):
+    """The bucket is not empty."""
+    status = 409
+    code = "bucket_not_empty"
+
+
+class InvalidPart(BadRequest):
+    """A part named in the completion was not uploaded, or its ETag does not match."""
+    code = "invalid_part"
+
+
+class InvalidPartOrder(BadRequest):
+    """The parts of a completion must be listed in ascending part-number order."""
+    code = "invalid_part_order"
+
+
+class EntityTooSmall(BadRequest):
+    """Every part but the last must be at least 5 MiB."""
+    code = "entity_too_small"
+
+
+class PreconditionFailed(StoreError):
+    """A precondition of the request does not hold."""
+    status = 412
+    code = "precondition_failed"

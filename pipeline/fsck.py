@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 
 BATCH = 500
@@ -121,7 +122,7 @@ def _check_nodes(store, report: FsckReport, now: float) -> None:
         docs = store.repo.chunk_docs(e.chunk_hash for e in entries)
         for entry in entries:
             doc = docs.get(entry.chunk_hash)
-            if doc is None or doc.get("node") != entry.node or not store.chunks.is_chunk_file(entry):
+            if doc is None or entry.node not in nodes_of(doc) or not store.chunks.is_chunk_file(entry):
                 age = now - entry.mtime
                 report.unknown.add(node=entry.node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
                 if report.repair and age > grace and store.chunks.discard_stray(
@@ -147,7 +148,7 @@ def _check_nodes(store, report: FsckReport, now: float) -> None:
 
 def _claimed(store, chunk_hash: str, node: str) -> bool:
     doc = store.repo.chunk_docs([chunk_hash]).get(chunk_hash)
-    return doc is not None and doc.get("node") == node
+    return doc is not None and node in nodes_of(doc)
 
 
 # --- files: chunks lost, files stuck ---------------------------------------------------------
@@ -170,8 +171,8 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool) -> list[tuple[str, str
             doc = docs.get(h)
             if doc is None:
                 lost.setdefault(h, "no chunk document")
-            elif not store.chunks.exists(doc.get("node"), h, doc.get("size")):
-                lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {doc.get('node')}")
+            elif not store.chunkio.is_placed(doc):
+                lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
     if covered != f.chunk_count:
         lost.setdefault("-", f"manifest lists {covered} of {f.chunk_count} chunks")
     return list(lost.items())
@@ -217,5 +218,5 @@ def _check_unreferenced(store, report: FsckReport, now: float) -> None:
         referenced = store.repo.referenced_hashes([d["_id"] for d in docs])
         for d in docs:
             if d["_id"] not in referenced:
-                report.unreferenced.add(chunk=d["_id"], node=d.get("node"), size=d.get("size", 0),
+                report.unreferenced.add(chunk=d["_id"], node=",".join(nodes_of(d)), size=d.get("size", 0),
                                         idleSeconds=int(now - d.get("lastRef", now)))

@@ -2,8 +2,9 @@
 
 Idempotent and crash-safe: every step can run again. Write order: chunk bytes durable on a
 node, then the chunk document says ``stored``, then the file says ``stored``, then the spool
-directory goes. A chunk that any worker has claimed names its node, and every worker that holds
-its bytes writes them to that one path, so concurrent uploads of one content leave one copy.
+directory goes. A chunk that any worker has claimed names its layout (the node of each fragment),
+and every worker that holds its bytes writes them to those paths, so concurrent uploads of one
+content leave one copy. Chunk bytes are read and written only through ``pipeline.chunkio``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
+from pipeline.chunkio import ChunkIO, nodes_of
+from pipeline.chunkstore import Spool, fsync_dir
 from pipeline.errors import ChunkBusy, InsufficientStorage
 from pipeline.metadata import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
                                FileDoc, ManifestPage, MetadataRepository)
@@ -40,16 +42,17 @@ class IngestReport:
 class SpoolLost(Exception):
     """Chunks that neither the spool nor any node holds."""
 
-    def __init__(self, missing: list[str]):
+    def __init__(self, missing: list[str], unplaced_claims: list[str]):
         super().__init__(f"{len(missing)} chunk(s) lost before ingest")
         self.missing = missing
+        self.unplaced_claims = unplaced_claims  # chunk documents this ingest claimed and never wrote
 
 
 class Ingestor:
-    def __init__(self, repo: MetadataRepository, chunks: ChunkStore, spool: Spool,
+    def __init__(self, repo: MetadataRepository, chunkio: ChunkIO, spool: Spool,
                  placement: RoundRobinPlacement):
         self.repo = repo
-        self.chunks = chunks
+        self.chunkio = chunkio
         self.spool = spool
         self.placement = placement
 
@@ -65,11 +68,17 @@ class Ingestor:
         done = 0
         try:
             for page in self._manifest(doc):
-                self._ingest_page(doc, page, report)
-                done = page.first_index + len(page.hashes)
+                self._ingest_page(doc, page.sized(doc.chunk_size, doc.size), report)
+                done = page.end_index
                 if done < doc.chunk_count:  # mark_stored sets the last page's progress
                     self.repo.set_progress(file_id, done)
         except SpoolLost as exc:
+            current = self.repo.get_file(file_id)
+            if current is None or current.status == DELETED:  # deleted meanwhile: its spool went with it
+                self.repo.drop_writing_claims(exc.unplaced_claims)
+                report.status = DELETED
+                log.info("ingest %s stopped: the file was deleted during ingest", file_id)
+                return report
             report.missing = exc.missing
             self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
                                   stored_too=False)
@@ -110,13 +119,13 @@ class Ingestor:
         path = self.spool.chunk_path(file_id, index)
         return path if path.exists() else None
 
-    def _source(self, file_id: str, index: int, d: dict, h: str) -> tuple[bool, Path | None]:
-        """(already on its node, spooled copy). The node is looked at again after the spool: a
-        twin ingest of this file (a re-queue) may move the spooled copy there between two looks."""
-        if self.chunks.exists(d["node"], h, d["size"]):
+    def _source(self, file_id: str, index: int, d: dict) -> tuple[bool, Path | None]:
+        """(already placed, spooled copy). The layout is looked at again after the spool: a twin
+        ingest of this file (a re-queue) may move the spooled copy there between two looks."""
+        if self.chunkio.is_placed(d):
             return True, None
         src = self._spooled(file_id, index)
-        if src is None and self.chunks.exists(d["node"], h, d["size"]):
+        if src is None and self.chunkio.is_placed(d):
             return True, None
         return False, src
 
@@ -124,10 +133,12 @@ class Ingestor:
         # first spool index holding each distinct hash of this page, and its fast checksum
         first_at: dict[str, int] = {}
         xxh_of: dict[str, str] = {}
-        for offset, h in enumerate(page.hashes):
+        size_of: dict[str, int] = {}
+        for index, _, h, xxh3, size in page.entries():
             if h not in first_at:
-                first_at[h] = page.first_index + offset
-                xxh_of[h] = page.xxh3[offset]
+                first_at[h] = index
+                xxh_of[h] = xxh3
+                size_of[h] = size
         existing = self.repo.chunk_docs(first_at)
 
         busy = [h for h, d in existing.items() if d["state"] == CHUNK_DELETING]
@@ -142,25 +153,26 @@ class Ingestor:
             raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
         to_write: dict[str, dict] = {h: d for h, d in existing.items() if d["state"] == CHUNK_WRITING}
         missing = []
+        claimed_here: set[str] = set()
         # a stored chunk whose file vanished is rewritten from the spool when we still hold it
         for h in stored:
             d = existing[h]
-            on_node, src = self._source(doc.id, first_at[h], d, h)
+            on_node, src = self._source(doc.id, first_at[h], d)
             if on_node:
                 report.deduplicated += 1
             elif src is None:
-                log.error("chunk %s missing on node %s and not in spool", h, d["node"])
+                log.error("chunk %s missing on node(s) %s and not in spool", h, nodes_of(d))
                 missing.append(h)
             else:
-                log.warning("chunk %s missing on node %s: rewriting from spool", h, d["node"])
+                log.warning("chunk %s missing on node(s) %s: rewriting from spool", h, nodes_of(d))
                 to_write[h] = d
 
         new = [h for h in first_at if h not in existing]
         if new:
             nodes = self.placement.next_nodes(len(new))
-            claims = [{"_id": h, "size": self._chunk_size(doc, first_at[h]), "xxh3": xxh_of[h], "node": n}
-                      for h, n in zip(new, nodes)]
+            claims = [self.chunkio.new_document(h, size_of[h], xxh_of[h], [n]) for h, n in zip(new, nodes)]
             won = self.repo.claim_chunks(claims)
+            claimed_here = won
             for c in claims:
                 if c["_id"] in won:
                     to_write[c["_id"]] = c
@@ -176,7 +188,7 @@ class Ingestor:
         dirs = set()
         written = []
         for h, d in to_write.items():
-            on_node, src = self._source(doc.id, first_at[h], d, h)
+            on_node, src = self._source(doc.id, first_at[h], d)
             if on_node:
                 written.append(h)
                 continue
@@ -184,9 +196,9 @@ class Ingestor:
                 missing.append(h)
                 continue
             try:
-                dirs.add(self.chunks.place(src, d["node"], h))
+                dirs |= self.chunkio.place_from_spool(d, src)
             except FileNotFoundError:  # another ingest of this file (a re-queue) moved it first
-                if not self.chunks.exists(d["node"], h, d["size"]):
+                if not self.chunkio.is_placed(d):
                     raise ChunkBusy(f"chunk {h} is being placed by another ingest") from None
                 written.append(h)
                 continue
@@ -203,8 +215,4 @@ class Ingestor:
             if unstored:
                 raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
         if missing:
-            raise SpoolLost(missing)
-
-    @staticmethod
-    def _chunk_size(doc: FileDoc, index: int) -> int:
-        return min(doc.chunk_size, doc.size - index * doc.chunk_size)
+            raise SpoolLost(missing, [h for h in missing if h in claimed_here])

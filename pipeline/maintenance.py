@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from redis.exceptions import LockError
 
+from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_STORED, DELETED, PROCESSING, QUEUED
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class GcReport:
         self.chunks += 1
         self.bytes += doc.get("size", 0)
         if len(self.deleted) < SAMPLE:
-            self.deleted.append({"chunk": doc["_id"], "node": doc.get("node"), "size": doc.get("size", 0)})
+            self.deleted.append({"chunk": doc["_id"], "node": ",".join(nodes_of(doc)), "size": doc.get("size", 0)})
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -148,7 +149,7 @@ def _delete_chunk(store, doc: dict, cutoff: float) -> bool:
     if repo.referenced_hashes([h]):
         repo.cancel_chunk_delete(h, doc["state"])  # a manifest appeared since the plan
         return False
-    store.chunks.delete(doc["node"], h)
+    store.chunkio.delete(doc)
     repo.finish_chunk_delete(h)
     return True
 
@@ -157,13 +158,13 @@ def _finish_interrupted(store, report: GcReport, now: float) -> None:
     """Chunks a killed GC left ``deleting``: delete them, or give back those named again."""
     for doc in store.repo.chunks_being_deleted(since_before=now - store.settings.gc_lock_ttl_s):
         h = doc["_id"]
-        if store.repo.referenced_hashes([h]) and store.chunks.exists(doc["node"], h, doc.get("size")):
+        if store.repo.referenced_hashes([h]) and store.chunkio.is_placed(doc):
             if not report.dry_run:
                 store.repo.cancel_chunk_delete(h, doc.get("prevState") or CHUNK_STORED)
             report.given_back += 1
             continue
         if not report.dry_run:
-            store.chunks.delete(doc["node"], h)
+            store.chunkio.delete(doc)
             store.repo.finish_chunk_delete(h)
         report.add(doc)
 

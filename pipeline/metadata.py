@@ -7,6 +7,11 @@ Query shapes are chosen so that real MongoDB and the nx-27017 wire-protocol stan
 - timestamps are epoch seconds (floats): a datetime written by ``$set`` reads back as a string
   on the stand-in;
 - no compound index includes ``_id``.
+
+Collections: ``files`` (immutable contents: size, hashes, status, manifest pages in ``manifests``),
+``chunks`` (one per distinct chunk, with its layout: where each fragment lives), ``buckets`` and
+``objects`` (S3 names: ``(bucket, key)`` pointing at one file), ``uploads`` (multipart uploads in
+progress; their parts are files of kind ``part``), ``api_keys``, ``events``.
 """
 from __future__ import annotations
 
@@ -21,11 +26,13 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from pipeline.errors import InvalidId, ServiceUnavailable
+from pipeline.timefmt import iso8601
 
 QUEUED, PROCESSING, STORED, FAILED, DELETED = "queued", "processing", "stored", "failed", "deleted"
 LIVE_STATES = (QUEUED, PROCESSING, STORED)
 CHUNK_WRITING, CHUNK_STORED, CHUNK_DELETING = "writing", "stored", "deleting"
 TOUCH_REFRESH_S = 60.0  # a chunk stamped as referenced more recently is not stamped again
+KIND_FILE, KIND_PART = "file", "part"  # a part of a multipart upload is a file no listing shows
 
 
 def parse_file_id(value: str) -> ObjectId:
@@ -44,7 +51,7 @@ class FileDoc:
     name: str
     size: int
     content_type: str
-    sha256: str
+    sha256: str | None  # None for a file composed from others' manifests (multipart completion)
     chunk_count: int
     chunk_size: int
     status: str
@@ -52,35 +59,83 @@ class FileDoc:
     created: float
     updated: float
     chunks_done: int
+    md5: str | None = None
+    kind: str = KIND_FILE
+    bucket: str | None = None
+    key: str | None = None
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "FileDoc":
         return cls(
             id=str(doc["_id"]), tenant=doc["tenant"], name=doc["name"], size=doc["size"],
             content_type=doc.get("contentType") or "application/octet-stream",
-            sha256=doc["sha256"], chunk_count=doc["chunkCount"], chunk_size=doc["chunkSize"],
+            sha256=doc.get("sha256"), chunk_count=doc["chunkCount"], chunk_size=doc["chunkSize"],
             status=doc["status"], error=doc.get("error"), created=doc["created"],
             updated=doc.get("updated", doc["created"]), chunks_done=doc.get("chunksDone", 0),
+            md5=doc.get("md5"), kind=doc.get("kind", KIND_FILE), bucket=doc.get("bucket"), key=doc.get("key"),
         )
 
+    @property
+    def etag(self) -> str:
+        """The whole-file SHA-256, or for a composed file its S3 ETag (``<md5 of part md5s>-N``)."""
+        return self.sha256 or self.md5 or self.id
+
+    @property
+    def readable(self) -> bool:
+        """Acknowledged and not failed or deleted: its bytes are on nodes or still in the spool."""
+        return self.status in LIVE_STATES
+
     def to_json(self) -> dict:
-        return {
+        out = {
             "fileId": self.id, "name": self.name, "size": self.size, "contentType": self.content_type,
             "sha256": self.sha256, "chunkCount": self.chunk_count, "status": self.status,
-            "created": self.created, "updated": self.updated,
+            "created": iso8601(self.created), "updated": iso8601(self.updated),
         }
+        if self.bucket is not None:
+            out.update(bucket=self.bucket, key=self.key)
+        return out
 
 
 @dataclass(frozen=True)
 class ManifestPage:
+    """Up to ``manifest_page_size`` entries ``(sha256, xxh3, size)`` of a file's chunk list, in order.
+
+    ``offset`` is the byte offset of the page's first entry in the file, so that a range read finds
+    its first page with one query. Pages written before entries carried sizes have neither: their
+    chunks are all ``chunkSize`` long but the last (``sized`` fills them in).
+    """
     page: int
     first_index: int
     hashes: list[str]
     xxh3: list[str]
+    sizes: list[int] | None = None
+    offset: int | None = None
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ManifestPage":
-        return cls(doc["page"], doc["first"], doc["hashes"], doc["xxh3"])
+        return cls(doc["page"], doc["first"], doc["hashes"], doc["xxh3"], doc.get("sizes"), doc.get("offset"))
+
+    def sized(self, chunk_size: int, file_size: int) -> "ManifestPage":
+        if self.sizes is not None:
+            return self
+        start = self.first_index * chunk_size
+        sizes = [max(0, min(chunk_size, file_size - start - i * chunk_size)) for i in range(len(self.hashes))]
+        return ManifestPage(self.page, self.first_index, self.hashes, self.xxh3, sizes, start)
+
+    @property
+    def end_index(self) -> int:
+        return self.first_index + len(self.hashes)
+
+    @property
+    def byte_size(self) -> int:
+        return sum(self.sizes or ())
+
+    def entries(self) -> Iterator[tuple[int, int, str, str, int]]:
+        """(index, byte offset, sha256, xxh3, size) of each entry."""
+        offset = self.offset or 0
+        for i, (h, x, n) in enumerate(zip(self.hashes, self.xxh3, self.sizes or ())):
+            yield self.first_index + i, offset, h, x, n
+            offset += n
 
 
 class MetadataRepository:
@@ -92,12 +147,20 @@ class MetadataRepository:
         self.chunks = self.db["chunks"]
         self.keys = self.db["api_keys"]
         self.events = self.db["events"]
+        self.buckets = self.db["buckets"]
+        self.objects = self.db["objects"]
+        self.uploads = self.db["uploads"]
+        self.parts = self.db["parts"]
 
     @classmethod
-    def connect(cls, url: str, db_name: str, timeout_ms: int = 3000) -> "MetadataRepository":
+    def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
+                write_concern: str = "majority") -> "MetadataRepository":
+        """``write_concern`` (``MINIS3_MONGO_WRITE_CONCERN``): ``majority`` so that a write that
+        acknowledges an upload survives a replica-set failover; a number of members also works."""
+        w: str | int = int(write_concern) if write_concern.isdigit() else write_concern
         client = pymongo.MongoClient(
             url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=60_000, retryWrites=True, tz_aware=False, connect=False,
+            socketTimeoutMS=60_000, retryWrites=True, tz_aware=False, connect=False, w=w,
         )
         return cls(client, db_name)
 
@@ -107,10 +170,18 @@ class MetadataRepository:
         self.files.create_index([("status", 1), ("updated", 1)])
         self.manifests.create_index([("file", 1), ("page", 1)])
         self.manifests.create_index([("file", 1), ("first", 1)])
+        self.manifests.create_index([("file", 1), ("offset", 1)])
         self.manifests.create_index("hashes")
         self.chunks.create_index([("state", 1), ("lastRef", 1)])
-        self.chunks.create_index("node")
+        self.chunks.create_index("frags.node")
         self.keys.create_index("hash", unique=True)
+        self.buckets.create_index("tenant")
+        self.objects.create_index("file")
+        self.uploads.create_index([("bucket", 1), ("key", 1)])
+        self.uploads.create_index("updated")
+        self.parts.create_index([("upload", 1), ("number", 1)])
+        self.parts.create_index("file")
+        self.files.create_index([("kind", 1), ("created", 1)])
 
     def ping(self) -> None:
         self.client.admin.command("ping")
@@ -118,16 +189,27 @@ class MetadataRepository:
     # --- files -------------------------------------------------------------------------
 
     def insert_file(self, file_id: ObjectId, tenant: str, name: str, content_type: str, size: int,
-                    sha256: str, chunk_count: int, chunk_size: int, request_id: str | None = None) -> FileDoc:
+                    sha256: str, chunk_count: int, chunk_size: int, request_id: str | None = None,
+                    md5: str | None = None, kind: str = KIND_FILE, status: str = QUEUED,
+                    extra: dict | None = None) -> FileDoc:
         now = time.time()
         doc = {
             "_id": file_id, "tenant": tenant, "name": name, "contentType": content_type,
             "size": size, "sha256": sha256, "chunkCount": chunk_count, "chunkSize": chunk_size,
-            "status": QUEUED, "error": None, "created": now, "updated": now, "chunksDone": 0,
-            "requestId": request_id,
+            "status": status, "error": None, "created": now, "updated": now,
+            "chunksDone": chunk_count if status == STORED else 0, "requestId": request_id, "kind": kind,
+            **({"md5": md5} if md5 else {}), **(extra or {}),
         }
         self.files.insert_one(doc)
         return FileDoc.from_mongo(doc)
+
+    def set_file_name(self, file_id: str, bucket: str | None, key: str | None) -> None:
+        """The S3 name a file is shown under in ``/api/files`` (None: it has none any more)."""
+        fields = {"bucket": bucket, "key": key}
+        if bucket is None:
+            self.files.update_one({"_id": parse_file_id(file_id)}, {"$unset": fields})
+        else:
+            self.files.update_one({"_id": parse_file_id(file_id)}, {"$set": fields})
 
     def get_file(self, file_id: str, tenant: str | None = None) -> FileDoc | None:
         query: dict = {"_id": parse_file_id(file_id)}
@@ -148,7 +230,8 @@ class MetadataRepository:
 
     def list_files(self, tenant: str, limit: int, after: str | None) -> list[FileDoc]:
         """Newest first by (created, _id); ``after`` is the last file id of the previous page."""
-        query: dict = {"tenant": tenant, "status": {"$in": [QUEUED, PROCESSING, STORED, FAILED]}}
+        query: dict = {"tenant": tenant, "status": {"$in": [QUEUED, PROCESSING, STORED, FAILED]},
+                       "kind": {"$ne": KIND_PART}}
         if after:
             oid = parse_file_id(after)
             last = self.files.find_one({"_id": oid}, {"created": 1})
@@ -232,12 +315,12 @@ class MetadataRepository:
 
     # --- manifests: one document per page of chunk hashes -------------------------------
 
-    def put_manifest_page(self, file_id: str, page: int, first_index: int,
-                          hashes: list[str], xxh3: list[str]) -> None:
+    def put_manifest_page(self, file_id: str, page: int, first_index: int, offset: int,
+                          hashes: list[str], xxh3: list[str], sizes: list[int]) -> None:
         self.manifests.replace_one(
             {"_id": f"{file_id}:{page:08d}"},
             {"_id": f"{file_id}:{page:08d}", "file": file_id, "page": page, "first": first_index,
-             "hashes": hashes, "xxh3": xxh3, "created": time.time()},
+             "offset": offset, "hashes": hashes, "xxh3": xxh3, "sizes": sizes, "created": time.time()},
             upsert=True,
         )
 
@@ -251,9 +334,10 @@ class MetadataRepository:
         doc = self.manifests.find_one({"_id": f"{file_id}:{page:08d}"})
         return ManifestPage.from_mongo(doc) if doc is not None else None
 
-    def page_containing(self, file_id: str, chunk_index: int) -> int:
-        cur = self.manifests.find({"file": file_id, "first": {"$lte": chunk_index}},
-                                  {"page": 1}).sort("first", -1).limit(1)
+    def page_at_offset(self, file_id: str, offset: int) -> int:
+        """The page holding byte ``offset`` (0 for pages written before entries carried sizes)."""
+        cur = self.manifests.find({"file": file_id, "offset": {"$lte": offset}},
+                                  {"page": 1}).sort("offset", -1).limit(1)
         for doc in cur:
             return doc["page"]
         return 0
@@ -335,6 +419,12 @@ class MetadataRepository:
         other = self.chunks.find({"_id": {"$in": hashes}, "state": {"$ne": CHUNK_STORED}}, {"_id": 1})
         return len(hashes) - len(list(other))
 
+    def drop_writing_claims(self, hashes: list[str]) -> int:
+        """Remove claims that were never written (their upload was deleted during ingest)."""
+        if not hashes:
+            return 0
+        return self.chunks.delete_many({"_id": {"$in": hashes}, "state": CHUNK_WRITING}).deleted_count
+
     def mark_chunks_stored(self, hashes: list[str]) -> int:
         """Writing chunks become stored; returns how many were writing."""
         if not hashes:
@@ -379,6 +469,102 @@ class MetadataRepository:
     def all_chunks(self, batch: int = 1000) -> Iterator[dict]:
         yield from self.chunks.find({}).batch_size(batch)
 
+    # --- names: buckets, objects (bucket, key) -> file, multipart uploads and their parts ----
+    # An object's _id is "<bucket>/<key>" (a bucket name has no "/"), so that a listing is a range
+    # of _id in byte order, on real MongoDB and on the stand-in alike.
+
+    def insert_bucket(self, doc: dict) -> bool:
+        try:
+            self.buckets.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def get_bucket(self, name: str) -> dict | None:
+        return self.buckets.find_one({"_id": name})
+
+    def delete_bucket(self, name: str) -> bool:
+        return self.buckets.delete_one({"_id": name}).deleted_count == 1
+
+    def list_buckets(self, tenant: str) -> list[dict]:
+        return list(self.buckets.find({"tenant": tenant}).sort("_id", 1))
+
+    def bucket_has_objects(self, bucket: str) -> bool:
+        return self.objects.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
+
+    def put_object_name(self, doc: dict) -> dict | None:
+        """Point a name at a file; returns the document it replaced (its file is to be deleted)."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.objects.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
+                                                return_document=ReturnDocument.BEFORE)
+
+    def insert_object_name(self, doc: dict) -> bool:
+        """Create a name only where none exists (``If-None-Match: *``)."""
+        try:
+            self.objects.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def get_object_name(self, name_id: str) -> dict | None:
+        return self.objects.find_one({"_id": name_id})
+
+    def delete_object_name(self, name_id: str, file_id: str | None = None) -> dict | None:
+        """Remove a name (only while it points at ``file_id``, when given); returns what was removed."""
+        query: dict = {"_id": name_id}
+        if file_id is not None:
+            query["file"] = file_id
+        return self.objects.find_one_and_delete(query)
+
+    def object_names(self, low: str, high: str, limit: int, low_inclusive: bool = True) -> list[dict]:
+        """Names with ``low <= _id < high`` (``>`` when not inclusive), in byte order."""
+        query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
+        return list(self.objects.find(query).sort("_id", 1).limit(limit))
+
+    def insert_upload(self, doc: dict) -> None:
+        self.uploads.insert_one(doc)
+
+    def get_upload(self, upload_id: str) -> dict | None:
+        return self.uploads.find_one({"_id": upload_id})
+
+    def touch_upload(self, upload_id: str) -> None:
+        self.uploads.update_one({"_id": upload_id}, {"$set": {"updated": time.time()}})
+
+    def delete_upload(self, upload_id: str) -> bool:
+        return self.uploads.delete_one({"_id": upload_id}).deleted_count == 1
+
+    def list_uploads(self, bucket: str, prefix: str, after_key: str | None, limit: int) -> list[dict]:
+        query: dict = {"bucket": bucket}
+        if prefix or after_key is not None:
+            low = max(prefix, after_key or "")
+            key_range: dict = {"$gt" if after_key is not None and low == after_key else "$gte": low}
+            if prefix:
+                key_range["$lt"] = prefix_end(prefix)
+            query["key"] = key_range
+        return list(self.uploads.find(query).sort([("key", 1), ("created", 1)]).limit(limit))
+
+    def abandoned_uploads(self, updated_before: float, limit: int = 500) -> list[dict]:
+        return list(self.uploads.find({"updated": {"$lt": updated_before}}).limit(limit))
+
+    def put_part(self, doc: dict) -> dict | None:
+        """Record a part (a file of kind part); returns the part it replaced, if any."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.parts.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
+                                              return_document=ReturnDocument.BEFORE)
+
+    def list_parts(self, upload_id: str, after_number: int = 0, limit: int = 10_000) -> list[dict]:
+        return list(self.parts.find({"upload": upload_id, "number": {"$gt": after_number}})
+                    .sort("number", 1).limit(limit))
+
+    def delete_parts(self, upload_id: str) -> int:
+        return self.parts.delete_many({"upload": upload_id}).deleted_count
+
+    def part_files(self, created_before: float, limit: int = 500) -> list[tuple[str, str]]:
+        """(file id, upload id) of live part files older than ``created_before``."""
+        cur = self.files.find({"kind": KIND_PART, "status": {"$in": list(LIVE_STATES)},
+                               "created": {"$lt": created_before}}, {"upload": 1}).limit(limit)
+        return [(str(d["_id"]), d.get("upload", "")) for d in cur]
+
     # --- API keys: only the hash of a key is stored ----------------------------------------
 
     def insert_api_key(self, doc: dict) -> None:
@@ -409,9 +595,18 @@ class MetadataRepository:
         for d in self.files.aggregate([{"$match": {"status": STORED}},
                                        {"$group": {"_id": None, "bytes": {"$sum": "$size"}}}]):
             logical = d["bytes"]
-        per_node = {d["_id"]: {"chunks": d["n"], "bytes": d["bytes"]} for d in self.chunks.aggregate(
-            [{"$match": {"state": CHUNK_STORED}},
-             {"$group": {"_id": "$node", "n": {"$sum": 1}, "bytes": {"$sum": "$size"}}}])}
+        per_node: dict[str, dict] = {}
+        for d in self.chunks.aggregate([{"$match": {"state": CHUNK_STORED, "frags": {"$exists": True}}},
+                                        {"$unwind": "$frags"},
+                                        {"$group": {"_id": "$frags.node", "n": {"$sum": 1},
+                                                    "bytes": {"$sum": "$frags.size"}}}]):
+            per_node[d["_id"]] = {"chunks": d["n"], "bytes": d["bytes"]}
+        for d in self.chunks.aggregate([{"$match": {"state": CHUNK_STORED, "frags": {"$exists": False}}},
+                                        {"$group": {"_id": "$node", "n": {"$sum": 1},
+                                                    "bytes": {"$sum": "$size"}}}]):  # one-copy documents of before
+            cur = per_node.setdefault(d["_id"], {"chunks": 0, "bytes": 0})
+            cur["chunks"] += d["n"]
+            cur["bytes"] += d["bytes"]
         return {"filesByStatus": by_status, "logicalBytes": logical, "perNode": per_node}
 
     def record_event(self, kind: str, data: dict) -> None:
@@ -419,6 +614,16 @@ class MetadataRepository:
 
     def last_event(self, kind: str) -> dict | None:
         return self.events.find_one({"_id": kind})
+
+
+def prefix_end(prefix: str) -> str:
+    """The least string greater than every string that starts with ``prefix`` (code-point order,
+    which is UTF-8 byte order): the prefix with its last character incremented."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if ord(prefix[i]) < 0x10FFFF:
+            nxt = ord(prefix[i]) + 1
+            return prefix[:i] + chr(0xE000 if 0xD800 <= nxt <= 0xDFFF else nxt)  # no surrogates in UTF-8
+    return "\U0010ffff" * (len(prefix) + 1)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -1,65 +1,48 @@
-"""Read a stored file back from its chunks, verifying every chunk before its bytes leave.
+"""Read a file back from its chunks, verifying every chunk before its bytes leave.
 
-Each chunk is read whole and checked against the xxh3-128 recorded at ingest (computed from the
-same bytes as its SHA-256 name); a missing or mismatching chunk raises ``ChunkUnavailable``,
-which aborts the transfer, and is logged with its hash and node.
+A file is readable from the moment its upload was acknowledged: a chunk that ingest has not placed
+yet is read from the upload's spool (verified like any read); one that ingest moved meanwhile is
+read from its layout. A range read finds its first manifest page by byte offset, so it touches
+only the pages it needs.
 """
 from __future__ import annotations
 
 import logging
 from typing import Iterator
 
-import xxhash
-
-from pipeline.chunkstore import ChunkStore
-from pipeline.errors import ChunkUnavailable
-from pipeline.metadata import FileDoc, MetadataRepository
+from pipeline.chunkio import ChunkIO
+from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, MetadataRepository
 
 log = logging.getLogger(__name__)
 
 
-def read_chunk_verified(chunks: ChunkStore, chunk_hash: str, doc: dict | None) -> bytes:
-    if doc is None:
-        raise _unavailable(chunk_hash, None, "no chunk document")
-    node = doc.get("node")
-    try:
-        data = chunks.read(node, chunk_hash)
-    except (FileNotFoundError, KeyError):
-        raise _unavailable(chunk_hash, node, "chunk file missing") from None
-    if len(data) != doc["size"] or xxhash.xxh3_128_hexdigest(data) != doc["xxh3"]:
-        raise _unavailable(chunk_hash, node, "content does not match its checksum")
-    return data
+def iter_pages_from(repo: MetadataRepository, f: FileDoc, start: int) -> Iterator[ManifestPage]:
+    """The file's manifest pages from the one holding byte ``start``, with their sizes."""
+    for page in repo.iter_manifest(f.id, from_page=repo.page_at_offset(f.id, start)):
+        yield page.sized(f.chunk_size, f.size)
 
 
-def _unavailable(chunk_hash: str, node: str | None, reason: str) -> ChunkUnavailable:
-    log.error("read failed: chunk %s on node %s: %s", chunk_hash, node, reason)
-    return ChunkUnavailable(chunk_hash, node, reason)
-
-
-def iter_file(repo: MetadataRepository, chunks: ChunkStore, f: FileDoc,
+def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
               start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-    """Yield bytes ``[start, stop)`` of a stored file, one verified chunk at a time."""
+    """Yield bytes ``[start, stop)`` of a readable file, one verified chunk at a time."""
     stop = f.size if stop is None else min(stop, f.size)
     if start >= stop:
         return
-    first_chunk = start // f.chunk_size
-    last_chunk = (stop - 1) // f.chunk_size
-    for page in repo.iter_manifest(f.id, from_page=repo.page_containing(f.id, first_chunk)):
-        end_index = page.first_index + len(page.hashes)
-        if end_index <= first_chunk:
-            continue
-        if page.first_index > last_chunk:
-            return
-        lo = max(first_chunk, page.first_index)
-        hi = min(last_chunk + 1, end_index)
-        wanted = page.hashes[lo - page.first_index: hi - page.first_index]
-        docs = repo.chunk_docs(wanted)
-        for index in range(lo, hi):
-            h = page.hashes[index - page.first_index]
-            data = read_chunk_verified(chunks, h, docs.get(h))
-            chunk_start = index * f.chunk_size
-            a = max(start - chunk_start, 0)
-            b = min(stop - chunk_start, len(data))
-            yield data if (a == 0 and b == len(data)) else data[a:b]
-        if hi > last_chunk:
+    spooled = f.status != STORED
+    for page in iter_pages_from(repo, f, start):
+        wanted = [(i, off, h, x, n) for i, off, h, x, n in page.entries() if off + n > start and off < stop]
+        docs = repo.chunk_docs(h for _, _, h, _, _ in wanted) if wanted else {}
+        for index, offset, h, xxh3, size in wanted:
+            data = None
+            doc = docs.get(h)
+            if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
+                data = chunkio.read_spooled(f.id, index, size, xxh3)
+                if data is None:  # ingest placed it since we looked
+                    doc = repo.chunk_docs([h]).get(h)
+            if data is None:
+                data = chunkio.read(h, doc)
+            a = max(start - offset, 0)
+            b = min(stop - offset, size)
+            yield data if (a == 0 and b == size) else data[a:b]
+        if page.offset is not None and page.offset + page.byte_size >= stop:
             return

@@ -11,13 +11,16 @@ from typing import Iterable, Iterator
 import redis
 
 from config.settings import Settings
+from bson import ObjectId
+
+from pipeline.chunkio import ChunkIO
 from pipeline.chunkstore import ChunkStore, Spool
-from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable
+from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
 from pipeline.ingest import Ingestor, IngestReport
-from pipeline.metadata import STORED, FileDoc, MetadataRepository, parse_file_id
+from pipeline.metadata import (DELETED, KIND_FILE, STORED, FileDoc, MetadataRepository, parse_file_id)
 from pipeline.placement import RoundRobinPlacement
 from pipeline.readback import iter_file
-from pipeline.upload import receive_upload
+from pipeline.upload import ManifestWriter, receive_upload
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,15 @@ class ObjectStore:
         self.chunks = ChunkStore(settings.nodes)
         self.spool = Spool(settings.spool_dir)
         self.placement = RoundRobinPlacement(redis_client, self.chunks.node_ids)
-        self.ingestor = Ingestor(repo, self.chunks, self.spool, self.placement)
+        self.chunkio = ChunkIO(self.chunks, self.spool)
+        self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ObjectStore":
         if not settings.mongo_url or not settings.redis_url:
             raise ValueError("MINIS3_MONGO_URL and MINIS3_REDIS_URL must be set")
-        repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db)
+        repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db,
+                                          write_concern=settings.mongo_write_concern)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
                                       health_check_interval=30)
         return cls(settings, repo, client)
@@ -52,11 +57,51 @@ class ObjectStore:
     # --- writes ------------------------------------------------------------------------
 
     def receive(self, tenant: str, name: str | None, content_type: str | None,
-                pieces: Iterable[bytes], request_id: str | None = None) -> FileDoc:
+                pieces: Iterable[bytes], request_id: str | None = None, md5: bool = False,
+                kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
         return receive_upload(
             self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
             tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
+            md5=md5, kind=kind, extra=extra,
         )
+
+    def compose(self, tenant: str, name: str, content_type: str | None, sources: list[FileDoc],
+                sha256: str | None, md5: str | None, kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
+        """A new stored file whose manifest is the concatenation of the sources' manifests: no data
+        byte is read or written. Sources not yet ingested are ingested here first (idempotent), so
+        that every chunk the new manifest names is placed. The new manifest exists before the
+        caller releases any source, so its chunks are referenced throughout."""
+        for src in sources:
+            self.ensure_stored(src)
+        file_id = str(ObjectId())
+        manifest = ManifestWriter(self.repo, file_id, self.settings.manifest_page_size)
+        size = count = 0
+        try:
+            for src in sources:
+                for page in self.repo.iter_manifest(src.id):
+                    for _, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
+                        manifest.add_entry(h, x, n)
+                        size += n
+                        count += 1
+            manifest.flush()
+            return self.repo.insert_file(ObjectId(file_id), tenant, name, content_type or "application/octet-stream",
+                                         size, sha256, count, self.settings.chunk_size, md5=md5, kind=kind,
+                                         status=STORED, extra=extra)
+        except BaseException:
+            self.repo.release_manifest(file_id)
+            raise
+
+    def ensure_stored(self, f: FileDoc) -> FileDoc:
+        """Ingest a file here and now unless a worker already has (ingest is idempotent)."""
+        if f.status == STORED:
+            return f
+        report = self.ingest(f.id)
+        if report.status != STORED:
+            current = self.repo.get_file(f.id)
+            if current is None or current.status != STORED:
+                raise ServiceUnavailable(f"file {f.id} could not be ingested ({report.status})")
+            return current
+        return self.repo.get_file(f.id) or f
 
     def ingest(self, file_id: str) -> IngestReport:
         return self.ingestor.ingest(file_id)
@@ -65,10 +110,23 @@ class ObjectStore:
         """The file disappears at once; its manifest goes next, so GC may reclaim its chunks once
         the grace period has passed. A crash in between leaves the manifest to the spool sweep."""
         parse_file_id(file_id)
-        if not self.repo.mark_deleted(file_id, tenant):
+        f = self.repo.get_file(file_id, tenant)
+        if f is None or not self.repo.mark_deleted(file_id, tenant):
             raise NotFound()
+        if f.bucket is not None:  # the S3 name goes with its file
+            self.repo.delete_object_name(f"{f.bucket}/{f.key}", file_id)
         self.repo.release_manifest(file_id)
         self.spool.remove(file_id)
+
+    def discard(self, file_id: str) -> None:
+        """Delete a file no name points at any more (an overwritten object, a replaced or aborted
+        part); idempotent."""
+        f = self.repo.get_file(file_id)
+        if f is None or f.status == DELETED:
+            return
+        if self.repo.mark_deleted(file_id, f.tenant):
+            self.repo.release_manifest(file_id)
+            self.spool.remove(file_id)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -78,9 +136,11 @@ class ObjectStore:
             raise NotFound()
         return f
 
-    def get_stored(self, tenant: str, file_id: str) -> FileDoc:
+    def get_readable(self, tenant: str, file_id: str) -> FileDoc:
+        """A file whose upload was acknowledged: stored, or still being ingested (read from the
+        spool meanwhile); a failed file is not readable."""
         f = self.get(tenant, file_id)
-        if f.status != STORED:
+        if not f.readable:
             raise NotReady(f"file is {f.status}", status=f.status)
         return f
 
@@ -99,7 +159,7 @@ class ObjectStore:
     def read(self, f: FileDoc, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         if start < 0 or (f.size and start >= f.size):
             raise RangeNotSatisfiable()
-        return iter_file(self.repo, self.chunks, f, start, stop)
+        return iter_file(self.repo, self.chunkio, f, start, stop)
 
     def wait_until_final(self, file_id: str, timeout_s: float) -> FileDoc:
         deadline = time.monotonic() + timeout_s

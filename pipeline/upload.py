@@ -12,7 +12,7 @@ from bson import ObjectId
 from pipeline.chunking import ChunkingWriter, ChunkRecord
 from pipeline.chunkstore import Spool
 from pipeline.errors import UploadTooLarge
-from pipeline.metadata import FileDoc, MetadataRepository
+from pipeline.metadata import KIND_FILE, FileDoc, MetadataRepository
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,32 @@ class ManifestWriter:
         self.page_size = page_size
         self.page = 0
         self.first_index = 0
+        self.offset = 0
         self.hashes: list[str] = []
         self.xxh3: list[str] = []
+        self.sizes: list[int] = []
         self.lock = threading.Lock()
 
     def add(self, record: ChunkRecord) -> None:
+        self.add_entry(record.sha256, record.xxh3, record.size)
+
+    def add_entry(self, sha256: str, xxh3: str, size: int) -> None:
         with self.lock:
-            self.hashes.append(record.sha256)
-            self.xxh3.append(record.xxh3)
+            self.hashes.append(sha256)
+            self.xxh3.append(xxh3)
+            self.sizes.append(size)
             if len(self.hashes) >= self.page_size:
                 self.flush()
 
     def flush(self) -> None:
         if not self.hashes:
             return
-        self.repo.put_manifest_page(self.file_id, self.page, self.first_index, self.hashes, self.xxh3)
+        self.repo.put_manifest_page(self.file_id, self.page, self.first_index, self.offset, self.hashes,
+                                    self.xxh3, self.sizes)
         self.page += 1
         self.first_index += len(self.hashes)
-        self.hashes, self.xxh3 = [], []
+        self.offset += sum(self.sizes)
+        self.hashes, self.xxh3, self.sizes = [], [], []
 
 
 class _Limited:
@@ -91,16 +99,19 @@ class _Limited:
 
 def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page_size: int,
                    tenant: str, name: str | None, content_type: str | None,
-                   pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None) -> FileDoc:
+                   pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None,
+                   md5: bool = False, kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
     """Spool every piece, write the manifest, then record the file ``queued``.
 
-    Any failure (client gone, malformed body, disk full, metadata store down) removes the spool
-    directory and manifest pages, so nothing of a failed upload is left behind.
+    ``md5``: also compute the body's MD5 (an S3 ETag), on its own thread beside the others.
+    Any failure (client gone, malformed body, a checksum the pieces verify at their end, disk full,
+    metadata store down) removes the spool directory and manifest pages, so nothing of a failed
+    upload is left behind.
     """
     file_id = str(ObjectId())
     directory = spool.create(file_id)
     manifest = ManifestWriter(repo, file_id, page_size)
-    writer = ChunkingWriter(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add)
+    writer = ChunkingWriter(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5)
     try:
         for piece in _Limited(pieces, max_bytes):
             writer.write(piece)
@@ -109,6 +120,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
         return repo.insert_file(
             ObjectId(file_id), tenant, display_name(name), media_type(content_type),
             result.size, result.sha256, result.chunk_count, chunk_size, request_id,
+            md5=result.md5, kind=kind, extra=extra,
         )
     except BaseException:
         writer.close()

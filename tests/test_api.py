@@ -40,12 +40,24 @@ def test_upload_answers_202_and_queues_the_file_id(client, queue, store):
     assert r.headers["X-Request-ID"]
 
 
-def test_download_before_stored_is_409_with_the_status(client, queue):
+def test_download_before_ingest_reads_from_the_spool(client, queue, store):
+    data = random_bytes(3 * CHUNK + 5, 1)
+    file_id = upload(client, data).get_json()["fileId"]
+    assert client.get(f"/api/files/{file_id}/status").get_json()["status"] == "queued"
+    r = client.get(f"/api/files/{file_id}")
+    assert r.status_code == 200 and r.data == data
+    r = client.get(f"/api/files/{file_id}", headers={"Range": f"bytes={CHUNK - 2}-{2 * CHUNK + 1}"})
+    assert r.status_code == 206 and r.data == data[CHUNK - 2:2 * CHUNK + 2]
+    assert client.get(f"/api/files/{file_id}/status").get_json()["status"] == "queued"
+
+
+def test_download_of_a_failed_file_is_409_with_the_status(client, queue, store):
     file_id = upload(client, b"hello").get_json()["fileId"]
+    store.repo.mark_failed(file_id, "lost")
     r = client.get(f"/api/files/{file_id}")
     assert r.status_code == 409
     assert r.get_json()["error"]["code"] == "not_ready"
-    assert r.get_json()["error"]["status"] == "queued"
+    assert r.get_json()["error"]["status"] == "failed"
 
 
 def test_status_shows_progress_after_ingest(client, queue, store):

@@ -16,6 +16,7 @@ import requests
 from bson import ObjectId
 
 from config import embedded
+from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
@@ -170,7 +171,7 @@ def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(cr
 def snapshot(s: Stack, repo: MetadataRepository, hashes: list[str]):
     files = sorted((Path(p).parts[-4], Path(p).name, n) for p, n in s.chunk_files().items()
                    if Path(p).name in set(hashes))
-    docs = sorted((d["_id"], d["node"], d["size"], d["state"])
+    docs = sorted((d["_id"], nodes_of(d)[0], d["size"], d["state"])
                   for d in repo.chunks.find({"_id": {"$in": hashes}}))
     return files, docs
 

@@ -14,6 +14,7 @@ import pytest
 import requests
 from bson import ObjectId
 
+from pipeline.chunkio import nodes_of
 from pipeline.errors import ChunkBusy, NotFound
 from pipeline.fsck import run_fsck
 from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_files
@@ -61,7 +62,7 @@ def test_deleted_file_disappears_at_once_but_its_chunks_stay_until_gc(store, set
     with pytest.raises(NotFound):
         store.get("t1", f.id)
     with pytest.raises(NotFound):
-        store.get_stored("t1", f.id)
+        store.get_readable("t1", f.id)
     with pytest.raises(NotFound):
         store.get_by_hash("t1", f.sha256)
     assert store.list("t1", 10, None) == ([], None)
@@ -75,7 +76,7 @@ def test_delete_of_another_tenants_file_is_not_found(store):
     f = put(store, random_bytes(CHUNK, 2), tenant="t1")
     with pytest.raises(NotFound):
         store.delete("t2", f.id)
-    assert store.get_stored("t1", f.id).status == "stored"
+    assert store.get_readable("t1", f.id).status == "stored"
 
 
 # --- GC -----------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def test_deleting_one_of_two_files_sharing_chunks_leaves_exactly_the_other_files
     assert report["chunks"] == 2 and report["bytes"] == 2 * CHUNK
     assert names_on_nodes(settings) == hashes_of(c + d + e)
     assert {doc["_id"] for doc in store.repo.chunks.find()} == hashes_of(c + d + e)
-    assert read_all(store, store.get_stored("t1", second.id)) == c + d + e
+    assert read_all(store, store.get_readable("t1", second.id)) == c + d + e
 
 
 def test_gc_after_deleting_everything_leaves_no_chunk_and_zero_physical_bytes(store, settings):
@@ -127,7 +128,7 @@ def test_gc_never_takes_a_chunk_a_live_file_references(store, settings):
     store.repo.chunks.update_many({}, {"$set": {"lastRef": 0.0}})  # as old as can be
     report = gc_after_grace(store)
     assert report["chunks"] == 0 and report["still_referenced"] == 6
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_gc_twice_is_the_same_as_once(store, settings):
@@ -141,7 +142,7 @@ def test_gc_twice_is_the_same_as_once(store, settings):
     assert first["chunks"] == 3 and second["chunks"] == 0
     assert names_on_nodes(settings) == files
     assert list(store.repo.chunks.find({}, {"lastRef": 0}).sort("_id", 1)) == docs
-    assert read_all(store, store.get_stored("t1", keep.id)) == random_bytes(3 * CHUNK, 40)
+    assert read_all(store, store.get_readable("t1", keep.id)) == random_bytes(3 * CHUNK, 40)
 
 
 def test_gc_killed_midway_is_finished_or_undone_by_the_next_run(store, settings):
@@ -154,14 +155,14 @@ def test_gc_killed_midway_is_finished_or_undone_by_the_next_run(store, settings)
     for h, d in docs.items():
         assert store.repo.begin_chunk_delete(h, cutoff + 1e6, d["state"])
     first, second = sorted(hashes_of(random_bytes(2 * CHUNK, 50)))
-    store.chunks.delete(docs[first]["node"], first)
+    store.chunks.delete(nodes_of(docs[first])[0], first)
     # the next run starts once the killed run's lock has expired
     report = collect_garbage(store, now=time.time() + settings.gc_lock_ttl_s + settings.gc_grace_s + 1)
     assert report["chunks"] == 2 and report["given_back"] >= 1
     assert store.repo.chunks.count_documents({"state": CHUNK_DELETING}) == 0
     assert names_on_nodes(settings) == hashes_of(random_bytes(CHUNK, 51))
     assert store.repo.chunk_docs(hashes_of(random_bytes(CHUNK, 51))).popitem()[1]["state"] == CHUNK_STORED
-    assert read_all(store, store.get_stored("t1", kept.id)) == random_bytes(CHUNK, 51)
+    assert read_all(store, store.get_readable("t1", kept.id)) == random_bytes(CHUNK, 51)
 
 
 def test_gc_dry_run_reports_chunks_and_bytes_and_deletes_nothing(store, settings):
@@ -251,7 +252,7 @@ def test_upload_of_deleted_content_between_gc_plan_and_delete_keeps_its_chunks(s
     monkeypatch.undo()
     assert names_on_nodes(settings) == hashes_of(data)
     assert store.repo.chunks.count_documents({"state": CHUNK_STORED}) == 5
-    assert read_all(store, store.get_stored("t1", late[0])) == data
+    assert read_all(store, store.get_readable("t1", late[0])) == data
 
 
 def test_ingest_meeting_a_chunk_being_deleted_waits_then_writes_it_again(store, settings, monkeypatch):
@@ -276,7 +277,7 @@ def test_ingest_meeting_a_chunk_being_deleted_waits_then_writes_it_again(store, 
     monkeypatch.undo()
     assert store.ingest(busy[0]).status == "stored"  # the retry claims them anew from B's spool
     assert names_on_nodes(settings) == hashes_of(data)
-    assert read_all(store, store.get_stored("t1", busy[0])) == data
+    assert read_all(store, store.get_readable("t1", busy[0])) == data
 
 
 def test_ingest_stamp_after_gc_took_a_chunk_fails_and_retries(store, settings, monkeypatch):
@@ -300,8 +301,8 @@ def test_ingest_stamp_after_gc_took_a_chunk_fails_and_retries(store, settings, m
     assert taken == [True] * 3
     assert gc_after_grace(store)["chunks"] == 0  # the manifests of a and b name them: given back
     assert store.ingest(b.id).status == "stored"
-    assert read_all(store, store.get_stored("t1", b.id)) == data
-    assert read_all(store, store.get_stored("t1", a.id)) == data
+    assert read_all(store, store.get_readable("t1", b.id)) == data
+    assert read_all(store, store.get_readable("t1", a.id)) == data
 
 
 def test_ingest_never_stores_a_file_over_a_chunk_that_vanished_after_its_claim_lost(store, monkeypatch):
@@ -321,7 +322,7 @@ def test_ingest_never_stores_a_file_over_a_chunk_that_vanished_after_its_claim_l
         store.ingest(f.id)
     monkeypatch.undo()
     assert store.ingest(f.id).status == "stored"
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(store, monkeypatch):
@@ -343,7 +344,7 @@ def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(s
     assert store.ingest(f.id).status == "stored"
     states = {d["state"] for d in store.repo.chunk_docs(hashes_of(data)).values()}
     assert states == {CHUNK_STORED}
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_stored(store, settings,
@@ -362,7 +363,7 @@ def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_
     monkeypatch.setattr(store.chunks, "place", other_ingest_moves_it_first)
     assert store.ingest(f.id).status == "stored"
     assert raced and names_on_nodes(settings) == hashes_of(data)
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_ingest_whose_twin_moved_the_chunks_between_its_two_looks_never_fails_the_file(store, settings,
@@ -385,15 +386,15 @@ def test_ingest_whose_twin_moved_the_chunks_between_its_two_looks_never_fails_th
     monkeypatch.setattr(store.ingestor, "_spooled", twin_runs_first)
     report = store.ingest(f.id)
     assert twin == ["running", "stored"] and report.status == "stored" and report.missing == []
-    assert store.get_stored("t1", f.id).status == "stored"
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert store.get_readable("t1", f.id).status == "stored"
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_ingest_marks_the_file_failed_when_a_known_chunk_is_on_no_node_and_not_in_its_spool(store, settings):
     data = random_bytes(3 * CHUNK, 85)
     a = put(store, data)
     victim = sorted(hashes_of(data))[0]
-    store.chunks.delete(store.repo.chunk_docs([victim])[victim]["node"], victim)
+    store.chunks.delete(nodes_of(store.repo.chunk_docs([victim])[victim])[0], victim)
     b = store.receive("t1", "b", None, pieces(data))
     index = [hashlib.sha256(data[i:i + CHUNK]).hexdigest() for i in range(0, len(data), CHUNK)].index(victim)
     store.spool.chunk_path(b.id, index).unlink()
@@ -439,9 +440,9 @@ def test_gc_racing_a_new_upload_of_the_deleted_content_never_loses_a_byte(store,
         for t in threads:
             t.join()
         assert errors == []
-        assert read_all(store, store.get_stored("t1", b_ids[0])) == data, f"round {round_}"
+        assert read_all(store, store.get_readable("t1", b_ids[0])) == data, f"round {round_}"
         collect_garbage(store)  # B still names every chunk: nothing of it may go now either
-        assert read_all(store, store.get_stored("t1", b_ids[0])) == data, f"round {round_}"
+        assert read_all(store, store.get_readable("t1", b_ids[0])) == data, f"round {round_}"
         store.delete("t1", b_ids[0])
     collect_garbage(store, now=time.time() + 1)
     assert chunk_files(settings) == []
@@ -453,7 +454,7 @@ def test_abandoned_spool_and_its_manifest_go_after_the_timeout_live_ones_stay(st
     dead = "0" * 23 + "1"  # an upload whose web process died: spool and one manifest page, no file
     store.spool.create(dead)
     store.spool.chunk_path(dead, 0).write_bytes(b"x" * 10)
-    store.repo.put_manifest_page(dead, 0, 0, ["e" * 64], ["x"])
+    store.repo.put_manifest_page(dead, 0, 0, 0, ["e" * 64], ["x"], [1])
     queued = store.receive("t1", "q", None, pieces(random_bytes(2 * CHUNK, 90)))
     assert clean_spool(store) == []  # too young
     later = time.time() + settings.spool_abandon_s + 1
@@ -498,7 +499,7 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(store
     data = random_bytes(3 * CHUNK, 101)
     f = put(store, data)
     victim = sorted(hashes_of(data))[1]
-    node = store.repo.chunk_docs([victim])[victim]["node"]
+    node = nodes_of(store.repo.chunk_docs([victim])[victim])[0]
     path = store.chunks.path(node, victim)
     raw = bytearray(path.read_bytes())
     raw[7] ^= 0x01
@@ -522,10 +523,10 @@ def test_fsck_fails_a_stored_file_whose_chunk_is_missing(store, settings):
     data = random_bytes(4 * CHUNK, 102)
     f = put(store, data)
     victim = sorted(hashes_of(data))[2]
-    store.chunks.delete(store.repo.chunk_docs([victim])[victim]["node"], victim)
+    store.chunks.delete(nodes_of(store.repo.chunk_docs([victim])[victim])[0], victim)
     report = run_fsck(store)
     assert report.missing.count == 1 and report.missing.sample[0]["chunk"] == victim
-    assert store.get_stored("t1", f.id).status == "stored"  # no repair asked
+    assert store.get_readable("t1", f.id).status == "stored"  # no repair asked
     repaired = run_fsck(store, repair=True)
     assert repaired.repaired["failed"] == 1
     status = store.get("t1", f.id)

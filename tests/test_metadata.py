@@ -81,7 +81,7 @@ def test_manifest_page_by_id_is_the_page_the_query_finds(store):
     repo = store.repo
     file_id = str(ObjectId())
     for page in range(3):
-        repo.put_manifest_page(file_id, page, page * 2, [f"{page}a", f"{page}b"], ["x", "y"])
+        repo.put_manifest_page(file_id, page, page * 2, page * 20, [f"{page}a", f"{page}b"], ["x", "y"], [10, 10])
     assert [repo.manifest_page(file_id, p) for p in range(3)] == list(repo.iter_manifest(file_id))
     assert repo.manifest_page(file_id, 3) is None
 
@@ -100,7 +100,7 @@ def test_timestamps_written_by_set_stay_numbers(store):
 def test_files_are_referenced_by_hex_strings(store):
     repo = store.repo
     f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
-    repo.put_manifest_page(f.id, 0, 0, ["f" * 64], ["x"])
+    repo.put_manifest_page(f.id, 0, 0, 0, ["f" * 64], ["x"], [1])
     pages = list(repo.iter_manifest(f.id))
     assert [p.hashes for p in pages] == [["f" * 64]]
     assert repo.referenced_hashes(["f" * 64, "0" * 64]) == {"f" * 64}

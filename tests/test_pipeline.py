@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.chunkio import nodes_of
 from pipeline.ingest import IngestReport
 from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
 from pipeline.upload import display_name
@@ -24,7 +25,7 @@ def put(store, data: bytes, name: str = "f.bin", tenant: str = "t1"):
     f = store.receive(tenant, name, "application/octet-stream", pieces(data))
     report = store.ingest(f.id)
     assert report.status == "stored"
-    return store.get_stored(tenant, f.id)
+    return store.get_readable(tenant, f.id)
 
 
 def read_all(store, f, start=0, stop=None) -> bytes:
@@ -81,7 +82,7 @@ def test_ingest_twice_is_the_same_as_once(store, settings):
     files = sorted(chunk_files(settings))
     assert store.ingest(f.id).status == "stored"
     assert sorted(chunk_files(settings)) == files
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_ingest_resumes_after_a_crash_halfway(store, settings):
@@ -93,7 +94,7 @@ def test_ingest_resumes_after_a_crash_halfway(store, settings):
     assert store.repo.get_file(f.id).status == "queued"
     assert store.ingest(f.id).status == "stored"
     assert len(chunk_files(settings)) == 9
-    assert read_all(store, store.get_stored("t1", f.id)) == data
+    assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
 def test_concurrent_ingests_of_one_content_leave_one_copy(store, settings):
@@ -109,7 +110,7 @@ def test_concurrent_ingests_of_one_content_leave_one_copy(store, settings):
     assert len(chunk_files(settings)) == 8
     assert store.repo.chunks.count_documents({}) == 8
     for i in ids:
-        assert read_all(store, store.get_stored("t1", i)) == data
+        assert read_all(store, store.get_readable("t1", i)) == data
 
 
 def test_round_robin_spreads_new_chunks_evenly(store, settings):
@@ -124,7 +125,7 @@ def test_corrupt_chunk_aborts_read_and_names_the_chunk(store, settings, caplog):
     page = next(store.repo.iter_manifest(f.id))
     victim = page.hashes[1]
     doc = store.repo.chunk_docs([victim])[victim]
-    path = store.chunks.path(doc["node"], victim)
+    path = store.chunks.path(nodes_of(doc)[0], victim)
     raw = bytearray(path.read_bytes())
     raw[100] ^= 0xFF
     path.write_bytes(bytes(raw))
@@ -134,13 +135,13 @@ def test_corrupt_chunk_aborts_read_and_names_the_chunk(store, settings, caplog):
             out.append(piece)
     assert err.value.chunk_hash == victim
     assert b"".join(out) == data[:CHUNK]  # only the verified first chunk was handed out
-    assert victim in caplog.text and doc["node"] in caplog.text
+    assert victim in caplog.text and nodes_of(doc)[0] in caplog.text
 
 
 def test_missing_chunk_aborts_read(store):
     f = put(store, random_bytes(2 * CHUNK, 10))
     h = next(store.repo.iter_manifest(f.id)).hashes[0]
-    node = store.repo.chunk_docs([h])[h]["node"]
+    node = nodes_of(store.repo.chunk_docs([h])[h])[0]
     store.chunks.path(node, h).unlink()
     with pytest.raises(ChunkUnavailable):
         read_all(store, f)

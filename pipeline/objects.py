@@ -1,0 +1,388 @@
+"""S3 names over immutable contents: buckets, objects ``(bucket, key) -> file``, multipart uploads.
+
+A file (``pipeline.store``) is content: bytes with an id, hashes and a manifest. An object is a
+name that points at exactly one file, with the S3 attributes (ETag, checksum, user metadata,
+content headers). Write order keeps every chunk referenced at every moment:
+- overwrite: the new file is complete (and its manifest written) before the name points at it;
+  then the old file is deleted;
+- copy (onto itself too): a new file with a copy of the source's manifest, then the name, then the
+  old file;
+- multipart completion: the parts are files of kind ``part``; the object's file is composed from
+  their manifests (no data byte moves), the name points at it, then the parts are deleted.
+Bucket names are global; a bucket belongs to one tenant. Another tenant's bucket is ``Forbidden``.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
+                             InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
+                             PreconditionFailed)
+from pipeline.metadata import KIND_PART, FileDoc, prefix_end
+
+MIN_PART_SIZE = 5 << 20
+MAX_PART_NUMBER = 10_000
+LIST_BATCH = 1000
+
+
+def name_id(bucket: str, key: str) -> str:
+    return f"{bucket}/{key}"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    tenant: str
+    created: float
+    location: str
+
+    @classmethod
+    def from_mongo(cls, doc: dict) -> "Bucket":
+        return cls(doc["_id"], doc["tenant"], doc["created"], doc.get("location", ""))
+
+
+@dataclass
+class ObjectAttributes:
+    """What an S3 writer says about an object besides its bytes."""
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* without the prefix
+    headers: dict[str, str] = field(default_factory=dict)  # Cache-Control, Content-Disposition, ...
+    checksum: dict | None = None  # {"algorithm": "CRC32", "value": base64}
+
+    def to_mongo(self) -> dict:
+        return {"contentType": self.content_type or "binary/octet-stream", "meta": self.metadata,
+                "headers": self.headers, "checksum": self.checksum}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    file_id: str
+    size: int
+    etag: str  # unquoted: hex MD5, or "<hex>-<parts>" for a multipart object
+    last_modified: float
+    content_type: str
+    metadata: dict
+    headers: dict
+    checksum: dict | None
+    part_sizes: list[int] | None  # multipart objects: each part's size, for GET ?partNumber=
+    upload_id: str | None = None
+
+    @classmethod
+    def from_mongo(cls, doc: dict) -> "ObjectInfo":
+        return cls(doc["bucket"], doc["key"], doc["file"], doc["size"], doc["etag"], doc["created"],
+                   doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
+                   doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"))
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    bucket: str
+    key: str
+    tenant: str
+    created: float
+    attributes: dict  # ObjectAttributes.to_mongo() of the object to be
+
+    @classmethod
+    def from_mongo(cls, doc: dict) -> "Upload":
+        return cls(doc["_id"], doc["bucket"], doc["key"], doc["tenant"], doc["created"], doc.get("attrs") or {})
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    etag: str
+    size: int
+    last_modified: float
+    file_id: str
+    checksum: dict | None
+
+    @classmethod
+    def from_mongo(cls, doc: dict) -> "Part":
+        return cls(doc["number"], doc["etag"], doc["size"], doc["created"], doc["file"], doc.get("checksum"))
+
+
+@dataclass
+class Listing:
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    truncated: bool
+    next_marker: str | None  # the last key or common prefix of this page
+
+
+class ObjectNames:
+    """Buckets, names and multipart uploads over one ``ObjectStore``."""
+
+    def __init__(self, store):
+        self.store = store
+        self.repo = store.repo
+
+    # --- buckets ------------------------------------------------------------------------
+
+    def create_bucket(self, tenant: str, name: str, location: str = "") -> tuple[Bucket, bool]:
+        """(bucket, created now). The same owner again gets its bucket back (as AWS us-east-1)."""
+        doc = {"_id": name, "tenant": tenant, "created": time.time(), "location": location}
+        existing = None
+        for _ in range(3):  # a bucket deleted between our insert and our read: insert again
+            if self.repo.insert_bucket(doc):
+                return Bucket.from_mongo(doc), True
+            existing = self.repo.get_bucket(name)
+            if existing is not None:
+                break
+        if existing is None:
+            raise BucketExists(f"the bucket name {name!r} is being created and deleted concurrently")
+        if existing["tenant"] != tenant:
+            raise BucketExists(f"the bucket name {name!r} is taken")
+        return Bucket.from_mongo(existing), False
+
+    def bucket(self, tenant: str, name: str) -> Bucket:
+        doc = self.repo.get_bucket(name)
+        if doc is None:
+            raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
+        if doc["tenant"] != tenant:
+            raise Forbidden(f"the bucket {name!r} belongs to another account", bucket=name)
+        return Bucket.from_mongo(doc)
+
+    def list_buckets(self, tenant: str) -> list[Bucket]:
+        return [Bucket.from_mongo(d) for d in self.repo.list_buckets(tenant)]
+
+    def delete_bucket(self, tenant: str, name: str) -> None:
+        self.bucket(tenant, name)
+        if self.repo.bucket_has_objects(name):
+            raise BucketNotEmpty(f"the bucket {name!r} is not empty", bucket=name)
+        for upload in self.repo.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
+            self._drop_upload(Upload.from_mongo(upload))
+        self.repo.delete_bucket(name)
+
+    # --- objects --------------------------------------------------------------------------
+
+    def put(self, tenant: str, bucket: str, key: str, pieces: Iterable[bytes], attrs: ObjectAttributes,
+            if_none_match: bool = False, request_id: str | None = None) -> tuple[ObjectInfo, FileDoc]:
+        """Receive the bytes into a new file, then point the name at it. ``attrs.checksum`` may be
+        filled in by the pieces' iterator as it ends (a trailer checksum). Returns the object and
+        its file, which the caller queues for ingest."""
+        self.bucket(tenant, bucket)
+        f = self.store.receive(tenant, key.rsplit("/", 1)[-1], attrs.content_type, pieces,
+                               request_id=request_id, md5=True, extra={"bucket": bucket, "key": key})
+        info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
+        return info, f
+
+    def name_file(self, tenant: str, f: FileDoc, bucket: str, key: str, content_type: str | None) -> ObjectInfo:
+        """Give a file uploaded through /api a name (it must carry its MD5)."""
+        self.bucket(tenant, bucket)
+        self.repo.set_file_name(f.id, bucket, key)
+        return self.bind(f, bucket, key, f.md5, ObjectAttributes(content_type=content_type))
+
+    def bind(self, f: FileDoc, bucket: str, key: str, etag: str, attrs: ObjectAttributes,
+             if_none_match: bool = False, part_sizes: list[int] | None = None,
+             upload_id: str | None = None) -> ObjectInfo:
+        doc = {"_id": name_id(bucket, key), "bucket": bucket, "key": key, "file": f.id, "size": f.size,
+               "etag": etag, "created": time.time(), "partSizes": part_sizes, "uploadId": upload_id,
+               **attrs.to_mongo()}
+        if if_none_match:
+            if not self.repo.insert_object_name(doc):
+                self.store.discard(f.id)
+                raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
+            return ObjectInfo.from_mongo(doc)
+        previous = self.repo.put_object_name(doc)
+        if previous is not None and previous["file"] != f.id:
+            self.store.discard(previous["file"])
+        return ObjectInfo.from_mongo(doc)
+
+    def head(self, tenant: str, bucket: str, key: str) -> ObjectInfo:
+        self.bucket(tenant, bucket)
+        doc = self.repo.get_object_name(name_id(bucket, key))
+        if doc is None:
+            raise NoSuchKey("no such key", key=key)
+        return ObjectInfo.from_mongo(doc)
+
+    def file_of(self, info: ObjectInfo) -> FileDoc:
+        f = self.repo.get_file(info.file_id)
+        if f is None or not f.readable:
+            raise NotReady(f"the object's content is {f.status if f else 'missing'}")
+        return f
+
+    def read(self, info: ObjectInfo, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        return self.store.read(self.file_of(info), start, stop)
+
+    def delete(self, tenant: str, bucket: str, key: str) -> bool:
+        """Remove a name and delete its file; a missing key is not an error (S3 answers 204)."""
+        self.bucket(tenant, bucket)
+        previous = self.repo.delete_object_name(name_id(bucket, key))
+        if previous is None:
+            return False
+        self.store.discard(previous["file"])
+        return True
+
+    def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
+             attrs: ObjectAttributes | None) -> ObjectInfo:
+        """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
+        ``attrs`` None copies the source's attributes (metadata directive COPY)."""
+        src = self.head(tenant, src_bucket, src_key)
+        self.bucket(tenant, dst_bucket)
+        src_file = self.file_of(src)
+        if attrs is None:
+            attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
+        f = self.store.compose(tenant, dst_key.rsplit("/", 1)[-1], attrs.content_type, [src_file],
+                               src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
+        return self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes)
+
+    def list(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
+             after: str | None = None, max_keys: int = 1000) -> Listing:
+        """Keys in byte order after ``after``, rolled up at ``delimiter`` into common prefixes.
+
+        A run of keys under one common prefix counts once and is skipped with one query."""
+        self.bucket(tenant, bucket)
+        base = bucket + "/"
+        high = base + prefix_end(prefix) if prefix else bucket + "0"
+        low, inclusive = base + prefix, True
+        if after is not None and base + after >= low:
+            low, inclusive = base + after, False
+        out = Listing([], [], False, None)
+        if max_keys <= 0:
+            return out
+        while True:
+            docs = self.repo.object_names(low, high, LIST_BATCH, low_inclusive=inclusive)
+            if not docs:
+                return out
+            for doc in docs:
+                key = doc["key"]
+                cp = None
+                if delimiter:
+                    at = key.find(delimiter, len(prefix))
+                    if at >= 0:
+                        cp = key[:at + len(delimiter)]
+                if len(out.objects) + len(out.prefixes) >= max_keys:
+                    out.truncated = True
+                    return out
+                if cp is not None:
+                    out.prefixes.append(cp)
+                    out.next_marker = cp
+                    low, inclusive = base + prefix_end(cp), True  # past every key under cp
+                    break
+                out.objects.append(ObjectInfo.from_mongo(doc))
+                out.next_marker = key
+                low, inclusive = doc["_id"], False
+            else:
+                if len(docs) < LIST_BATCH:
+                    return out
+
+    # --- multipart uploads ---------------------------------------------------------------------
+
+    def create_upload(self, tenant: str, bucket: str, key: str, attrs: ObjectAttributes) -> Upload:
+        self.bucket(tenant, bucket)
+        now = time.time()
+        doc = {"_id": secrets.token_urlsafe(24), "bucket": bucket, "key": key, "tenant": tenant,
+               "created": now, "updated": now, "attrs": attrs.to_mongo()}
+        self.repo.insert_upload(doc)
+        return Upload.from_mongo(doc)
+
+    def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
+        self.bucket(tenant, bucket)
+        doc = self.repo.get_upload(upload_id)
+        if doc is None or doc["bucket"] != bucket or doc["key"] != key:
+            raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload_id)
+        return Upload.from_mongo(doc)
+
+    def put_part(self, tenant: str, bucket: str, key: str, upload_id: str, number: int,
+                 pieces: Iterable[bytes], checksum: dict | None = None,
+                 request_id: str | None = None) -> tuple[Part, FileDoc]:
+        """Receive a part into a file of kind part (chunked and deduplicated like any upload);
+        a part uploaded again under the same number replaces the earlier one."""
+        upload = self.upload(tenant, bucket, key, upload_id)
+        f = self.store.receive(tenant, f"{key.rsplit('/', 1)[-1]}.part{number}", None, pieces,
+                               request_id=request_id, md5=True, kind=KIND_PART,
+                               extra={"upload": upload.upload_id, "partNumber": number})
+        return self.record_part(upload, number, f, f.md5, checksum), f
+
+    def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None) -> Part:
+        doc = {"_id": f"{upload.upload_id}:{number:05d}", "upload": upload.upload_id, "number": number,
+               "file": f.id, "etag": etag, "size": f.size, "created": time.time(), "checksum": checksum}
+        if self.repo.get_upload(upload.upload_id) is None:  # aborted or completed meanwhile
+            self.store.discard(f.id)
+            raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)
+        previous = self.repo.put_part(doc)
+        if previous is not None and previous["file"] != f.id:
+            self.store.discard(previous["file"])
+        self.repo.touch_upload(upload.upload_id)
+        return Part.from_mongo(doc)
+
+    def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
+        return [Part.from_mongo(d) for d in self.repo.list_parts(upload.upload_id, after_number, limit)]
+
+    def list_uploads(self, tenant: str, bucket: str, prefix: str = "", after_key: str | None = None,
+                     limit: int = 1000) -> list[Upload]:
+        self.bucket(tenant, bucket)
+        return [Upload.from_mongo(d) for d in self.repo.list_uploads(bucket, prefix, after_key, limit)]
+
+    def abort(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+        self._drop_upload(self.upload(tenant, bucket, key, upload_id))
+
+    def _drop_upload(self, upload: Upload) -> None:
+        """The upload record first (no part can be added after), then its parts' files."""
+        self.repo.delete_upload(upload.upload_id)
+        for part in self.parts(upload):
+            self.store.discard(part.file_id)
+        self.repo.delete_parts(upload.upload_id)
+
+    def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
+                 requested: list[tuple[int, str]]) -> ObjectInfo:
+        """Compose the object from the listed parts (ascending numbers, gaps allowed)."""
+        try:
+            upload = self.upload(tenant, bucket, key, upload_id)
+        except NoSuchUpload:
+            done = self.repo.get_object_name(name_id(bucket, key))  # a repeated completion
+            if done is not None and done.get("uploadId") == upload_id:
+                return ObjectInfo.from_mongo(done)
+            raise
+        if not requested:
+            raise InvalidPart("a completion must list at least one part")
+        numbers = [n for n, _ in requested]
+        if any(b <= a for a, b in zip(numbers, numbers[1:])):
+            raise InvalidPartOrder("the parts must be listed in ascending order")
+        have = {p.number: p for p in self.parts(upload)}
+        chosen: list[Part] = []
+        for number, etag in requested:
+            part = have.get(number)
+            if part is None or part.etag != etag.strip().strip('"'):
+                raise InvalidPart(f"part {number} was not uploaded or its ETag does not match", partNumber=number)
+            chosen.append(part)
+        for part in chosen[:-1]:
+            if part.size < MIN_PART_SIZE:
+                raise EntityTooSmall(f"part {part.number} is {part.size} bytes; all but the last must be "
+                                     f"at least {MIN_PART_SIZE}", partNumber=part.number)
+        digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
+        etag = f"{digest}-{len(chosen)}"
+        files = []
+        for part in chosen:
+            f = self.repo.get_file(part.file_id)
+            if f is None or not f.readable:
+                raise InvalidPart(f"part {part.number} is no longer readable", partNumber=part.number)
+            files.append(f)
+        attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
+                                 upload.attributes.get("headers") or {}, None)
+        f = self.store.compose(tenant, key.rsplit("/", 1)[-1], attrs.content_type, files, None, etag,
+                               extra={"bucket": bucket, "key": key})
+        info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id)
+        self._drop_upload(upload)
+        return info
+
+    def abort_abandoned(self, older_than_s: float, now: float | None = None) -> int:
+        """Abort uploads nobody touched for ``older_than_s``, and delete part files whose upload is
+        gone (a completion or abort that stopped half-way); returns how many uploads were aborted."""
+        now = time.time() if now is None else now
+        aborted = 0
+        for doc in self.repo.abandoned_uploads(now - older_than_s):
+            self._drop_upload(Upload.from_mongo(doc))
+            aborted += 1
+        for file_id, upload_id in self.repo.part_files(created_before=now - 3600):
+            if self.repo.get_upload(upload_id) is None:
+                self.store.discard(file_id)
+                self.repo.delete_parts(upload_id)
+        return aborted
