@@ -147,18 +147,26 @@ class ChunkingWriter:
                 if self._fh is None:
                     self._fh = open(self.chunk_path(self._index), "wb")
                 take = min(end - offset, self.chunk_size - self._fill)
-                piece = data if take == end else data[offset:offset + take]
-                self._fh.write(piece)
-                for hasher in self._hashers:
-                    hasher.put(piece)
-                self._fill += take
-                self.size += take
+                self._append(data if take == end else data[offset:offset + take])
                 offset += take
                 if self._fill == self.chunk_size:
                     self._end_chunk()
         except OSError as exc:
             raise_if_full(exc)
             raise
+
+    def _append(self, piece: bytes | memoryview) -> None:
+        """Bytes of the current chunk: to its spool file and to every hashing thread."""
+        if self._fh is None:
+            self._fh = open(self.chunk_path(self._index), "wb")
+        self._fh.write(piece)
+        for hasher in self._hashers:
+            hasher.put(piece)
+        self._fill += len(piece)
+        self.size += len(piece)
+
+    def _flush_pending(self) -> None:
+        """Chunk whatever the writer still holds back (content-defined chunking does)."""
 
     def _end_chunk(self) -> None:
         self._fh.flush()
@@ -172,6 +180,7 @@ class ChunkingWriter:
     def finish(self) -> SpoolResult:
         """Flush the last chunk, wait for the hashes, make the spool directory durable."""
         try:
+            self._flush_pending()
             if self._fh is not None:
                 self._end_chunk()
         except OSError as exc:
@@ -208,3 +217,57 @@ class ChunkingWriter:
             hasher.q.put(_END)
         for hasher in self._hashers:
             hasher.join()
+
+
+class ContentDefinedWriter(ChunkingWriter):
+    """Cut where the content says (FastCDC, through ``pyfastcdc``), so that an insertion moves
+    only the boundaries near it and the chunks after it deduplicate again.
+
+    A cut FastCDC finds before the end of the bytes it was given is final (a cut at position p
+    depends only on the bytes before p); the bytes after the last final cut are held back, at most
+    ``HOLD`` bytes, until more arrive or the stream ends. Chunks are zero-copy slices of one joined
+    buffer per ``HOLD`` bytes, so that the hashing threads can keep them.
+    """
+
+    AVG, MIN, MAX = 1 << 20, 256 << 10, 4 << 20
+    HOLD = 8 << 20  # bytes joined and cut at a time: at least MAX, so that some cut is final
+
+    def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False):
+        from pyfastcdc import FastCDC
+
+        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5)
+        self._cdc = FastCDC(self.AVG, min_size=self.MIN, max_size=self.MAX)
+        self._pending: list[bytes | memoryview] = []
+        self._pending_size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        if not isinstance(data, (bytes, memoryview)) or (isinstance(data, memoryview) and not data.readonly):
+            data = bytes(data)
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self.HOLD:
+            self._cut(final=False)
+
+    def _flush_pending(self) -> None:
+        if self._pending_size:
+            self._cut(final=True)
+
+    def _cut(self, final: bool) -> None:
+        buf = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        view = memoryview(buf)
+        done = 0
+        try:
+            for chunk in self._cdc.cut_buf(view):
+                end = chunk.offset + chunk.length
+                if end == len(view) and not final:
+                    break  # a cut at the end of what we hold may move once more bytes arrive
+                self._append(view[chunk.offset:end])
+                self._end_chunk()
+                done = end
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        rest = view[done:]
+        self._pending = [rest] if len(rest) else []
+        self._pending_size = len(rest)

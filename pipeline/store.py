@@ -62,7 +62,7 @@ class ObjectStore:
         return receive_upload(
             self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
             tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
-            md5=md5, kind=kind, extra=extra,
+            md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking,
         )
 
     def compose(self, tenant: str, name: str, content_type: str | None, sources: list[FileDoc],

@@ -9,7 +9,7 @@ from typing import Iterable
 
 from bson import ObjectId
 
-from pipeline.chunking import ChunkingWriter, ChunkRecord
+from pipeline.chunking import ChunkingWriter, ChunkRecord, ContentDefinedWriter
 from pipeline.chunkstore import Spool
 from pipeline.errors import UploadTooLarge
 from pipeline.metadata import KIND_FILE, FileDoc, MetadataRepository
@@ -100,10 +100,13 @@ class _Limited:
 def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page_size: int,
                    tenant: str, name: str | None, content_type: str | None,
                    pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None,
-                   md5: bool = False, kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
+                   md5: bool = False, kind: str = KIND_FILE, extra: dict | None = None,
+                   chunking: str = "fixed") -> FileDoc:
     """Spool every piece, write the manifest, then record the file ``queued``.
 
     ``md5``: also compute the body's MD5 (an S3 ETag), on its own thread beside the others.
+    ``chunking``: ``fixed`` (``chunk_size`` each) or ``fastcdc`` (content-defined; the file
+    records it, and its manifest the size of every chunk).
     Any failure (client gone, malformed body, a checksum the pieces verify at their end, disk full,
     metadata store down) removes the spool directory and manifest pages, so nothing of a failed
     upload is left behind.
@@ -111,7 +114,8 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
     file_id = str(ObjectId())
     directory = spool.create(file_id)
     manifest = ManifestWriter(repo, file_id, page_size)
-    writer = ChunkingWriter(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5)
+    writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
+    writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5)
     try:
         for piece in _Limited(pieces, max_bytes):
             writer.write(piece)
@@ -120,7 +124,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
         return repo.insert_file(
             ObjectId(file_id), tenant, display_name(name), media_type(content_type),
             result.size, result.sha256, result.chunk_count, chunk_size, request_id,
-            md5=result.md5, kind=kind, extra=extra,
+            md5=result.md5, kind=kind, extra={**(extra or {}), "chunking": chunking},
         )
     except BaseException:
         writer.close()
