@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import logging
 
-import pymongo.errors
-import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from pipeline.errors import ServiceUnavailable, StoreError
+from pipeline.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +28,27 @@ def error_response(status: int, code: str, message: str, retry_after: int | None
     return response
 
 
+# The one table from domain error codes to /api statuses. A code not listed takes its nearest
+# listed ancestor's status (a new kind of BadRequest is a 400).
+API_STATUS = {
+    "bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "not_ready": 409,
+    "bucket_exists": 409, "bucket_not_empty": 409, "precondition_failed": 412, "too_large": 413,
+    "range_not_satisfiable": 416, "internal_error": 500, "chunk_unavailable": 500,
+    "service_unavailable": 503, "chunk_busy": 503, "insufficient_storage": 507,
+}
+
+
+def api_status(exc: StoreError) -> int:
+    for cls in type(exc).__mro__:
+        status = API_STATUS.get(getattr(cls, "code", None))
+        if status is not None:
+            return status
+    return 500
+
+
 def store_error_response(exc: StoreError):
     extra = {k: v for k, v in exc.details.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    response = error_response(exc.status, exc.code, exc.message, exc.retry_after, extra)
+    response = error_response(api_status(exc), exc.code, exc.message, exc.retry_after, extra)
     if "contentRange" in extra:
         response.headers["Content-Range"] = extra["contentRange"]
     return response
@@ -41,7 +57,7 @@ def store_error_response(exc: StoreError):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreError)
     def _store_error(exc: StoreError):
-        if exc.status >= 500:
+        if api_status(exc) >= 500:
             log.warning("%s: %s", exc.code, exc.message)
         return store_error_response(exc)
 
@@ -57,15 +73,6 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
 
-    @app.errorhandler(pymongo.errors.PyMongoError)
-    def _mongo_error(exc):
-        log.warning("metadata store error: %r", exc)
-        return store_error_response(ServiceUnavailable("metadata store unavailable"))
-
-    @app.errorhandler(redis.RedisError)
-    def _redis_error(exc):
-        log.warning("redis error: %r", exc)
-        return store_error_response(ServiceUnavailable("queue/cache service unavailable"))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

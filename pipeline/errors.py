@@ -1,9 +1,10 @@
-"""Domain errors: one flat tree, each with the HTTP status and code it maps to."""
+"""Domain errors: one flat tree. Each carries a code and a message, never an HTTP status: each
+front end maps codes to its own answers from one table (``app/errors.py`` for /api,
+``app/s3/errors.py`` for S3). ``retry_after`` is a hint in seconds for errors worth retrying."""
 from __future__ import annotations
 
 
 class StoreError(Exception):
-    status = 500
     code = "internal_error"
     retry_after: int | None = None
 
@@ -15,7 +16,6 @@ class StoreError(Exception):
 
 class BadRequest(StoreError):
     """The request is malformed."""
-    status = 400
     code = "bad_request"
 
 
@@ -31,56 +31,47 @@ class MalformedUpload(BadRequest):
 
 class Unauthorized(StoreError):
     """An API key is required."""
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(StoreError):
     """This API key may not do that."""
-    status = 403
     code = "forbidden"
 
 
 class NotFound(StoreError):
     """No such file."""
-    status = 404
     code = "not_found"
 
 
 class NotReady(StoreError):
     """The file is not stored yet."""
-    status = 409
     code = "not_ready"
 
 
 class UploadTooLarge(StoreError):
     """The upload is larger than the configured limit."""
-    status = 413
     code = "too_large"
 
 
 class RangeNotSatisfiable(StoreError):
     """The requested range lies outside the file."""
-    status = 416
     code = "range_not_satisfiable"
 
 
 class ServiceUnavailable(StoreError):
     """A backing service is unavailable; try again shortly."""
-    status = 503
     code = "service_unavailable"
     retry_after = 5
 
 
 class InsufficientStorage(StoreError):
     """No space left on the storage device."""
-    status = 507
     code = "insufficient_storage"
 
 
 class ChunkUnavailable(StoreError):
     """A chunk is missing or does not match its hash."""
-    status = 500
     code = "chunk_unavailable"
 
     def __init__(self, chunk_hash: str, node: str | None, reason: str):
@@ -92,7 +83,6 @@ class ChunkUnavailable(StoreError):
 
 class ChunkBusy(StoreError):
     """A chunk is being deleted by garbage collection; retry the ingest shortly."""
-    status = 503
     code = "chunk_busy"
     retry_after = 2
 
@@ -116,13 +106,11 @@ class NoSuchUpload(NotFound):
 
 class BucketExists(StoreError):
     """The bucket name is taken by another account; bucket names are global."""
-    status = 409
     code = "bucket_exists"
 
 
 class BucketNotEmpty(StoreError):
     """The bucket is not empty."""
-    status = 409
     code = "bucket_not_empty"
 
 
@@ -143,5 +131,4 @@ class EntityTooSmall(BadRequest):
 
 class PreconditionFailed(StoreError):
     """A precondition of the request does not hold."""
-    status = 412
     code = "precondition_failed"

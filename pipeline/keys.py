@@ -13,6 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from pipeline.backends import translate_backend_errors
 from pipeline.errors import BadRequest, NotFound
 from pipeline.metadata import MetadataRepository
 
@@ -52,6 +53,7 @@ class ApiKey:
                 "active": self.active}
 
 
+@translate_backend_errors
 class ApiKeys:
     def __init__(self, repo: MetadataRepository):
         self.repo = repo

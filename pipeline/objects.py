@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from pipeline.backends import translate_backend_errors
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
                              PreconditionFailed)
@@ -116,6 +117,7 @@ class Listing:
     next_marker: str | None  # the last key or common prefix of this page
 
 
+@translate_backend_errors
 class ObjectNames:
     """Buckets, names and multipart uploads over one ``ObjectStore``."""
 

@@ -5,6 +5,7 @@ nodes hold (each distinct stored chunk once). Their ratio is what deduplication 
 """
 from __future__ import annotations
 
+from pipeline.backends import translated
 from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
@@ -15,6 +16,7 @@ def queue_depth(redis_client, queue: str) -> int:
     return int(redis_client.llen(queue))
 
 
+@translated
 def store_stats(store, queue: str) -> dict:
     figures = store.repo.stats()
     by_status = {state: figures["filesByStatus"].get(state, 0) for state in FILE_STATES}

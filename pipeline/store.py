@@ -13,6 +13,7 @@ import redis
 from config.settings import Settings
 from bson import ObjectId
 
+from pipeline.backends import translate_backend_errors
 from pipeline.chunkio import ChunkIO
 from pipeline.chunkstore import ChunkStore, Spool
 from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 
 
+@translate_backend_errors
 class ObjectStore:
     def __init__(self, settings: Settings, repo: MetadataRepository, redis_client: redis.Redis):
         self.settings = settings

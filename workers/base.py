@@ -7,13 +7,13 @@ import pymongo.errors
 import redis
 from celery import Task
 
-from pipeline.errors import ChunkBusy
+from pipeline.errors import ChunkBusy, ServiceUnavailable
 from pipeline.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError,
-             pymongo.errors.AutoReconnect, redis.ConnectionError, redis.TimeoutError, ChunkBusy)
+             pymongo.errors.AutoReconnect, redis.ConnectionError, redis.TimeoutError, ChunkBusy, ServiceUnavailable)
 
 
 class StoreTask(Task):
