@@ -23,19 +23,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def celery_enqueue(settings: Settings) -> Callable[[str, str | None], None]:
-    """Queue ``ingest(file_id)``; when the broker is down the file stays queued for beat to re-queue."""
+    """Queue ``ingest(file_id)`` through the one ingest queue (workers.queue)."""
     from workers.celery import make_celery
+    from workers.queue import ingest_queue
 
-    celery = make_celery(settings)
-
-    def enqueue(file_id: str, request_id: str | None = None) -> None:
-        try:
-            celery.send_task("minis3.ingest", args=[file_id], kwargs={"request_id": request_id},
-                             retry=False)
-        except Exception as exc:  # broker down: the record is durable and beat re-queues it
-            log.warning("could not enqueue ingest of %s (%r); beat will re-queue it", file_id, exc)
-
-    return enqueue
+    return ingest_queue(make_celery(settings))
 
 
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,

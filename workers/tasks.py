@@ -9,6 +9,7 @@ from celery import shared_task
 from pipeline import maintenance
 from workers import monitoring
 from workers.base import StoreTask
+from workers.queue import ingest_queue
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ def ingest(self, file_id: str, request_id: str | None = None) -> dict:
 @shared_task(name="minis3.requeue_stuck", base=StoreTask, bind=True)
 def requeue_stuck(self) -> list[str]:
     ids = maintenance.stuck_files(self.store)
+    enqueue = ingest_queue(self.app)
     for file_id in ids:
-        ingest.delay(file_id)
+        enqueue(file_id)
     if ids:
         log.info("re-queued %d stuck file(s)", len(ids))
     return ids
