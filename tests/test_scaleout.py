@@ -196,10 +196,11 @@ print(json.dumps(collect_garbage(store)), flush=True)
 def test_gc_runs_once_when_both_hosts_start_it_together(both_workers):
     hosts = both_workers
     shared = random_bytes(MiB, 8301)
-    dead = shared + random_bytes(64 * MiB, 8302)
+    # enough chunks that a run lasts about half a second: the two runs surely overlap
+    dead = shared + random_bytes(128 * MiB, 8302)
     live = shared + random_bytes(MiB + 17, 8303)
     dead_only = set(chunk_hashes(dead)) - set(chunk_hashes(live))
-    assert len(dead_only) == 64
+    assert len(dead_only) == 128
     dead_id, live_id = put(hosts.a, dead, "dead.bin"), put(hosts.b, live, "live.bin")
     for file_id in (dead_id, live_id):
         assert hosts.a.wait_status(file_id)["status"] == "stored"
@@ -234,7 +235,7 @@ def test_gc_runs_once_when_both_hosts_start_it_together(both_workers):
     assert len(skipped) == 1 and len(worked) == 1, reports
     assert skipped[0]["chunks"] == 0 and skipped[0]["deleted"] == []
     assert worked[0]["chunks"] == len(dead_only) and worked[0]["bytes"] == len(dead_only) * MiB
-    assert {c["chunk"] for c in worked[0]["deleted"]} == dead_only
+    assert {c["chunk"] for c in worked[0]["deleted"]} <= dead_only  # a sample of what went
     event = hosts.repo.events.find_one({"_id": "gc"})
     assert event["at"] >= started and event["chunks"] == len(dead_only)
 
