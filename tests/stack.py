@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -96,17 +97,27 @@ class Backends:
 
 
 class Stack:
-    """Web (gunicorn), worker and optionally beat, as real processes sharing one Settings."""
+    """Web (gunicorn), worker and optionally beat, as real processes sharing one Settings.
+
+    By default a stack is a whole installation: its own Redis, database, spool and nodes under
+    ``root``. Several stacks become hosts of one installation when they are given one existing
+    ``redis_url`` and the same ``mongo_db``, ``spool_dir`` and ``nodes`` (as shared mounts would
+    be), each with its own ``host_id``; each keeps its own port and ``var`` directory.
+    """
 
     def __init__(self, root: Path, backends: Backends, web: bool = True, worker: bool = True,
-                 beat: bool = False, **overrides):
+                 beat: bool = False, redis_url: str | None = None, **overrides):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.redis_port = embedded.free_port()
-        self.redis = embedded.start_redis(root / "var", self.redis_port)
+        self.redis_port: int | None = None
+        self.redis: subprocess.Popen | None = None  # only a Redis this stack started, and stops
+        if redis_url is None:
+            self.redis_port = embedded.free_port()
+            self.redis = embedded.start_redis(root / "var", self.redis_port)
+            redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         port = embedded.free_port()
         base = dict(
-            port=port, redis_url=f"redis://127.0.0.1:{self.redis_port}/0", mongo_url=backends.mongo_url,
+            port=port, redis_url=redis_url, mongo_url=backends.mongo_url,
             mongo_db="t" + uuid.uuid4().hex[:12],
             nodes=tuple(root / f"nodes/node-{i}" for i in (1, 2, 3)), spool_dir=root / "spool",
             var_dir=root / "var", rate_limit="", web_workers=2, web_threads=8,
@@ -142,9 +153,11 @@ class Stack:
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"
         seen = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
+        # a node name of its own: workers that share a broker under one name confuse remote control
+        self.worker_name = f"w{uuid.uuid4().hex[:6]}@{self.settings.host_id or socket.gethostname()}"
         proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q",
                                      "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
-                                     "-n", f"w{uuid.uuid4().hex[:6]}@%h"])
+                                     "-n", self.worker_name])
         deadline = time.monotonic() + 60
         while b"ready." not in self.logs["worker"].read_bytes()[seen:]:
             if proc.poll() is not None or time.monotonic() > deadline:
