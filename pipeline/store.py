@@ -189,4 +189,4 @@ class ObjectStore:
             checks["mongodb"] = {"ok": False, "error": exc.__class__.__name__}
         checks["nodes"] = [self.chunks.node_status(n) for n in self.chunks.node_ids]
         ok = checks["redis"]["ok"] and checks["mongodb"]["ok"] and all(n["ok"] for n in checks["nodes"])
-        return {"ok": ok, **checks}
+        return {"ok": ok, "host": self.settings.host_id, **checks}
