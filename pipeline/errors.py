@@ -95,3 +95,10 @@ class ChunkBusy(StoreError):
     status = 503
     code = "chunk_busy"
     retry_after = 2
+
+
+class NotEnoughFragments(StoreError):
+    """Fewer fragments of an erasure-coded chunk are readable than it takes to rebuild it."""
+    status = 503
+    code = "not_enough_fragments"
+    retry_after = 5
