@@ -120,8 +120,9 @@ class Settings:
             k_i, m_i = int(k), int(m)
         except ValueError:
             raise SettingsError(f"MINIS3_EC must read k+m (such as 2+1 or 4+2), got {self.ec!r}") from None
-        if not sep or k_i < 1 or m_i < 0 or k_i + m_i > 32:
-            raise SettingsError(f"MINIS3_EC must read k+m with k >= 1, m >= 0, k+m <= 32; got {self.ec!r}")
+        if not sep or k_i < 1 or m_i < 0 or k_i + m_i > 32 or (m_i == 0 and k_i > 1):
+            raise SettingsError(f"MINIS3_EC must read k+m with k >= 1, m >= 1 (or 1+0, one copy), k+m <= 32; "
+                                f"got {self.ec!r}")
         return k_i, m_i
 
     def to_env(self) -> dict[str, str]:

@@ -132,3 +132,9 @@ class EntityTooSmall(BadRequest):
 class PreconditionFailed(StoreError):
     """A precondition of the request does not hold."""
     code = "precondition_failed"
+
+
+class NotEnoughFragments(StoreError):
+    """Fewer fragments of an erasure-coded chunk are readable than it takes to rebuild it."""
+    code = "not_enough_fragments"
+    retry_after = 5
