@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from typing import Iterator
 
 import pymongo.errors
@@ -15,13 +16,16 @@ import redis
 
 from pipeline.errors import ServiceUnavailable
 
+log = logging.getLogger(__name__)
+
 _BACKENDS = ((pymongo.errors.PyMongoError, "metadata store"), (redis.RedisError, "queue/cache service"))
 
 
 def as_domain_error(exc: BaseException) -> ServiceUnavailable | None:
     for kind, name in _BACKENDS:
         if isinstance(exc, kind):
-            return ServiceUnavailable(f"{name} unavailable: {exc.__class__.__name__}")
+            log.warning("%s error: %r", name, exc)  # the client learns only which service is down
+            return ServiceUnavailable(f"{name} unavailable")
     return None
 
 
