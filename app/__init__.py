@@ -22,12 +22,12 @@ log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def celery_enqueue(settings: Settings) -> Callable[[str, str | None], None]:
+def celery_enqueue(settings: Settings, redis_client=None) -> Callable[..., None]:
     """Queue ``ingest(file_id)`` through the one ingest queue (workers.queue)."""
     from workers.celery import make_celery
     from workers.queue import ingest_queue
 
-    return ingest_queue(make_celery(settings))
+    return ingest_queue(make_celery(settings), redis_client)
 
 
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         log.warning("could not prepare store at start (%r); will retry per request", exc)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = ObjectNames(store)
-    app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings)
+    app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings, store.redis)
 
     @app.before_request
     def _request_context():

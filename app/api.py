@@ -65,7 +65,7 @@ def upload():
     g.upload_bytes = f.size  # counted by app.metrics
     if bucket is not None:
         names().name_file(tenant(), f, bucket, key, f.content_type)
-    current_app.extensions["minis3.enqueue"](f.id, g.request_id)
+    current_app.extensions["minis3.enqueue"](f.id, g.request_id, small=f.chunk_count <= 1)
     if request.args.get("wait") in ("1", "true", "yes"):
         final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
         if final is not None and final.status == "stored":

@@ -19,7 +19,7 @@ def queue():
 
 @pytest.fixture
 def client(settings, store, queue):
-    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None: queue.append(file_id))
+    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None, **_: queue.append(file_id))
     return app.test_client()
 
 

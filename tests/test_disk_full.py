@@ -21,7 +21,7 @@ CHUNK = 64 * 1024
 @pytest.fixture
 def client(settings, store):
     """Ingest runs in-process as soon as a file is queued (no broker)."""
-    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None: store.ingest(file_id))
+    app = create_app(settings, store=store, enqueue=lambda file_id, request_id=None, **_: store.ingest(file_id))
     return app.test_client()
 
 

@@ -23,15 +23,15 @@ from tests.stack import BIN, ROOT
 
 
 def client(settings, store):
-    return create_app(settings, store=store, enqueue=lambda *a: None).test_client()
+    return create_app(settings, store=store, enqueue=lambda *a, **_: None).test_client()
 
 
 def test_hsts_only_over_https_and_forwarded_proto_only_from_a_trusted_proxy(settings, store):
     def get(app, base="http://x", **headers):
         return app.test_client().get("/api/health", headers=headers, base_url=base)
 
-    direct = create_app(settings, store=store, enqueue=lambda *a: None)
-    proxied = create_app(settings.with_overrides(trusted_proxies=1), store=store, enqueue=lambda *a: None)
+    direct = create_app(settings, store=store, enqueue=lambda *a, **_: None)
+    proxied = create_app(settings.with_overrides(trusted_proxies=1), store=store, enqueue=lambda *a, **_: None)
     assert "Strict-Transport-Security" not in get(direct).headers
     assert "Strict-Transport-Security" not in get(direct, **{"X-Forwarded-Proto": "https"}).headers
     assert get(direct, base="https://x").headers["Strict-Transport-Security"].startswith("max-age=")
@@ -78,7 +78,7 @@ def test_open_service_listens_on_loopback_only(settings, store):
 
 def test_bad_rate_limit_setting_is_refused_at_start(settings, store):
     with pytest.raises(SettingsError):
-        create_app(settings.with_overrides(rate_limit="lots"), store=store, enqueue=lambda *a: None)
+        create_app(settings.with_overrides(rate_limit="lots"), store=store, enqueue=lambda *a, **_: None)
 
 
 def _shape(path: str) -> str:
@@ -89,7 +89,7 @@ def test_openapi_describes_every_api_route_and_method(settings, store):
     spec = client(settings, store).get("/api/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = {(_shape(p), m.upper()) for p, ops in spec["paths"].items() for m in ops}
-    app = create_app(settings, store=store, enqueue=lambda *a: None)
+    app = create_app(settings, store=store, enqueue=lambda *a, **_: None)
     routed = {(_shape(r.rule), m) for r in app.url_map.iter_rules() if r.rule.startswith("/api/")
               for m in r.methods - {"HEAD", "OPTIONS"}}
     assert routed == documented

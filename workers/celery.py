@@ -25,7 +25,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 3600, "socket_connect_timeout": 3,
                                   "socket_timeout": 10},
         task_default_queue=INGEST_QUEUE,
+        # the small-file drain is not itself a file waiting: it runs beside the maintenance tasks
         task_routes={"minis3.gc": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.ingest_small": {"queue": MAINTENANCE_QUEUE},
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
                      "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,

@@ -8,21 +8,52 @@ from celery import shared_task
 
 from pipeline import maintenance
 from workers import monitoring
-from workers.base import StoreTask
-from workers.queue import ingest_queue
+from config.logging import REQUEST_ID
+from workers.base import RETRYABLE, StoreTask
+from workers.queue import DRAIN_TASK, SmallFileQueue, ingest_queue
 
 log = logging.getLogger(__name__)
 
+DRAIN_BATCH = 32
 
-@shared_task(name="minis3.ingest", base=StoreTask, bind=True)
-def ingest(self, file_id: str, request_id: str | None = None) -> dict:
+
+def _ingest(store, file_id: str, request_id: str | None):
     started = time.monotonic()
-    report = self.store.ingest(file_id)
+    report = store.ingest(file_id)
     monitoring.observe_ingest(report, time.monotonic() - started)
     log.info("ingest %s request=%s status=%s chunks=%d new=%d dedup=%d bytes=%d %.3fs", file_id,
              request_id, report.status, report.chunks, report.new_chunks, report.deduplicated,
              report.bytes_written, report.seconds)
+    return report
+
+
+@shared_task(name="minis3.ingest", base=StoreTask, bind=True)
+def ingest(self, file_id: str, request_id: str | None = None) -> dict:
+    report = _ingest(self.store, file_id, request_id)
     return {"fileId": file_id, "status": report.status}
+
+
+@shared_task(name="minis3.ingest_small", base=StoreTask, bind=True)
+def ingest_small(self) -> int:
+    """Drain the small-file list (workers.queue) while it has files; one drain at a time."""
+    queue = SmallFileQueue(self.store.redis)
+    retry = ingest_queue(self.app)
+    done = 0
+    while True:
+        batch = queue.pop(DRAIN_BATCH)
+        if not batch:
+            if queue.release():
+                continue
+            return done
+        for file_id, request_id in batch:
+            REQUEST_ID.set(request_id or "-")
+            try:
+                _ingest(self.store, file_id, request_id)
+            except RETRYABLE as exc:  # this file alone goes the task way, with its retries
+                log.warning("ingest %s: %r; queued as its own task", file_id, exc)
+                retry(file_id, request_id)
+            done += 1
+        REQUEST_ID.set("-")
 
 
 @shared_task(name="minis3.requeue_stuck", base=StoreTask, bind=True)
@@ -33,6 +64,8 @@ def requeue_stuck(self) -> list[str]:
         enqueue(file_id)
     if ids:
         log.info("re-queued %d stuck file(s)", len(ids))
+    if SmallFileQueue(self.store.redis).claim():  # small files listed while no drain ran
+        self.app.send_task(DRAIN_TASK)
     return ids
 
 
