@@ -95,3 +95,24 @@ class ChunkBusy(StoreError):
     status = 503
     code = "chunk_busy"
     retry_after = 2
+
+
+class InvalidBucketName(BadRequest):
+    """The bucket name is not valid: 3-63 lowercase letters, digits, dots and hyphens."""
+    code = "invalid_bucket_name"
+
+
+class KeyTooLong(BadRequest):
+    """The object key is longer than 1024 bytes of UTF-8."""
+    code = "key_too_long"
+
+
+class InvalidKey(BadRequest):
+    """The object key is not 1 to 1024 bytes of UTF-8."""
+    code = "invalid_key"
+
+
+class ServerSecretError(StoreError):
+    """Stored S3 secrets cannot be read with this server's MINIS3_SECRET_KEY."""
+    status = 500
+    code = "server_secret"

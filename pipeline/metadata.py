@@ -92,6 +92,7 @@ class MetadataRepository:
         self.chunks = self.db["chunks"]
         self.keys = self.db["api_keys"]
         self.events = self.db["events"]
+        self.s3_credentials = self.db["s3_credentials"]
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000) -> "MetadataRepository":
@@ -111,6 +112,7 @@ class MetadataRepository:
         self.chunks.create_index([("state", 1), ("lastRef", 1)])
         self.chunks.create_index("node")
         self.keys.create_index("hash", unique=True)
+        self.s3_credentials.create_index([("tenant", 1), ("created", 1)])
 
     def ping(self) -> None:
         self.client.admin.command("ping")
@@ -419,6 +421,22 @@ class MetadataRepository:
 
     def last_event(self, kind: str) -> dict | None:
         return self.events.find_one({"_id": kind})
+
+    # --- S3 credentials: the access key id is the _id; the secret is stored encrypted -----------
+
+    def insert_s3_credential(self, doc: dict) -> None:
+        """Raises DuplicateKeyError when the access key id exists."""
+        self.s3_credentials.insert_one(doc)
+
+    def find_s3_credential(self, access_key_id: str) -> dict | None:
+        return self.s3_credentials.find_one({"_id": access_key_id})
+
+    def list_s3_credentials(self) -> list[dict]:
+        return list(self.s3_credentials.find({}, {"nonce": 0, "ciphertext": 0}).sort("created", 1))
+
+    def revoke_s3_credential(self, access_key_id: str, at: float) -> bool:
+        res = self.s3_credentials.update_one({"_id": access_key_id, "revoked": None}, {"$set": {"revoked": at}})
+        return res.modified_count == 1
 
 
 def is_unavailable(exc: BaseException) -> bool:
