@@ -143,6 +143,17 @@ def test_a_date_header_may_stand_in_for_x_amz_date():
     assert auth(request).amz_date[:8] == time.strftime("%Y%m%d", time.gmtime())
 
 
+def test_non_ascii_header_values_are_canonicalised_as_the_client_signed_them():
+    for value in ("café", "ファイル名", "a\u00a0 b"):
+        request = sign("PUT", key_url("bucket", "k"), {"x-amz-meta-name": value}, b"x")
+        method, path, query, headers = wire(request)
+        if all(ord(c) < 256 for c in value):  # botocore sends latin-1 text as latin-1 bytes
+            assert authenticate(method, path, query, headers, lookup).tenant == "acme"
+        utf8 = Headers(headers)  # a client that sends UTF-8 bytes: WSGI hands them over decoded as latin-1
+        utf8["x-amz-meta-name"] = value.encode("utf-8").decode("latin-1")
+        assert authenticate(method, path, query, utf8, lookup).tenant == "acme"
+
+
 def test_expect_100_continue_and_clock_skew_within_fifteen_minutes_are_fine():
     request = sign("PUT", key_url("bucket", "k"), body=b"x")
     assert auth(request, now=time.time() + 14 * 60, Expect="100-continue").tenant == "acme"

@@ -108,9 +108,20 @@ def canonical_query(raw_query: str, drop_signature: bool = False) -> str:
     return "&".join(f"{n}={v}" for n, v in pairs)
 
 
+def _client_text(value: str) -> str:
+    """A header value as the client held it: WSGI decodes header bytes as latin-1, but a client that
+    sent UTF-8 signed the UTF-8 text (botocore sends latin-1 text as latin-1 bytes: kept as is)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _header_value(headers, name: str) -> str:
     value = headers.get(name)
-    return " ".join(value.split()) if value is not None else ""
+    return " ".join(_client_text(value).split()) if value is not None else ""
 
 
 def canonical_request(method: str, raw_path: str, canonical_qs: str, headers, signed: list[str],
