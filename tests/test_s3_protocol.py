@@ -20,6 +20,7 @@ import time
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
+import botocore.config
 import botocore.exceptions
 import botocore.session
 import pytest
@@ -264,8 +265,6 @@ def test_unsigned_sigv2_unknown_key_and_missing_payload_hash_are_refused_clearly
     v2 = Headers({"Host": "127.0.0.1:9000", "Authorization": f"AWS {AK}:c2lnbmF0dXJl"})
     with pytest.raises(s3e.InvalidRequest, match="Signature Version 4"):
         authenticate("GET", "/bucket/k", "", v2, lookup)
-    with pytest.raises(s3e.InvalidRequest, match="Signature Version 4"):
-        authenticate("GET", "/bucket/k", f"AWSAccessKeyId={AK}&Expires=1&Signature=x", host, lookup)
     with pytest.raises(s3e.InvalidAccessKeyId):
         auth(sign("GET", key_url("bucket", "k")), lookup=lambda ak: None)  # unknown or revoked
     request = sign("GET", key_url("bucket", "k"), signer=SigV4Auth)  # signs no x-amz-content-sha256
@@ -276,6 +275,50 @@ def test_unsigned_sigv2_unknown_key_and_missing_payload_hash_are_refused_clearly
     broken = Headers({"Host": "h", "Authorization": "AWS4-HMAC-SHA256 Credential=x", "x-amz-date": "20260101T000000Z"})
     with pytest.raises(s3e.AuthorizationHeaderMalformed):
         authenticate("GET", "/", "", broken, lookup)
+
+
+def boto3_client(endpoint: str = ENDPOINT, **config):
+    return botocore.session.get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id=AK, aws_secret_access_key=SECRET,
+        config=botocore.config.Config(**config))
+
+
+def test_boto3_default_presigned_urls_which_are_sigv2_are_accepted():
+    client = boto3_client()
+    cases = [("get_object", {"Key": "a b+c%/ünï"}, "GET"),
+             ("get_object", {"Key": "k", "ResponseContentType": "text/plain", "ResponseContentDisposition": "x y"},
+              "GET"),
+             ("put_object", {"Key": "up load", "ContentType": "text/csv", "Metadata": {"tag": "v"}}, "PUT"),
+             ("upload_part", {"Key": "k", "UploadId": "UP+1", "PartNumber": 2}, "PUT")]
+    for operation, params, method in cases:
+        url = client.generate_presigned_url(operation, Params={"Bucket": "bucket", **params}, ExpiresIn=60)
+        parts = urlsplit(url)
+        assert "AWSAccessKeyId=" in parts.query and "X-Amz-Signature" not in parts.query  # boto3's default
+        headers = Headers({"Host": parts.netloc})
+        ctx = authenticate(method, parts.path, parts.query, headers, lookup)
+        assert ctx.tenant == "acme" and ctx.presigned and ctx.signature_version == 2
+        assert ctx.payload_hash == "UNSIGNED-PAYLOAD"
+        with pytest.raises(s3e.SignatureDoesNotMatch):
+            authenticate("DELETE" if method != "DELETE" else "GET", parts.path, parts.query, headers, lookup)
+        with pytest.raises(s3e.SignatureDoesNotMatch):
+            authenticate(method, parts.path + "x", parts.query, headers, lookup)
+        with pytest.raises(s3e.AccessDenied, match="Request has expired"):
+            authenticate(method, parts.path, parts.query, headers, lookup, now=time.time() + 120)
+    with pytest.raises(s3e.SignatureDoesNotMatch):  # a content type other than the signed one
+        url = client.generate_presigned_url("put_object", Params={"Bucket": "b", "Key": "k", "ContentType": "a/b"})
+        parts = urlsplit(url)
+        authenticate("PUT", parts.path, parts.query, Headers({"Host": parts.netloc, "Content-Type": "c/d"}), lookup)
+
+
+def test_sigv2_presigned_urls_in_virtual_hosted_style_sign_the_bucket_too():
+    client = boto3_client("http://s3.example.test:9000", s3={"addressing_style": "virtual"})
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "bucket", "Key": "k y"})
+    parts = urlsplit(url)
+    assert parts.netloc.startswith("bucket.") and parts.path == "/k%20y"
+    headers = Headers({"Host": parts.netloc})
+    assert authenticate("GET", parts.path, parts.query, headers, lookup, virtual_bucket="bucket").tenant == "acme"
+    with pytest.raises(s3e.SignatureDoesNotMatch):
+        authenticate("GET", parts.path, parts.query, headers, lookup)
 
 
 def test_canonical_query_reencodes_names_and_values_and_sorts_them_as_botocore_does():
@@ -340,7 +383,8 @@ class Trickle(io.RawIOBase):
         return piece
 
 
-def read_all(body: bytes, headers, ctx, step: int | None = None, max_read: int = 1 << 20) -> tuple[bytes, PayloadReader]:
+def read_all(body: bytes, headers, ctx, step: int | None = None,
+             max_read: int = 1 << 20) -> tuple[bytes, PayloadReader]:
     reader = PayloadReader(Trickle(body, step) if step else io.BytesIO(body), headers, ctx, max_read=max_read)
     pieces = list(reader)  # held, not copied: they must stay valid as reading goes on
     return b"".join(bytes(p) for p in pieces), reader
@@ -771,7 +815,8 @@ def test_bucket_multipart_copy_and_delete_answers_parse_in_botocore():
     result, _ = botocore_parse("complete_multipart_upload", xmlio.complete_multipart_xml(
         "http://h/b/k", "b", "k", "abc-2", {"CRC32": "AAAAAA=="}), Bucket="b", Key="k", UploadId="UP1",
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"x"'}]})
-    assert result["ETag"] == '"abc-2"' and result["ChecksumCRC32"] == "AAAAAA==" and result["Location"] == "http://h/b/k"
+    assert result["ETag"] == '"abc-2"' and result["ChecksumCRC32"] == "AAAAAA=="
+    assert result["Location"] == "http://h/b/k"
     parts = [xmlio.PartEntry(1, 1795624769.0, "p1", 5 << 20), xmlio.PartEntry(3, 1795624770.0, '"p3"', 7)]
     result, _ = botocore_parse("list_parts", xmlio.list_parts_xml("b", "k", "UP1", parts, owner=owner,
                                                                   is_truncated=True, next_part_number_marker=3),
