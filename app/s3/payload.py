@@ -21,7 +21,7 @@ import re
 from typing import Iterator
 
 from app.s3 import checksums
-from app.s3.errors import (IncompleteBody, InvalidArgument, InvalidDigest, InvalidRequest, BadDigest,
+from app.s3.errors import (BadDigest, IncompleteBody, InvalidArgument, InvalidDigest, InvalidRequest,
                            SignatureDoesNotMatch, XAmzContentSHA256Mismatch)
 from app.s3.sigv4 import (EMPTY_SHA256, STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER, STREAMING_UNSIGNED_TRAILER,
                           UNSIGNED_PAYLOAD, AuthContext)
