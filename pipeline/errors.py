@@ -138,3 +138,23 @@ class NotEnoughFragments(StoreError):
     """Fewer fragments of an erasure-coded chunk are readable than it takes to rebuild it."""
     code = "not_enough_fragments"
     retry_after = 5
+
+
+class InvalidBucketName(BadRequest):
+    """The bucket name is not valid: 3-63 lowercase letters, digits, dots and hyphens."""
+    code = "invalid_bucket_name"
+
+
+class KeyTooLong(BadRequest):
+    """The object key is longer than 1024 bytes of UTF-8."""
+    code = "key_too_long"
+
+
+class InvalidKey(BadRequest):
+    """The object key is not 1 to 1024 bytes of UTF-8."""
+    code = "invalid_key"
+
+
+class ServerSecretError(StoreError):
+    """Stored S3 secrets cannot be read with this server's MINIS3_SECRET_KEY."""
+    code = "server_secret"
