@@ -12,6 +12,7 @@ from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
+from pipeline.names import valid_key
 from pipeline.objects import ObjectNames
 from pipeline.stats import store_stats
 from workers.celery import INGEST_QUEUE
@@ -54,6 +55,7 @@ def upload():
         raise BadRequest("give both bucket and key, or neither")
     if bucket is not None:
         names().bucket(tenant(), bucket)  # before the body: an unknown or foreign bucket costs nothing
+        valid_key(key)
     try:
         part = FilePart(request.stream, request.content_type)
         f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id,

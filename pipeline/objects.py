@@ -24,6 +24,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
                              PreconditionFailed)
 from pipeline.metadata import KIND_PART, FileDoc, prefix_end
+from pipeline.names import valid_bucket_name, valid_key
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
@@ -129,7 +130,7 @@ class ObjectNames:
 
     def create_bucket(self, tenant: str, name: str, location: str = "") -> tuple[Bucket, bool]:
         """(bucket, created now). The same owner again gets its bucket back (as AWS us-east-1)."""
-        doc = {"_id": name, "tenant": tenant, "created": time.time(), "location": location}
+        doc = {"_id": valid_bucket_name(name), "tenant": tenant, "created": time.time(), "location": location}
         existing = None
         for _ in range(3):  # a bucket deleted between our insert and our read: insert again
             if self.repo.insert_bucket(doc):
@@ -170,6 +171,7 @@ class ObjectNames:
         filled in by the pieces' iterator as it ends (a trailer checksum). Returns the object and
         its file, which the caller queues for ingest."""
         self.bucket(tenant, bucket)
+        valid_key(key)
         f = self.store.receive(tenant, key.rsplit("/", 1)[-1], attrs.content_type, pieces,
                                request_id=request_id, md5=True, extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
@@ -178,6 +180,7 @@ class ObjectNames:
     def name_file(self, tenant: str, f: FileDoc, bucket: str, key: str, content_type: str | None) -> ObjectInfo:
         """Give a file uploaded through /api a name (it must carry its MD5)."""
         self.bucket(tenant, bucket)
+        valid_key(key)
         self.repo.set_file_name(f.id, bucket, key)
         return self.bind(f, bucket, key, f.md5, ObjectAttributes(content_type=content_type))
 
@@ -228,6 +231,7 @@ class ObjectNames:
         ``attrs`` None copies the source's attributes (metadata directive COPY)."""
         src = self.head(tenant, src_bucket, src_key)
         self.bucket(tenant, dst_bucket)
+        valid_key(dst_key)
         src_file = self.file_of(src)
         if attrs is None:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
@@ -279,6 +283,7 @@ class ObjectNames:
 
     def create_upload(self, tenant: str, bucket: str, key: str, attrs: ObjectAttributes) -> Upload:
         self.bucket(tenant, bucket)
+        valid_key(key)
         now = time.time()
         doc = {"_id": secrets.token_urlsafe(24), "bucket": bucket, "key": key, "tenant": tenant,
                "created": now, "updated": now, "attrs": attrs.to_mongo()}

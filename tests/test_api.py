@@ -129,3 +129,19 @@ def test_list_pages_newest_first_with_a_cursor(client, queue):
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=100000", "cursor=nothex"])
 def test_bad_list_parameters_are_400(client, query):
     assert client.get(f"/api/files?{query}").status_code == 400
+
+
+def test_every_domain_error_has_an_api_status_from_the_one_table():
+    import inspect
+
+    from app.errors import api_status
+    from pipeline import errors as domain
+
+    internal = {"internal_error", "chunk_unavailable", "server_secret"}
+    for _, cls in inspect.getmembers(domain, inspect.isclass):
+        if not issubclass(cls, domain.StoreError):
+            continue
+        exc = cls("c" * 64, "node-1", "gone") if cls is domain.ChunkUnavailable else cls("x")
+        status = api_status(exc)
+        assert (status == 500) == (cls.code in internal), cls
+        assert 400 <= status < 600

@@ -211,3 +211,15 @@ def test_part_files_are_not_listed_in_the_api(names, store):
     _, f = names.put("t1", "photos", "named", pieces(b"n"), ObjectAttributes())
     files, _ = store.list("t1", 10, None)
     assert [(x.id, x.bucket, x.key) for x in files] == [(f.id, "photos", "named")]
+
+
+def test_names_are_checked_as_aws_checks_them(names):
+    from pipeline.errors import InvalidBucketName, KeyTooLong
+
+    for bad in ("ab", "Upper", "a..b", "192.168.1.1", "-start", "x" * 64):
+        with pytest.raises(InvalidBucketName):
+            names.create_bucket("t1", bad)
+    with pytest.raises(KeyTooLong):
+        names.put("t1", "photos", "é" * 513, pieces(b"x"), ObjectAttributes())
+    info, _ = names.put("t1", "photos", "é" * 512, pieces(b"x"), ObjectAttributes())  # 1024 bytes: fine
+    assert names.head("t1", "photos", info.key).size == 1
