@@ -65,6 +65,33 @@ def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(settings, store):
     assert minis3("revoke", "nosuchkey").returncode == 1
 
 
+def test_keys_cli_creates_admin_keys_only_when_asked(settings, store):
+    env = {**os.environ, **settings.to_env()}
+
+    def create(*args):
+        run = subprocess.run([str(BIN / "minis3"), "keys", "create", *args], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip(), run.stderr
+
+    operator, said = create("--tenant", "ops", "--admin")
+    tenant, _ = create("--tenant", "acme")
+    assert "admin" in said
+    keys = ApiKeys(store.repo)
+    assert keys.authenticate(operator).admin is True
+    assert keys.authenticate(tenant).admin is False
+    assert {d["tenant"]: d["admin"] for d in store.repo.list_api_keys()} == {"ops": True, "acme": False}
+    listed = subprocess.run([str(BIN / "minis3"), "keys", "list"], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert {k["tenant"]: k["admin"] for k in json.loads(listed.stdout)} == {"ops": True, "acme": False}
+
+
+def test_a_key_document_without_the_admin_field_is_not_an_admin(store):
+    plaintext, key = ApiKeys(store.repo).create("old")
+    store.repo.keys.update_one({"_id": key.id}, {"$unset": {"admin": ""}})  # made before the role existed
+    assert ApiKeys(store.repo).authenticate(plaintext).admin is False
+
+
 def test_open_service_listens_on_loopback_only(settings, store):
     public = settings.with_overrides(host="0.0.0.0")
     assert listen_host(public.with_overrides(auth="open")) == "127.0.0.1"
