@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PUBLIC_ENDPOINTS = frozenset({"api.health"})
-PROTECTED_BLUEPRINTS = frozenset({"api"})
+PROTECTED_BLUEPRINTS = frozenset({"api", "metrics"})
 # auto mode with no key yet: how long "no key exists" is believed, per process. A lookup on every
 # call was a quarter of a small upload's web time; open mode only ever listens on loopback.
 KEYS_RECHECK_S = 1.0
@@ -99,6 +99,15 @@ def identify() -> None:
     if key is not None:
         g.api_key = key
         g.tenant = key.tenant
+
+
+def is_operator() -> bool:
+    """May this caller see store-wide views (every tenant's figures, /metrics)? An admin key may;
+    so may anyone while the service runs open (loopback only), as every caller could before."""
+    key = g.get("api_key")
+    if key is not None and key.admin:
+        return True
+    return not _authenticator().keys_required()
 
 
 def enforce() -> None:
