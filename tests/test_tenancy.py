@@ -6,9 +6,13 @@ Runs on its own nx-27017 (``backends`` from tests.probes): keys made here stay h
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -182,3 +186,107 @@ def test_metrics_port_serves_every_process_on_loopback_and_the_web_port_has_no_m
 def test_a_metrics_port_out_of_range_or_on_the_web_port_is_refused_at_start(value):
     with pytest.raises(SettingsError):
         Settings.from_env({"MINIS3_METRICS_PORT": value, "MINIS3_PORT": "3000"})
+
+
+# --- nothing a tenant sees depends on another tenant's content ------------------------------------
+
+TIMESTAMPS = {"created", "updated"}
+VARYING_HEADERS = {"date", "x-request-id", "content-length"}  # JSON lengths vary with the timestamps
+
+
+@contextmanager
+def worker_paused(stack):
+    os.killpg(stack.procs["worker"].pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(stack.procs["worker"].pid, signal.SIGCONT)
+
+
+class TenantView:
+    """Everything one tenant is shown, with what names its own upload (ids, its content's hash, its
+    tenant name) masked and timestamps left out, so that two tenants' views compare field by field."""
+
+    def __init__(self, stack, name: str, headers: dict):
+        self.stack, self.name, self.headers = stack, name, headers
+        self.masks: dict[str, str] = {name: "<tenant>"}
+        self.seen: list = []
+
+    def mask(self, value):
+        if isinstance(value, dict):
+            return {k: self.mask(v) for k, v in value.items() if k not in TIMESTAMPS}
+        if isinstance(value, list):
+            return [self.mask(v) for v in value]
+        if isinstance(value, str):
+            for secret, placeholder in self.masks.items():
+                value = value.replace(secret, placeholder)
+        return value
+
+    def record(self, what: str, r: requests.Response, body: bool = True) -> requests.Response:
+        headers = {k.lower(): self.mask(v) for k, v in r.headers.items() if k.lower() not in VARYING_HEADERS}
+        shown = self.mask(r.json()) if body and r.headers.get("Content-Type", "").startswith("application/json") \
+            else len(r.content)
+        self.seen.append((what, r.status_code, headers, shown))
+        return r
+
+    def call(self, what: str, method: str, path: str, **kw) -> requests.Response:
+        r = requests.request(method, self.stack.url(path), headers={**self.headers, **kw.pop("headers", {})},
+                             timeout=60, **kw)
+        return self.record(what, r)
+
+    def upload(self, what: str, data: bytes, wait: bool = False) -> str:
+        r = self.stack.upload(data, "same-name.bin", wait=wait, headers=self.headers)
+        file_id = r.json()["fileId"]
+        self.masks[file_id] = f"<file {len(self.masks)}>"
+        self.masks[hashlib.sha256(data).hexdigest()] = f"<sha256 {len(self.masks)}>"
+        self.record(what, r)
+        return file_id
+
+    def look_at(self, what: str, file_id: str, data: bytes) -> None:
+        self.call(f"{what}: status", "GET", f"/api/files/{file_id}/status")
+        self.call(f"{what}: listing", "GET", "/api/files?limit=10")
+        self.call(f"{what}: stats", "GET", "/api/stats")
+        self.call(f"{what}: metrics", "GET", "/metrics")
+        got = self.call(f"{what}: download", "GET", f"/api/files/{file_id}")
+        if got.status_code == 200:
+            assert got.content == data
+            self.call(f"{what}: range", "GET", f"/api/files/{file_id}", headers={"Range": "bytes=100-2000000"})
+            self.call(f"{what}: by hash", "GET", f"/api/files/by-hash/{hashlib.sha256(data).hexdigest()}")
+            self.call(f"{what}: not modified", "GET", f"/api/files/{file_id}",
+                      headers={"If-None-Match": got.headers["ETag"]})
+
+
+def test_a_tenant_cannot_tell_whether_another_tenant_already_stores_its_content(keyed):
+    """Tenant B uploads what tenant A stores; tenant C the same shapes of content nobody stores.
+    Every answer, header, status, progress and figure they see is the same."""
+    _, a = new_tenant(keyed)
+    known = [random_bytes(3 * MiB + 5, 8201), random_bytes(MiB + 7, 8202)]
+    novel = [random_bytes(3 * MiB + 5, 8211), random_bytes(MiB + 7, 8212)]
+    for data in known:
+        keyed.put(data, headers=a)
+    b, c = (TenantView(keyed, *new_tenant(keyed)) for _ in range(2))
+
+    chunks = keyed.chunk_files()
+    with worker_paused(keyed):  # both wait in the queue: the answers before ingest compare too
+        ids = {view: view.upload("upload", data[0]) for view, data in ((b, known), (c, novel))}
+        for view, data in ((b, known), (c, novel)):
+            view.look_at("queued", ids[view], data[0])
+    for view, data in ((b, known), (c, novel)):
+        assert keyed.wait_status(ids[view], headers=view.headers)["status"] == "stored"
+        view.look_at("stored", ids[view], data[0])
+    added = set(keyed.chunk_files()) - set(chunks)
+    assert len(added) == 4  # the store did deduplicate B's upload: only C's chunks are new
+
+    for view, data in ((b, known), (c, novel)):
+        waited = view.upload("upload ?wait=1", data[1], wait=True)
+        view.look_at("stored after ?wait=1", waited, data[1])
+        view.call("delete", "DELETE", f"/api/files/{waited}")
+        view.look_at("deleted", waited, data[1])
+    assert len(set(keyed.chunk_files()) - set(chunks)) == 6
+
+    assert [what for what, *_ in b.seen] == [what for what, *_ in c.seen]
+    for seen_by_b, seen_by_c in zip(b.seen, c.seen):
+        assert seen_by_b == seen_by_c
+    statuses = {(what, status) for what, status, *_ in b.seen}
+    assert ("queued: download", 409) in statuses and ("stored: download", 200) in statuses
+    assert ("upload ?wait=1", 201) in statuses and ("stored: metrics", 403) in statuses
