@@ -14,6 +14,8 @@ SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 STATUS = {"type": "string", "enum": ["queued", "processing", "stored", "failed", "deleted"]}
 SECONDS = {"type": "string", "pattern": "^[0-9]+$", "description": "seconds"}
 COUNT = {"type": "integer", "minimum": 0}
+TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+             "description": "ISO 8601, UTC, milliseconds", "example": "2026-11-25T16:39:29.671Z"}
 
 _ERROR_TEXT = {
     400: "malformed request (bad id, bad multipart body, bad parameter)",
@@ -165,7 +167,7 @@ COMPONENTS = {
                 "queueDepth": COUNT,
                 "lastGc": {"type": "object", "nullable": True,
                            "required": ["at", "chunksFreed", "bytesFreed", "seconds"],
-                           "properties": {"at": {"type": "number"}, "chunksFreed": COUNT, "bytesFreed": COUNT,
+                           "properties": {"at": TIMESTAMP, "chunksFreed": COUNT, "bytesFreed": COUNT,
                                           "seconds": {"type": "number", "nullable": True}}},
             },
         },

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import BadRequest, NotFound
 from pipeline.metadata import MetadataRepository
+from pipeline.timefmt import iso8601
 
 KEY_PREFIX = "ms3_"
 _KEY = re.compile(r"^ms3_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
@@ -50,8 +51,8 @@ class ApiKey:
         return self.revoked is None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "tenant": self.tenant, "admin": self.admin, "created": self.created,
-                "revoked": self.revoked, "active": self.active}
+        return {"id": self.id, "tenant": self.tenant, "admin": self.admin, "created": iso8601(self.created),
+                "revoked": iso8601(self.revoked), "active": self.active}
 
 
 class ApiKeys:

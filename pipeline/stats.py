@@ -9,6 +9,7 @@ A tenant's view therefore holds only figures of its own files.
 from __future__ import annotations
 
 from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
+from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
 
@@ -50,7 +51,7 @@ def store_stats(store, queue: str) -> dict:
         "nodes": nodes,
         "queueDepth": queue_depth(store.redis, queue),
         "lastGc": None if gc is None else {
-            "at": gc.get("at"), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
+            "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
     }
