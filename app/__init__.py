@@ -37,8 +37,16 @@ def celery_enqueue(settings: Settings) -> Callable[[str, str | None], None]:
     return enqueue
 
 
+def celery_queue_depth(settings: Settings) -> Callable[[], int]:
+    """How many ingests wait in the queue (for /api/stats and /metrics)."""
+    from workers.celery import make_celery, queue_depth_reader
+
+    return queue_depth_reader(make_celery(settings))
+
+
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
-               enqueue: Callable[[str, str | None], None] | None = None) -> Flask:
+               enqueue: Callable[[str, str | None], None] | None = None,
+               queue_depth: Callable[[], int] | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MINIS3_SETTINGS"] = settings
@@ -50,6 +58,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         log.warning("could not prepare store at start (%r); will retry per request", exc)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings)
+    app.extensions["minis3.queue_depth"] = queue_depth or celery_queue_depth(settings)
 
     @app.before_request
     def _request_context():

@@ -14,7 +14,6 @@ from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from app.auth import is_operator
 from pipeline.stats import store_stats, tenant_stats
-from workers.celery import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def health():
 def stats():
     """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
     if is_operator():
-        return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE)})
+        return jsonify({"success": True, **store_stats(store(), current_app.extensions["minis3.queue_depth"])})
     return jsonify({"success": True, **tenant_stats(store(), tenant())})
 
 

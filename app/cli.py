@@ -145,9 +145,10 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from pipeline.stats import store_stats
-    from workers.celery import INGEST_QUEUE
+    from workers.celery import make_celery, queue_depth_reader
 
-    print(json.dumps(store_stats(_store(), INGEST_QUEUE), indent=2))
+    store = _store()
+    print(json.dumps(store_stats(store, queue_depth_reader(make_celery(store.settings))), indent=2))
     return 0
 
 

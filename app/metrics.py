@@ -21,9 +21,9 @@ import os
 import threading
 import time
 from socketserver import ThreadingMixIn
+from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
                                generate_latest, make_wsgi_app, multiprocess)
@@ -33,9 +33,7 @@ from app.auth import LOOPBACK, is_operator
 from config.logging import REQUEST_ID
 from config.metrics import MULTIPROC_ENV
 from config.settings import Settings
-from pipeline.errors import ChunkUnavailable, Forbidden
-from pipeline.stats import queue_depth
-from workers.celery import INGEST_QUEUE
+from pipeline.errors import ChunkUnavailable, Forbidden, StoreError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("minis3.access")
@@ -59,15 +57,15 @@ READ_FAILURES = Counter("minis3_read_chunk_failures_total",
 
 
 class QueueDepthCollector:
-    """The ingest queue's depth, read from Redis at scrape time (no sample while Redis is down)."""
+    """The ingest queue's depth, asked at scrape time (no sample while the broker is down)."""
 
-    def __init__(self, redis_client):
-        self.redis = redis_client
+    def __init__(self, queue_depth: Callable[[], int]):
+        self.queue_depth = queue_depth
 
     def collect(self):
         try:
-            depth = queue_depth(self.redis, INGEST_QUEUE)
-        except redis.RedisError:
+            depth = self.queue_depth()
+        except StoreError:
             return
         gauge = GaugeMetricFamily("minis3_ingest_queue_depth", "Ingest tasks waiting in the queue")
         gauge.add_metric([], depth)
@@ -79,14 +77,14 @@ class _DefaultRegistry:
         return REGISTRY.collect()
 
 
-def store_registry(redis_client) -> CollectorRegistry:
+def store_registry(queue_depth: Callable[[], int]) -> CollectorRegistry:
     """Every process's series (or this process's, without a multiprocess directory) and the queue."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_DefaultRegistry())
-    registry.register(QueueDepthCollector(redis_client))
+    registry.register(QueueDepthCollector(queue_depth))
     return registry
 
 
@@ -94,7 +92,7 @@ def store_registry(redis_client) -> CollectorRegistry:
 def scrape():
     if not is_operator():
         raise Forbidden("the store-wide metrics need an admin key (minis3 keys create --tenant NAME --admin)")
-    registry = store_registry(current_app.extensions["minis3.store"].redis)
+    registry = store_registry(current_app.extensions["minis3.queue_depth"])
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -112,13 +110,13 @@ _listener: WSGIServer | None = None
 _listener_lock = threading.Lock()
 
 
-def serve_metrics_port(port: int, redis_client) -> WSGIServer | None:
+def serve_metrics_port(port: int, queue_depth: Callable[[], int]) -> WSGIServer | None:
     """Serve the store's metrics on 127.0.0.1:``port`` from a thread of this process (once)."""
     global _listener
     with _listener_lock:
         if _listener is None:
             try:
-                server = make_server(LOOPBACK, port, make_wsgi_app(store_registry(redis_client)),
+                server = make_server(LOOPBACK, port, make_wsgi_app(store_registry(queue_depth)),
                                      server_class=_MetricsServer, handler_class=_QuietHandler)
             except OSError as exc:
                 log.error("cannot serve metrics on %s:%d: %s", LOOPBACK, port, exc)
@@ -202,6 +200,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(_bind_request_id)
     app.after_request(_account_response)
     if settings.metrics_port:
-        serve_metrics_port(settings.metrics_port, app.extensions["minis3.store"].redis)
+        serve_metrics_port(settings.metrics_port, app.extensions["minis3.queue_depth"])
     else:
         app.register_blueprint(metrics)

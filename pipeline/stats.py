@@ -8,15 +8,12 @@ A tenant's view therefore holds only figures of its own files.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
 from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
-
-
-def queue_depth(redis_client, queue: str) -> int:
-    """Messages waiting in a Celery queue on the Redis transport (a Redis list named after it)."""
-    return int(redis_client.llen(queue))
 
 
 def _files(figures: dict) -> dict:
@@ -31,7 +28,9 @@ def tenant_stats(store, tenant: str) -> dict:
             "logicalBytes": figures["logicalBytes"]}
 
 
-def store_stats(store, queue: str) -> dict:
+def store_stats(store, queue_depth: Callable[[], int]) -> dict:
+    """The whole store's figures; ``queue_depth`` counts the ingests waiting (the task queue's
+    owner supplies it: workers.celery.queue_depth_reader)."""
     figures = store.repo.stats()
     recorded = figures["perNode"]
     # configured nodes first (an empty one shows zeros), then any node only the metadata knows
@@ -49,7 +48,7 @@ def store_stats(store, queue: str) -> dict:
         "dedupRatio": round(logical / physical, 4) if physical else None,
         "chunks": sum(n["chunks"] for n in nodes),
         "nodes": nodes,
-        "queueDepth": queue_depth(store.redis, queue),
+        "queueDepth": queue_depth(),
         "lastGc": None if gc is None else {
             "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),

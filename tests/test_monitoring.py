@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import embedded
+from pipeline.errors import ServiceUnavailable
 from tests.stack import BIN, MiB, Stack, random_bytes, wait_for
-from workers.celery import make_celery
+from workers.celery import make_celery, queue_depth_reader
 
 CHECKSUM_MISMATCH = "content does not match its checksum"
 
@@ -156,6 +158,29 @@ def test_stats_counts_uploads_waiting_in_the_queue(tmp_path, backends):
         assert scrape(stack).get(series("minis3_ingest_queue_depth")) == 2
     finally:
         stack.stop()
+
+
+def test_queue_depth_is_asked_through_celery_for_any_queue(settings):
+    celery = make_celery(settings)
+    queue = "depth-" + uuid.uuid4().hex[:8]
+    depth = queue_depth_reader(celery, queue)
+    assert depth() == 0  # a queue nothing was ever sent to is empty, not an error
+    for n in range(3):
+        celery.send_task("minis3.ingest", args=[f"not-a-file-{n}"], queue=queue, retry=False)
+    try:
+        assert depth() == 3
+    finally:
+        with celery.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+    assert depth() == 0
+
+
+def test_queue_depth_with_the_broker_down_is_service_unavailable_at_once(settings):
+    down = settings.with_overrides(redis_url=f"redis://127.0.0.1:{embedded.free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        queue_depth_reader(make_celery(down))()
+    assert time.monotonic() - started < 10  # no retrying for ever while a stats call waits
 
 
 # --- /metrics ---------------------------------------------------------------------------------
