@@ -224,7 +224,9 @@ def test_metrics_move_with_uploads_dedup_ingest_and_downloads(monitored):
     assert delta("minis3_ingest_bytes_written_total") == len(data)
     assert delta("minis3_ingest_duration_seconds_count") == 2
     assert series("minis3_ingest_queue_depth") in after
-    assert second != first
+    listed = {f["fileId"]: f["name"] for f in requests.get(monitored.url("/api/files?limit=1000"), timeout=30)
+              .json()["files"]}
+    assert (listed.get(first), listed.get(second)) == ("blob.bin", "again.bin")  # two files were made
 
 
 def test_metrics_count_hash_mismatches_seen_on_read(monitored):
