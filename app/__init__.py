@@ -30,8 +30,17 @@ def celery_enqueue(settings: Settings, redis_client=None) -> Callable[..., None]
     return ingest_queue(make_celery(settings), redis_client)
 
 
+def celery_queue_depth(settings: Settings, redis_client=None) -> Callable[[], int]:
+    """How many files wait for ingest (for /api/stats and /metrics)."""
+    from workers.celery import make_celery
+    from workers.queue import ingest_queue_depth
+
+    return ingest_queue_depth(make_celery(settings), redis_client)
+
+
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
-               enqueue: Callable[[str, str | None], None] | None = None) -> Flask:
+               enqueue: Callable[[str, str | None], None] | None = None,
+               queue_depth: Callable[[], int] | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MINIS3_SETTINGS"] = settings
@@ -44,6 +53,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = ObjectNames(store)
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings, store.redis)
+    app.extensions["minis3.queue_depth"] = queue_depth or celery_queue_depth(settings, store.redis)
 
     @app.before_request
     def _request_context():
@@ -56,7 +66,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         return response
 
     init_security(app, settings)  # auth, rate limits, CORS, secure headers
-    metrics.init_app(app)
+    metrics.init_app(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(openapi)
     register_error_handlers(app)

@@ -12,10 +12,10 @@ from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
+from app.auth import is_operator
 from pipeline.names import valid_key
 from pipeline.objects import ObjectNames
-from pipeline.stats import store_stats
-from workers.celery import INGEST_QUEUE
+from pipeline.stats import store_stats, tenant_stats
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,10 @@ def health():
 
 @api.get("/stats")
 def stats():
-    return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE)})
+    """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
+    if is_operator():
+        return jsonify({"success": True, **store_stats(store(), current_app.extensions["minis3.queue_depth"])})
+    return jsonify({"success": True, **tenant_stats(store(), tenant())})
 
 
 def content_disposition(name: str) -> str:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PUBLIC_ENDPOINTS = frozenset({"api.health"})
-PROTECTED_BLUEPRINTS = frozenset({"api"})
+PROTECTED_BLUEPRINTS = frozenset({"api", "metrics"})
 # auto mode with no key yet: how long "no key exists" is believed, per process. A lookup on every
 # call was a quarter of a small upload's web time; open mode only ever listens on loopback.
 KEYS_RECHECK_S = 1.0
@@ -101,6 +101,15 @@ def identify() -> None:
     if key is not None:
         g.api_key = key
         g.tenant = key.tenant
+
+
+def is_operator() -> bool:
+    """May this caller see store-wide views (every tenant's figures, /metrics)? An admin key may;
+    so may anyone while the service runs open (loopback only), as every caller could before."""
+    key = g.get("api_key")
+    if key is not None and key.admin:
+        return True
+    return not _authenticator().keys_required()
 
 
 def enforce() -> None:
@@ -177,9 +186,10 @@ def listen_host(settings: Settings, announce: bool = True) -> str:
 # --- `minis3 keys` ------------------------------------------------------------------------------
 
 def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None,
-                 s3: bool = False) -> int:
-    """create: print a new key once (stdout; ``s3``: an S3 access key id and secret as AWS_* variables);
-    list: every key, API and S3, without secrets; revoke: by id or key (an ``AKMS...`` id: an S3 key)."""
+                 s3: bool = False, admin: bool = False) -> int:
+    """create: print a new key once (stdout), an operator's with ``admin``; ``s3``: an S3 access key
+    id and secret as AWS_* variables; list: every key, API and S3, without secrets; revoke: by id or
+    key (an ``AKMS...`` id: an S3 key)."""
     if not settings.mongo_url:
         print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
               file=sys.stderr)
@@ -195,9 +205,10 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
             print(f"minis3: S3 key {access_key_id} for tenant {tenant!r}; this is the only time the secret is shown",
                   file=sys.stderr)
         elif action == "create":
-            plaintext, key = keys.create(tenant or "")
+            plaintext, key = keys.create(tenant or "", admin=admin)
             print(plaintext)
-            print(f"minis3: key {key.id} for tenant {key.tenant!r}; this is the only time it is shown",
+            role = " (admin: store-wide stats and metrics)" if key.admin else ""
+            print(f"minis3: key {key.id} for tenant {key.tenant!r}{role}; this is the only time it is shown",
                   file=sys.stderr)
         elif action == "list":
             print(json.dumps([k.to_json() for k in keys.list()] + [k.to_json() for k in s3_keys.list()], indent=2))

@@ -145,9 +145,11 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from pipeline.stats import store_stats
-    from workers.celery import INGEST_QUEUE
+    from workers.celery import make_celery
+    from workers.queue import ingest_queue_depth
 
-    print(json.dumps(store_stats(_store(), INGEST_QUEUE), indent=2))
+    store = _store()
+    print(json.dumps(store_stats(store, ingest_queue_depth(make_celery(store.settings), store.redis)), indent=2))
     return 0
 
 
@@ -155,7 +157,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
     return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
-                        getattr(args, "key_id", None), s3=getattr(args, "s3", False))
+                        getattr(args, "key_id", None), s3=getattr(args, "s3", False),
+                        admin=getattr(args, "admin", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key for a tenant")
     create.add_argument("--tenant", required=True)
     create.add_argument("--s3", action="store_true", help="an S3 access key id and secret instead of an API key")
+    create.add_argument("--admin", action="store_true",
+                        help="an operator's key: store-wide /api/stats and /metrics (other keys see their tenant only)")
     keys.add_parser("list", help="every key's id, tenant and state (never the key itself)")
     keys.add_parser("revoke", help="revoke a key by its id (or the key itself; AKMS...: an S3 key)").add_argument(
         "key_id")

@@ -85,7 +85,7 @@ def make_limiter(app: Flask, settings: Settings) -> Limiter:
         application_limits=[settings.rate_limit],
         storage_uri=settings.redis_url or "memory://",
         storage_options={"socket_connect_timeout": 2, "socket_timeout": 2} if settings.redis_url else {},
-        strategy="fixed-window",
+        strategy="moving-window",  # no window edge: a burst across a boundary cannot get twice the limit
         key_prefix="minis3:ratelimit",
         headers_enabled=True,
         swallow_errors=True,

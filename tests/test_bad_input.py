@@ -4,8 +4,10 @@ Redis or MongoDB stopped and restarted under a running web process.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -297,10 +299,12 @@ def test_clients_stuck_in_their_headers_are_cut_off_after_the_header_timeout(sta
 
 def test_redis_stopped_uploads_are_still_accepted_and_ingested_once_it_is_back(tmp_path, backends):
     s = Stack(tmp_path, backends, beat=True, stuck_after_s=2.0, rate_limit="1000 per minute")
+    worker = s.procs["worker"]
     try:
         before = random_bytes(MiB + 1, 20)
         stored_id = s.put(before)
         web_pid = s.procs["web"].pid
+        os.killpg(worker.pid, signal.SIGSTOP)  # held still: the status read below is the web's doing alone
         embedded.stop(s.redis)
         health = requests.get(s.url("/api/health"), timeout=30)
         assert health.status_code == 503 and health.headers["Retry-After"]
@@ -311,14 +315,21 @@ def test_redis_stopped_uploads_are_still_accepted_and_ingested_once_it_is_back(t
         queued_id = r.json()["fileId"]
         assert s.download(stored_id).content == before  # reads need no Redis
         assert requests.get(s.url("/api/files"), timeout=30).status_code == 200
-        assert s.wait_status(queued_id, timeout=2)["status"] == "queued"
+        status = requests.get(s.url(f"/api/files/{queued_id}/status"), timeout=30).json()
+        assert status == {"fileId": queued_id, "status": "queued", "error": None,
+                          "progress": {"chunksDone": 0, "chunksTotal": 3}}
+        assert queued_id in spool_dirs(s)
         s.redis = embedded.start_redis(tmp_path / "var", s.redis_port)  # same port, same data
+        os.killpg(worker.pid, signal.SIGCONT)  # the same worker reconnects; beat re-queues the file
         assert s.wait_status(queued_id, timeout=90)["status"] == "stored"
         assert s.download(queued_id).content == during
         assert requests.get(s.url("/api/health"), timeout=30).status_code == 200
         assert s.procs["web"].pid == web_pid and s.procs["web"].poll() is None
+        assert s.procs["worker"] is worker and worker.poll() is None
         assert "Traceback" not in s.log("web")
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGCONT)
         s.stop()
 
 

@@ -22,19 +22,31 @@ from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait
 from workers.celery import make_celery
 
 
+# beat's re-queue, spool clean-up and GC on short timers
+CRASH_TIMERS = dict(beat=True, gc_interval_s=1, gc_grace_s=2, stuck_after_s=2, spool_abandon_s=2, gc_lock_ttl_s=3,
+                    manifest_page_size=4)
+
+
 @pytest.fixture(scope="module")
 def crash_stack(tmp_path_factory, backends):
-    s = Stack(tmp_path_factory.mktemp("crash"), backends, beat=True, gc_interval_s=1, gc_grace_s=2,
-              stuck_after_s=2, spool_abandon_s=2, gc_lock_ttl_s=3, manifest_page_size=4)
+    s = Stack(tmp_path_factory.mktemp("crash"), backends, **CRASH_TIMERS)
     yield s
     s.stop()
 
 
+@contextmanager
+def metadata_of(stack: Stack):
+    r = MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
+    try:
+        yield r
+    finally:
+        r.client.close()
+
+
 @pytest.fixture(scope="module")
 def repo(crash_stack):
-    r = MetadataRepository.connect(crash_stack.settings.mongo_url, crash_stack.settings.mongo_db)
-    yield r
-    r.client.close()
+    with metadata_of(crash_stack) as r:
+        yield r
 
 
 @contextmanager
@@ -202,19 +214,25 @@ def test_ingest_and_gc_delivered_twice_end_as_if_run_once(crash_stack, repo):
     assert fsck(s).returncode == 0
 
 
-def test_redis_restarted_during_ingest_the_upload_still_completes(crash_stack, repo):
-    # last in this module: a GC lock whose release was not yet in Redis's append-only file comes
-    # back with the restart and holds GC off until it expires
-    s, size, seed = crash_stack, 24 * MiB, 7004
-    file_id = upload_held(s, size, seed)
-    wait_mid_ingest(repo, file_id, 24)
-    log_seen = len(s.log("worker"))
-    kill9(s.redis)
-    # the worker notices the outage before Redis is back
-    wait_for(lambda: "Connection to broker lost" in s.log("worker")[log_seen:], timeout=30,
-             what="the worker to see Redis go")
-    s.redis = embedded.start_redis(s.root / "var", s.redis_port)
-    status = s.wait_status(file_id, timeout=180)
-    assert status["status"] == "stored", status
-    assert_downloads_exactly(s, file_id, size, seed)
-    assert copies_on_nodes(s, chunk_hashes(size, seed)) == Counter({h: 1 for h in chunk_hashes(size, seed)})
+def test_redis_restarted_during_ingest_the_upload_still_completes(tmp_path, backends):
+    # its own stack and Redis: a GC lock whose release was not yet in Redis's append-only file comes
+    # back with the restart and holds GC off until it expires, which no other test should meet
+    s, size, seed = Stack(tmp_path, backends, **CRASH_TIMERS), 24 * MiB, 7004
+    try:
+        with metadata_of(s) as repo:
+            file_id = upload_held(s, size, seed)
+            wait_mid_ingest(repo, file_id, 24)
+        log_seen = len(s.log("worker"))
+        kill9(s.redis)
+        # the worker notices the outage before Redis is back
+        wait_for(lambda: "Connection to broker lost" in s.log("worker")[log_seen:], timeout=30,
+                 what="the worker to see Redis go")
+        s.redis = embedded.start_redis(s.root / "var", s.redis_port)
+        status = s.wait_status(file_id, timeout=180)
+        assert status["status"] == "stored", status
+        assert_downloads_exactly(s, file_id, size, seed)
+        assert copies_on_nodes(s, chunk_hashes(size, seed)) == Counter({h: 1 for h in chunk_hashes(size, seed)})
+        checked = fsck(s)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    finally:
+        s.stop()

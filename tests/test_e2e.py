@@ -47,9 +47,13 @@ def test_same_file_twice_adds_no_chunk_and_no_byte(stack):
     before = stack.chunk_files()
     second = stack.put(data, name="copy.bin")
     assert stack.chunk_files() == before
-    assert first != second
+    files = requests.get(stack.url("/api/files?limit=1000"), timeout=30).json()["files"]
+    listed = {f["fileId"]: f["name"] for f in files}
+    assert (listed.get(first), listed.get(second)) == ("blob.bin", "copy.bin")  # two files, one copy of the bytes
     assert stack.download(first).content == data
-    assert stack.download(second).content == data
+    assert requests.delete(stack.url(f"/api/files/{first}"), timeout=30).status_code == 204
+    assert stack.download(first).status_code == 404
+    assert stack.download(second).content == data  # deleting one file leaves the other whole
 
 
 def test_files_sharing_chunks_store_shared_chunks_once(stack):
@@ -134,15 +138,18 @@ def test_range_reads_return_exactly_those_bytes(stack):
 
 
 def test_status_list_and_by_hash(stack):
+    # three files at least, whatever ran before: two pages of two
+    oldest, older = (stack.put(random_bytes(1000, seed), name=f"{seed}.bin") for seed in (2061, 2062))
     data = random_bytes(2 * MiB, 2060)
     file_id = stack.put(data, name="räksmörgås 報告.txt")
     r = requests.get(stack.url(f"/api/files/by-hash/{hashlib.sha256(data).hexdigest()}"), timeout=60)
     assert r.status_code == 200 and r.content == data
     assert "filename*=UTF-8''r%C3%A4ksm%C3%B6rg%C3%A5s%20%E5%A0%B1%E5%91%8A.txt" in r.headers["Content-Disposition"]
     listing = requests.get(stack.url("/api/files?limit=2"), timeout=30).json()
-    assert listing["files"][0]["fileId"] == file_id
+    assert [f["fileId"] for f in listing["files"]] == [file_id, older]
     assert len(listing["files"]) == 2 and listing["nextCursor"] == listing["files"][1]["fileId"]
     page2 = requests.get(stack.url(f"/api/files?limit=2&cursor={listing['nextCursor']}"), timeout=30).json()
+    assert page2["files"][0]["fileId"] == oldest
     assert {f["fileId"] for f in page2["files"]}.isdisjoint({f["fileId"] for f in listing["files"]})
 
 

@@ -8,7 +8,10 @@ import os
 import re
 import signal
 import subprocess
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import embedded
+from pipeline.errors import ServiceUnavailable
 from tests.stack import BIN, MiB, Stack, random_bytes, wait_for
-from workers.celery import make_celery
+from workers.celery import make_celery, queue_depth_reader
 
 CHECKSUM_MISMATCH = "content does not match its checksum"
 
@@ -105,6 +109,8 @@ def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_pa
         assert after["logicalBytes"] == 2 * len(a)
         assert after["physicalBytes"] == len(a) == sum(stack.chunk_files().values())
         assert after["lastGc"]["chunksFreed"] == 1 and after["lastGc"]["bytesFreed"] == MiB
+        gc_at = datetime.fromisoformat(after["lastGc"]["at"].replace("Z", "+00:00"))  # ISO 8601 UTC
+        assert after["lastGc"]["at"].endswith("Z") and abs(gc_at.timestamp() - time.time()) < 120
         api_after = requests.get(stack.url("/api/stats"), timeout=30).json()
         assert {k: v for k, v in api_after.items() if k != "success"} == after
     finally:
@@ -154,6 +160,29 @@ def test_stats_counts_uploads_waiting_in_the_queue(tmp_path, backends):
         stack.stop()
 
 
+def test_queue_depth_is_asked_through_celery_for_any_queue(settings):
+    celery = make_celery(settings)
+    queue = "depth-" + uuid.uuid4().hex[:8]
+    depth = queue_depth_reader(celery, queue)
+    assert depth() == 0  # a queue nothing was ever sent to is empty, not an error
+    for n in range(3):
+        celery.send_task("minis3.ingest", args=[f"not-a-file-{n}"], queue=queue, retry=False)
+    try:
+        assert depth() == 3
+    finally:
+        with celery.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+    assert depth() == 0
+
+
+def test_queue_depth_with_the_broker_down_is_service_unavailable_at_once(settings):
+    down = settings.with_overrides(redis_url=f"redis://127.0.0.1:{embedded.free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        queue_depth_reader(make_celery(down))()
+    assert time.monotonic() - started < 10  # no retrying for ever while a stats call waits
+
+
 # --- /metrics ---------------------------------------------------------------------------------
 
 def test_metrics_count_requests_across_every_web_worker(monitored):
@@ -195,7 +224,9 @@ def test_metrics_move_with_uploads_dedup_ingest_and_downloads(monitored):
     assert delta("minis3_ingest_bytes_written_total") == len(data)
     assert delta("minis3_ingest_duration_seconds_count") == 2
     assert series("minis3_ingest_queue_depth") in after
-    assert second != first
+    listed = {f["fileId"]: f["name"] for f in requests.get(monitored.url("/api/files?limit=1000"), timeout=30)
+              .json()["files"]}
+    assert (listed.get(first), listed.get(second)) == ("blob.bin", "again.bin")  # two files were made
 
 
 def test_metrics_count_hash_mismatches_seen_on_read(monitored):

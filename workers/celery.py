@@ -1,10 +1,14 @@
 """The Celery app, built from the same settings as the web app."""
 from __future__ import annotations
 
+from typing import Callable
+
 from celery import Celery
+from kombu.exceptions import ChannelError, OperationalError
 
 from config.logging import WORKER_LOG_FORMAT
 from config.settings import Settings
+from pipeline.errors import ServiceUnavailable
 
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
@@ -43,3 +47,22 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.minis3_settings = settings
     return app
+
+
+def queue_depth_reader(app: Celery, queue: str = INGEST_QUEUE) -> Callable[[], int]:
+    """How many messages wait in ``queue``, asked through kombu's public API (a passive queue
+    declare), so that no caller depends on how a transport lays a queue out in the broker."""
+
+    def depth() -> int:
+        conn = app.connection_for_read()
+        try:
+            with conn:
+                conn.ensure_connection(max_retries=0)  # broker down: fail now, do not retry for ever
+                try:
+                    return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError:  # no such queue (on Redis: none was ever left waiting in it)
+                    return 0
+        except (OperationalError, *conn.connection_errors) as exc:
+            raise ServiceUnavailable(f"queue service unavailable: {exc.__class__.__name__}") from exc
+
+    return depth

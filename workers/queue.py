@@ -60,6 +60,9 @@ class SmallFileQueue:
             out.append((file_id, None if request_id in ("", "-") else request_id))
         return out
 
+    def waiting(self) -> int:
+        return int(self.client.llen(self.LIST))
+
     def release(self) -> bool:
         """Give the flag up once the list is empty; True when a file arrived meanwhile and the
         caller took the flag again (the pusher saw it held and started no drain)."""
@@ -81,3 +84,16 @@ def ingest_queue(celery: Celery, redis_client: redis.Redis | None = None) -> Enq
             log.warning("could not enqueue ingest of %s (%r); beat will re-queue it", file_id, exc)
 
     return enqueue
+
+
+def ingest_queue_depth(celery: Celery, redis_client: redis.Redis | None = None) -> Callable[[], int]:
+    """Files waiting for ingest: ingest tasks in the broker plus small files listed for the drain."""
+    from workers.celery import queue_depth_reader
+
+    tasks = queue_depth_reader(celery)
+    small_files = SmallFileQueue(redis_client) if redis_client is not None else None
+
+    def depth() -> int:
+        return tasks() + (small_files.waiting() if small_files is not None else 0)
+
+    return depth
