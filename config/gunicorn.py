@@ -26,7 +26,10 @@ keepalive = 5
 worker_connections = 1000
 limit_request_line = 8190
 gunicorn.http.wsgi.SERVER = "minis3"  # no server product banner in the Server header
-slowclients.install(_settings.header_timeout_s, _settings.read_timeout_s)  # idle clients hold no thread
+try:
+    slowclients.install(_settings.header_timeout_s, _settings.read_timeout_s)  # idle clients hold no thread
+except slowclients.UnsupportedGunicorn as exc:  # refuse to start rather than fail every request
+    raise SystemExit(str(exc)) from None
 # no gunicorn access log: app.metrics logs one line per request once its body has been sent
 
 

@@ -6,5 +6,9 @@ _settings = Settings.from_env()
 prepare_metrics_dir(_settings)  # before workers.tasks imports prometheus-client
 
 from workers.celery import make_celery  # noqa: E402
+from workers.transport import UnsupportedKombu  # noqa: E402
 
-app = make_celery(_settings)
+try:
+    app = make_celery(_settings)
+except UnsupportedKombu as exc:  # one clear message instead of a failure at the first task
+    raise SystemExit(str(exc)) from None

@@ -13,6 +13,9 @@ MAINTENANCE_QUEUE = "maintenance"
 def make_celery(settings: Settings) -> Celery:
     app = Celery("minis3", broker=settings.redis_url, include=["workers.tasks"])
     if (settings.redis_url or "").startswith("redis://"):
+        from workers import transport
+
+        transport.check()  # the kombu internal it overrides is there: else refuse to start
         app.conf.broker_transport = "workers.transport:Transport"  # survives a Redis restart
     app.conf.update(
         task_ignore_result=True,
