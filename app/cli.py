@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                      "mongo_url": env["MINIS3_MONGO_URL"]})
         bindir = os.path.dirname(sys.executable)
         celery = os.path.join(bindir, "celery")
-        children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn",
+        children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
                                         "app.wsgi:app"], env)))
         children.append(("worker", _spawn([celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
                                            "-c", str(settings.worker_concurrency), "--loglevel", "INFO"], env)))
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_flower:
             children.append(("flower", _spawn([celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
                                                f"--port={settings.flower_port}"], env)))
-        from app.auth import listen_host
+        from app.serving import listen_host
 
         host = listen_host(Settings.from_env(env), announce=False)  # where gunicorn really binds
         embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=host)

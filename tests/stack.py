@@ -136,7 +136,7 @@ class Stack:
         return proc
 
     def start_web(self) -> None:
-        proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:config.gunicorn", "app.wsgi:app"])
+        proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"])
         embedded.wait_for_port(self.settings.port, timeout=60, proc=proc)
 
     def start_worker(self, concurrency: int = 2) -> None:

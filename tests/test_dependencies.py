@@ -65,7 +65,7 @@ def test_the_web_configuration_refuses_to_load_on_a_gunicorn_lacking_an_internal
     """What gunicorn's master does with ``-c python:<settings module>``: one line, exit 1, no
     traceback, before any worker exists."""
     done = run_python("import gunicorn.workers.gthread as g; del g.DEFAULT_WORKER_DATA_TIMEOUT; "
-                      "import config.gunicorn")
+                      "import app.gunicorn_conf")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     refusal = [line for line in done.stderr.splitlines() if "cannot start" in line]
