@@ -5,9 +5,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
+from functools import partial
 
 from config import embedded
 from config.logging import configure_logging
@@ -15,78 +14,75 @@ from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 
 
-def _spawn(cmd: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start embedded services when no URLs are configured, then web, worker, beat and flower."""
+    """Start embedded services when no URLs are configured, then web, worker, beat and flower;
+    restart a child that dies; stop everything on Ctrl-C or SIGTERM."""
+    from app.runner import Child, Supervisor
+
     settings = Settings.from_env()
     env = dict(os.environ)
-    services: list[tuple[str, subprocess.Popen]] = []
-    children: list[tuple[str, subprocess.Popen]] = []
-    stopping = False
+    children: list[Child] = []
+    services = False
 
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
+    def serves_on(port: int, host=lambda: "127.0.0.1", timeout: float = 30.0):
+        return lambda proc: embedded.wait_for_port(port, timeout=timeout, proc=proc, host=host())
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    exit_code = 0
     try:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         prepare_metrics_dir(settings, env, clean=True)
         if not settings.redis_url:
             port = embedded.free_port()
-            services.append(("redis", embedded.start_redis(settings.var_dir, port)))
+            children.append(Child("redis", partial(embedded.redis_command, settings.var_dir, port),
+                                  ready=serves_on(port), service=True, quiet=True))
             env["MINIS3_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             print(f"minis3: embedded Redis on 127.0.0.1:{port} (data in {settings.var_dir}/redis)", flush=True)
         if not settings.mongo_url:
             port = embedded.free_port()
-            services.append(("mongodb", embedded.start_mongo(settings.var_dir, port)))
+            children.append(Child("mongodb", partial(embedded.mongo_command, settings.var_dir, port),
+                                  ready=serves_on(port), service=True, quiet=True))
             env["MINIS3_MONGO_URL"] = f"mongodb://127.0.0.1:{port}/"
             print(f"minis3: embedded MongoDB stand-in (nx-27017) on 127.0.0.1:{port}", flush=True)
+        services = settings.redis_url is None or settings.mongo_url is None
+    except Exception as exc:
+        print(f"minis3: {exc}", file=sys.stderr)
+        return 1
+    bindir = os.path.dirname(sys.executable)
+    celery = os.path.join(bindir, "celery")
+
+    def web_host() -> str:  # where gunicorn really binds: loopback while the store may run open
+        from app.serving import listen_host
+
+        return listen_host(Settings.from_env(env), announce=False)
+
+    children.append(Child("web", lambda: [os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
+                                          "app.wsgi:app"], ready=serves_on(settings.port, web_host, 60)))
+    children.append(Child("worker", lambda: [celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
+                                             "-c", str(settings.worker_concurrency), "--loglevel", "INFO"]))
+    children.append(Child("beat", lambda: [celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
+                                           "--schedule", str(settings.var_dir / "celerybeat-schedule")]))
+    if not args.no_flower:
+        children.append(Child("flower", lambda: [celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
+                                                 f"--port={settings.flower_port}"]))
+
+    supervisor = Supervisor(children, env)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    exit_code = 1
+    try:
+        supervisor.start()
         if services:
             embedded.publish_urls(settings.var_dir, {"redis_url": env["MINIS3_REDIS_URL"],
                                                      "mongo_url": env["MINIS3_MONGO_URL"]})
-        bindir = os.path.dirname(sys.executable)
-        celery = os.path.join(bindir, "celery")
-        children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
-                                        "app.wsgi:app"], env)))
-        children.append(("worker", _spawn([celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
-                                           "-c", str(settings.worker_concurrency), "--loglevel", "INFO"], env)))
-        children.append(("beat", _spawn([celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
-                                         "--schedule", str(settings.var_dir / "celerybeat-schedule")], env)))
-        if not args.no_flower:
-            children.append(("flower", _spawn([celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
-                                               f"--port={settings.flower_port}"], env)))
-        from app.serving import listen_host
-
-        host = listen_host(Settings.from_env(env), announce=False)  # where gunicorn really binds
-        embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=host)
-        print(f"minis3: listening on http://{host}:{settings.port}/api "
-              f"(flower: http://127.0.0.1:{settings.flower_port}); Ctrl-C stops everything", flush=True)
-        while not stopping:
-            for name, proc in children + services:
-                if proc.poll() is not None:
-                    print(f"minis3: {name} exited with {proc.returncode}; stopping", file=sys.stderr, flush=True)
-                    exit_code = 1
-                    stopping = True
-                    break
-            time.sleep(0.2)
+        if not supervisor.stopping:
+            flower = "" if args.no_flower else f" (flower: http://127.0.0.1:{settings.flower_port})"
+            print(f"minis3: listening on http://{web_host()}:{settings.port}/api{flower}; "
+                  "Ctrl-C stops everything", flush=True)
+        exit_code = supervisor.run()
     except Exception as exc:
         print(f"minis3: {exc}", file=sys.stderr)
-        exit_code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for _, proc in reversed(children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(children):
-            embedded.stop(proc, timeout=20)
-        for _, proc in reversed(services):
-            embedded.stop(proc)
+        supervisor.stop()
         if services:
             embedded.withdraw_urls(settings.var_dir)
         print("minis3: stopped", flush=True)
