@@ -89,18 +89,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _store():
-    from pipeline.store import ObjectStore
-
+def command_settings(needs: tuple[str, ...] = ("redis_url", "mongo_url")) -> Settings:
+    """Settings for an operator command: ``MINIS3_*`` from the environment and, for a service URL
+    left unset, the embedded service that ``minis3 run`` published under ``MINIS3_VAR_DIR``."""
     settings = Settings.from_env()
-    if not (settings.redis_url and settings.mongo_url):  # the services `minis3 run` started, if any
+    if not (settings.redis_url and settings.mongo_url):
         found = embedded.published_urls(settings.var_dir)
         settings = settings.with_overrides(redis_url=settings.redis_url or found.get("redis_url"),
                                            mongo_url=settings.mongo_url or found.get("mongo_url"))
-    if not (settings.redis_url and settings.mongo_url):
-        raise SystemExit("minis3: set MINIS3_REDIS_URL and MINIS3_MONGO_URL, or start `minis3 run` "
+    missing = [f"MINIS3_{name.upper()}" for name in needs if not getattr(settings, name)]
+    if missing:
+        raise SystemExit(f"minis3: set {' and '.join(missing)}, or start `minis3 run` "
                          f"with MINIS3_VAR_DIR={settings.var_dir} first")
-    store = ObjectStore.from_settings(settings)
+    return settings
+
+
+def _store():
+    from pipeline.store import ObjectStore
+
+    store = ObjectStore.from_settings(command_settings())
     store.prepare()
     return store
 
@@ -150,7 +157,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
-    return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
+    return keys_command(command_settings(needs=("mongo_url",)), args.keys_action, getattr(args, "tenant", None),
                         getattr(args, "key_id", None))
 
 

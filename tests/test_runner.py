@@ -3,6 +3,7 @@ one that keeps dying stops everything, and nothing is left after SIGTERM."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ class Runner:
                    MINIS3_VAR_DIR=str(tmp_path / "var"), MINIS3_SPOOL_DIR=str(tmp_path / "spool"),
                    MINIS3_RATE_LIMIT="", MINIS3_NODES=",".join(str(tmp_path / f"nodes/node-{i}") for i in (1, 2, 3)))
         env.update(env_overrides)
+        self.env = env
         self.log_path = tmp_path / "run.log"
         self.proc = subprocess.Popen([MINIS3, "run", *args], cwd=ROOT, env=env, stdout=open(self.log_path, "wb"),
                                      stderr=subprocess.STDOUT)
@@ -70,6 +72,10 @@ class Runner:
 
     def family(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def minis3(self, *args: str) -> subprocess.CompletedProcess:
+        """An operator command in a second shell: same environment, no service URLs set."""
+        return subprocess.run([MINIS3, *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -119,6 +125,20 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
         assert requests.get(f"http://127.0.0.1:{runner.flower_port}/", timeout=30).status_code == 200
         family = runner.family()
         assert set(runner.children()) == {"redis", "mongodb", "web", "worker", "beat", "flower"}
+
+        # every operator command finds the embedded services, keys included
+        created = runner.minis3("keys", "create", "--tenant", "acme")
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip()
+        listed = runner.minis3("keys", "list")
+        assert listed.returncode == 0 and [k["tenant"] for k in json.loads(listed.stdout)] == ["acme"]
+        assert runner.minis3("stats").returncode == 0
+        assert runner.minis3("gc", "--dry-run", "--json").returncode == 0
+        assert runner.minis3("fsck", "--json").returncode == 0
+        with_key = requests.get(runner.url("/api/files"), headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert with_key.status_code == 200
+        assert wait_for(lambda: requests.get(runner.url("/api/files"), timeout=30).status_code == 401,
+                        timeout=30, what="the web to require the new key")
         runner.proc.send_signal(signal.SIGTERM)
         assert runner.proc.wait(60) == 0
         gone, alive = psutil.wait_procs(family, timeout=10)
