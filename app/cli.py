@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from functools import partial
 
 from config import embedded
@@ -112,10 +113,29 @@ def _store():
     return store
 
 
+@contextmanager
+def progress_bar(args: argparse.Namespace, what: str, unit: str):
+    """A progress callback drawing a bar on stderr, only on a terminal and never with ``--json``."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=what, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        def update(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        yield update
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from pipeline.maintenance import collect_garbage
 
-    report = collect_garbage(_store(), dry_run=args.dry_run)
+    store = _store()
+    with progress_bar(args, "gc", " chunks") as progress:
+        report = collect_garbage(store, dry_run=args.dry_run, progress=progress)
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["skipped_locked"]:
@@ -137,7 +157,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
     store = _store()
     enqueue = celery_enqueue(store.settings) if args.repair else None
-    report = run_fsck(store, repair=args.repair, enqueue=enqueue)
+    with progress_bar(args, "fsck", " items") as progress:
+        report = run_fsck(store, repair=args.repair, enqueue=enqueue, progress=progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
