@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"minis3: {exc}", file=sys.stderr)
         return 1
     bindir = os.path.dirname(sys.executable)
-    celery = os.path.join(bindir, "celery")
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner among JSON lines
+    celery = [os.path.join(bindir, "celery"), "-A", "workers.app", *quiet]
 
     def web_host() -> str:  # where gunicorn really binds: loopback while the store may run open
         from app.serving import listen_host
@@ -57,12 +58,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     children.append(Child("web", lambda: [os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
                                           "app.wsgi:app"], ready=serves_on(settings.port, web_host, 60)))
-    children.append(Child("worker", lambda: [celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
+    children.append(Child("worker", lambda: [*celery, "worker", "-Q", "ingest,maintenance",
                                              "-c", str(settings.worker_concurrency), "--loglevel", "INFO"]))
-    children.append(Child("beat", lambda: [celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
+    children.append(Child("beat", lambda: [*celery, "beat", "--loglevel", "INFO",
                                            "--schedule", str(settings.var_dir / "celerybeat-schedule")]))
     if not args.no_flower:
-        children.append(Child("flower", lambda: [celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
+        children.append(Child("flower", lambda: [*celery, "flower", "--address=127.0.0.1",
                                                  f"--port={settings.flower_port}"]))
 
     supervisor = Supervisor(children, env)

@@ -11,6 +11,7 @@ import logging
 import os
 
 from config import slowclients
+from config.logging import gunicorn_logconfig
 from config.metrics import MULTIPROC_ENV, prepare_metrics_dir
 from config.settings import Settings
 from pipeline.keys import open_reason
@@ -85,7 +86,7 @@ def gunicorn_settings(settings: Settings, bind: str) -> dict:
     connections wait in the poller and hold no thread. No gunicorn access log: app.metrics logs
     one line per request once its body has been sent.
     """
-    return {
+    conf = {
         "bind": bind,
         "worker_class": "gthread",
         "workers": settings.web_workers,
@@ -97,3 +98,6 @@ def gunicorn_settings(settings: Settings, bind: str) -> dict:
         "limit_request_line": 8190,
         "child_exit": child_exit,
     }
+    if settings.log_format == "json":
+        conf["logconfig_dict"] = gunicorn_logconfig()  # gunicorn's own lines as JSON too
+    return conf

@@ -121,10 +121,13 @@ class Stack:
         if worker:
             self.start_worker()
         if beat:
-            self.start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO",
-                                "--schedule", str(root / "var/beat-schedule")])
+            self.start("beat", [str(BIN / "celery"), "-A", "workers.app", *self.celery_options(), "beat",
+                                "--loglevel", "INFO", "--schedule", str(root / "var/beat-schedule")])
         if web:
             self.start_web()
+
+    def celery_options(self) -> list[str]:
+        return ["--quiet"] if self.settings.log_format == "json" else []  # no banner among JSON lines
 
     def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = self.root / f"{name}.log"
@@ -142,8 +145,8 @@ class Stack:
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"
         seen = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
-        proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q",
-                                     "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
+        proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", *self.celery_options(), "worker",
+                                     "-Q", "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
                                      "-n", f"w{uuid.uuid4().hex[:6]}@%h"])
         deadline = time.monotonic() + 60
         while b"ready." not in self.logs["worker"].read_bytes()[seen:]:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
-from config.logging import WORKER_LOG_FORMAT
+from config.logging import WORKER_LOG_FORMAT, JsonFormatter
 from config.settings import Settings
 
 INGEST_QUEUE = "ingest"
@@ -42,5 +43,14 @@ def make_celery(settings: Settings) -> Celery:
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
         },
     )
+    if settings.log_format == "json":
+        after_setup_logger.connect(_json_lines, weak=False)
+        after_setup_task_logger.connect(_json_lines, weak=False)
     app.minis3_settings = settings
     return app
+
+
+def _json_lines(logger=None, **_) -> None:
+    """MINIS3_LOG_FORMAT=json: the handlers Celery set up (worker, task and beat logs) write JSON."""
+    for handler in logger.handlers if logger is not None else ():
+        handler.setFormatter(JsonFormatter())
