@@ -1,21 +1,21 @@
-"""The Flask application factory."""
+"""The Flask application factory.
+
+The package is imported by gunicorn's master for ``app.gunicorn_conf``: Flask, the blueprints
+and prometheus-client are imported when an app is built, in the workers, not here.
+"""
 from __future__ import annotations
 
 import logging
 import re
 import uuid
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from flask import Flask, g, request
-
-from app import metrics
-from app.api import api
-from app.errors import register_error_handlers
-from app.openapi import openapi
-from app.security import init_security
 from config.settings import Settings
-from pipeline.objects import ObjectNames
-from pipeline.store import ObjectStore
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from pipeline.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,16 @@ def celery_queue_depth(settings: Settings, redis_client=None) -> Callable[[], in
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
                enqueue: Callable[[str, str | None], None] | None = None,
                queue_depth: Callable[[], int] | None = None) -> Flask:
+    from flask import Flask, g, request
+
+    from app import metrics
+    from app.api import api
+    from app.errors import register_error_handlers
+    from app.openapi import openapi
+    from app.security import init_security
+    from pipeline.objects import ObjectNames
+    from pipeline.store import ObjectStore
+
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MINIS3_SETTINGS"] = settings

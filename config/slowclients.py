@@ -11,22 +11,96 @@ workers inherit it), three limits fix that:
 - a body read waits at most ``MINIS3_READ_TIMEOUT_S`` for the next bytes; an upload that keeps
   trickling, however slowly, is never cut off.
 
+gunicorn has no setting for any of the three (its ``timeout`` is the worker heartbeat, its
+``keepalive`` applies only between requests), so this replaces three of its internals:
+``SocketUnreader.chunk``, ``Request.__init__`` and the gthread module constant
+``DEFAULT_WORKER_DATA_TIMEOUT``. They are the ones of the gunicorn range pinned in pyproject.toml
+(``TESTED``); ``install`` first checks that each is there and has the expected shape, and refuses
+to start with one message naming what differs, rather than failing every request.
+
 For exposure to the internet, a reverse proxy in front (nginx) remains the first line against
 slow clients.
 """
 from __future__ import annotations
 
+import inspect
 import socket
 import time
-
-import gunicorn.workers.gthread as gthread
-from gunicorn.http import message, unreader
-from gunicorn.http.errors import NoMoreData
+from types import ModuleType
 
 IDLE_WAIT_S = 0.5
+TESTED = "gunicorn>=27,<28"
+
+# what install() relies on: (dotted name for messages, parameter names)
+CHUNK = ("gunicorn.http.unreader.SocketUnreader.chunk", ("self", "size_hint"))
+UNREADER_INIT = ("gunicorn.http.unreader.SocketUnreader.__init__", ("self", "sock", "max_chunk"))
+REQUEST_INIT = ("gunicorn.http.message.Request.__init__", ("self", "cfg", "unreader", "peer_addr", "req_number"))
+DATA_TIMEOUT = "gunicorn.workers.gthread.DEFAULT_WORKER_DATA_TIMEOUT"
+NO_MORE_DATA = "gunicorn.http.errors.NoMoreData"
+
+
+class UnsupportedGunicorn(RuntimeError):
+    """The installed gunicorn lacks, or has changed, an internal that ``install`` replaces."""
+
+
+def _params(func) -> tuple[str, ...] | None:
+    try:
+        return tuple(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_method(problems: list[str], owner, attr: str, expected: tuple[str, tuple[str, ...]]) -> None:
+    name, params = expected
+    func = getattr(owner, attr, None) if owner is not None else None
+    if not callable(func):
+        problems.append(f"{name} is missing")
+        return
+    found = _params(func)
+    if found != params:
+        problems.append(f"{name} takes ({', '.join(found or ('?',))}), expected ({', '.join(params)})")
+
+
+def incompatibilities(gthread: ModuleType, unreader: ModuleType, message: ModuleType,
+                      errors: ModuleType) -> list[str]:
+    """What differs, in these gunicorn modules, from what ``install`` replaces; empty when all fits."""
+    problems: list[str] = []
+    constant = getattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT", None)
+    if constant is None:
+        problems.append(f"{DATA_TIMEOUT} is missing")
+    elif isinstance(constant, bool) or not isinstance(constant, (int, float)):
+        problems.append(f"{DATA_TIMEOUT} is a {type(constant).__name__}, expected a number of seconds")
+    socket_unreader = getattr(unreader, "SocketUnreader", None)
+    _check_method(problems, socket_unreader, "chunk", CHUNK)
+    _check_method(problems, socket_unreader, "__init__", UNREADER_INIT)
+    _check_method(problems, getattr(message, "Request", None), "__init__", REQUEST_INIT)
+    no_more_data = getattr(errors, "NoMoreData", None)
+    if not (isinstance(no_more_data, type) and issubclass(no_more_data, Exception)):
+        problems.append(f"{NO_MORE_DATA} is missing")
+    return problems
+
+
+def check(gthread: ModuleType, unreader: ModuleType, message: ModuleType, errors: ModuleType,
+          version: str) -> None:
+    """Raise ``UnsupportedGunicorn`` with one message listing every difference."""
+    problems = incompatibilities(gthread, unreader, message, errors)
+    if problems:
+        raise UnsupportedGunicorn(
+            f"minis3 cannot start: gunicorn {version} is not the tested {TESTED}, and what "
+            f"config/slowclients.py replaces differs: " + "; ".join(problems)
+            + f". Install {TESTED} (pip install '{TESTED}').")
 
 
 def install(header_timeout_s: float, read_timeout_s: float) -> None:
+    """Check the installed gunicorn, then put the three limits in place (once per process)."""
+    import gunicorn
+    import gunicorn.workers.gthread as gthread
+    from gunicorn.http import errors, message, unreader
+
+    if getattr(unreader.SocketUnreader.chunk, "minis3_slowclients", False):
+        return
+    check(gthread, unreader, message, errors, gunicorn.__version__)
+    NoMoreData = errors.NoMoreData
     gthread.DEFAULT_WORKER_DATA_TIMEOUT = IDLE_WAIT_S
     recv_chunk = unreader.SocketUnreader.chunk
     parse_request = message.Request.__init__
@@ -50,5 +124,6 @@ def install(header_timeout_s: float, read_timeout_s: float) -> None:
         finally:
             source.minis3_header_deadline = None
 
+    chunk.minis3_slowclients = True
     unreader.SocketUnreader.chunk = chunk
     message.Request.__init__ = request_init

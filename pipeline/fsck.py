@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
+from pipeline.progress import Progress, ProgressCallback
 
 BATCH = 500
 SAMPLE = 1000  # findings listed per kind; the counts are exact
@@ -90,15 +91,19 @@ class FsckReport:
 
 
 def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None = None,
-             now: float | None = None) -> FsckReport:
-    """Check everything (and repair with ``repair``); ``enqueue(file_id)`` re-queues an ingest."""
+             now: float | None = None, progress: ProgressCallback | None = None) -> FsckReport:
+    """Check everything (and repair with ``repair``); ``enqueue(file_id)`` re-queues an ingest.
+
+    ``progress(done, None)`` follows the items looked at: chunk files, files, chunk documents.
+    """
     started = time.monotonic()
     now = time.time() if now is None else now
     report = FsckReport(repair)
-    _check_nodes(store, report, now)  # first: a quarantined chunk then counts as missing below
-    _check_stored_files(store, report)
-    _check_stuck_files(store, report, now, enqueue)
-    _check_unreferenced(store, report, now)
+    done = Progress(progress)
+    _check_nodes(store, report, now, done)  # first: a quarantined chunk then counts as missing below
+    _check_stored_files(store, report, done)
+    _check_stuck_files(store, report, now, enqueue, done)
+    _check_unreferenced(store, report, now, done)
     report.seconds = time.monotonic() - started
     return report
 
@@ -116,7 +121,7 @@ def _batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
 
 # --- node directories: corrupt and unknown files ----------------------------------------------
 
-def _check_nodes(store, report: FsckReport, now: float) -> None:
+def _check_nodes(store, report: FsckReport, now: float, done: Progress) -> None:
     grace = store.settings.gc_grace_s
     for entries in _batches(store.chunks.iter_all()):
         docs = store.repo.chunk_docs(e.chunk_hash for e in entries)
@@ -144,6 +149,7 @@ def _check_nodes(store, report: FsckReport, now: float) -> None:
             report.corrupt.add(chunk=entry.chunk_hash, node=entry.node, path=str(entry.path), reason=reason)
             if report.repair and store.chunks.quarantine(entry.node, entry.chunk_hash):
                 report.repaired["quarantined"] += 1
+        done.advance(len(entries))
 
 
 def _claimed(store, chunk_hash: str, node: str) -> bool:
@@ -186,8 +192,9 @@ def _record_lost(store, report: FsckReport, f: FileDoc, lost: list[tuple[str, st
         report.repaired["failed"] += 1
 
 
-def _check_stored_files(store, report: FsckReport) -> None:
+def _check_stored_files(store, report: FsckReport, done: Progress) -> None:
     for f in store.repo.iter_files((STORED,)):
+        done.advance()
         report.files_checked += 1
         lost = _lost_chunks(store, f, spooled_counts=False)
         if not lost:
@@ -198,8 +205,10 @@ def _check_stored_files(store, report: FsckReport) -> None:
         _record_lost(store, report, f, lost)
 
 
-def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[[str], None] | None) -> None:
+def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[[str], None] | None,
+                       done: Progress) -> None:
     for f in store.repo.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s):
+        done.advance()
         report.stuck.add(file=f.id, status=f.status, idleSeconds=int(now - f.updated))
         lost = _lost_chunks(store, f, spooled_counts=True)
         if lost:
@@ -212,9 +221,10 @@ def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[
 
 # --- chunk documents no manifest names ----------------------------------------------------------
 
-def _check_unreferenced(store, report: FsckReport, now: float) -> None:
+def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -> None:
     live = (d for d in store.repo.all_chunks() if d.get("state") != CHUNK_DELETING)
     for docs in _batches(live):
+        done.advance(len(docs))
         referenced = store.repo.referenced_hashes([d["_id"] for d in docs])
         for d in docs:
             if d["_id"] not in referenced:

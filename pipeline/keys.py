@@ -97,3 +97,26 @@ class ApiKeys:
     def any_exist(self) -> bool:
         """Whether any key was ever created (revoked ones count: auth stays on once it was on)."""
         return self.repo.api_keys_exist()
+
+
+def open_reason(settings) -> str | None:
+    """Why the service may serve without authentication, or None when keys are required.
+
+    Asked before a web server binds (gunicorn's master, the runner), so it needs no web framework:
+    one short-lived MongoDB lookup for any API key under ``MINIS3_AUTH=auto``.
+    """
+    if settings.auth == "required":
+        return None
+    if settings.auth == "open":
+        return "MINIS3_AUTH=open"
+    if not settings.mongo_url:
+        return "MINIS3_AUTH=auto and no metadata store to look for API keys in"
+    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db, timeout_ms=5000)
+    try:
+        if ApiKeys(repo).any_exist():
+            return None
+        return "MINIS3_AUTH=auto and no API key exists yet"
+    except Exception as exc:  # unknown: fail closed
+        return f"MINIS3_AUTH=auto and the API keys could not be checked ({exc.__class__.__name__})"
+    finally:
+        repo.client.close()

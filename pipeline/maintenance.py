@@ -35,6 +35,7 @@ from redis.exceptions import LockError
 
 from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_STORED, DELETED, PROCESSING, QUEUED
+from pipeline.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,17 @@ class GcReport:
         return asdict(self)
 
 
-def collect_garbage(store, dry_run: bool = False, now: float | None = None) -> dict:
+def collect_garbage(store, dry_run: bool = False, now: float | None = None,
+                    progress: ProgressCallback | None = None) -> dict:
     """Delete chunks unreferenced for longer than the grace period; one run at a time.
 
     A dry run takes no lock and changes nothing: it reports what a run would delete now.
+    ``progress(done, None)`` follows the candidate chunks looked at.
     """
     now = time.time() if now is None else now
+    done = Progress(progress)
     if dry_run:
-        report = _collect(store, True, now, renew=lambda: None)
+        report = _collect(store, True, now, renew=lambda: None, done=done)
     else:
         lock = store.redis.lock(GC_LOCK, timeout=store.settings.gc_lock_ttl_s, blocking=False,
                                 thread_local=False)
@@ -85,7 +89,7 @@ def collect_garbage(store, dry_run: bool = False, now: float | None = None) -> d
             log.info("gc: another run holds the lock; skipped")
             return GcReport(dry_run, skipped_locked=True).to_json()
         try:
-            report = _collect(store, False, now, renew=lambda: _renew(lock))
+            report = _collect(store, False, now, renew=lambda: _renew(lock), done=done)
         finally:
             try:
                 lock.release()
@@ -108,7 +112,7 @@ def _renew(lock) -> None:
         raise GcLockLost() from exc
 
 
-def _collect(store, dry_run: bool, now: float, renew) -> GcReport:
+def _collect(store, dry_run: bool, now: float, renew, done: Progress) -> GcReport:
     started = time.monotonic()
     report = GcReport(dry_run)
     cutoff = now - store.settings.gc_grace_s
@@ -136,6 +140,7 @@ def _collect(store, dry_run: bool, now: float, renew) -> GcReport:
                 report.add(doc)
             else:
                 report.given_back += 1
+        done.advance(len(batch))
         if len(batch) < GC_BATCH:
             break
     report.seconds = time.monotonic() - started

@@ -132,10 +132,13 @@ class Stack:
         if worker:
             self.start_worker()
         if beat:
-            self.start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO",
-                                "--schedule", str(root / "var/beat-schedule")])
+            self.start("beat", [str(BIN / "celery"), "-A", "workers.app", *self.celery_options(), "beat",
+                                "--loglevel", "INFO", "--schedule", str(root / "var/beat-schedule")])
         if web:
             self.start_web()
+
+    def celery_options(self) -> list[str]:
+        return ["--quiet"] if self.settings.log_format == "json" else []  # no banner among JSON lines
 
     def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = self.root / f"{name}.log"
@@ -147,7 +150,7 @@ class Stack:
         return proc
 
     def start_web(self) -> None:
-        proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:config.gunicorn", "app.wsgi:app"])
+        proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"])
         embedded.wait_for_port(self.settings.port, timeout=60, proc=proc)
 
     def start_worker(self, concurrency: int = 2) -> None:
@@ -155,8 +158,8 @@ class Stack:
         seen = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
         # a node name of its own: workers that share a broker under one name confuse remote control
         self.worker_name = f"w{uuid.uuid4().hex[:6]}@{self.settings.host_id or socket.gethostname()}"
-        proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q",
-                                     "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
+        proc = self.start("worker", [str(BIN / "celery"), "-A", "workers.app", *self.celery_options(), "worker",
+                                     "-Q", "ingest,maintenance", "-c", str(concurrency), "--loglevel", "INFO",
                                      "-n", self.worker_name])
         deadline = time.monotonic() + 60
         while b"ready." not in self.logs["worker"].read_bytes()[seen:]:

@@ -15,7 +15,8 @@ from datetime import datetime
 import pytest
 
 from app import create_app
-from app.auth import Authenticator, listen_host
+from app.auth import Authenticator
+from app.serving import listen_host
 from app.openapi import describe
 from config import embedded
 from config.settings import SettingsError

@@ -183,7 +183,7 @@ def start_second_web(stack, root) -> tuple[subprocess.Popen, str]:
     """Another gunicorn 'host' on the same Redis and MongoDB."""
     port = embedded.free_port()
     out = open(root / "web2.log", "ab")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "python:config.gunicorn", "app.wsgi:app"],
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"],
                             env={**stack.env, "MINIS3_PORT": str(port)}, cwd=ROOT, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
     embedded.wait_for_port(port, timeout=60, proc=proc)

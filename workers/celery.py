@@ -5,8 +5,9 @@ from typing import Callable
 
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
+from celery.signals import after_setup_logger, after_setup_task_logger
 
-from config.logging import WORKER_LOG_FORMAT
+from config.logging import WORKER_LOG_FORMAT, JsonFormatter
 from config.settings import Settings
 from pipeline.errors import ServiceUnavailable
 
@@ -17,6 +18,9 @@ MAINTENANCE_QUEUE = "maintenance"
 def make_celery(settings: Settings) -> Celery:
     app = Celery("minis3", broker=settings.redis_url, include=["workers.tasks"])
     if (settings.redis_url or "").startswith("redis://"):
+        from workers import transport
+
+        transport.check()  # the kombu internal it overrides is there: else refuse to start
         app.conf.broker_transport = "workers.transport:Transport"  # survives a Redis restart
     app.conf.update(
         task_ignore_result=True,
@@ -45,6 +49,9 @@ def make_celery(settings: Settings) -> Celery:
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
         },
     )
+    if settings.log_format == "json":
+        after_setup_logger.connect(_json_lines, weak=False)
+        after_setup_task_logger.connect(_json_lines, weak=False)
     app.minis3_settings = settings
     return app
 
@@ -66,3 +73,9 @@ def queue_depth_reader(app: Celery, queue: str = INGEST_QUEUE) -> Callable[[], i
             raise ServiceUnavailable(f"queue service unavailable: {exc.__class__.__name__}") from exc
 
     return depth
+
+
+def _json_lines(logger=None, **_) -> None:
+    """MINIS3_LOG_FORMAT=json: the handlers Celery set up (worker, task and beat logs) write JSON."""
+    for handler in logger.handlers if logger is not None else ():
+        handler.setFormatter(JsonFormatter())

@@ -23,7 +23,10 @@ def _ingest(store, file_id: str, request_id: str | None):
     monitoring.observe_ingest(report, time.monotonic() - started)
     log.info("ingest %s request=%s status=%s chunks=%d new=%d dedup=%d bytes=%d %.3fs", file_id,
              request_id, report.status, report.chunks, report.new_chunks, report.deduplicated,
-             report.bytes_written, report.seconds)
+             report.bytes_written, report.seconds,
+             extra={"file_id": file_id, "status": report.status, "chunks": report.chunks,
+                    "new_chunks": report.new_chunks, "deduplicated": report.deduplicated,
+                    "bytes_written": report.bytes_written, "seconds": round(report.seconds, 3)})
     return report
 
 

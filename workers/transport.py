@@ -7,11 +7,53 @@ exits with an "Unrecoverable error". Here that case raises a Redis ``ConnectionE
 which kombu and Celery already treat as a lost connection: the worker reconnects, and the
 unacknowledged messages stay in Redis to come back after the visibility timeout (beat re-queues
 stuck files well before that; ingest is idempotent, so a second delivery is harmless).
+
+Neither Celery nor kombu offers a setting or signal for this, so the transport overrides kombu's
+private ``Channel._connparams`` (every Redis client and pool of a channel is built from it). It
+is the one of the kombu range pinned in pyproject.toml (``TESTED``): ``check`` verifies, before a
+Celery app uses this transport, that the method is there with the expected parameters and that
+kombu still builds its pools through it, and refuses to start otherwise.
 """
 from __future__ import annotations
 
+import inspect
+
+import kombu
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+TESTED = "kombu>=5.7,<5.8"
+CONNPARAMS = "kombu.transport.redis.Channel._connparams"
+CONNPARAMS_PARAMS = ("self", "asynchronous")
+
+
+class UnsupportedKombu(RuntimeError):
+    """The installed kombu lacks, or has changed, the private method this transport overrides."""
+
+
+def incompatibilities(channel_class: type) -> list[str]:
+    """What differs in kombu's Redis ``Channel`` from what ``Channel`` below relies on."""
+    method = inspect.getattr_static(channel_class, "_connparams", None)
+    if not inspect.isfunction(method):
+        return [f"{CONNPARAMS} is missing"]
+    problems = []
+    params = tuple(inspect.signature(method).parameters)
+    if params != CONNPARAMS_PARAMS:
+        problems.append(f"{CONNPARAMS} takes ({', '.join(params)}), expected ({', '.join(CONNPARAMS_PARAMS)})")
+    get_pool = inspect.getattr_static(channel_class, "_get_pool", None)
+    if not inspect.isfunction(get_pool) or "_connparams" not in get_pool.__code__.co_names:
+        problems.append("kombu.transport.redis.Channel._get_pool no longer builds its pool from _connparams")
+    return problems
+
+
+def check(channel_class: type = kombu_redis.Channel, version: str = kombu.__version__) -> None:
+    """Raise ``UnsupportedKombu`` with one message listing every difference."""
+    problems = incompatibilities(channel_class)
+    if problems:
+        raise UnsupportedKombu(
+            f"minis3 cannot start: kombu {version} is not the tested {TESTED}, and what "
+            f"workers/transport.py overrides differs: " + "; ".join(problems)
+            + f". Install {TESTED} (pip install '{TESTED}').")
 
 
 class Channel(kombu_redis.Channel):
