@@ -103,9 +103,21 @@ def delete_file(file_id: str):
     return Response(status=204)
 
 
+def _sees_store_detail() -> bool:
+    try:
+        return is_operator()
+    except Exception:  # the keys cannot be checked (MongoDB down): health still answers, without detail
+        return False
+
+
 @api.get("/health")
 def health():
+    """Readiness for anyone; each node's free space and path only for operators: free space moves
+    when new chunks are written and not when content is deduplicated, so a tenant that watched it
+    would learn whether someone else stores what it uploaded."""
     report = store().health()
+    if not _sees_store_detail():
+        report["nodes"] = [{"node": n["node"], "ok": n["ok"]} for n in report["nodes"]]
     response = jsonify({"success": report["ok"], **report})
     if not report["ok"]:
         response.status_code = 503
