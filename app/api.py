@@ -8,11 +8,11 @@ from urllib.parse import quote
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.http import parse_range_header
 
+from app.auth import is_operator
 from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
-from app.auth import is_operator
 from pipeline.stats import store_stats, tenant_stats
 
 log = logging.getLogger(__name__)
