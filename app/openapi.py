@@ -92,7 +92,7 @@ FILE_INFO = {
     "properties": {
         "fileId": FILE_ID, "name": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
         "contentType": {"type": "string"}, "sha256": SHA256, "chunkCount": {"type": "integer", "minimum": 0},
-        "status": STATUS, "created": {"type": "number"}, "updated": {"type": "number"},
+        "status": STATUS, "created": TIMESTAMP, "updated": TIMESTAMP,
     },
 }
 
@@ -141,7 +141,8 @@ COMPONENTS = {
                 "redis": {"$ref": "#/components/schemas/Check"}, "mongodb": {"$ref": "#/components/schemas/Check"},
                 "nodes": {"type": "array", "items": {
                     "type": "object", "required": ["node", "ok"],
-                    "properties": {"node": {"type": "string"}, "ok": {"type": "boolean"},
+                    "description": "path, freeBytes and totalBytes only for an open service",
+                    "properties": {"node": {"type": "string"}, "ok": {"type": "boolean"}, "path": {"type": "string"},
                                    "freeBytes": {"type": "integer"}, "totalBytes": {"type": "integer"}}}},
             },
         },
@@ -163,7 +164,8 @@ COMPONENTS = {
                 "physicalBytes": COUNT, "dedupRatio": {"type": "number", "nullable": True}, "chunks": COUNT,
                 "nodes": {"type": "array", "items": {
                     "type": "object", "required": ["node", "chunks", "bytes"],
-                    "properties": {"node": {"type": "string"}, "chunks": COUNT, "bytes": COUNT}}},
+                    "properties": {"node": {"type": "string"}, "chunks": COUNT, "bytes": COUNT,
+                                   "freeBytes": COUNT, "totalBytes": COUNT}}},
                 "queueDepth": COUNT,
                 "lastGc": {"type": "object", "nullable": True,
                            "required": ["at", "chunksFreed", "bytesFreed", "seconds"],

@@ -30,6 +30,14 @@ def tenant_stats(store, tenant: str) -> dict:
             "logicalBytes": figures["logicalBytes"]}
 
 
+def _space(store, node: str) -> dict:
+    """Free and total bytes of a configured node's filesystem (none for a node only metadata names)."""
+    if node not in store.chunks.node_ids:
+        return {}
+    status = store.chunks.node_status(node)
+    return {k: status[k] for k in ("freeBytes", "totalBytes") if k in status}
+
+
 @translated
 def store_stats(store, queue_depth: Callable[[], int]) -> dict:
     """The whole store's figures; ``queue_depth`` counts the ingests waiting (the task queue's
@@ -39,7 +47,7 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
     # configured nodes first (an empty one shows zeros), then any node only the metadata knows
     names = list(store.chunks.node_ids) + sorted(n for n in recorded if n not in store.chunks.node_ids)
     nodes = [{"node": n, "chunks": recorded.get(n, {}).get("chunks", 0),
-              "bytes": recorded.get(n, {}).get("bytes", 0)} for n in names]
+              "bytes": recorded.get(n, {}).get("bytes", 0), **_space(store, n)} for n in names]
     logical = figures["logicalBytes"]
     physical = sum(n["bytes"] for n in nodes)
     gc = store.repo.last_event("gc")

@@ -247,6 +247,7 @@ class TenantView:
         self.call(f"{what}: listing", "GET", "/api/files?limit=10")
         self.call(f"{what}: stats", "GET", "/api/stats")
         self.call(f"{what}: metrics", "GET", "/metrics")
+        self.call(f"{what}: health", "GET", "/api/health")
         got = self.call(f"{what}: download", "GET", f"/api/files/{file_id}")
         if got.status_code == 200:
             assert got.content == data
@@ -290,3 +291,17 @@ def test_a_tenant_cannot_tell_whether_another_tenant_already_stores_its_content(
     statuses = {(what, status) for what, status, *_ in b.seen}
     assert ("queued: download", 409) in statuses and ("stored: download", 200) in statuses
     assert ("upload ?wait=1", 201) in statuses and ("stored: metrics", 403) in statuses
+
+
+# --- health ---------------------------------------------------------------------------------------
+
+def test_health_shows_node_space_and_paths_to_operators_only(keyed, settings, store):
+    public = requests.get(keyed.url("/api/health"), headers=keyed.admin, timeout=30)
+    assert public.status_code == 200
+    # free space drops when a new chunk is written and not when content is deduplicated
+    assert public.json()["nodes"] == [{"node": f"node-{i}", "ok": True} for i in (1, 2, 3)]
+    nodes = stats(keyed, keyed.admin)["nodes"]
+    assert all(0 < n["freeBytes"] <= n["totalBytes"] for n in nodes)
+    open_app = create_app(settings.with_overrides(auth="open"), store=store, enqueue=lambda *a: None)
+    detailed = open_app.test_client().get("/api/health").get_json()["nodes"]
+    assert [set(n) for n in detailed] == [{"node", "path", "ok", "freeBytes", "totalBytes"}] * 3
