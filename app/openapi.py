@@ -91,8 +91,11 @@ FILE_INFO = {
     "required": ["fileId", "name", "size", "contentType", "sha256", "chunkCount", "status", "created", "updated"],
     "properties": {
         "fileId": FILE_ID, "name": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
-        "contentType": {"type": "string"}, "sha256": SHA256, "chunkCount": {"type": "integer", "minimum": 0},
+        "contentType": {"type": "string"},
+        # null for an S3 multipart object: its manifest is composed of its parts', no byte re-read
+        "sha256": {"anyOf": [SHA256, {"type": "null"}]}, "chunkCount": {"type": "integer", "minimum": 0},
         "status": STATUS, "created": TIMESTAMP, "updated": TIMESTAMP,
+        "bucket": {"type": "string"}, "key": {"type": "string"},
     },
 }
 
