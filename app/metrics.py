@@ -29,7 +29,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest, make_wsgi_app, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 
-from app.auth import LOOPBACK, is_operator
+from app.auth import is_operator
+from app.serving import LOOPBACK
 from config.logging import REQUEST_ID
 from config.metrics import MULTIPROC_ENV
 from config.settings import Settings
