@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         return response
 
     init_security(app, settings)  # auth, rate limits, CORS, secure headers
-    metrics.init_app(app)
+    metrics.init_app(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(openapi)
     register_error_handlers(app)

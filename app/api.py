@@ -13,7 +13,8 @@ from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, Ra
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.objects import ObjectNames
-from pipeline.stats import store_stats
+from app.auth import is_operator
+from pipeline.stats import store_stats, tenant_stats
 from workers.celery import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,10 @@ def health():
 
 @api.get("/stats")
 def stats():
-    return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE)})
+    """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
+    if is_operator():
+        return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE)})
+    return jsonify({"success": True, **tenant_stats(store(), tenant())})
 
 
 def content_disposition(name: str) -> str:

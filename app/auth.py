@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PUBLIC_ENDPOINTS = frozenset({"api.health"})
-PROTECTED_BLUEPRINTS = frozenset({"api"})
+PROTECTED_BLUEPRINTS = frozenset({"api", "metrics"})
 # auto mode with no key yet: how long "no key exists" is believed, per process. A lookup on every
 # call was a quarter of a small upload's web time; open mode only ever listens on loopback.
 KEYS_RECHECK_S = 1.0
@@ -99,6 +99,15 @@ def identify() -> None:
     if key is not None:
         g.api_key = key
         g.tenant = key.tenant
+
+
+def is_operator() -> bool:
+    """May this caller see store-wide views (every tenant's figures, /metrics)? An admin key may;
+    so may anyone while the service runs open (loopback only), as every caller could before."""
+    key = g.get("api_key")
+    if key is not None and key.admin:
+        return True
+    return not _authenticator().keys_required()
 
 
 def enforce() -> None:
@@ -174,8 +183,10 @@ def listen_host(settings: Settings, announce: bool = True) -> str:
 
 # --- `minis3 keys` ------------------------------------------------------------------------------
 
-def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None) -> int:
-    """create: print a new key once (stdout); list: every key without secrets; revoke: by id or key."""
+def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None,
+                 admin: bool = False) -> int:
+    """create: print a new key once (stdout), an operator's with ``admin``; list: every key without
+    secrets; revoke: by id or key."""
     if not settings.mongo_url:
         print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
               file=sys.stderr)
@@ -185,9 +196,10 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
         repo.ensure_indexes()
         keys = ApiKeys(repo)
         if action == "create":
-            plaintext, key = keys.create(tenant or "")
+            plaintext, key = keys.create(tenant or "", admin=admin)
             print(plaintext)
-            print(f"minis3: key {key.id} for tenant {key.tenant!r}; this is the only time it is shown",
+            role = " (admin: store-wide stats and metrics)" if key.admin else ""
+            print(f"minis3: key {key.id} for tenant {key.tenant!r}{role}; this is the only time it is shown",
                   file=sys.stderr)
         elif action == "list":
             print(json.dumps([k.to_json() for k in keys.list()], indent=2))

@@ -155,7 +155,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
     return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
-                        getattr(args, "key_id", None))
+                        getattr(args, "key_id", None), admin=getattr(args, "admin", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
     keys = p.add_subparsers(dest="keys_action", required=True)
-    keys.add_parser("create", help="create a key for a tenant").add_argument("--tenant", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--admin", action="store_true",
+                        help="an operator's key: store-wide /api/stats and /metrics (other keys see their tenant only)")
     keys.add_parser("list", help="every key's id, tenant and state (never the key itself)")
     keys.add_parser("revoke", help="revoke a key by its id (or the key itself)").add_argument("key_id")
     p.set_defaults(func=cmd_keys)

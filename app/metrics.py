@@ -6,25 +6,38 @@ process writes its series to files there and ``/metrics`` adds up all gunicorn w
 celery pool processes; without it (a single in-process app) the default registry is served.
 A request is accounted when its body has been sent, so a download's duration and byte count
 cover the whole transfer.
+
+The metrics are store-wide (deduplicated chunks among them): an operator's view. With
+``MINIS3_METRICS_PORT`` they are served on their own listener on 127.0.0.1, the way Prometheus
+exporters run, and the web port has no ``/metrics``; every web worker binds that port with
+SO_REUSEPORT and serves the same summed series, so any one of them may answer and the listener
+lives as long as any worker does. Without it, ``/metrics`` on the web port needs an admin key
+whenever keys are required (``app.auth.is_operator``).
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
-                               generate_latest, multiprocess)
+                               generate_latest, make_wsgi_app, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 
+from app.auth import LOOPBACK, is_operator
 from config.logging import REQUEST_ID
 from config.metrics import MULTIPROC_ENV
-from pipeline.errors import ChunkUnavailable
+from config.settings import Settings
+from pipeline.errors import ChunkUnavailable, Forbidden
 from pipeline.stats import queue_depth
 from workers.celery import INGEST_QUEUE
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("minis3.access")
 
 metrics = Blueprint("metrics", __name__)
@@ -66,15 +79,53 @@ class _DefaultRegistry:
         return REGISTRY.collect()
 
 
-@metrics.get("/metrics")
-def scrape():
+def store_registry(redis_client) -> CollectorRegistry:
+    """Every process's series (or this process's, without a multiprocess directory) and the queue."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_DefaultRegistry())
-    registry.register(QueueDepthCollector(current_app.extensions["minis3.store"].redis))
+    registry.register(QueueDepthCollector(redis_client))
+    return registry
+
+
+@metrics.get("/metrics")
+def scrape():
+    if not is_operator():
+        raise Forbidden("the store-wide metrics need an admin key (minis3 keys create --tenant NAME --admin)")
+    registry = store_registry(current_app.extensions["minis3.store"].redis)
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_port = True  # every web worker binds the port; the kernel hands each scrape to one
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # scrapes are not requests of the store: no access line
+        pass
+
+
+_listener: WSGIServer | None = None
+_listener_lock = threading.Lock()
+
+
+def serve_metrics_port(port: int, redis_client) -> WSGIServer | None:
+    """Serve the store's metrics on 127.0.0.1:``port`` from a thread of this process (once)."""
+    global _listener
+    with _listener_lock:
+        if _listener is None:
+            try:
+                server = make_server(LOOPBACK, port, make_wsgi_app(store_registry(redis_client)),
+                                     server_class=_MetricsServer, handler_class=_QuietHandler)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d: %s", LOOPBACK, port, exc)
+                return None
+            threading.Thread(target=server.serve_forever, name="minis3-metrics", daemon=True).start()
+            _listener = server
+        return _listener
 
 
 class AccountedBody:
@@ -145,9 +196,12 @@ def _account_response(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     """Register after the hook that sets ``g.request_id``."""
     app.wsgi_app = _stamp_arrival(app.wsgi_app)
     app.before_request(_bind_request_id)
     app.after_request(_account_response)
-    app.register_blueprint(metrics)
+    if settings.metrics_port:
+        serve_metrics_port(settings.metrics_port, app.extensions["minis3.store"].redis)
+    else:
+        app.register_blueprint(metrics)

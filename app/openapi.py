@@ -13,6 +13,9 @@ FILE_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$", "example": "65f0c0f
 SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 STATUS = {"type": "string", "enum": ["queued", "processing", "stored", "failed", "deleted"]}
 SECONDS = {"type": "string", "pattern": "^[0-9]+$", "description": "seconds"}
+COUNT = {"type": "integer", "minimum": 0}
+TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+             "description": "ISO 8601, UTC, milliseconds", "example": "2026-11-25T16:39:29.671Z"}
 
 _ERROR_TEXT = {
     400: "malformed request (bad id, bad multipart body, bad parameter)",
@@ -144,7 +147,41 @@ COMPONENTS = {
         },
         "Check": {"type": "object", "required": ["ok"],
                   "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"}}},
-        "Stats": {"type": "object", "required": ["success"], "properties": {"success": {"type": "boolean"}}},
+        "FileCounts": {
+            "type": "object", "required": ["total", "byStatus"],
+            "properties": {"total": COUNT, "byStatus": {
+                "type": "object", "required": list(STATUS["enum"]),
+                "properties": {state: COUNT for state in STATUS["enum"]}}},
+        },
+        "StoreStats": {
+            "type": "object",
+            "required": ["success", "scope", "files", "logicalBytes", "physicalBytes", "dedupRatio", "chunks",
+                         "nodes", "queueDepth", "lastGc"],
+            "properties": {
+                "success": {"type": "boolean", "enum": [True]}, "scope": {"type": "string", "enum": ["store"]},
+                "files": {"$ref": "#/components/schemas/FileCounts"}, "logicalBytes": COUNT,
+                "physicalBytes": COUNT, "dedupRatio": {"type": "number", "nullable": True}, "chunks": COUNT,
+                "nodes": {"type": "array", "items": {
+                    "type": "object", "required": ["node", "chunks", "bytes"],
+                    "properties": {"node": {"type": "string"}, "chunks": COUNT, "bytes": COUNT}}},
+                "queueDepth": COUNT,
+                "lastGc": {"type": "object", "nullable": True,
+                           "required": ["at", "chunksFreed", "bytesFreed", "seconds"],
+                           "properties": {"at": TIMESTAMP, "chunksFreed": COUNT, "bytesFreed": COUNT,
+                                          "seconds": {"type": "number", "nullable": True}}},
+            },
+        },
+        "TenantStats": {
+            "type": "object", "additionalProperties": False,
+            "required": ["success", "scope", "tenant", "files", "logicalBytes"],
+            "properties": {
+                "success": {"type": "boolean", "enum": [True]}, "scope": {"type": "string", "enum": ["tenant"]},
+                "tenant": {"type": "string"}, "files": {"$ref": "#/components/schemas/FileCounts"},
+                "logicalBytes": COUNT,
+            },
+        },
+        "Stats": {"oneOf": [{"$ref": "#/components/schemas/StoreStats"},
+                            {"$ref": "#/components/schemas/TenantStats"}]},
     },
 }
 
@@ -190,8 +227,10 @@ PATHS = {
         "Download this tenant's newest stored file with that whole-file SHA-256",
         {"name": "sha256", "in": "path", "required": True, "schema": SHA256}),
     "/api/stats": {"get": {
-        "summary": "Store-wide figures: files, logical and physical bytes, nodes, queue depth, last GC",
-        "responses": {"200": _json("figures", "Stats"), **_errors(401)},
+        "summary": "Figures: an admin key (or an open service) gets the whole store's (files, logical and "
+                   "physical bytes, nodes, queue depth, last GC); any other key its own tenant's files and "
+                   "logical bytes",
+        "responses": {"200": _json("figures; `scope` says which", "Stats"), **_errors(401)},
     }},
     "/api/health": {"get": {
         "summary": "Readiness of Redis, MongoDB and each node (no key needed, not rate limited)",

@@ -105,6 +105,9 @@ class Settings:
             raise SettingsError(f"MINIS3_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.chunking not in CHUNKINGS:
             raise SettingsError(f"MINIS3_CHUNKING must be one of {', '.join(CHUNKINGS)}")
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise SettingsError(f"MINIS3_METRICS_PORT must be 0 (metrics on the web port) or another port "
+                                f"1..65535, got {self.metrics_port}")
         if not 1 <= self.s3_port <= 65535:
             raise SettingsError(f"MINIS3_S3_PORT must be 1..65535, got {self.s3_port}")
         k, m = self.ec_layout

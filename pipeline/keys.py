@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import BadRequest, NotFound
 from pipeline.metadata import MetadataRepository
+from pipeline.timefmt import iso8601
 
 KEY_PREFIX = "ms3_"
 _KEY = re.compile(r"^ms3_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
@@ -38,30 +39,33 @@ class ApiKey:
     tenant: str
     created: float
     revoked: float | None
+    admin: bool = False  # an operator's key: store-wide figures and metrics (app.auth.is_operator)
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ApiKey":
-        return cls(id=doc["_id"], tenant=doc["tenant"], created=doc["created"], revoked=doc.get("revoked"))
+        return cls(id=doc["_id"], tenant=doc["tenant"], created=doc["created"], revoked=doc.get("revoked"),
+                   admin=doc.get("admin") is True)
 
     @property
     def active(self) -> bool:
         return self.revoked is None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "tenant": self.tenant, "created": self.created, "revoked": self.revoked,
-                "active": self.active}
+        return {"id": self.id, "tenant": self.tenant, "admin": self.admin, "created": iso8601(self.created),
+                "revoked": iso8601(self.revoked), "active": self.active}
 
 
 class ApiKeys:
     def __init__(self, repo: MetadataRepository):
         self.repo = repo
 
-    def create(self, tenant: str) -> tuple[str, ApiKey]:
-        """A new key for ``tenant``: returns the plaintext (the only time it exists) and the record."""
+    def create(self, tenant: str, admin: bool = False) -> tuple[str, ApiKey]:
+        """A new key for ``tenant`` (an operator's with ``admin``): returns the plaintext (the only
+        time it exists) and the record."""
         key_id = secrets.token_hex(6)
         plaintext = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         doc = {"_id": key_id, "hash": hash_key(plaintext), "tenant": valid_tenant(tenant),
-               "created": time.time(), "revoked": None}
+               "admin": bool(admin), "created": time.time(), "revoked": None}
         self.repo.insert_api_key(doc)
         return plaintext, ApiKey.from_mongo(doc)
 

@@ -588,13 +588,18 @@ class MetadataRepository:
 
     # --- figures ----------------------------------------------------------------------------
 
-    def stats(self) -> dict:
+    def stats(self, tenant: str | None = None) -> dict:
+        """Files by status and logical bytes: the whole store's, with chunks per node, or (with
+        ``tenant``) that tenant's files only and nothing about chunks, which all tenants share."""
+        own: dict = {} if tenant is None else {"tenant": tenant}
         by_status = {d["_id"]: d["n"] for d in self.files.aggregate(
-            [{"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+            ([{"$match": own}] if own else []) + [{"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
         logical = 0
-        for d in self.files.aggregate([{"$match": {"status": STORED}},
+        for d in self.files.aggregate([{"$match": {**own, "status": STORED}},
                                        {"$group": {"_id": None, "bytes": {"$sum": "$size"}}}]):
             logical = d["bytes"]
+        if tenant is not None:
+            return {"filesByStatus": by_status, "logicalBytes": logical}
         per_node: dict[str, dict] = {}
         for d in self.chunks.aggregate([{"$match": {"state": CHUNK_STORED, "frags": {"$exists": True}}},
                                         {"$unwind": "$frags"},

@@ -1,11 +1,15 @@
-"""Store-wide figures for operators: files, logical and physical bytes, nodes, queue, last GC.
+"""Figures: the whole store's for operators, one tenant's for everyone else.
 
 Logical bytes are what users stored (the sizes of stored files); physical bytes are what the
-nodes hold (each distinct stored chunk once). Their ratio is what deduplication saves.
+nodes hold (each distinct stored chunk once). Their ratio is what deduplication saves, so every
+figure about chunks depends on all tenants' content: with global deduplication, a tenant that
+saw them move after an upload would learn whether someone else already stores that content.
+A tenant's view therefore holds only figures of its own files.
 """
 from __future__ import annotations
 
 from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
+from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
 
@@ -15,9 +19,20 @@ def queue_depth(redis_client, queue: str) -> int:
     return int(redis_client.llen(queue))
 
 
+def _files(figures: dict) -> dict:
+    by_status = {state: figures["filesByStatus"].get(state, 0) for state in FILE_STATES}
+    return {"total": sum(by_status.values()), "byStatus": by_status}
+
+
+def tenant_stats(store, tenant: str) -> dict:
+    """One tenant's files by status and logical bytes: nothing that other tenants' content moves."""
+    figures = store.repo.stats(tenant)
+    return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
+            "logicalBytes": figures["logicalBytes"]}
+
+
 def store_stats(store, queue: str) -> dict:
     figures = store.repo.stats()
-    by_status = {state: figures["filesByStatus"].get(state, 0) for state in FILE_STATES}
     recorded = figures["perNode"]
     # configured nodes first (an empty one shows zeros), then any node only the metadata knows
     names = list(store.chunks.node_ids) + sorted(n for n in recorded if n not in store.chunks.node_ids)
@@ -27,7 +42,8 @@ def store_stats(store, queue: str) -> dict:
     physical = sum(n["bytes"] for n in nodes)
     gc = store.repo.last_event("gc")
     return {
-        "files": {"total": sum(by_status.values()), "byStatus": by_status},
+        "scope": "store",
+        "files": _files(figures),
         "logicalBytes": logical,
         "physicalBytes": physical,
         "dedupRatio": round(logical / physical, 4) if physical else None,
@@ -35,7 +51,7 @@ def store_stats(store, queue: str) -> dict:
         "nodes": nodes,
         "queueDepth": queue_depth(store.redis, queue),
         "lastGc": None if gc is None else {
-            "at": gc.get("at"), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
+            "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
     }

@@ -73,11 +73,11 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool
         time.sleep(interval)
 
 
-def create_key(stack, tenant: str) -> str:
-    """A new API key in the stack's database, as `minis3 keys create` makes it."""
+def create_key(stack, tenant: str, admin: bool = False) -> str:
+    """A new API key in the stack's database, as `minis3 keys create [--admin]` makes it."""
     repo = repo_of(stack)
     try:
-        return ApiKeys(repo).create(tenant)[0]
+        return ApiKeys(repo).create(tenant, admin=admin)[0]
     finally:
         repo.client.close()
 

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import subprocess
+import time
+from datetime import datetime
 
 import pytest
 
@@ -17,9 +19,12 @@ from app.auth import Authenticator, listen_host
 from app.openapi import describe
 from config import embedded
 from config.settings import SettingsError
-from pipeline.keys import ApiKeys, hash_key
+from pipeline.keys import ApiKey, ApiKeys, hash_key
 from tests.probes import private_backends as backends  # noqa: F401
 from tests.stack import BIN, ROOT
+
+
+ISO_8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def client(settings, store):
@@ -57,12 +62,53 @@ def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(settings, store):
     listed = minis3("list")
     assert listed.returncode == 0 and key not in listed.stdout
     assert json.loads(listed.stdout)[0]["tenant"] == "acme"
+    created_at = json.loads(listed.stdout)[0]["created"]
+    assert ISO_8601.match(created_at) and json.loads(listed.stdout)[0]["revoked"] is None
+    assert abs(datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp() - time.time()) < 120
     assert ApiKeys(store.repo).authenticate(key).tenant == "acme"
     revoked = minis3("revoke", json.loads(listed.stdout)[0]["id"])
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["active"] is False
+    assert json.loads(revoked.stdout)["created"] == created_at
+    assert ISO_8601.match(json.loads(revoked.stdout)["revoked"])
+    assert isinstance(store.repo.list_api_keys()[0]["revoked"], float)  # MongoDB keeps epoch seconds
     assert ApiKeys(store.repo).authenticate(key) is None
     assert minis3("create", "--tenant", "../evil").returncode == 1
     assert minis3("revoke", "nosuchkey").returncode == 1
+
+
+def test_keys_cli_creates_admin_keys_only_when_asked(settings, store):
+    env = {**os.environ, **settings.to_env()}
+
+    def create(*args):
+        run = subprocess.run([str(BIN / "minis3"), "keys", "create", *args], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip(), run.stderr
+
+    operator, said = create("--tenant", "ops", "--admin")
+    tenant, _ = create("--tenant", "acme")
+    assert "admin" in said
+    keys = ApiKeys(store.repo)
+    assert keys.authenticate(operator).admin is True
+    assert keys.authenticate(tenant).admin is False
+    assert {d["tenant"]: d["admin"] for d in store.repo.list_api_keys()} == {"ops": True, "acme": False}
+    listed = subprocess.run([str(BIN / "minis3"), "keys", "list"], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert {k["tenant"]: k["admin"] for k in json.loads(listed.stdout)} == {"ops": True, "acme": False}
+
+
+def test_a_key_shows_its_times_as_iso_8601_utc():
+    key = ApiKey.from_mongo({"_id": "0123456789ab", "tenant": "acme", "created": 1795624769.671,
+                             "revoked": 1795624800.0, "admin": True})
+    assert key.to_json() == {"id": "0123456789ab", "tenant": "acme", "admin": True,
+                             "created": "2026-11-25T16:39:29.671Z", "revoked": "2026-11-25T16:40:00.000Z",
+                             "active": False}
+
+
+def test_a_key_document_without_the_admin_field_is_not_an_admin(store):
+    plaintext, key = ApiKeys(store.repo).create("old")
+    store.repo.keys.update_one({"_id": key.id}, {"$unset": {"admin": ""}})  # made before the role existed
+    assert ApiKeys(store.repo).authenticate(plaintext).admin is False
 
 
 def test_open_service_listens_on_loopback_only(settings, store):

@@ -8,7 +8,9 @@ import os
 import re
 import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,8 @@ def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_pa
         assert after["logicalBytes"] == 2 * len(a)
         assert after["physicalBytes"] == len(a) == sum(stack.chunk_files().values())
         assert after["lastGc"]["chunksFreed"] == 1 and after["lastGc"]["bytesFreed"] == MiB
+        gc_at = datetime.fromisoformat(after["lastGc"]["at"].replace("Z", "+00:00"))  # ISO 8601 UTC
+        assert after["lastGc"]["at"].endswith("Z") and abs(gc_at.timestamp() - time.time()) < 120
         api_after = requests.get(stack.url("/api/stats"), timeout=30).json()
         assert {k: v for k, v in api_after.items() if k != "success"} == after
     finally:
