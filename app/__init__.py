@@ -10,6 +10,7 @@ from flask import Flask, g, request
 
 from app import metrics
 from app.api import api
+from app.dashboard import dashboard
 from app.errors import register_error_handlers
 from app.openapi import openapi
 from app.security import init_security
@@ -67,5 +68,6 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     metrics.init_app(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(openapi)
+    app.register_blueprint(dashboard)
     register_error_handlers(app)
     return app

@@ -6,9 +6,10 @@ import time
 
 from celery import shared_task
 
-from pipeline import maintenance
+from pipeline import maintenance, usage
 from workers import monitoring
 from workers.base import StoreTask
+from workers.celery import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +48,11 @@ def gc(self) -> dict:
     report = maintenance.collect_garbage(self.store)
     monitoring.observe_gc(report)
     return report
+
+
+@shared_task(name="minis3.sample", base=StoreTask, bind=True)
+def sample(self) -> dict:
+    """The store's figures now (queue depth, throughput, bytes) and each tenant's usage."""
+    figures = usage.take_sample(self.store, INGEST_QUEUE)
+    usage.refresh_usage(self.store.repo)
+    return {"queueDepth": figures["queueDepth"], "storedBytes": figures["storedBytes"]}
