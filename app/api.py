@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LIST_LIMIT = 1000
 MAX_CHUNKS_LIMIT = 200
 MAX_SEARCH_CHARS = 256
@@ -109,8 +110,8 @@ def list_files():
     if cursor is not None:
         parse_file_id(cursor)
     q = request.args.get("q", "").strip() or None
-    if q is not None and (len(q) > MAX_SEARCH_CHARS or not q.isprintable()):
-        raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} printable characters")
+    if q is not None and (len(q) > MAX_SEARCH_CHARS or _CONTROL.search(q)):
+        raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} characters, none of them a control character")
     files, next_cursor = store().list(tenant(), limit, cursor, q)
     return jsonify({"files": [f.to_json() for f in files], "nextCursor": next_cursor})
 
