@@ -18,7 +18,6 @@ from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.objects import ObjectNames
 from app.auth import is_operator
 from pipeline.stats import store_stats, tenant_stats
-from pipeline.timefmt import iso8601
 from workers.celery import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -161,12 +160,10 @@ def health():
 def stats():
     """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
     if is_operator():
-        tenants = [usage_json(u) for u in store().repo.get_usage()]
-        return jsonify({"success": True, **store_stats(store(), INGEST_QUEUE), "tenant": tenant(),
-                        "usage": next((u for u in tenants if u["tenant"] == tenant()), None), "tenants": tenants})
-    own = store().repo.get_usage(tenant())
-    return jsonify({"success": True, **tenant_stats(store(), tenant()),
-                    "usage": usage_json(own[0]) if own else None})
+        figures = store_stats(store(), INGEST_QUEUE)
+        own = next((u for u in figures["tenants"] if u["tenant"] == tenant()), None)
+        return jsonify({"success": True, **figures, "tenant": tenant(), "usage": own})
+    return jsonify({"success": True, **tenant_stats(store(), tenant())})
 
 
 @api.get("/stats/history")
@@ -176,14 +173,6 @@ def stats_history():
         raise Forbidden("the store's history needs an admin key (minis3 keys create --tenant NAME --admin)")
     window = int_arg("window", 3600, *HISTORY_WINDOW_S)
     return jsonify({"success": True, **usage.history(store(), float(window))})
-
-
-def usage_json(doc: dict) -> dict:
-    """A tenant's usage as last computed by the sampler (pipeline.usage)."""
-    return {"tenant": doc["tenant"], "at": iso8601(doc.get("at")), "files": doc.get("files", 0),
-            "logicalBytes": doc.get("logicalBytes", 0), "physicalBytes": doc.get("physicalBytes"),
-            "dedupRatio": doc.get("dedupRatio"), "chunks": doc.get("chunks"),
-            "distinctChunks": doc.get("distinctChunks")}
 
 
 def content_disposition(name: str) -> str:

@@ -24,11 +24,21 @@ def _files(figures: dict) -> dict:
     return {"total": sum(by_status.values()), "byStatus": by_status}
 
 
+def usage_figures(doc: dict) -> dict:
+    """A tenant's usage as the sampler last computed it (pipeline.usage): of its own files only."""
+    return {"tenant": doc["tenant"], "at": iso8601(doc.get("at")), "files": doc.get("files", 0),
+            "logicalBytes": doc.get("logicalBytes", 0), "physicalBytes": doc.get("physicalBytes"),
+            "dedupRatio": doc.get("dedupRatio"), "chunks": doc.get("chunks"),
+            "distinctChunks": doc.get("distinctChunks")}
+
+
 def tenant_stats(store, tenant: str) -> dict:
-    """One tenant's files by status and logical bytes: nothing that other tenants' content moves."""
+    """One tenant's files by status and logical bytes, and its usage (the deduplication among its
+    own files): nothing that other tenants' content moves."""
     figures = store.repo.stats(tenant)
+    own = store.repo.get_usage(tenant)
     return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
-            "logicalBytes": figures["logicalBytes"]}
+            "logicalBytes": figures["logicalBytes"], "usage": usage_figures(own[0]) if own else None}
 
 
 def store_stats(store, queue: str) -> dict:
@@ -54,4 +64,5 @@ def store_stats(store, queue: str) -> dict:
             "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
+        "tenants": [usage_figures(u) for u in store.repo.get_usage()],
     }
