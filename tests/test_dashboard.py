@@ -61,6 +61,11 @@ def test_search_finds_files_by_name_prefix_bucket_key_and_sha256_prefix_of_the_c
         return [f["fileId"] for f in r.json()["files"]]
 
     assert ids("acme", f"quarterly-{tag}") == [a]  # case-insensitive name prefix
+    a2 = dash.put(random_bytes(1000, 3), f"quarterly-{tag}-v2.pdf", headers=auth(dash, "acme"))
+    assert ids("acme", f"quarterly-{tag}") == [a2, a]  # newest first
+    first = get(dash, "/api/files", "acme", q=f"quarterly-{tag}", limit=1).json()
+    assert [f["fileId"] for f in first["files"]] == [a2] and first["nextCursor"] == a2
+    assert ids("acme", f"quarterly-{tag}", limit=1, cursor=first["nextCursor"]) == [a]  # the search, paged
     assert ids("acme", f"QUARTERLY-{tag}.PDF") == [a]
     assert ids("acme", f"uarterly-{tag}") == []  # a prefix, not a substring
     assert ids("acme", f"pics-{tag}/2024/") == [b]  # bucket/key prefix

@@ -29,7 +29,7 @@
         { label: "stored per second", scale: "bps", stroke: COLORS[1], width: 2, fill: "rgba(22,163,74,0.08)",
           value: (u, v) => (v === null ? "–" : `${formatBytes(Math.round(v))}/s`) },
       ],
-      axes: [{}, { scale: "depth", label: "tasks", size: 50 }, { ...bytesAxis("bytes/s"), scale: "bps", side: 1, grid: { show: false } }],
+      axes: [{}, { scale: "depth", label: "tasks", size: 50, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000] }, { ...bytesAxis("bytes/s"), scale: "bps", side: 1, grid: { show: false } }],
     }, data, target);
   }
 
