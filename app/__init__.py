@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
 
     from app import metrics
     from app.api import api
+    from app.dashboard import dashboard
     from app.errors import register_error_handlers
     from app.openapi import openapi
     from app.security import init_security
@@ -79,5 +80,6 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     metrics.init_app(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(openapi)
+    app.register_blueprint(dashboard)
     register_error_handlers(app)
     return app

@@ -10,7 +10,10 @@ from werkzeug.http import parse_range_header
 
 from app.auth import is_operator
 from app.multipart import ClientGone, FilePart, discard_rest
-from pipeline.errors import BadRequest, InsufficientStorage, MalformedUpload, RangeNotSatisfiable, UploadTooLarge
+from pipeline import usage
+from pipeline.chunkmap import chunk_page
+from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
+                             UploadTooLarge)
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.names import valid_key
@@ -22,7 +25,11 @@ log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LIST_LIMIT = 1000
+MAX_CHUNKS_LIMIT = 200
+MAX_SEARCH_CHARS = 256
+HISTORY_WINDOW_S = (60, 7200)
 
 
 def store():
@@ -85,19 +92,41 @@ def file_status(file_id: str):
     return jsonify(status_json(store().get(tenant(), file_id)))
 
 
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
 @api.get("/files")
 def list_files():
-    try:
-        limit = int(request.args.get("limit", 50))
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    """Newest first; ``q`` searches by name prefix, ``bucket/key`` prefix or SHA-256 prefix."""
+    limit = int_arg("limit", 50, 1, MAX_LIST_LIMIT)
     cursor = request.args.get("cursor") or None
     if cursor is not None:
         parse_file_id(cursor)
-    files, next_cursor = store().list(tenant(), limit, cursor)
+    q = request.args.get("q", "").strip() or None
+    if q is not None and (len(q) > MAX_SEARCH_CHARS or _CONTROL.search(q)):
+        raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} characters, none of them a control character")
+    files, next_cursor = store().list(tenant(), limit, cursor, q)
     return jsonify({"files": [f.to_json() for f in files], "nextCursor": next_cursor})
+
+
+@api.get("/files/<file_id>/chunks")
+def file_chunks(file_id: str):
+    """A page of a file's chunks: where each is kept and how many files share it (the caller's
+    own files; every tenant's for an admin key)."""
+    f = store().get(tenant(), file_id)
+    limit = int_arg("limit", 50, 1, MAX_CHUNKS_LIMIT)
+    raw = request.args.get("cursor") or "0"
+    if not raw.isdigit() or len(raw) > 12:
+        raise BadRequest("cursor must be a chunk index (the nextCursor of the previous page)")
+    scope = None if is_operator() else tenant()
+    return jsonify(chunk_page(store().repo, f, int(raw), limit, tenant(), scope))
 
 
 @api.get("/files/<file_id>")
@@ -144,8 +173,19 @@ def health():
 def stats():
     """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
     if is_operator():
-        return jsonify({"success": True, **store_stats(store(), current_app.extensions["minis3.queue_depth"])})
+        figures = store_stats(store(), current_app.extensions["minis3.queue_depth"])
+        own = next((u for u in figures["tenants"] if u["tenant"] == tenant()), None)
+        return jsonify({"success": True, **figures, "tenant": tenant(), "usage": own})
     return jsonify({"success": True, **tenant_stats(store(), tenant())})
+
+
+@api.get("/stats/history")
+def stats_history():
+    """The store's figures over time and the periodic jobs' runs: an operator's view."""
+    if not is_operator():
+        raise Forbidden("the store's history needs an admin key (minis3 keys create --tenant NAME --admin)")
+    window = int_arg("window", 3600, *HISTORY_WINDOW_S)
+    return jsonify({"success": True, **usage.history(store(), float(window))})
 
 
 def content_disposition(name: str) -> str:

@@ -20,6 +20,7 @@ TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\
 _ERROR_TEXT = {
     400: "malformed request (bad id, bad multipart body, bad parameter)",
     401: "an API key is required, or the one sent is invalid or revoked",
+    403: "this needs an admin key (minis3 keys create --tenant NAME --admin)",
     404: "no such file for this tenant (another tenant's file id answers the same)",
     409: "the file is not stored yet; `error.status` holds its status",
     413: "the body is larger than MINIS3_MAX_UPLOAD_BYTES",
@@ -159,8 +160,8 @@ COMPONENTS = {
         },
         "StoreStats": {
             "type": "object",
-            "required": ["success", "scope", "files", "logicalBytes", "physicalBytes", "dedupRatio", "chunks",
-                         "nodes", "queueDepth", "lastGc"],
+            "required": ["success", "scope", "tenant", "files", "logicalBytes", "physicalBytes", "dedupRatio",
+                         "chunks", "nodes", "queueDepth", "lastGc", "usage", "tenants"],
             "properties": {
                 "success": {"type": "boolean", "enum": [True]}, "scope": {"type": "string", "enum": ["store"]},
                 "files": {"$ref": "#/components/schemas/FileCounts"}, "logicalBytes": COUNT,
@@ -169,7 +170,9 @@ COMPONENTS = {
                     "type": "object", "required": ["node", "chunks", "bytes"],
                     "properties": {"node": {"type": "string"}, "chunks": COUNT, "bytes": COUNT,
                                    "freeBytes": COUNT, "totalBytes": COUNT}}},
-                "queueDepth": COUNT,
+                "queueDepth": COUNT, "tenant": {"type": "string"}, "dedupSavedBytes": COUNT,
+                "usage": {"$ref": "#/components/schemas/Usage"},
+                "tenants": {"type": "array", "items": {"$ref": "#/components/schemas/Usage"}},
                 "lastGc": {"type": "object", "nullable": True,
                            "required": ["at", "chunksFreed", "bytesFreed", "seconds"],
                            "properties": {"at": TIMESTAMP, "chunksFreed": COUNT, "bytesFreed": COUNT,
@@ -178,11 +181,68 @@ COMPONENTS = {
         },
         "TenantStats": {
             "type": "object", "additionalProperties": False,
-            "required": ["success", "scope", "tenant", "files", "logicalBytes"],
+            "required": ["success", "scope", "tenant", "files", "logicalBytes", "usage"],
             "properties": {
                 "success": {"type": "boolean", "enum": [True]}, "scope": {"type": "string", "enum": ["tenant"]},
                 "tenant": {"type": "string"}, "files": {"$ref": "#/components/schemas/FileCounts"},
-                "logicalBytes": COUNT,
+                "logicalBytes": COUNT, "usage": {"$ref": "#/components/schemas/Usage"},
+            },
+        },
+        "Usage": {
+            "type": "object", "nullable": True,
+            "description": "a tenant's stored files as last computed by the sampler (every MINIS3_SAMPLE_INTERVAL_S): "
+                           "physical bytes count the distinct chunks of its own files once (null past a bound)",
+            "required": ["tenant", "at", "files", "logicalBytes", "physicalBytes", "dedupRatio"],
+            "properties": {"tenant": {"type": "string"}, "at": TIMESTAMP, "files": COUNT, "logicalBytes": COUNT,
+                           "physicalBytes": {**COUNT, "nullable": True},
+                           "dedupRatio": {"type": "number", "nullable": True},
+                           "chunks": {**COUNT, "nullable": True}, "distinctChunks": {**COUNT, "nullable": True}},
+        },
+        "Chunk": {
+            "type": "object",
+            "required": ["index", "offset", "size", "sha256", "state", "layout", "fragments", "sharedWith",
+                         "sharedCountCapped", "sharedFiles"],
+            "properties": {
+                "index": COUNT, "offset": COUNT, "size": COUNT, "sha256": SHA256,
+                "state": {"type": "string", "description": "`spool` while ingest has not placed it"},
+                "layout": {"type": "string", "nullable": True, "example": "1+0"},
+                "fragments": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "node"],
+                    "properties": {"index": COUNT, "node": {"type": "string"}, "size": {**COUNT, "nullable": True},
+                                   "parity": {"type": "boolean"}}}},
+                "sharedWith": {**COUNT, "description": "other live files naming this chunk: the caller's own, "
+                                                       "or every tenant's for an admin key"},
+                "sharedCountCapped": {"type": "boolean"},
+                "sharedFiles": {"type": "array", "items": {
+                    "type": "object", "required": ["fileId", "name"],
+                    "properties": {"fileId": FILE_ID, "name": {"type": "string"}}}},
+            },
+        },
+        "ChunkList": {
+            "type": "object", "required": ["file", "scope", "chunks", "nextCursor"],
+            "properties": {"file": {"$ref": "#/components/schemas/FileInfo"},
+                           "scope": {"type": "string", "enum": ["tenant", "store"]},
+                           "chunks": {"type": "array", "items": {"$ref": "#/components/schemas/Chunk"}},
+                           "nextCursor": {"type": "string", "nullable": True, "pattern": "^[0-9]+$"}},
+        },
+        "History": {
+            "type": "object", "required": ["success", "windowSeconds", "sampleIntervalSeconds", "samples", "events"],
+            "properties": {
+                "success": {"type": "boolean"}, "windowSeconds": {"type": "number"},
+                "sampleIntervalSeconds": {"type": "number"},
+                "samples": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["at", "seconds", "queueDepth", "storedFiles", "storedBytes", "throughputBytesPerS",
+                                 "logicalBytes", "physicalBytes", "nodes"],
+                    "properties": {"at": TIMESTAMP, "seconds": {"type": "number"}, "queueDepth": COUNT,
+                                   "storedFiles": COUNT, "storedBytes": COUNT,
+                                   "throughputBytesPerS": {"type": "number"}, "logicalBytes": COUNT,
+                                   "physicalBytes": COUNT,
+                                   "nodes": {"type": "object", "additionalProperties": COUNT}}}},
+                "events": {"type": "object", "description": "runs of each periodic job (gc; scrub, heal where "
+                                                            "recorded), newest first",
+                           "additionalProperties": {"type": "array", "items": {
+                               "type": "object", "required": ["at"], "properties": {"at": TIMESTAMP}}}},
             },
         },
         "Stats": {"oneOf": [{"$ref": "#/components/schemas/StoreStats"},
@@ -205,8 +265,12 @@ PATHS = {
         },
     }},
     "/api/files": {"get": {
-        "summary": "This tenant's files, newest first",
+        "summary": "This tenant's files, newest first; `q` searches them",
         "parameters": [
+            {"name": "q", "in": "query", "required": False,
+             "schema": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+             "description": "files whose name starts with it (any case), whose `bucket/key` starts with it (or "
+                            "whose bucket it names), or whose SHA-256 starts with it (4 to 64 hex digits)"},
             {"name": "limit", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
             {"name": "cursor", "in": "query", "required": False,
@@ -227,6 +291,26 @@ PATHS = {
         "summary": "Ingest status and chunk progress",
         "parameters": [_file_id_param()],
         "responses": {"200": _json("the file's status", "Status"), **_errors(400, 401, 404)},
+    }},
+    "/api/files/{fileId}/chunks": {"get": {
+        "summary": "A page of the file's chunks: offset, size, hash, state, the node of each fragment, and how "
+                   "many other files share it (the caller's own; every tenant's for an admin key)",
+        "parameters": [
+            _file_id_param(),
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{0,12}$"},
+             "description": "`nextCursor` of the previous page (a chunk index)"},
+        ],
+        "responses": {"200": _json("one page of chunks", "ChunkList"), **_errors(400, 401, 404)},
+    }},
+    "/api/stats/history": {"get": {
+        "summary": "Samples of the store's figures (queue depth, throughput, logical and physical bytes) over "
+                   "the window, and the runs of its periodic jobs: an admin key's (or an open service's)",
+        "parameters": [{"name": "window", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 60, "maximum": 7200, "default": 3600},
+                        "description": "seconds"}],
+        "responses": {"200": _json("samples and job runs", "History"), **_errors(400, 401, 403)},
     }},
     "/api/files/by-hash/{sha256}": _stored_read(
         "Download this tenant's newest stored file with that whole-file SHA-256",

@@ -37,6 +37,7 @@ class Settings:
     gc_grace_s: float = 600.0
     gc_lock_ttl_s: float = 60.0  # a killed GC run holds GC off this long
     stuck_after_s: float = 300.0
+    sample_interval_s: float = 60.0  # how often beat records the store's figures (queue, throughput, usage)
     spool_abandon_s: float = 3600.0
     wait_timeout_s: float = 3600.0
     header_timeout_s: float = 20.0  # a request's headers must arrive within this (slowloris)
@@ -97,6 +98,8 @@ class Settings:
             raise SettingsError(f"MINIS3_AUTH must be one of {', '.join(AUTH_MODES)}")
         if self.gc_grace_s < 0 or self.gc_interval_s <= 0:
             raise SettingsError("MINIS3_GC_INTERVAL_S must be > 0 and MINIS3_GC_GRACE_S >= 0")
+        if self.sample_interval_s < 1:
+            raise SettingsError("MINIS3_SAMPLE_INTERVAL_S must be at least 1 second")
         if self.gc_lock_ttl_s < 1:
             raise SettingsError("MINIS3_GC_LOCK_TTL_S must be at least 1 second")
         if self.manifest_page_size < 1:

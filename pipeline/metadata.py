@@ -11,7 +11,9 @@ Query shapes are chosen so that real MongoDB and the nx-27017 wire-protocol stan
 Collections: ``files`` (immutable contents: size, hashes, status, manifest pages in ``manifests``),
 ``chunks`` (one per distinct chunk, with its layout: where each fragment lives), ``buckets`` and
 ``objects`` (S3 names: ``(bucket, key)`` pointing at one file), ``uploads`` (multipart uploads in
-progress; their parts are files of kind ``part``), ``api_keys``, ``events``.
+progress; their parts are files of kind ``part``), ``api_keys``, ``events`` (the last run of each
+periodic job) and ``history`` (every run, for a while), ``samples`` (store figures over the last
+hours) and ``usage`` (each tenant's logical and physical bytes, as last computed).
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ LIVE_STATES = (QUEUED, PROCESSING, STORED)
 CHUNK_WRITING, CHUNK_STORED, CHUNK_DELETING = "writing", "stored", "deleting"
 TOUCH_REFRESH_S = 60.0  # a chunk stamped as referenced more recently is not stamped again
 KIND_FILE, KIND_PART = "file", "part"  # a part of a multipart upload is a file no listing shows
+LISTED_STATES = (QUEUED, PROCESSING, STORED, FAILED)
+SAMPLES_KEPT_S = 2 * 3600.0  # samples older than this are pruned at each insert
+HISTORY_KEPT_S = 30 * 86400.0
+SHA256_PREFIX_MIN = 4  # a shorter run of hex digits is searched as a name only
+_HEX = frozenset("0123456789abcdef")
 
 
 def parse_file_id(value: str) -> ObjectId:
@@ -152,6 +159,9 @@ class MetadataRepository:
         self.uploads = self.db["uploads"]
         self.parts = self.db["parts"]
         self.s3_credentials = self.db["s3_credentials"]
+        self.history = self.db["history"]
+        self.samples = self.db["samples"]
+        self.usage = self.db["usage"]
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
@@ -184,6 +194,10 @@ class MetadataRepository:
         self.parts.create_index("file")
         self.files.create_index([("kind", 1), ("created", 1)])
         self.s3_credentials.create_index([("tenant", 1), ("created", 1)])
+        self.files.create_index([("tenant", 1), ("nameFold", 1)])  # search by name prefix
+        self.files.create_index([("tenant", 1), ("bucket", 1), ("key", 1)])  # search by bucket/key prefix
+        self.history.create_index([("kind", 1), ("at", -1)])
+        self.samples.create_index("at")
 
     def ping(self) -> None:
         self.client.admin.command("ping")
@@ -200,6 +214,7 @@ class MetadataRepository:
             "size": size, "sha256": sha256, "chunkCount": chunk_count, "chunkSize": chunk_size,
             "status": status, "error": None, "created": now, "updated": now,
             "chunksDone": chunk_count if status == STORED else 0, "requestId": request_id, "kind": kind,
+            "nameFold": name_fold(name),
             **({"md5": md5} if md5 else {}), **(extra or {}),
         }
         self.files.insert_one(doc)
@@ -230,19 +245,56 @@ class MetadataRepository:
             return FileDoc.from_mongo(doc)
         return None
 
-    def list_files(self, tenant: str, limit: int, after: str | None) -> list[FileDoc]:
-        """Newest first by (created, _id); ``after`` is the last file id of the previous page."""
-        query: dict = {"tenant": tenant, "status": {"$in": [QUEUED, PROCESSING, STORED, FAILED]},
-                       "kind": {"$ne": KIND_PART}}
+    def list_files(self, tenant: str, limit: int, after: str | None, search: str | None = None) -> list[FileDoc]:
+        """Newest first by (created, _id); ``after`` is the last file id of the previous page.
+
+        ``search`` keeps the files whose name starts with it (case-insensitively), whose S3 name
+        starts with it as ``bucket/key`` (or whose bucket it names), or, for 4 to 64 hex digits,
+        whose SHA-256 starts with it: each branch is a range on an index that starts with the tenant.
+        """
+        query: dict = {"tenant": tenant, "status": {"$in": list(LISTED_STATES)}, "kind": {"$ne": KIND_PART}}
+        conditions = []
+        if search:
+            conditions.append({"$or": search_branches(search)})
         if after:
             oid = parse_file_id(after)
             last = self.files.find_one({"_id": oid}, {"created": 1})
             if last is None:
                 return []
-            query["$or"] = [{"created": {"$lt": last["created"]}},
-                            {"created": last["created"], "_id": {"$lt": oid}}]
+            conditions.append({"$or": [{"created": {"$lt": last["created"]}},
+                                       {"created": last["created"], "_id": {"$lt": oid}}]})
+        if len(conditions) == 1:
+            query.update(conditions[0])
+        elif conditions:
+            query["$and"] = conditions
         cur = self.files.find(query).sort([("created", -1), ("_id", -1)]).limit(limit)
         return [FileDoc.from_mongo(d) for d in cur]
+
+    def file_summaries(self, file_ids: Iterable[str]) -> dict[str, dict]:
+        """Tenant, name, status and kind of each of these files (unknown ids are left out)."""
+        oids = [parse_file_id(i) for i in set(file_ids)]
+        if not oids:
+            return {}
+        cur = self.files.find({"_id": {"$in": oids}}, {"tenant": 1, "name": 1, "status": 1, "kind": 1})
+        return {str(d["_id"]): d for d in cur}
+
+    def stored_files_of(self, tenant: str, batch: int = 500) -> Iterator[FileDoc]:
+        """A tenant's stored files, oldest first (the index on tenant and created)."""
+        cur = self.files.find({"tenant": tenant, "status": STORED}).sort("created", 1).batch_size(batch)
+        for doc in cur:
+            yield FileDoc.from_mongo(doc)
+
+    def tenants(self) -> list[str]:
+        return sorted(self.files.distinct("tenant"))
+
+    def stored_since(self, since: float, until: float) -> tuple[int, int]:
+        """How many files became stored in ``[since, until)``, and their bytes: a stored file's
+        ``updated`` is when it was stored (the index on status and updated)."""
+        for d in self.files.aggregate([
+                {"$match": {"status": STORED, "updated": {"$gte": since, "$lt": until}}},
+                {"$group": {"_id": None, "n": {"$sum": 1}, "bytes": {"$sum": "$size"}}}]):
+            return d["n"], d["bytes"]
+        return 0, 0
 
     def _transition(self, file_id: str, from_states: Iterable[str], fields: dict) -> bool:
         fields = {**fields, "updated": time.time()}
@@ -343,6 +395,20 @@ class MetadataRepository:
         for doc in cur:
             return doc["page"]
         return 0
+
+    def manifest_page_at_index(self, file_id: str, index: int) -> ManifestPage | None:
+        """The page holding chunk ``index`` of a file (the index on file and first)."""
+        cur = self.manifests.find({"file": file_id, "first": {"$lte": index}}).sort("first", -1).limit(1)
+        for doc in cur:
+            return ManifestPage.from_mongo(doc)
+        return None
+
+    def files_naming_chunk(self, chunk_hash: str, limit: int) -> list[str]:
+        """Ids of files whose manifest names this chunk, at most ``limit`` manifest pages looked at
+        (the multikey index on hashes)."""
+        # $in, not equality: the stand-in matches an array's element only through $in
+        cur = self.manifests.find({"hashes": {"$in": [chunk_hash]}}, {"file": 1}).limit(limit)
+        return list(dict.fromkeys(d["file"] for d in cur))
 
     def delete_manifest(self, file_id: str) -> int:
         return self.manifests.delete_many({"file": file_id}).deleted_count
@@ -619,7 +685,11 @@ class MetadataRepository:
         return {"filesByStatus": by_status, "logicalBytes": logical, "perNode": per_node}
 
     def record_event(self, kind: str, data: dict) -> None:
-        self.events.replace_one({"_id": kind}, {"_id": kind, "at": time.time(), **data}, upsert=True)
+        """The last run of a periodic job (``events``) and one more entry of its ``history``."""
+        now = time.time()
+        self.events.replace_one({"_id": kind}, {"_id": kind, "at": now, **data}, upsert=True)
+        self.history.insert_one({"kind": kind, "at": now, **data})
+        self.history.delete_many({"kind": kind, "at": {"$lt": now - HISTORY_KEPT_S}})
 
     def last_event(self, kind: str) -> dict | None:
         return self.events.find_one({"_id": kind})
@@ -640,6 +710,41 @@ class MetadataRepository:
         res = self.s3_credentials.update_one({"_id": access_key_id, "revoked": None}, {"$set": {"revoked": at}})
         return res.modified_count == 1
 
+    def event_history(self, kind: str, limit: int) -> list[dict]:
+        """The newest runs of a periodic job, newest first."""
+        return list(self.history.find({"kind": kind}, {"_id": 0, "kind": 0}).sort("at", -1).limit(limit))
+
+    def history_kinds(self) -> list[str]:
+        return sorted(self.history.distinct("kind"))
+
+    # --- samples of the store's figures over time, and each tenant's usage ---------------------
+    # A plain collection pruned by age at each insert (a capped collection bounds by size, and
+    # the stand-in does not cap): one document a minute is a few hundred documents at most.
+
+    def add_sample(self, sample: dict) -> None:
+        self.samples.insert_one(dict(sample))
+        self.samples.delete_many({"at": {"$lt": sample["at"] - SAMPLES_KEPT_S}})
+
+    def samples_since(self, since: float, limit: int = 1000) -> list[dict]:
+        """Samples taken at or after ``since``, oldest first."""
+        return list(self.samples.find({"at": {"$gte": since}}, {"_id": 0}).sort("at", 1).limit(limit))
+
+    def last_sample(self) -> dict | None:
+        for doc in self.samples.find({}, {"_id": 0}).sort("at", -1).limit(1):
+            return doc
+        return None
+
+    def put_usage(self, tenant: str, usage: dict) -> None:
+        self.usage.replace_one({"_id": tenant}, {"_id": tenant, **usage}, upsert=True)
+
+    def get_usage(self, tenant: str | None = None) -> list[dict]:
+        """The last computed usage of one tenant, or of every tenant (by name)."""
+        query = {} if tenant is None else {"_id": tenant}
+        return [{"tenant": d.pop("_id"), **d} for d in self.usage.find(query).sort("_id", 1)]
+
+    def drop_usage_except(self, tenants: list[str]) -> None:
+        self.usage.delete_many({"_id": {"$nin": tenants}})
+
 
 def prefix_end(prefix: str) -> str:
     """The least string greater than every string that starts with ``prefix`` (code-point order,
@@ -649,6 +754,27 @@ def prefix_end(prefix: str) -> str:
             nxt = ord(prefix[i]) + 1
             return prefix[:i] + chr(0xE000 if 0xD800 <= nxt <= 0xDFFF else nxt)  # no surrogates in UTF-8
     return "\U0010ffff" * (len(prefix) + 1)
+
+
+def name_fold(name: str) -> str:
+    """The form of a name that search compares: case-insensitive."""
+    return name.casefold()
+
+
+def search_branches(search: str) -> list[dict]:
+    """The conditions, one of which a file must meet to match ``search`` (see ``list_files``)."""
+    folded = name_fold(search)
+    branches: list[dict] = [{"nameFold": {"$gte": folded, "$lt": prefix_end(folded)}}]
+    bucket, slash, key = search.partition("/")
+    if slash:
+        branches.append({"bucket": bucket, "key": {"$gte": key, "$lt": prefix_end(key)}} if key else
+                        {"bucket": bucket})
+    else:
+        branches.append({"bucket": search})
+    digits = search.lower()
+    if SHA256_PREFIX_MIN <= len(digits) <= 64 and set(digits) <= _HEX:
+        branches.append({"sha256": {"$gte": digits, "$lt": prefix_end(digits)}})
+    return branches
 
 
 def is_unavailable(exc: BaseException) -> bool:

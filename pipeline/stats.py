@@ -22,12 +22,22 @@ def _files(figures: dict) -> dict:
     return {"total": sum(by_status.values()), "byStatus": by_status}
 
 
+def usage_figures(doc: dict) -> dict:
+    """A tenant's usage as the sampler last computed it (pipeline.usage): of its own files only."""
+    return {"tenant": doc["tenant"], "at": iso8601(doc.get("at")), "files": doc.get("files", 0),
+            "logicalBytes": doc.get("logicalBytes", 0), "physicalBytes": doc.get("physicalBytes"),
+            "dedupRatio": doc.get("dedupRatio"), "chunks": doc.get("chunks"),
+            "distinctChunks": doc.get("distinctChunks")}
+
+
 @translated
 def tenant_stats(store, tenant: str) -> dict:
-    """One tenant's files by status and logical bytes: nothing that other tenants' content moves."""
+    """One tenant's files by status and logical bytes, and its usage (the deduplication among its
+    own files): nothing that other tenants' content moves."""
     figures = store.repo.stats(tenant)
+    own = store.repo.get_usage(tenant)
     return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
-            "logicalBytes": figures["logicalBytes"]}
+            "logicalBytes": figures["logicalBytes"], "usage": usage_figures(own[0]) if own else None}
 
 
 def _space(store, node: str) -> dict:
@@ -57,6 +67,7 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
         "logicalBytes": logical,
         "physicalBytes": physical,
         "dedupRatio": round(logical / physical, 4) if physical else None,
+        "dedupSavedBytes": max(0, logical - physical),
         "chunks": sum(n["chunks"] for n in nodes),
         "nodes": nodes,
         "queueDepth": queue_depth(),
@@ -64,4 +75,5 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
             "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
+        "tenants": [usage_figures(u) for u in store.repo.get_usage()],
     }

@@ -152,8 +152,9 @@ class ObjectStore:
             raise NotFound("no stored file has that content hash")
         return f
 
-    def list(self, tenant: str, limit: int, cursor: str | None) -> tuple[list[FileDoc], str | None]:
-        files = self.repo.list_files(tenant, limit + 1, cursor)
+    def list(self, tenant: str, limit: int, cursor: str | None,
+             search: str | None = None) -> tuple[list[FileDoc], str | None]:
+        files = self.repo.list_files(tenant, limit + 1, cursor, search)
         more = len(files) > limit
         files = files[:limit]
         return files, (files[-1].id if more and files else None)

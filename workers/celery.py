@@ -37,7 +37,8 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={"minis3.gc": {"queue": MAINTENANCE_QUEUE},
                      "minis3.ingest_small": {"queue": MAINTENANCE_QUEUE},
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
-                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
+                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.sample": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
         worker_log_format=WORKER_LOG_FORMAT,
         # no task-sent event: Flower learns a task, with its args, from the worker's task-received
@@ -47,6 +48,8 @@ def make_celery(settings: Settings) -> Celery:
             "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},
             "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(1.0, settings.stuck_after_s / 2)},
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
+            "sample": {"task": "minis3.sample", "schedule": settings.sample_interval_s,
+                       "options": {"expires": settings.sample_interval_s}},  # a late sample is skipped
         },
     )
     if settings.log_format == "json":

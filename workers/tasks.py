@@ -6,11 +6,11 @@ import time
 
 from celery import shared_task
 
-from pipeline import maintenance
+from pipeline import maintenance, usage
 from workers import monitoring
 from config.logging import REQUEST_ID
 from workers.base import RETRYABLE, StoreTask
-from workers.queue import DRAIN_TASK, SmallFileQueue, ingest_queue
+from workers.queue import DRAIN_TASK, SmallFileQueue, ingest_queue, ingest_queue_depth
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +85,11 @@ def gc(self) -> dict:
     report = maintenance.collect_garbage(self.store)
     monitoring.observe_gc(report)
     return report
+
+
+@shared_task(name="minis3.sample", base=StoreTask, bind=True)
+def sample(self) -> dict:
+    """The store's figures now (queue depth, throughput, bytes) and each tenant's usage."""
+    figures = usage.take_sample(self.store, ingest_queue_depth(self.app, self.store.redis))
+    usage.refresh_usage(self.store.repo)
+    return {"queueDepth": figures["queueDepth"], "storedBytes": figures["storedBytes"]}
