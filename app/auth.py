@@ -18,7 +18,9 @@ import time
 
 from flask import Flask, current_app, g, request
 
+from config.secretkey import load_or_create
 from config.settings import Settings
+from pipeline.credentials import S3Credentials, is_access_key_id
 from pipeline.errors import StoreError, Unauthorized
 from pipeline.keys import ApiKey, ApiKeys
 from pipeline.metadata import MetadataRepository
@@ -174,8 +176,10 @@ def listen_host(settings: Settings, announce: bool = True) -> str:
 
 # --- `minis3 keys` ------------------------------------------------------------------------------
 
-def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None) -> int:
-    """create: print a new key once (stdout); list: every key without secrets; revoke: by id or key."""
+def keys_command(settings: Settings, action: str, tenant: str | None = None, key_id: str | None = None,
+                 s3: bool = False) -> int:
+    """create: print a new key once (stdout; ``s3``: an S3 access key id and secret as AWS_* variables);
+    list: every key, API and S3, without secrets; revoke: by id or key (an ``AKMS...`` id: an S3 key)."""
     if not settings.mongo_url:
         print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
               file=sys.stderr)
@@ -184,13 +188,21 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
     try:
         repo.ensure_indexes()
         keys = ApiKeys(repo)
-        if action == "create":
+        s3_keys = S3Credentials(repo, settings.secret_key or (load_or_create(settings.var_dir) if s3 else ""))
+        if action == "create" and s3:
+            access_key_id, secret = s3_keys.create(tenant or "")
+            print(f"AWS_ACCESS_KEY_ID={access_key_id}\nAWS_SECRET_ACCESS_KEY={secret}")
+            print(f"minis3: S3 key {access_key_id} for tenant {tenant!r}; this is the only time the secret is shown",
+                  file=sys.stderr)
+        elif action == "create":
             plaintext, key = keys.create(tenant or "")
             print(plaintext)
             print(f"minis3: key {key.id} for tenant {key.tenant!r}; this is the only time it is shown",
                   file=sys.stderr)
         elif action == "list":
-            print(json.dumps([k.to_json() for k in keys.list()], indent=2))
+            print(json.dumps([k.to_json() for k in keys.list()] + [k.to_json() for k in s3_keys.list()], indent=2))
+        elif is_access_key_id(key_id or ""):
+            print(json.dumps(s3_keys.revoke(key_id).to_json(), indent=2))
         else:
             print(json.dumps(keys.revoke(key_id or "").to_json(), indent=2))
         return 0

@@ -155,7 +155,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
     return keys_command(Settings.from_env(), args.keys_action, getattr(args, "tenant", None),
-                        getattr(args, "key_id", None))
+                        getattr(args, "key_id", None), s3=getattr(args, "s3", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,11 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start web, worker, beat and flower (and embedded services)")
     p.add_argument("--no-flower", action="store_true")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    p = sub.add_parser("keys", help="API keys and S3 keys: create (printed once), list, revoke")
     keys = p.add_subparsers(dest="keys_action", required=True)
-    keys.add_parser("create", help="create a key for a tenant").add_argument("--tenant", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--s3", action="store_true", help="an S3 access key id and secret instead of an API key")
     keys.add_parser("list", help="every key's id, tenant and state (never the key itself)")
-    keys.add_parser("revoke", help="revoke a key by its id (or the key itself)").add_argument("key_id")
+    keys.add_parser("revoke", help="revoke a key by its id (or the key itself; AKMS...: an S3 key)").add_argument(
+        "key_id")
     p.set_defaults(func=cmd_keys)
     p = sub.add_parser("gc", help="delete chunks no file references (after the grace period)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted")

@@ -145,3 +145,24 @@ class PreconditionFailed(StoreError):
     """A precondition of the request does not hold."""
     status = 412
     code = "precondition_failed"
+
+
+class InvalidBucketName(BadRequest):
+    """The bucket name is not valid: 3-63 lowercase letters, digits, dots and hyphens."""
+    code = "invalid_bucket_name"
+
+
+class KeyTooLong(BadRequest):
+    """The object key is longer than 1024 bytes of UTF-8."""
+    code = "key_too_long"
+
+
+class InvalidKey(BadRequest):
+    """The object key is not 1 to 1024 bytes of UTF-8."""
+    code = "invalid_key"
+
+
+class ServerSecretError(StoreError):
+    """Stored S3 secrets cannot be read with this server's MINIS3_SECRET_KEY."""
+    status = 500
+    code = "server_secret"

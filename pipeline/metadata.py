@@ -151,6 +151,7 @@ class MetadataRepository:
         self.objects = self.db["objects"]
         self.uploads = self.db["uploads"]
         self.parts = self.db["parts"]
+        self.s3_credentials = self.db["s3_credentials"]
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
@@ -182,6 +183,7 @@ class MetadataRepository:
         self.parts.create_index([("upload", 1), ("number", 1)])
         self.parts.create_index("file")
         self.files.create_index([("kind", 1), ("created", 1)])
+        self.s3_credentials.create_index([("tenant", 1), ("created", 1)])
 
     def ping(self) -> None:
         self.client.admin.command("ping")
@@ -614,6 +616,22 @@ class MetadataRepository:
 
     def last_event(self, kind: str) -> dict | None:
         return self.events.find_one({"_id": kind})
+
+    # --- S3 credentials: the access key id is the _id; the secret is stored encrypted -----------
+
+    def insert_s3_credential(self, doc: dict) -> None:
+        """Raises DuplicateKeyError when the access key id exists."""
+        self.s3_credentials.insert_one(doc)
+
+    def find_s3_credential(self, access_key_id: str) -> dict | None:
+        return self.s3_credentials.find_one({"_id": access_key_id})
+
+    def list_s3_credentials(self) -> list[dict]:
+        return list(self.s3_credentials.find({}, {"nonce": 0, "ciphertext": 0}).sort("created", 1))
+
+    def revoke_s3_credential(self, access_key_id: str, at: float) -> bool:
+        res = self.s3_credentials.update_one({"_id": access_key_id, "revoked": None}, {"$set": {"revoked": at}})
+        return res.modified_count == 1
 
 
 def prefix_end(prefix: str) -> str:

@@ -13,3 +13,9 @@ def iso8601(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def iso8601_seconds(ts: float) -> str:
+    """``1795624769.671`` -> ``"2026-11-25T16:39:29.000Z"``: whole seconds, as S3 lists times (HTTP dates
+    such as Last-Modified carry no fraction either, so a listing and a HEAD agree)."""
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
