@@ -99,7 +99,7 @@ class Stack:
     """Web (gunicorn), worker and optionally beat, as real processes sharing one Settings."""
 
     def __init__(self, root: Path, backends: Backends, web: bool = True, worker: bool = True,
-                 beat: bool = False, **overrides):
+                 beat: bool = False, s3: bool = False, **overrides):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.redis_port = embedded.free_port()
@@ -110,12 +110,14 @@ class Stack:
             mongo_db="t" + uuid.uuid4().hex[:12],
             nodes=tuple(root / f"nodes/node-{i}" for i in (1, 2, 3)), spool_dir=root / "spool",
             var_dir=root / "var", rate_limit="", web_workers=2, web_threads=8,
+            s3_port=embedded.free_port(), secret_key=uuid.uuid4().hex,
         )
         base.update(overrides)
         self.settings = Settings().with_overrides(**base)
         self.env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         self.metrics_dir = prepare_metrics_dir(self.settings, self.env, clean=True, force_default=True)
         self.base_url = f"http://127.0.0.1:{port}"
+        self.s3_url = f"http://127.0.0.1:{self.settings.s3_port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         if worker:
@@ -125,6 +127,8 @@ class Stack:
                                 "--schedule", str(root / "var/beat-schedule")])
         if web:
             self.start_web()
+        if s3:
+            self.start_s3()
 
     def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = self.root / f"{name}.log"
@@ -138,6 +142,21 @@ class Stack:
     def start_web(self) -> None:
         proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:config.gunicorn", "app.wsgi:app"])
         embedded.wait_for_port(self.settings.port, timeout=60, proc=proc)
+
+    def start_s3(self) -> None:
+        proc = self.start("s3", [str(BIN / "gunicorn"), "-c", "python:config.gunicorn_s3", "app.s3wsgi:app"])
+        embedded.wait_for_port(self.settings.s3_port, timeout=60, proc=proc)
+
+    def s3_credentials(self, tenant: str) -> tuple[str, str]:
+        """A new S3 access key id and secret for ``tenant``, made as `minis3 keys create --s3` makes them."""
+        from pipeline.credentials import S3Credentials
+        from pipeline.metadata import MetadataRepository
+
+        repo = MetadataRepository.connect(self.settings.mongo_url, self.settings.mongo_db)
+        try:
+            return S3Credentials(repo, self.settings.secret_key).create(tenant)
+        finally:
+            repo.client.close()
 
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"
