@@ -20,7 +20,7 @@ def _spawn(cmd: list[str], env: dict) -> subprocess.Popen:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start embedded services when no URLs are configured, then web, worker, beat and flower."""
+    """Start embedded services when no URLs are configured, then web, S3, worker, beat and flower."""
     settings = Settings.from_env()
     env = dict(os.environ)
     services: list[tuple[str, subprocess.Popen]] = []
@@ -54,6 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         celery = os.path.join(bindir, "celery")
         children.append(("web", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn",
                                         "app.wsgi:app"], env)))
+        if not settings.secret_key:
+            from config.secretkey import FILENAME, load_or_create
+
+            load_or_create(settings.var_dir)  # once, here, before several S3 workers look for it
+            print(f"minis3: MINIS3_SECRET_KEY is unset: S3 secrets are sealed with the server key in "
+                  f"{settings.var_dir / FILENAME} (keep it: without it no S3 secret can be read)", flush=True)
+        children.append(("s3", _spawn([os.path.join(bindir, "gunicorn"), "-c", "python:config.gunicorn_s3",
+                                       "app.s3wsgi:app"], env)))
         children.append(("worker", _spawn([celery, "-A", "workers.app", "worker", "-Q", "ingest,maintenance",
                                            "-c", str(settings.worker_concurrency), "--loglevel", "INFO"], env)))
         children.append(("beat", _spawn([celery, "-A", "workers.app", "beat", "--loglevel", "INFO",
@@ -65,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         host = listen_host(Settings.from_env(env), announce=False)  # where gunicorn really binds
         embedded.wait_for_port(settings.port, timeout=60, proc=children[0][1], host=host)
+        embedded.wait_for_port(settings.s3_port, timeout=60, proc=children[1][1], host=settings.s3_host)
+        print(f"minis3: S3 API on http://{settings.s3_host}:{settings.s3_port}", flush=True)
         print(f"minis3: listening on http://{host}:{settings.port}/api "
               f"(flower: http://127.0.0.1:{settings.flower_port}); Ctrl-C stops everything", flush=True)
         while not stopping:
@@ -161,7 +171,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minis3", description="Mini-S3 object store")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="start web, worker, beat and flower (and embedded services)")
+    p = sub.add_parser("run", help="start web, S3, worker, beat and flower (and embedded services)")
     p.add_argument("--no-flower", action="store_true")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("keys", help="API keys and S3 keys: create (printed once), list, revoke")

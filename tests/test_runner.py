@@ -16,9 +16,9 @@ from tests.stack import ROOT, random_bytes
 
 
 def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
-    port, flower = embedded.free_port(), embedded.free_port()
+    port, flower, s3_port = embedded.free_port(), embedded.free_port(), embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIS3_")}
-    env.update(MINIS3_PORT=str(port), MINIS3_FLOWER_PORT=str(flower), MINIS3_VAR_DIR=str(tmp_path / "var"),
+    env.update(MINIS3_PORT=str(port), MINIS3_FLOWER_PORT=str(flower), MINIS3_S3_PORT=str(s3_port), MINIS3_VAR_DIR=str(tmp_path / "var"),
                MINIS3_SPOOL_DIR=str(tmp_path / "spool"), MINIS3_RATE_LIMIT="",
                MINIS3_NODES=",".join(str(tmp_path / f"nodes/node-{i}") for i in (1, 2, 3)))
     out = open(tmp_path / "run.log", "wb")
@@ -35,6 +35,9 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
                           timeout=120)
         assert r.status_code == 201, r.text
         assert requests.get(f"http://127.0.0.1:{port}/api/files/{r.json()['fileId']}", timeout=60).content == data
+        unsigned = requests.get(f"http://127.0.0.1:{s3_port}/", timeout=30)  # the S3 front end answers, in XML
+        assert unsigned.status_code == 403 and "<Code>AccessDenied</Code>" in unsigned.text
+        assert (tmp_path / "var/secret.key").stat().st_mode & 0o777 == 0o600
         embedded.wait_for_port(flower, timeout=60)
         assert requests.get(f"http://127.0.0.1:{flower}/", timeout=30).status_code == 200
         family = psutil.Process(runner.pid).children(recursive=True)

@@ -27,7 +27,8 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=INGEST_QUEUE,
         task_routes={"minis3.gc": {"queue": MAINTENANCE_QUEUE},
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
-                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
+                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.abort_abandoned_uploads": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
         worker_log_format=WORKER_LOG_FORMAT,
         # no task-sent event: Flower learns a task, with its args, from the worker's task-received
@@ -37,6 +38,8 @@ def make_celery(settings: Settings) -> Celery:
             "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},
             "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(1.0, settings.stuck_after_s / 2)},
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
+            "abort-abandoned-uploads": {"task": "minis3.abort_abandoned_uploads",
+                                        "schedule": min(3600.0, max(1.0, settings.multipart_abandon_s / 4))},
         },
     )
     app.minis3_settings = settings

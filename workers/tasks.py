@@ -7,6 +7,7 @@ import time
 from celery import shared_task
 
 from pipeline import maintenance
+from pipeline.objects import ObjectNames
 from workers import monitoring
 from workers.base import StoreTask
 
@@ -47,3 +48,13 @@ def gc(self) -> dict:
     report = maintenance.collect_garbage(self.store)
     monitoring.observe_gc(report)
     return report
+
+
+@shared_task(name="minis3.abort_abandoned_uploads", base=StoreTask, bind=True)
+def abort_abandoned_uploads(self) -> int:
+    """Abort multipart uploads nobody touched for MINIS3_MULTIPART_ABANDON_S; their parts' chunks
+    come back through GC."""
+    aborted = ObjectNames(self.store).abort_abandoned(self.store.settings.multipart_abandon_s)
+    if aborted:
+        log.info("aborted %d abandoned multipart upload(s)", aborted)
+    return aborted
