@@ -83,10 +83,13 @@ def _token(key: str) -> str:
 
 def _untoken(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        key = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
+        if key:
+            return key
     except (binascii.Error, ValueError, UnicodeError):
-        raise InvalidArgument("The continuation token provided is incorrect", ArgumentName="continuation-token",
-                              ArgumentValue=token) from None
+        pass
+    raise InvalidArgument("The continuation token provided is incorrect", ArgumentName="continuation-token",
+                          ArgumentValue=token)
 
 
 def list_objects(call: S3Call) -> Response:
