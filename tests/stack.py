@@ -8,7 +8,9 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import requests
@@ -16,6 +18,8 @@ import requests
 from config import embedded
 from config.metrics import prepare_metrics_dir
 from config.settings import Settings
+from pipeline.credentials import S3Credentials
+from pipeline.metadata import MetadataRepository
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,16 +151,19 @@ class Stack:
         proc = self.start("s3", [str(BIN / "gunicorn"), "-c", "python:config.gunicorn_s3", "app.s3wsgi:app"])
         embedded.wait_for_port(self.settings.s3_port, timeout=60, proc=proc)
 
-    def s3_credentials(self, tenant: str) -> tuple[str, str]:
-        """A new S3 access key id and secret for ``tenant``, made as `minis3 keys create --s3` makes them."""
-        from pipeline.credentials import S3Credentials
-        from pipeline.metadata import MetadataRepository
-
+    @contextmanager
+    def metadata(self) -> Iterator[MetadataRepository]:
+        """This stack's metadata repository, for tests that look at MongoDB documents."""
         repo = MetadataRepository.connect(self.settings.mongo_url, self.settings.mongo_db)
         try:
-            return S3Credentials(repo, self.settings.secret_key).create(tenant)
+            yield repo
         finally:
             repo.client.close()
+
+    def s3_credentials(self, tenant: str) -> tuple[str, str]:
+        """A new S3 access key id and secret for ``tenant``, made as `minis3 keys create --s3` makes them."""
+        with self.metadata() as repo:
+            return S3Credentials(repo, self.settings.secret_key).create(tenant)
 
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"

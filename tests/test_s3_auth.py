@@ -8,7 +8,6 @@ import requests
 from botocore.exceptions import ClientError
 
 from pipeline.credentials import S3Credentials
-from pipeline.metadata import MetadataRepository
 from tests.s3clients import aws_chunked, boto3_client, encode_chunks, presign, sign
 from tests.stack import MiB, random_bytes
 
@@ -17,9 +16,8 @@ STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 @pytest.fixture(scope="module")
 def repo(s3_stack):
-    r = MetadataRepository.connect(s3_stack.settings.mongo_url, s3_stack.settings.mongo_db)
-    yield r
-    r.client.close()
+    with s3_stack.metadata() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")

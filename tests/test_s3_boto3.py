@@ -145,6 +145,9 @@ def test_listing_with_encoding_type_url_and_start_after(s3_stack, s3_keys, s3):
 def test_copy_object_copies_without_moving_bytes_and_replaces_metadata(s3_stack, s3):
     data = random_bytes(2 * MiB + 3, seed=5)
     s3.put_object(Bucket="data", Key="src.bin", Body=data, ContentType="text/plain", Metadata={"colour": "blue"})
+    with s3_stack.metadata() as repo:
+        wait_for(lambda: repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
+                 what="the source ingested")
     before = set(s3_stack.chunk_files())
     out = s3.copy_object(Bucket="data", Key="dst.bin", CopySource={"Bucket": "data", "Key": "src.bin"})
     assert out["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.metadata import MetadataRepository
 from tests.s3clients import boto3_client
 from tests.stack import Stack, random_bytes, wait_for
 
@@ -23,8 +22,7 @@ def test_200_puts_each_read_back_at_once_with_the_worker_stopped_then_all_stored
         data = random_bytes(100 + i * 37, seed=i)
         s3.put_object(Bucket="raw", Key=f"obj/{i:03d}", Body=data)
         assert s3.get_object(Bucket="raw", Key=f"obj/{i:03d}")["Body"].read() == data
-    repo = MetadataRepository.connect(idle_stack.settings.mongo_url, idle_stack.settings.mongo_db)
-    try:
+    with idle_stack.metadata() as repo:
         files = [d["file"] for d in repo.objects.find({"bucket": "raw"})]
         assert len(files) == 200
         assert set(repo.file_states(files).values()) == {"queued"}  # nothing ingested yet
@@ -35,5 +33,3 @@ def test_200_puts_each_read_back_at_once_with_the_worker_stopped_then_all_stored
                  what="all 200 objects stored")
         for i in (0, 99, 199):
             assert s3.get_object(Bucket="raw", Key=f"obj/{i:03d}")["Body"].read() == random_bytes(100 + i * 37, i)
-    finally:
-        repo.client.close()

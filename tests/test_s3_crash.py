@@ -11,7 +11,6 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.metadata import MetadataRepository
 from tests.s3clients import boto3_client, sign
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
 
@@ -26,9 +25,8 @@ def crash_stack(tmp_path_factory, backends):
 
 @pytest.fixture(scope="module")
 def repo(crash_stack):
-    r = MetadataRepository.connect(crash_stack.settings.mongo_url, crash_stack.settings.mongo_db)
-    yield r
-    r.client.close()
+    with crash_stack.metadata() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
