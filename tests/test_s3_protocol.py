@@ -131,7 +131,7 @@ def test_bad_input_gets_a_clear_4xx(make_app, keys, method, path, body, expected
     assert (code(r), r.status_code) == expected, r.get_data()
 
 
-@pytest.mark.parametrize("source", ["bkt/missing", "bkt", "/nobucket/k", "bkt/k?versionId=v2"])
+@pytest.mark.parametrize("source", ["bkt/missing", "bkt", "/nobucket/k", "bkt/k?versionId=v2", "bkt/%FF%FE"])
 def test_copy_from_a_missing_or_malformed_source_is_a_4xx(make_app, keys, source):
     app = make_app()
     call(app, keys, "PUT", "/bkt")

@@ -6,7 +6,7 @@ through the verified PayloadReader and out through the store's verified reads.
 from __future__ import annotations
 
 from typing import Iterator
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 from flask import Response, stream_with_context
 from werkzeug.http import parse_range_header
@@ -211,7 +211,10 @@ def copy_source(call: S3Call) -> tuple[str, str]:
     path, _, version = raw.partition("?")
     if version and version not in ("versionId=null", "versionId="):
         raise InvalidArgument("Invalid version id specified", ArgumentName="x-amz-copy-source")
-    path = unquote(path, errors="strict")
+    try:
+        path = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        path = ""
     bucket, _, key = path.lstrip("/").partition("/")
     if not bucket or not key:
         raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
