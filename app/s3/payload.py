@@ -21,7 +21,7 @@ import re
 from typing import Iterator
 
 from app.s3 import checksums
-from app.s3.errors import (IncompleteBody, InvalidArgument, InvalidDigest, InvalidRequest, BadDigest,
+from app.s3.errors import (BadDigest, IncompleteBody, InvalidArgument, InvalidDigest, InvalidRequest,
                            SignatureDoesNotMatch, XAmzContentSHA256Mismatch)
 from app.s3.sigv4 import (EMPTY_SHA256, STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER, STREAMING_UNSIGNED_TRAILER,
                           UNSIGNED_PAYLOAD, AuthContext)
@@ -241,15 +241,18 @@ class PayloadReader:
             raise SignatureDoesNotMatch("A chunk of the aws-chunked body carries no chunk-signature.")
         return int(size_text, 16), signature
 
-    def _verify_chunk(self, previous: str, signature: str, data_sha256: str) -> str:
+    def _verify(self, kind: str, previous: str, hashes: list[str], signature: str, what: str) -> str:
+        """Check one link of the signature chain; the signature, the next link's ``previous``."""
         auth = self._auth
-        to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", auth.amz_date, auth.scope, previous, EMPTY_SHA256,
-                             data_sha256])
+        to_sign = "\n".join([kind, auth.amz_date, auth.scope, previous, *hashes])
         expected = hmac.new(auth.signing_key, to_sign.encode("ascii"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), signature.lower().encode("ascii", "replace")):
-            raise SignatureDoesNotMatch("The chunk signature we calculated does not match the chunk-signature you "
-                                        "provided.")
+            raise SignatureDoesNotMatch(f"The {what} we calculated does not match the one you provided.")
         return expected
+
+    def _verify_chunk(self, previous: str, signature: str, data_sha256: str) -> str:
+        return self._verify("AWS4-HMAC-SHA256-PAYLOAD", previous, [EMPTY_SHA256, data_sha256], signature,
+                            "chunk signature")
 
     def _read_trailer(self, tail: bytes, previous: str) -> None:
         lines: list[tuple[str, str]] = []
@@ -278,14 +281,9 @@ class PayloadReader:
     def _verify_trailer(self, previous: str, lines: list[tuple[str, str]], signature: str | None) -> None:
         if not signature:
             raise SignatureDoesNotMatch("The trailer carries no x-amz-trailer-signature.")
-        auth = self._auth
         canonical = "".join(f"{name}:{value}\n" for name, value in lines)
-        to_sign = "\n".join(["AWS4-HMAC-SHA256-TRAILER", auth.amz_date, auth.scope, previous,
-                             hashlib.sha256(canonical.encode("ascii")).hexdigest()])
-        expected = hmac.new(auth.signing_key, to_sign.encode("ascii"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode(), signature.lower().encode("ascii", "replace")):
-            raise SignatureDoesNotMatch("The trailer signature we calculated does not match the "
-                                        "x-amz-trailer-signature you provided.")
+        self._verify("AWS4-HMAC-SHA256-TRAILER", previous, [hashlib.sha256(canonical.encode("ascii")).hexdigest()],
+                     signature, "trailer signature")
 
     def _finish(self) -> None:
         request = self._checksum_request

@@ -4,9 +4,14 @@ The canonical request is rebuilt from the request exactly as it arrived: the raw
 normalises nor double-encodes it) and the raw query string, each name and value decoded and
 re-encoded with AWS's rules. Streaming bodies are verified by app.s3.payload from the
 AuthContext this returns.
+
+One Signature Version 2 form is verified too: the presigned URL (``AWSAccessKeyId``,
+``Signature``, ``Expires``), because boto3 and aws-cli presign with it by default in regions where
+AWS still accepts it (us-east-1 among them). A SigV2 Authorization header is refused.
 """
 from __future__ import annotations
 
+import base64
 import calendar
 import hashlib
 import hmac
@@ -15,7 +20,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from app.s3.errors import (AccessDenied, AuthorizationHeaderMalformed, AuthorizationQueryParametersError,
                            FeatureNotImplemented, InvalidAccessKeyId, InvalidArgument, InvalidRequest,
@@ -55,10 +60,11 @@ class AuthContext:
     seed_signature: str
     payload_hash: str  # x-amz-content-sha256; UNSIGNED-PAYLOAD for a presigned request
     presigned: bool
+    signature_version: int = 4  # 2: a SigV2 presigned URL (no scope, no signing key)
 
     @property
     def region(self) -> str:
-        return self.scope.split("/")[1]
+        return self.scope.split("/")[1] if self.scope else ""
 
 
 def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
@@ -108,9 +114,20 @@ def canonical_query(raw_query: str, drop_signature: bool = False) -> str:
     return "&".join(f"{n}={v}" for n, v in pairs)
 
 
+def _client_text(value: str) -> str:
+    """A header value as the client held it: WSGI decodes header bytes as latin-1, but a client that
+    sent UTF-8 signed the UTF-8 text (botocore sends latin-1 text as latin-1 bytes: kept as is)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _header_value(headers, name: str) -> str:
     value = headers.get(name)
-    return " ".join(value.split()) if value is not None else ""
+    return " ".join(_client_text(value).split()) if value is not None else ""
 
 
 def canonical_request(method: str, raw_path: str, canonical_qs: str, headers, signed: list[str],
@@ -272,12 +289,14 @@ def _check_time(presented: _Presented, now: float) -> None:
 # --- verification --------------------------------------------------------------------------------
 
 def authenticate(method: str, raw_path: str, raw_query: str, headers, lookup: Lookup,
-                 now: float | None = None) -> AuthContext:
+                 now: float | None = None, virtual_bucket: str | None = None) -> AuthContext:
     """Verify a request's SigV4 signature; the caller's identity, or an S3Error.
 
     ``raw_path`` is the path as it came on the wire (gunicorn's RAW_URI without its query),
     ``raw_query`` the QUERY_STRING, ``headers`` any case-insensitive mapping with ``.get`` and
     ``.items``; ``lookup(access_key_id)`` gives ``(secret, tenant)`` or None (unknown, revoked).
+    ``virtual_bucket``: the bucket the Host header names in virtual-hosted style (a SigV2
+    presigned URL signs ``/bucket/key`` whichever style it is sent in).
     """
     now = time.time() if now is None else now
     query = dict(parse_query(raw_query))
@@ -306,8 +325,8 @@ def authenticate(method: str, raw_path: str, raw_query: str, headers, lookup: Lo
         if algorithm is not None and algorithm != ALGORITHM:
             raise AuthorizationQueryParametersError(f"X-Amz-Algorithm only supports \"{ALGORITHM}\"")
         presented = _from_query(query)
-    elif "AWSAccessKeyId" in query and "Signature" in query:
-        raise InvalidRequest("Signature Version 2 is not supported: use Signature Version 4 (AWS4-HMAC-SHA256)")
+    elif "AWSAccessKeyId" in query or "Signature" in query:
+        return _authenticate_v2_query(method, raw_path, raw_query, query, headers, lookup, now, virtual_bucket)
     else:
         raise AccessDenied("Access Denied: the request is not signed (use AWS Signature Version 4)")
 
@@ -331,3 +350,71 @@ def authenticate(method: str, raw_path: str, raw_query: str, headers, lookup: Lo
                                     CanonicalRequest=canonical)
     return AuthContext(access_key=presented.access_key, tenant=tenant, amz_date=presented.amz_date, scope=scope,
                        signing_key=key, seed_signature=expected, payload_hash=payload_hash, presigned=presigned)
+
+
+# --- Signature Version 2, presigned URLs only --------------------------------------------------
+
+# The sub-resources a SigV2 string to sign names (botocore's list, which AWS accepts).
+V2_SUBRESOURCES = frozenset({
+    "accelerate", "acl", "cors", "defaultObjectAcl", "location", "logging", "partNumber", "policy",
+    "requestPayment", "torrent", "versioning", "versionId", "versions", "website", "uploads", "uploadId",
+    "response-content-type", "response-content-language", "response-expires", "response-cache-control",
+    "response-content-disposition", "response-content-encoding", "delete", "lifecycle", "tagging", "restore",
+    "storageClass", "notification", "replication", "analytics", "metrics", "inventory", "select",
+    "select-type", "object-lock"})
+
+
+def _v2_resource(raw_path: str, raw_query: str, virtual_bucket: str | None) -> str:
+    resource = (f"/{virtual_bucket}" if virtual_bucket else "") + (raw_path or "/")
+    subresources = []
+    for part in raw_query.split("&") if raw_query else ():
+        name, sep, value = part.partition("=")
+        if name in V2_SUBRESOURCES:
+            subresources.append(f"{name}={unquote(value)}" if sep else name)
+    if subresources:
+        subresources.sort(key=lambda item: item.partition("=")[0])
+        resource += "?" + "&".join(subresources)
+    return resource
+
+
+def _authenticate_v2_query(method: str, raw_path: str, raw_query: str, query: dict[str, str], headers,
+                           lookup: Lookup, now: float, virtual_bucket: str | None) -> AuthContext:
+    missing = [k for k in ("AWSAccessKeyId", "Signature", "Expires") if not query.get(k)]
+    if missing:
+        raise AccessDenied("Query-string authentication requires the Signature, Expires and AWSAccessKeyId "
+                           f"parameters; missing: {', '.join(missing)}")
+    if not query["Expires"].isdigit():
+        raise AccessDenied("Expires must be a number of seconds since the epoch")
+    expires = int(query["Expires"])
+    if now > expires:
+        raise RequestExpired(Expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+                             ServerTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+    # x-amz-* values may travel as headers or, presigned, as query parameters: all are signed
+    amz: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        if name.lower().startswith("x-amz-"):
+            amz.setdefault(name.lower(), []).append(_client_text(value).strip())
+    for name, value in parse_query(raw_query):
+        if name.lower().startswith("x-amz-"):
+            amz.setdefault(name.lower(), []).append(value.strip())
+
+    def standard(name: str) -> str:
+        value = headers.get(name)
+        return (value if value is not None else query.get(name, "")).strip()
+
+    lines = [method.upper(), standard("content-md5"), standard("content-type"), query["Expires"]]
+    lines.extend(f"{name}:{','.join(amz[name])}" for name in sorted(amz))
+    lines.append(_v2_resource(raw_path, raw_query, virtual_bucket))
+    to_sign = "\n".join(lines)
+    access_key = query["AWSAccessKeyId"]
+    found = lookup(access_key)
+    if found is None:
+        raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
+    secret, tenant = found
+    expected = base64.b64encode(hmac.new(secret.encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha1).digest())
+    if not hmac.compare_digest(expected, query["Signature"].strip().encode("ascii", "replace")):
+        raise SignatureDoesNotMatch(AWSAccessKeyId=access_key, StringToSign=to_sign)
+    signed_at = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return AuthContext(access_key=access_key, tenant=tenant, amz_date=signed_at, scope="", signing_key=b"",
+                       seed_signature=expected.decode("ascii"), payload_hash=UNSIGNED_PAYLOAD, presigned=True,
+                       signature_version=2)
