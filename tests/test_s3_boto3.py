@@ -176,20 +176,19 @@ def test_delete_objects_reports_each_key_and_quiet_mode_only_errors(s3):
     assert "Deleted" not in out and "Errors" not in out
 
 
-def test_presigned_get_and_put_through_plain_requests(s3_stack, s3_keys, s3):
+@pytest.mark.parametrize("signature_version", [None, "s3v4"])  # boto3's default presigns with SigV2
+def test_presigned_get_and_put_through_plain_requests(s3_stack, s3_keys, s3, signature_version):
     import requests
 
-    signer = boto3_client(s3_stack, s3_keys, signature_version="s3v4")  # boto3 presigns with SigV2 otherwise
-
-    url = signer.generate_presigned_url("put_object", Params={"Bucket": "data", "Key": "pre/signed.bin"},
-                                        ExpiresIn=60)
+    signer = boto3_client(s3_stack, s3_keys, signature_version=signature_version) if signature_version else s3
+    key = f"pre/signed-{signature_version}.bin"
+    url = signer.generate_presigned_url("put_object", Params={"Bucket": "data", "Key": key}, ExpiresIn=60)
     r = requests.put(url, data=b"presigned bytes", timeout=30)
     assert r.status_code == 200, r.text
-    url = signer.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": "pre/signed.bin"},
-                                        ExpiresIn=60)
+    url = signer.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": key}, ExpiresIn=60)
     r = requests.get(url, timeout=30)
     assert r.status_code == 200 and r.content == b"presigned bytes"
-    r = requests.get(url.replace("pre/signed.bin", "pre/other.bin"), timeout=30)
+    r = requests.get(url.replace("pre/signed", "pre/other"), timeout=30)
     assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
 
 
