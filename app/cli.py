@@ -16,7 +16,7 @@ from config.settings import Settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start embedded services when no URLs are configured, then web, worker, beat and flower;
+    """Start embedded services when no URLs are configured, then web, S3, worker, beat and flower;
     restart a child that dies; stop everything on Ctrl-C or SIGTERM."""
     from app.runner import Child, Supervisor
 
@@ -58,6 +58,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     children.append(Child("web", lambda: [os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_conf",
                                           "app.wsgi:app"], ready=serves_on(settings.port, web_host, 60)))
+    if not settings.secret_key:
+        from config.secretkey import FILENAME, load_or_create
+
+        load_or_create(settings.var_dir)  # once, here, before several S3 workers look for it
+        print(f"minis3: MINIS3_SECRET_KEY is unset: S3 secrets are sealed with the server key in "
+              f"{settings.var_dir / FILENAME} (keep it: without it no S3 secret can be read)", flush=True)
+    children.append(Child("s3", lambda: [os.path.join(bindir, "gunicorn"), "-c", "python:app.gunicorn_s3_conf",
+                                         "app.s3wsgi:app"],
+                          ready=serves_on(settings.s3_port, lambda: settings.s3_host, 60)))
     children.append(Child("worker", lambda: [*celery, "worker", "-Q", "ingest,maintenance",
                                              "-c", str(settings.worker_concurrency), "--loglevel", "INFO"]))
     children.append(Child("beat", lambda: [*celery, "beat", "--loglevel", "INFO",
@@ -77,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                      "mongo_url": env["MINIS3_MONGO_URL"]})
         if not supervisor.stopping:
             flower = "" if args.no_flower else f" (flower: http://127.0.0.1:{settings.flower_port})"
-            print(f"minis3: listening on http://{web_host()}:{settings.port}/api{flower}; "
-                  "Ctrl-C stops everything", flush=True)
+            print(f"minis3: listening on http://{web_host()}:{settings.port}/api and S3 on "
+                  f"http://{settings.s3_host}:{settings.s3_port}{flower}; Ctrl-C stops everything", flush=True)
         exit_code = supervisor.run()
     except Exception as exc:
         print(f"minis3: {exc}", file=sys.stderr)
@@ -189,7 +198,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minis3", description="Mini-S3 object store")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="start web, worker, beat and flower (and embedded services)")
+    p = sub.add_parser("run", help="start web, S3, worker, beat and flower (and embedded services)")
     p.add_argument("--no-flower", action="store_true")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("keys", help="API keys and S3 keys: create (printed once), list, revoke")

@@ -301,7 +301,8 @@ class ObjectNames:
                  pieces: Iterable[bytes], checksum: dict | None = None,
                  request_id: str | None = None) -> tuple[Part, FileDoc]:
         """Receive a part into a file of kind part (chunked and deduplicated like any upload);
-        a part uploaded again under the same number replaces the earlier one."""
+        a part uploaded again under the same number replaces the earlier one. ``checksum`` may be a
+        dict that the pieces' iterator fills in as it ends (a trailer checksum)."""
         upload = self.upload(tenant, bucket, key, upload_id)
         f = self.store.receive(tenant, f"{key.rsplit('/', 1)[-1]}.part{number}", None, pieces,
                                request_id=request_id, md5=True, kind=KIND_PART,
@@ -310,7 +311,7 @@ class ObjectNames:
 
     def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None) -> Part:
         doc = {"_id": f"{upload.upload_id}:{number:05d}", "upload": upload.upload_id, "number": number,
-               "file": f.id, "etag": etag, "size": f.size, "created": time.time(), "checksum": checksum}
+               "file": f.id, "etag": etag, "size": f.size, "created": time.time(), "checksum": checksum or None}
         if self.repo.get_upload(upload.upload_id) is None:  # aborted or completed meanwhile
             self.store.discard(f.id)
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)

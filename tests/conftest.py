@@ -53,3 +53,17 @@ def stack(tmp_path_factory, backends):
     s = Stack(tmp_path_factory.mktemp("stack"), backends)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory, backends):
+    """gunicorn (web and S3) + celery worker, shared by the tests of one module."""
+    s = Stack(tmp_path_factory.mktemp("s3stack"), backends, s3=True)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_keys(s3_stack):
+    """An S3 access key id and secret of tenant ``acme``."""
+    return s3_stack.s3_credentials("acme")

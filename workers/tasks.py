@@ -7,6 +7,7 @@ import time
 from celery import shared_task
 
 from pipeline import maintenance, usage
+from pipeline.objects import ObjectNames
 from workers import monitoring
 from config.logging import REQUEST_ID
 from workers.base import RETRYABLE, StoreTask
@@ -93,3 +94,13 @@ def sample(self) -> dict:
     figures = usage.take_sample(self.store, ingest_queue_depth(self.app, self.store.redis))
     usage.refresh_usage(self.store.repo)
     return {"queueDepth": figures["queueDepth"], "storedBytes": figures["storedBytes"]}
+
+
+@shared_task(name="minis3.abort_abandoned_uploads", base=StoreTask, bind=True)
+def abort_abandoned_uploads(self) -> int:
+    """Abort multipart uploads nobody touched for MINIS3_MULTIPART_ABANDON_S; their parts' chunks
+    come back through GC."""
+    aborted = ObjectNames(self.store).abort_abandoned(self.store.settings.multipart_abandon_s)
+    if aborted:
+        log.info("aborted %d abandoned multipart upload(s)", aborted)
+    return aborted

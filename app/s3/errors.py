@@ -175,6 +175,10 @@ class InvalidRange(S3Error):
     code, status, default_message = "InvalidRange", 416, "The requested range is not satisfiable"
 
 
+class InvalidPartNumber(S3Error):
+    code, status, default_message = "InvalidPartNumber", 416, "The requested partnumber is not satisfiable"
+
+
 class MethodNotAllowed(S3Error):
     code, status = "MethodNotAllowed", 405
     default_message = "The specified method is not allowed against this resource."

@@ -1,0 +1,130 @@
+"""Bucket operations: CreateBucket, HeadBucket, DeleteBucket, ListBuckets, GetBucketLocation,
+GetBucketVersioning, ListObjects (v1, v2), ListObjectVersions, and the fixed ACL answers."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Response
+
+from app.s3.errors import FeatureNotImplemented, InvalidArgument
+from app.s3.request import S3Call, empty_answer, xml_answer
+from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, acl_xml, check_encoding_type,
+                          empty_tagging_xml, list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
+                          location_xml, parse_create_bucket, versioning_xml)
+from pipeline.names import valid_bucket_name
+from pipeline.objects import Listing, ObjectInfo
+
+MAX_KEYS = 1000
+
+
+def list_buckets(call: S3Call) -> Response:
+    buckets = call.names.list_buckets(call.tenant)
+    return xml_answer(list_buckets_xml(call.owner, [BucketEntry(b.name, b.created) for b in buckets]))
+
+
+def create_bucket(call: S3Call) -> Response:
+    name = valid_bucket_name(call.bucket)
+    if (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true":
+        raise FeatureNotImplemented("Object lock is not implemented")
+    location = parse_create_bucket(call.small_body(MAX_CREATE_BUCKET_XML)) or ""
+    call.names.create_bucket(call.tenant, name, location)
+    return empty_answer(200, {"Location": "/" + name})
+
+
+def head_bucket(call: S3Call) -> Response:
+    bucket = call.names.bucket(call.tenant, call.bucket)
+    return empty_answer(200, {"x-amz-bucket-region": bucket.location or call.settings.s3_region})
+
+
+def delete_bucket(call: S3Call) -> Response:
+    call.names.delete_bucket(call.tenant, call.bucket)
+    return empty_answer(204)
+
+
+def get_location(call: S3Call) -> Response:
+    bucket = call.names.bucket(call.tenant, call.bucket)
+    return xml_answer(location_xml(bucket.location or None))
+
+
+def get_versioning(call: S3Call) -> Response:
+    call.names.bucket(call.tenant, call.bucket)
+    return xml_answer(versioning_xml())
+
+
+def get_acl(call: S3Call) -> Response:
+    """The one ACL this store has: the owner holds FULL_CONTROL (bucket or object)."""
+    if call.key:
+        call.names.head(call.tenant, call.bucket, call.key)
+    else:
+        call.names.bucket(call.tenant, call.bucket)
+    return xml_answer(acl_xml(call.owner))
+
+
+def get_object_tagging(call: S3Call) -> Response:
+    """Objects carry no tags here."""
+    call.names.head(call.tenant, call.bucket, call.key)
+    return xml_answer(empty_tagging_xml())
+
+
+def _entry(info: ObjectInfo) -> ObjectEntry:
+    return ObjectEntry(info.key, info.last_modified, info.etag, info.size,
+                       checksum_algorithm=info.checksum["algorithm"] if info.checksum else None)
+
+
+def _listing(call: S3Call, after: str | None, max_keys: int) -> Listing:
+    return call.names.list(call.tenant, call.bucket, call.query.get("prefix", ""),
+                           call.query.get("delimiter", ""), after, max_keys)
+
+
+def _token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
+
+
+def _untoken(token: str) -> str:
+    try:
+        key = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
+        if key:
+            return key
+    except (binascii.Error, ValueError, UnicodeError):
+        pass
+    raise InvalidArgument("The continuation token provided is incorrect", ArgumentName="continuation-token",
+                          ArgumentValue=token)
+
+
+def list_objects(call: S3Call) -> Response:
+    encoding = check_encoding_type(call.query.get("encoding-type"))
+    max_keys = call.int_param("max-keys", MAX_KEYS, 0, MAX_KEYS, clamp=True)
+    prefix, delimiter = call.query.get("prefix", ""), call.query.get("delimiter") or None
+    if call.query.get("list-type") == "2":
+        token = call.query.get("continuation-token")
+        start_after = call.query.get("start-after")
+        after = _untoken(token) if token else start_after or None
+        listing = _listing(call, after, max_keys)
+        fetch_owner = (call.query.get("fetch-owner") or "").lower() == "true"
+        return xml_answer(list_objects_v2_xml(
+            call.bucket, [_entry(o) for o in listing.objects], listing.prefixes, prefix=prefix,
+            delimiter=delimiter, max_keys=max_keys, is_truncated=listing.truncated, continuation_token=token,
+            next_continuation_token=_token(listing.next_marker) if listing.truncated else None,
+            start_after=start_after, encoding_type=encoding, owner=call.owner if fetch_owner else None))
+    if "list-type" in call.query and call.query["list-type"] != "1":
+        raise InvalidArgument("Invalid List Type specified in Request", ArgumentName="list-type",
+                              ArgumentValue=call.query["list-type"])
+    marker = call.query.get("marker", "")
+    listing = _listing(call, marker or None, max_keys)
+    return xml_answer(list_objects_v1_xml(
+        call.bucket, [_entry(o) for o in listing.objects], listing.prefixes, prefix=prefix, delimiter=delimiter,
+        marker=marker, next_marker=listing.next_marker, max_keys=max_keys, is_truncated=listing.truncated,
+        encoding_type=encoding, owner=call.owner))
+
+
+def list_versions(call: S3Call) -> Response:
+    """An unversioned bucket: each key's one version, ``null``."""
+    encoding = check_encoding_type(call.query.get("encoding-type"))
+    max_keys = call.int_param("max-keys", MAX_KEYS, 0, MAX_KEYS, clamp=True)
+    key_marker = call.query.get("key-marker", "")
+    listing = _listing(call, key_marker or None, max_keys)
+    return xml_answer(list_versions_xml(
+        call.bucket, [_entry(o) for o in listing.objects], listing.prefixes, prefix=call.query.get("prefix", ""),
+        delimiter=call.query.get("delimiter") or None, key_marker=key_marker, next_key_marker=listing.next_marker,
+        max_keys=max_keys, is_truncated=listing.truncated, encoding_type=encoding, owner=call.owner))

@@ -1,0 +1,248 @@
+"""Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, CopyObject.
+
+Each handler turns one S3 call into ObjectNames calls and shapes the answer; bytes stream in
+through the verified PayloadReader and out through the store's verified reads.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+from urllib.parse import quote, unquote_to_bytes
+
+from flask import Response, stream_with_context
+from werkzeug.http import parse_range_header
+
+from app.s3 import checksums
+from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
+                           InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
+from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
+                            xml_answer)
+from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, copy_object_xml, delete_result_xml, parse_delete,
+                          quote_etag, strip_etag)
+from pipeline.errors import StoreError
+from pipeline.names import valid_key
+from pipeline.objects import ObjectAttributes, ObjectInfo
+
+# response-* query parameters of GetObject and the header each overrides
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def checksum_header(checksum: dict | None) -> dict:
+    if not checksum:
+        return {}
+    return {checksums.header_name(checksum["algorithm"]): checksum["value"]}
+
+
+def checksum_elements(checksum: dict | None) -> dict | None:
+    return {checksum["algorithm"]: checksum["value"]} if checksum else None
+
+
+def checksum_of(reader) -> dict | None:
+    """The checksum a finished PayloadReader verified or computed, as the store keeps it."""
+    if reader.checksum is None:
+        return None
+    algorithm, value = reader.checksum
+    return {"algorithm": algorithm, "value": value}
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-Match / If-None-Match list names ``etag`` (``*`` names every existing object)."""
+    candidates = [c.strip() for c in header.split(",")]
+    return "*" in candidates or any(strip_etag(c) == etag for c in candidates if c)
+
+
+def check_version(call: S3Call) -> None:
+    """Buckets are never versioned: the only version of a key is ``null``."""
+    version = call.query.get("versionId")
+    if version is not None and version != "null":
+        raise InvalidArgument("Invalid version id specified", ArgumentName="versionId", ArgumentValue=version)
+
+
+def object_headers(info: ObjectInfo) -> dict:
+    headers = {"ETag": quote_etag(info.etag), "Last-Modified": to_http_date(info.last_modified),
+               "Accept-Ranges": "bytes", "Content-Type": info.content_type}
+    headers.update(info.headers)
+    for name, value in info.metadata.items():
+        headers["x-amz-meta-" + name] = value
+    return headers
+
+
+def check_preconditions(call: S3Call, info: ObjectInfo, prefix: str = "") -> None:
+    """RFC 7232 order, as S3 applies it: If-Match before If-Unmodified-Since, If-None-Match before
+    If-Modified-Since. ``prefix`` "x-amz-copy-source-" checks a copy's source (412 only)."""
+    modified = int(info.last_modified)
+    if_match = call.header(prefix + "If-Match")
+    unmodified_since = from_http_date(call.header(prefix + "If-Unmodified-Since"))
+    if if_match is not None:
+        if not etag_matches(if_match, info.etag):
+            raise PreconditionFailed(Condition=prefix + "If-Match")
+    elif unmodified_since is not None and modified > unmodified_since:
+        raise PreconditionFailed(Condition=prefix + "If-Unmodified-Since")
+    if_none_match = call.header(prefix + "If-None-Match")
+    modified_since = from_http_date(call.header(prefix + "If-Modified-Since"))
+    unchanged = None
+    if if_none_match is not None:
+        unchanged = etag_matches(if_none_match, info.etag)
+        what = "If-None-Match"
+    elif modified_since is not None:
+        unchanged = modified <= modified_since
+        what = "If-Modified-Since"
+    if unchanged:
+        if prefix:
+            raise PreconditionFailed(Condition=prefix + what)
+        err = NotModified()
+        err.headers = {"ETag": quote_etag(info.etag), "Last-Modified": to_http_date(info.last_modified)}
+        raise err
+
+
+def _byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """[start, stop) of a single ``bytes=`` range; None to serve the whole object (a malformed or
+    multiple range is ignored, as AWS does); InvalidRange when it lies past the end."""
+    rng = parse_range_header(value)
+    if rng is None or rng.units != "bytes" or len(rng.ranges) != 1:
+        return None
+    span = rng.range_for_length(size)
+    if span is None:
+        err = InvalidRange(ActualObjectSize=str(size), RangeRequested=value)
+        err.headers = {"Content-Range": f"bytes */{size}"}
+        raise err
+    return span
+
+
+def get_object(call: S3Call, head_only: bool = False) -> Response:
+    check_version(call)
+    info = call.names.head(call.tenant, call.bucket, call.key)
+    check_preconditions(call, info)
+    headers = object_headers(info)
+    size, start, stop, status, whole = info.size, 0, info.size, 200, True
+    if "partNumber" in call.query:
+        number = call.int_param("partNumber", 1, 1, 10_000)
+        sizes = info.part_sizes or [size]
+        if number > len(sizes):
+            raise InvalidPartNumber(PartNumberRequested=str(number), ActualPartCount=str(len(sizes)))
+        start = sum(sizes[:number - 1])
+        stop = start + sizes[number - 1]
+        if info.part_sizes:
+            headers["x-amz-mp-parts-count"] = str(len(sizes))
+        status, whole = 206, False
+    elif call.header("Range"):
+        span = _byte_range(call.header("Range"), size)
+        if span is not None:
+            (start, stop), status, whole = span, 206, False
+    if status == 206 and stop > start:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    if whole:  # a checksum covers the whole object: never on a range or a part
+        headers.update(checksum_header(info.checksum))
+    for param, header in RESPONSE_OVERRIDES.items():
+        if param in call.query:
+            headers[header] = call.query[param]
+    headers["Content-Length"] = str(stop - start)
+    if head_only:
+        return Response(iter(()), status=status, headers=headers, direct_passthrough=True)
+    body: Iterator[bytes] = call.names.read(info, start, stop) if stop > start else iter(())
+    return Response(stream_with_context(body), status=status, headers=headers, direct_passthrough=True)
+
+
+def head_object(call: S3Call) -> Response:
+    return get_object(call, head_only=True)
+
+
+def _receive(reader, attrs: ObjectAttributes):
+    """The body's pieces; at their end the verified checksum joins the object's attributes."""
+    yield from reader
+    attrs.checksum = checksum_of(reader)
+
+
+def put_object(call: S3Call) -> Response:
+    if call.header("x-amz-copy-source") is not None:
+        return copy_object(call)
+    key = valid_key(call.key)
+    if_none_match = call.header("If-None-Match")
+    if if_none_match is not None and if_none_match != "*":
+        raise FeatureNotImplemented("A PUT supports If-None-Match: * only")
+    if call.header("If-Match") is not None:
+        raise FeatureNotImplemented("Conditional writes with If-Match are not implemented")
+    attrs = object_attributes(call)
+    reader = call.body()
+    if if_none_match == "*":  # refuse before the body when the key exists; put() decides races
+        try:
+            call.names.head(call.tenant, call.bucket, key)
+        except StoreError as exc:
+            if exc.code != "no_such_key":
+                raise
+        else:
+            raise PreconditionFailed(Condition="If-None-Match")
+    info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
+                             if_none_match=if_none_match == "*", request_id=call.request_id)
+    call.enqueue(f.id, call.request_id)
+    return empty_answer(200, {"ETag": quote_etag(info.etag), **checksum_header(info.checksum)})
+
+
+def delete_object(call: S3Call) -> Response:
+    check_version(call)
+    call.names.delete(call.tenant, call.bucket, call.key)
+    return empty_answer(204)
+
+
+def delete_objects(call: S3Call) -> Response:
+    request = parse_delete(call.small_body(MAX_DELETE_XML))
+    call.names.bucket(call.tenant, call.bucket)  # an unknown or foreign bucket fails the whole call
+    deleted: list[str] = []
+    errors: list[DeleteError] = []
+    for key in request.keys:
+        try:
+            call.names.delete(call.tenant, call.bucket, valid_key(key))
+            deleted.append(key)
+        except StoreError as exc:
+            err = s3_error_for(exc)
+            errors.append(DeleteError(key, err.code, err.message))
+    return xml_answer(delete_result_xml(deleted, errors, quiet=request.quiet))
+
+
+def copy_source(call: S3Call) -> tuple[str, str]:
+    """(bucket, key) of ``x-amz-copy-source``: ``[/]bucket/key[?versionId=null]``, URL-encoded."""
+    raw = call.header("x-amz-copy-source") or ""
+    path, _, version = raw.partition("?")
+    if version and version not in ("versionId=null", "versionId="):
+        raise InvalidArgument("Invalid version id specified", ArgumentName="x-amz-copy-source")
+    try:
+        path = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        path = ""
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                              ArgumentName="x-amz-copy-source", ArgumentValue=raw)
+    return bucket, key
+
+
+def copy_object(call: S3Call) -> Response:
+    key = valid_key(call.key)
+    src_bucket, src_key = copy_source(call)
+    directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
+                              ArgumentValue=directive)
+    src = call.names.head(call.tenant, src_bucket, src_key)
+    check_preconditions(call, src, prefix="x-amz-copy-source-")
+    if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" \
+            and call.header("x-amz-storage-class") is None:
+        raise InvalidRequest("This copy request is illegal because it is trying to copy an object to itself "
+                             "without changing the object's metadata, storage class, website redirect location "
+                             "or encryption attributes.")
+    attrs = None
+    if directive == "REPLACE":
+        attrs = object_attributes(call)
+        attrs.checksum = src.checksum  # the same bytes
+    info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs)
+    return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))
+
+
+def object_location(call: S3Call, key: str) -> str:
+    return f"http://{call.host}/{quote(call.bucket)}/{quote(key)}"

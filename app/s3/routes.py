@@ -1,0 +1,249 @@
+"""The S3 front end: a Flask app whose every request is one S3 call.
+
+Routing is S3's, not Werkzeug's: the bucket and key come from the raw request path (gunicorn's
+``RAW_URI``, percent-decoded once as UTF-8; never the normalised ``PATH_INFO``) or, when
+``MINIS3_S3_DOMAIN`` is set, the bucket from the Host ``bucket.<domain>``. The operation is chosen
+by method, level (service, bucket, object) and sub-resource query parameter from the tables
+below; a sub-resource this store does not implement answers 501 NotImplemented.
+
+Every request is rate limited per access key and authenticated with SigV4 before it is
+dispatched; every answer carries a request id and the API's security headers; every failure is
+an S3 XML error (no body for HEAD).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Callable
+from urllib.parse import quote, unquote_to_bytes
+
+import pymongo.errors
+import redis
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import ClientDisconnected, HTTPException
+
+from app import celery_enqueue
+from app.multipart import discard_rest
+from app.s3 import buckets, multipart, objects
+from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
+                           FeatureNotImplemented, S3Error, ServiceUnavailable, error_xml, s3_error_for)
+from app.s3.ratelimit import S3RateLimit
+from app.s3.request import S3Call
+from app.s3.sigv4 import authenticate, parse_query
+from app.security import HSTS, SECURE_HEADERS
+from config.logging import REQUEST_ID
+from config.secretkey import load_or_create
+from config.settings import Settings
+from pipeline.credentials import S3Credentials
+from pipeline.errors import StoreError
+from pipeline.objects import ObjectNames
+from pipeline.store import ObjectStore
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("minis3.s3.access")
+
+Handler = Callable[[S3Call], Response]
+METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"]
+
+SERVICE_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("GET", None): buckets.list_buckets,
+}
+BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("PUT", None): buckets.create_bucket,
+    ("HEAD", None): buckets.head_bucket,
+    ("DELETE", None): buckets.delete_bucket,
+    ("GET", None): buckets.list_objects,
+    ("GET", "location"): buckets.get_location,
+    ("GET", "versioning"): buckets.get_versioning,
+    ("GET", "versions"): buckets.list_versions,
+    ("GET", "uploads"): multipart.list_uploads,
+    ("POST", "delete"): objects.delete_objects,
+    ("GET", "acl"): buckets.get_acl,
+}
+OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("PUT", None): objects.put_object,  # CopyObject too, when x-amz-copy-source is present
+    ("GET", None): objects.get_object,
+    ("HEAD", None): objects.head_object,
+    ("DELETE", None): objects.delete_object,
+    ("POST", "uploads"): multipart.create_upload,
+    ("PUT", "uploadId"): multipart.upload_part,  # UploadPartCopy too
+    ("GET", "uploadId"): multipart.list_parts,
+    ("DELETE", "uploadId"): multipart.abort_upload,
+    ("POST", "uploadId"): multipart.complete_upload,
+    ("GET", "acl"): buckets.get_acl,
+    ("GET", "tagging"): buckets.get_object_tagging,
+}
+# Query parameters that name a sub-resource (an operation of its own), in the order they are
+# looked for; those without a route answer 501. Any other parameter (prefix, x-id...) is an option.
+SUBRESOURCES = (
+    "uploads", "uploadId", "delete", "location", "versioning", "versions", "acl", "tagging",
+    "accelerate", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
+    "legal-hold", "lifecycle", "logging", "metadataConfiguration", "metrics", "notification", "object-lock",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "renameObject", "replication",
+    "requestPayment", "restore", "retention", "select", "session", "torrent", "website",
+)
+# the security headers that mean something for an API serving object bytes (never a page of ours)
+S3_SECURE_HEADERS = {name: SECURE_HEADERS[name] for name in (
+    "X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy",
+    "X-Permitted-Cross-Domain-Policies")}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def route(call: S3Call) -> Handler:
+    """The handler of a call: by level, method and sub-resource."""
+    sub = next((name for name in SUBRESOURCES if name in call.query), None)
+    if call.bucket is None:
+        table = SERVICE_ROUTES
+        sub = None
+    elif call.key is None:
+        table = BUCKET_ROUTES
+    else:
+        table = OBJECT_ROUTES
+    handler = table.get((call.method, sub))
+    if handler is not None:
+        return handler
+    if sub is not None:
+        raise FeatureNotImplemented(f"This store does not implement the {sub!r} sub-resource for "
+                                    f"{call.method} (NotImplemented)")
+    if call.method == "POST" and call.key is None and call.bucket is not None:
+        raise FeatureNotImplemented("POST uploads from HTML forms are not implemented")
+    raise MethodNotAllowed(Method=call.method, ResourceType="SERVICE" if call.bucket is None else
+                           "BUCKET" if call.key is None else "OBJECT")
+
+
+# --- the request: raw path, bucket and key -------------------------------------------------------
+
+def raw_path(environ) -> str:
+    """The path exactly as it came on the wire (without the query string)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        if raw.startswith(("http://", "https://")):  # absolute-form request target
+            rest = raw.split("://", 1)[1]
+            raw = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        return raw.split("?", 1)[0] or "/"
+    # no raw target (Werkzeug's test client): re-encode the decoded path
+    return quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/-_.~!$&'()*+,;=:@")
+
+
+def _decode(segment: str) -> str:
+    try:
+        return unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument("Couldn't parse the specified URI: it is not UTF-8 once percent-decoded",
+                              ArgumentName="uri") from None
+
+
+def locate(path: str, host: str, domain: str | None) -> tuple[str | None, str | None]:
+    """(bucket, key) of a request; None for what the request does not name."""
+    rest = path[1:] if path.startswith("/") else path
+    hostname = host.rsplit(":", 1)[0].lower() if host and not host.endswith("]") else (host or "").lower()
+    if domain and hostname.endswith("." + domain.lower()):
+        bucket = hostname[:-len(domain) - 1]
+        return bucket, (_decode(rest) or None)
+    bucket, sep, key = rest.partition("/")
+    return (_decode(bucket) or None), (_decode(key) or None if sep else None)
+
+
+def presented_access_key(headers, query: dict[str, str]) -> str | None:
+    """The access key id a request claims (not yet verified): what its rate limit is counted on."""
+    credential = query.get("X-Amz-Credential")
+    if credential:
+        return credential.split("/", 1)[0]
+    match = _CREDENTIAL.search(headers.get("Authorization") or "")
+    return match.group(1) if match else None
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def as_s3_error(exc: BaseException) -> S3Error:
+    if isinstance(exc, S3Error):
+        return exc
+    if isinstance(exc, StoreError):
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return s3_error_for(exc)
+    if isinstance(exc, (pymongo.errors.PyMongoError, redis.RedisError)):
+        log.warning("backing service error: %r", exc)
+        err = ServiceUnavailable()
+        err.retry_after = 5
+        return err
+    if isinstance(exc, ClientDisconnected):
+        return IncompleteBody()
+    if isinstance(exc, HTTPException):
+        if exc.code == 405:
+            return MethodNotAllowed()
+        if exc.code and 400 <= exc.code < 500:
+            return S3Error.for_code("InvalidRequest", exc.description or exc.name)
+    log.exception("unexpected error")
+    return InternalError()
+
+
+def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = None,
+                  enqueue: Callable[[str, str | None], None] | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.url_map.merge_slashes = False  # "/bucket//key" names the key "/key"
+    store = store or ObjectStore.from_settings(settings)
+    try:
+        store.prepare()
+    except Exception as exc:  # metadata down at start: serve 503s until it is back
+        log.warning("could not prepare store at start (%r); will retry per request", exc)
+    names = ObjectNames(store)
+    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir))
+    enqueue = enqueue or celery_enqueue(settings)
+    limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url)
+    app.extensions["minis3.store"] = store
+    app.extensions["minis3.names"] = names
+
+    def serve(**_):
+        raw_query = request.environ.get("QUERY_STRING", "")
+        query = dict(parse_query(raw_query))
+        path = raw_path(request.environ)
+        host = request.headers.get("Host", "")
+        g.resource = path
+        limits.check(presented_access_key(request.headers, query) or f"addr:{request.remote_addr}")
+        auth = authenticate(request.method, path, raw_query, request.headers, credentials.lookup)
+        bucket, key = locate(path, host, settings.s3_domain)
+        g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
+        call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
+                      headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
+                      settings=settings, names=names, enqueue=enqueue, auth=auth)
+        return route(call)(call)
+
+    for rule in ("/", "/<path:_path>"):
+        app.add_url_rule(rule, "s3", serve, methods=METHODS, provide_automatic_options=False,
+                         strict_slashes=False)
+
+    @app.before_request
+    def _request_id():
+        g.request_id = secrets.token_hex(8).upper()
+        REQUEST_ID.set(g.request_id)  # on every log record of this request
+
+    @app.errorhandler(Exception)
+    def _error(exc: Exception):
+        err = as_s3_error(exc)
+        if request.method in ("PUT", "POST"):
+            discard_rest(request.stream)  # a client still sending then reads the answer, not a reset
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(err.retry_after)
+        body = b"" if request.method == "HEAD" else error_xml(err, g.get("resource", request.path),
+                                                               g.get("request_id", ""))
+        return Response(body, status=err.status, headers=headers, mimetype="application/xml")
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        rid = g.get("request_id", "")
+        response.headers["x-amz-request-id"] = rid
+        response.headers["x-amz-id-2"] = rid
+        response.headers["X-Request-ID"] = rid
+        for name, value in S3_SECURE_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        response.headers.pop("Server", None)  # gunicorn's (minis3) is the one
+        access_log.info("%s %s %d", request.method, g.get("resource", request.path), response.status_code)
+        return response
+
+    return app

@@ -1,0 +1,82 @@
+"""S3 objects through the store's life cycle: deduplication across keys, tenants, multipart uploads
+and copies; GC giving the space back; abandoned multipart uploads aborted by beat."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.maintenance import collect_garbage
+from pipeline.store import ObjectStore
+from tests.s3clients import boto3_client
+from tests.stack import MiB, Stack, random_chunks, wait_for
+
+
+def chunk_bytes(stack) -> int:
+    return sum(stack.chunk_files().values())
+
+
+def open_store(stack) -> ObjectStore:
+    store = ObjectStore.from_settings(stack.settings)
+    store.prepare()
+    return store
+
+
+def test_same_50_mib_under_many_keys_tenants_multipart_and_copy_is_stored_once_and_gc_empties_the_nodes(
+        s3_stack, tmp_path):
+    size = 50 * MiB
+    source = tmp_path / "fifty.bin"
+    with open(source, "wb") as f:
+        for block in random_chunks(size, seed=5050):
+            f.write(block)
+    acme = boto3_client(s3_stack, s3_stack.s3_credentials("acme"))
+    globex = boto3_client(s3_stack, s3_stack.s3_credentials("globex"))
+    acme.create_bucket(Bucket="acme-dedup")
+    globex.create_bucket(Bucket="globex-dedup")
+    for client, bucket in ((acme, "acme-dedup"), (globex, "globex-dedup")):
+        for i in range(5):
+            with open(source, "rb") as body:
+                client.put_object(Bucket=bucket, Key=f"copy-{i}.bin", Body=body)
+    acme.upload_file(str(source), "acme-dedup", "multipart.bin")  # 8 MiB parts: 7 of them
+    assert acme.head_object(Bucket="acme-dedup", Key="multipart.bin")["ETag"].endswith('-7"')
+    acme.copy_object(Bucket="acme-dedup", Key="copied.bin", CopySource="acme-dedup/copy-0.bin")
+    store = open_store(s3_stack)
+    try:
+        wait_for(lambda: store.repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
+                 timeout=180, what="every upload ingested")
+        assert chunk_bytes(s3_stack) == size
+        assert len(s3_stack.chunk_files()) == 50
+        for client, bucket, keys in ((acme, "acme-dedup", [f"copy-{i}.bin" for i in range(5)] +
+                                      ["multipart.bin", "copied.bin"]),
+                                     (globex, "globex-dedup", [f"copy-{i}.bin" for i in range(5)])):
+            assert client.get_object(Bucket=bucket, Key=keys[-1], Range="bytes=0-9")["ContentLength"] == 10
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+            client.delete_bucket(Bucket=bucket)
+        report = collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1)
+        assert report["chunks"] == 50
+        assert s3_stack.chunk_files() == {}
+    finally:
+        store.repo.client.close()
+
+
+@pytest.fixture
+def beat_stack(tmp_path, backends):
+    s = Stack(tmp_path / "beat", backends, s3=True, beat=True, multipart_abandon_s=2.0)
+    yield s
+    s.stop()
+
+
+def test_beat_aborts_an_abandoned_multipart_upload_and_its_parts(beat_stack):
+    s3 = boto3_client(beat_stack, beat_stack.s3_credentials("acme"))
+    s3.create_bucket(Bucket="slow")
+    uid = s3.create_multipart_upload(Bucket="slow", Key="never-finished")["UploadId"]
+    s3.upload_part(Bucket="slow", Key="never-finished", UploadId=uid, PartNumber=1, Body=b"p" * 1000)
+    store = open_store(beat_stack)
+    try:
+        part_file = store.repo.parts.find_one({"upload": uid})["file"]
+        wait_for(lambda: not s3.list_multipart_uploads(Bucket="slow").get("Uploads"), timeout=60,
+                 what="the upload aborted by beat")
+        assert store.repo.get_file(part_file).status == "deleted"
+        assert store.repo.parts.count_documents({"upload": uid}) == 0
+    finally:
+        store.repo.client.close()
