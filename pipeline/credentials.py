@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pymongo.errors import DuplicateKeyError
 
+from pipeline.backends import translate_backend_errors
 from pipeline.errors import NotFound, ServerSecretError
 from pipeline.keys import valid_tenant
 from pipeline.metadata import MetadataRepository
@@ -65,6 +66,7 @@ class S3Key:
                 "revoked": self.revoked, "active": self.active}
 
 
+@translate_backend_errors
 class S3Credentials:
     def __init__(self, repo: MetadataRepository, server_secret: str):
         self.repo = repo

@@ -18,8 +18,6 @@ import secrets
 from typing import Callable
 from urllib.parse import quote, unquote_to_bytes
 
-import pymongo.errors
-import redis
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
@@ -27,7 +25,7 @@ from app import celery_enqueue
 from app.multipart import discard_rest
 from app.s3 import buckets, multipart, objects
 from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
-                           FeatureNotImplemented, S3Error, ServiceUnavailable, error_xml, s3_error_for)
+                           FeatureNotImplemented, S3Error, error_xml, s3_error_for)
 from app.s3.ratelimit import S3RateLimit
 from app.s3.request import S3Call
 from app.s3.sigv4 import authenticate, parse_query
@@ -160,13 +158,9 @@ def as_s3_error(exc: BaseException) -> S3Error:
     if isinstance(exc, S3Error):
         return exc
     if isinstance(exc, StoreError):
-        if exc.status >= 500:
+        err = s3_error_for(exc)
+        if err.status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return s3_error_for(exc)
-    if isinstance(exc, (pymongo.errors.PyMongoError, redis.RedisError)):
-        log.warning("backing service error: %r", exc)
-        err = ServiceUnavailable()
-        err.retry_after = 5
         return err
     if isinstance(exc, ClientDisconnected):
         return IncompleteBody()
