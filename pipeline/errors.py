@@ -145,3 +145,10 @@ class PreconditionFailed(StoreError):
     """A precondition of the request does not hold."""
     status = 412
     code = "precondition_failed"
+
+
+class NotEnoughFragments(StoreError):
+    """Fewer fragments of an erasure-coded chunk are readable than it takes to rebuild it."""
+    status = 503
+    code = "not_enough_fragments"
+    retry_after = 5
