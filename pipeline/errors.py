@@ -152,3 +152,17 @@ class NotEnoughFragments(StoreError):
     status = 503
     code = "not_enough_fragments"
     retry_after = 5
+
+
+class NodeUnavailable(StoreError):
+    """A storage node is down (its directory is missing or unreadable)."""
+    status = 503
+    code = "node_unavailable"
+    retry_after = 5
+
+
+class NodesUnavailable(StoreError):
+    """Too few storage nodes are up to store a chunk in its layout; ingest retries later."""
+    status = 503
+    code = "nodes_unavailable"
+    retry_after = 5
