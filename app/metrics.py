@@ -61,6 +61,34 @@ class QueueDepthCollector:
         yield gauge
 
 
+class RedundancyCollector:
+    """Chunks waiting for heal and the last scrub pass, read from MongoDB at scrape time."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        try:
+            degraded = self.store.repo.count_needing_heal()
+            scrub = self.store.repo.last_event("scrub") or {}
+        except Exception:  # metadata down: no sample rather than a failed scrape
+            return
+        gauge = GaugeMetricFamily("minis3_degraded_chunks", "Chunks missing fragments, waiting for heal")
+        gauge.add_metric([], degraded)
+        yield gauge
+        last = scrub.get("lastPass") or {}
+        if last:
+            done = GaugeMetricFamily("minis3_scrub_last_pass_finished_seconds",
+                                     "When the last full scrub pass finished (epoch seconds)")
+            done.add_metric([], last.get("finished", 0))
+            yield done
+            found = GaugeMetricFamily("minis3_scrub_last_pass_findings",
+                                      "Damaged fragments the last full scrub pass found", labels=["kind"])
+            for kind in ("corrupt", "missing"):
+                found.add_metric([kind], last.get(kind, 0))
+            yield found
+
+
 class _DefaultRegistry:
     def collect(self):
         return REGISTRY.collect()
@@ -74,6 +102,7 @@ def scrape():
     else:
         registry.register(_DefaultRegistry())
     registry.register(QueueDepthCollector(current_app.extensions["minis3.store"].redis))
+    registry.register(RedundancyCollector(current_app.extensions["minis3.store"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -1,7 +1,8 @@
 """Store-wide figures for operators: files, logical and physical bytes, nodes, queue, last GC.
 
 Logical bytes are what users stored (the sizes of stored files); physical bytes are what the
-nodes hold (each distinct stored chunk once). Their ratio is what deduplication saves.
+nodes hold (each distinct stored chunk once, as its fragments: 1.5x its size in 2+1). Their
+ratio is what deduplication saves, net of the layout's overhead. Chunks counts fragments per node.
 """
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def store_stats(store, queue: str) -> dict:
     logical = figures["logicalBytes"]
     physical = sum(n["bytes"] for n in nodes)
     gc = store.repo.last_event("gc")
+    heal = store.repo.last_event("heal") or {}
+    convert = store.repo.last_event("ec_convert")
+    from pipeline.scrub import scrub_status
+
+    k, m = store.settings.ec_layout
+    states = {s["node"]: s["state"] for s in store.node_states()}
+    for n in nodes:
+        n["state"] = states.get(n["node"], "unknown")
     return {
         "files": {"total": sum(by_status.values()), "byStatus": by_status},
         "logicalBytes": logical,
@@ -38,4 +47,12 @@ def store_stats(store, queue: str) -> dict:
             "at": gc.get("at"), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
+        "layout": f"{k}+{m}",
+        "degradedChunks": store.repo.count_needing_heal(),
+        "fragmentsHealed": heal.get("fragments", 0),
+        "chunksHealed": heal.get("chunks", 0),
+        "scrub": scrub_status(store),
+        "ecConvert": None if convert is None else {
+            k2: convert.get(k2) for k2 in ("running", "layout", "total", "converted", "failed", "remaining",
+                                           "started", "finished")},
     }

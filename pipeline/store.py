@@ -40,7 +40,7 @@ class ObjectStore:
         # chunk hash -> queue a heal of it (the web and the workers send a Celery task)
         self.heal_enqueue: Callable[[str], None] | None = None
         self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement,
-                                 usable_nodes=self.usable_nodes, on_degraded=self.report_damage)
+                                 usable_nodes=self.usable_nodes, on_degraded=self.queue_heal)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ObjectStore":
@@ -193,6 +193,13 @@ class ObjectStore:
     def usable_nodes(self) -> set[str]:
         """Nodes new fragments may go to: up, not full, not draining."""
         return {s["node"] for s in self.node_states() if s["state"] == "up"}
+
+    def queue_heal(self, chunk_hash: str) -> None:
+        """Flag a chunk and queue its heal even when it was flagged already (ingest stores a
+        chunk missing fragments with the flag set)."""
+        self.repo.flag_heal(chunk_hash)
+        if self.heal_enqueue is not None:
+            self.heal_enqueue(chunk_hash)
 
     def report_damage(self, chunk_hash: str) -> None:
         """A read, an ingest or a scrub found a chunk missing fragments: flag it and queue its heal

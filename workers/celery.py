@@ -27,7 +27,12 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=INGEST_QUEUE,
         task_routes={"minis3.gc": {"queue": MAINTENANCE_QUEUE},
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
-                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE}},
+                     "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.heal": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.heal_flagged": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.scrub": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.ec_convert": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.drain": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
         worker_log_format=WORKER_LOG_FORMAT,
         # no task-sent event: Flower learns a task, with its args, from the worker's task-received
@@ -37,6 +42,8 @@ def make_celery(settings: Settings) -> Celery:
             "gc": {"task": "minis3.gc", "schedule": settings.gc_interval_s},
             "requeue-stuck": {"task": "minis3.requeue_stuck", "schedule": max(1.0, settings.stuck_after_s / 2)},
             "clean-spool": {"task": "minis3.clean_spool", "schedule": max(1.0, settings.spool_abandon_s / 4)},
+            "heal-flagged": {"task": "minis3.heal_flagged", "schedule": 60.0},
+            "scrub": {"task": "minis3.scrub", "schedule": max(1.0, min(60.0, settings.scrub_period_s / 10))},
         },
     )
     app.minis3_settings = settings
