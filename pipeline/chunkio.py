@@ -241,8 +241,11 @@ class ChunkIO:
         found = self.check(doc, enough=k)
         if len(found.good) < k:
             self._damaged(doc, found)
-            raise _unavailable(chunk_hash, ",".join(nodes_of(doc)),
-                               f"{len(found.good)} of the {k} fragments needed are readable")
+            log.error("chunk %s: %d of the %d fragments needed are readable (%d corrupt, %d missing)", chunk_hash,
+                      len(found.good), k, len(found.corrupt), len(found.missing))
+            # the reason is one of the fixed few a metric label takes
+            raise _unavailable(chunk_hash, ",".join(nodes_of(doc)), "content does not match its checksum"
+                               if found.corrupt else "chunk file missing")
         try:
             data = self.codec(k, m).decode(found.good, doc["size"])
         except NotEnoughFragments as exc:

@@ -507,6 +507,13 @@ class MetadataRepository:
             query["$or"] = [{"k": {"$exists": False}}, {"k": 1}]
         return list(self.chunks.find(query).sort("_id", 1).limit(limit))
 
+    def stored_chunk_bytes(self) -> int:
+        """Bytes of the distinct stored chunks (before their layout's overhead)."""
+        for d in self.chunks.aggregate([{"$match": {"state": CHUNK_STORED}},
+                                        {"$group": {"_id": None, "bytes": {"$sum": "$size"}}}]):
+            return d["bytes"]
+        return 0
+
     def count_chunks(self, whole_only: bool = False) -> int:
         query: dict = {"state": CHUNK_STORED}
         if whole_only:

@@ -1,8 +1,9 @@
 """Store-wide figures for operators: files, logical and physical bytes, nodes, queue, last GC.
 
-Logical bytes are what users stored (the sizes of stored files); physical bytes are what the
-nodes hold (each distinct stored chunk once, as its fragments: 1.5x its size in 2+1). Their
-ratio is what deduplication saves, net of the layout's overhead. Chunks counts fragments per node.
+Logical bytes are what users stored (the sizes of stored files); unique bytes are the distinct
+stored chunks (their ratio is what deduplication saves); physical bytes are what the nodes hold:
+every fragment, so 1.5x the unique bytes in 2+1. ``chunks`` counts distinct chunks, ``fragments``
+(and each node's ``chunks``) the files on nodes.
 """
 from __future__ import annotations
 
@@ -26,21 +27,21 @@ def store_stats(store, queue: str) -> dict:
               "bytes": recorded.get(n, {}).get("bytes", 0)} for n in names]
     logical = figures["logicalBytes"]
     physical = sum(n["bytes"] for n in nodes)
+    unique = store.repo.stored_chunk_bytes()
     gc = store.repo.last_event("gc")
     heal = store.repo.last_event("heal") or {}
     convert = store.repo.last_event("ec_convert")
     from pipeline.scrub import scrub_status
 
     k, m = store.settings.ec_layout
-    states = {s["node"]: s["state"] for s in store.node_states()}
-    for n in nodes:
-        n["state"] = states.get(n["node"], "unknown")
     return {
         "files": {"total": sum(by_status.values()), "byStatus": by_status},
         "logicalBytes": logical,
         "physicalBytes": physical,
-        "dedupRatio": round(logical / physical, 4) if physical else None,
-        "chunks": sum(n["chunks"] for n in nodes),
+        "uniqueBytes": unique,
+        "dedupRatio": round(logical / unique, 4) if unique else None,
+        "chunks": store.repo.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
+        "fragments": sum(n["chunks"] for n in nodes),
         "nodes": nodes,
         "queueDepth": queue_depth(store.redis, queue),
         "lastGc": None if gc is None else {
