@@ -139,7 +139,13 @@ COMPONENTS = {
                 "nodes": {"type": "array", "items": {
                     "type": "object", "required": ["node", "ok"],
                     "properties": {"node": {"type": "string"}, "ok": {"type": "boolean"},
+                                   "state": {"type": "string", "enum": ["up", "down", "full", "draining"]},
                                    "freeBytes": {"type": "integer"}, "totalBytes": {"type": "integer"}}}},
+                "layout": {"type": "object", "properties": {
+                    "ec": {"type": "string"}, "ok": {"type": "boolean"}, "writableNodes": {"type": "integer"},
+                    "reason": {"type": "string"}}},
+                "chunks": {"type": "object", "properties": {"ok": {"type": "boolean"},
+                                                            "degraded": {"type": "integer"}}},
             },
         },
         "Check": {"type": "object", "required": ["ok"],
