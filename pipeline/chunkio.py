@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +36,8 @@ from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailab
 log = logging.getLogger(__name__)
 
 WHOLE = (1, 0)
+REPORT_EVERY_S = 60.0
+REPORTED_MAX = 100_000
 
 
 def fragments(doc: dict) -> list[dict]:
@@ -92,6 +96,9 @@ class ChunkIO:
         self.ec = tuple(ec)  # the layout of new chunks
         self.on_damage: Callable[[str], None] | None = None
         self._codecs: dict[tuple[int, int], Codec] = {}
+        # chunks whose missing fragments this process reported lately: while a node is down every
+        # read of its chunks is degraded, and one report (and log line) a minute per chunk is enough
+        self._reported: OrderedDict[str, float] = OrderedDict()
 
     def codec(self, k: int, m: int) -> Codec:
         c = self._codecs.get((k, m))
@@ -268,6 +275,17 @@ class ChunkIO:
         return data
 
     def _damaged(self, doc: dict, found: FragmentCheck) -> None:
+        now = time.monotonic()
+        if not found.corrupt and doc.get("needsHeal"):
+            return  # flagged already: its heal is queued or waits for a node to come back
+        if not found.corrupt:
+            last = self._reported.get(doc["_id"])
+            if last is not None and now - last < REPORT_EVERY_S:
+                return
+            self._reported[doc["_id"]] = now
+            self._reported.move_to_end(doc["_id"])
+            while len(self._reported) > REPORTED_MAX:
+                self._reported.popitem(last=False)
         for frag, reason in found.corrupt:
             log.error("chunk %s fragment %d on node %s: %s; quarantined", doc["_id"], frag["i"], frag["node"], reason)
             self.quarantine(doc, frag)

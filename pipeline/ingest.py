@@ -15,7 +15,9 @@ retries later (the file stays in the queue and its spool keeps every byte).
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -214,20 +216,32 @@ class Ingestor:
         written = []
         layouts: dict[str, dict] = {}  # fragments written by this ingest, for the documents
         short: dict[str, dict[int, str]] = {}
-        for h, d in to_write.items():
+
+        def place(item: tuple[str, dict]):
+            h, d = item
             on_node, src = self._source(doc.id, first_at[h], d)
             if on_node:
-                written.append(h)
-                continue
+                return "placed", None
             if src is None:
-                missing.append(h)
-                continue
+                return "missing", None
             try:
-                placed = self.chunkio.place_from_spool(d, src)
+                return "written", self.chunkio.place_from_spool(d, src)
             except FileNotFoundError:  # another ingest of this file (a re-queue) moved it first
                 if not self.chunkio.is_placed(d):
                     raise ChunkBusy(f"chunk {h} is being placed by another ingest") from None
+                return "placed", None
+
+        # erasure-coded chunks are encoded and their fragments fsynced by a few threads at once:
+        # the fsyncs (each fragment's own) overlap instead of queueing one behind the other
+        coded = any(layout(d) != (1, 0) for d in to_write.values())
+        outcomes = _placer().map(place, to_write.items()) if coded and len(to_write) > 1 \
+            else map(place, to_write.items())
+        for (h, d), (outcome, placed) in zip(to_write.items(), outcomes):
+            if outcome == "placed":
                 written.append(h)
+                continue
+            if outcome == "missing":
+                missing.append(h)
                 continue
             dirs |= placed.dirs
             k, m = layout(d)
@@ -262,3 +276,15 @@ class Ingestor:
                 self.on_degraded(h)
         if missing:
             raise SpoolLost(missing, [h for h in missing if h in claimed_here])
+
+
+_placers: dict[int, ThreadPoolExecutor] = {}
+PLACE_THREADS = 4
+
+
+def _placer() -> ThreadPoolExecutor:
+    """This process's pool of placement threads (made after a fork, never inherited)."""
+    pool = _placers.get(os.getpid())
+    if pool is None:
+        pool = _placers[os.getpid()] = ThreadPoolExecutor(PLACE_THREADS, thread_name_prefix="minis3-place")
+    return pool
