@@ -166,28 +166,26 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
     return HealResult(chunk_hash, BUSY, quarantined=quarantined, reason="its layout kept changing")
 
 
+def _paged(fetch: Callable[[str | None], list[dict]]) -> Iterable[dict]:
+    """Every document of a query read a page at a time in hash order (``fetch(after)``)."""
+    after = None
+    while True:
+        batch = fetch(after)
+        if not batch:
+            return
+        after = batch[-1]["_id"]
+        yield from batch
+
+
 def chunks_to_heal(store, full_scan: bool = True) -> Iterable[str]:
     """Hashes of chunks flagged for heal, then (``full_scan``) of every stored chunk that misses a
     fragment on its node (a cheap check: no bytes read, a stat per fragment)."""
     seen: set[str] = set()
-    after = None
-    while True:
-        batch = store.repo.chunks_needing_heal(after, 500)
-        if not batch:
-            break
-        after = batch[-1]["_id"]
-        for doc in batch:
-            seen.add(doc["_id"])
-            yield doc["_id"]
-    if not full_scan:
-        return
-    after = None
-    while True:
-        batch = store.repo.stored_chunks(after, 500)
-        if not batch:
-            break
-        after = batch[-1]["_id"]
-        for doc in batch:
+    for doc in _paged(lambda after: store.repo.chunks_needing_heal(after, 500)):
+        seen.add(doc["_id"])
+        yield doc["_id"]
+    if full_scan:
+        for doc in _paged(lambda after: store.repo.stored_chunks(after, 500)):
             if doc["_id"] not in seen and not store.chunkio.is_placed(doc):
                 yield doc["_id"]
 

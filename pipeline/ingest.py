@@ -231,7 +231,7 @@ class Ingestor:
                     raise ChunkBusy(f"chunk {h} is being placed by another ingest") from None
                 return "placed", None
 
-        # erasure-coded chunks are encoded and their fragments fsynced by a few threads at once:
+        # erasure-coded chunks are encoded and their fragments fsynced by several threads at once:
         # the fsyncs (each fragment's own) overlap instead of queueing one behind the other
         coded = any(layout(d) != (1, 0) for d in to_write.values())
         outcomes = _placer().map(place, to_write.items()) if coded and len(to_write) > 1 \
@@ -279,7 +279,7 @@ class Ingestor:
 
 
 _placers: dict[int, ThreadPoolExecutor] = {}
-PLACE_THREADS = 4
+PLACE_THREADS = 8
 
 
 def _placer() -> ThreadPoolExecutor:

@@ -144,16 +144,39 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
     assert run_fsck(store).clean and read_all(store, f) == data
 
 
+def test_a_full_node_among_three_keeps_a_two_plus_one_upload_queued_not_failed(store, monkeypatch):
+    full = str(store.chunks.node_dirs["node-2"])
+    real_rename = os.rename
+
+    def no_space(src, dst, *a, **kw):
+        if str(dst).startswith(full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_rename(src, dst, *a, **kw)
+
+    data = random_bytes(4 * CHUNK, 342)
+    f = store.receive("t1", "f", None, pieces(data))
+    monkeypatch.setattr(chunkstore.os, "rename", no_space)
+    with pytest.raises(NodesUnavailable) as err:
+        store.ingest(f.id)  # two fragments of three: fewer than k+1, nothing is stored
+    assert "no space left" in err.value.message
+    assert store.repo.get_file(f.id).status == PROCESSING and store.spool.exists(f.id)
+    monkeypatch.undo()
+    assert store.ingest(f.id).status == "stored"  # the retry, once the node has room
+    assert read_all(store, store.get_readable("t1", f.id)) == data and run_fsck(store).clean
+
+
 def test_heal_with_no_node_free_of_the_chunk_is_blocked_and_stays_flagged(store):
     data = random_bytes(2 * CHUNK, 345)
     f = put(store, data)
     h = hashes(store, f)[0]
     doc = store.repo.get_chunk(h)
     moved = store.chunks.node_dirs["node-1"].rename(store.chunks.node_dirs["node-1"].with_name("gone"))
+    assert "node-1" in nodes_of(doc)  # 2+1 over three nodes: every node holds a fragment
     result = heal_chunk(store, h)
-    if "node-1" in nodes_of(doc):
-        assert result.status == BLOCKED and store.repo.get_chunk(h).get("needsHeal")
+    assert result.status == BLOCKED and store.repo.get_chunk(h).get("needsHeal")
+    assert read_all(store, f) == data
     moved.rename(store.chunks.node_dirs["node-1"])
+    assert heal_chunk(store, h).status == HEALTHY and "needsHeal" not in store.repo.get_chunk(h)
 
 
 def test_corrupt_data_and_parity_fragments_are_quarantined_and_rewritten(store):
