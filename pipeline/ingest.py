@@ -257,8 +257,11 @@ class Ingestor:
                     heal_after.append(h)
             report.new_chunks += 1
             report.bytes_written += d["size"]
-        for d in dirs:
-            fsync_dir(d)
+        if coded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
+            list(_placer().map(fsync_dir, dirs))
+        else:
+            for d in dirs:
+                fsync_dir(d)
         if short:
             h, failed = next(iter(short.items()))
             raise NodesUnavailable(f"{len(short)} chunk(s) could not be written to enough nodes; chunk {h}: "
