@@ -93,6 +93,18 @@ def choose_targets(chunk_hash: str, want: Iterable[int], doc: dict, holding: set
     return targets
 
 
+def _absent(store, doc: dict) -> list[int]:
+    """Fragment indexes not recorded, or not on their node with their size (a stat, no read)."""
+    k, m = layout(doc)
+    present = {f["i"] for f in fragments(doc) if f.get("node") and
+               store.chunks.exists(f["node"], fragment_name(doc["_id"], f["i"], k, m), f["size"])}
+    return [i for i in range(k + m) if i not in present]
+
+
+def _absent_nodes(doc: dict, absent: list[int]) -> list[str]:
+    return [f["node"] for f in fragments(doc) if f["i"] in absent]
+
+
 def _undo(store, doc: dict, written: list[dict]) -> None:
     """Remove fragment files this run wrote that the chunk's current document does not name."""
     current = store.repo.get_chunk(doc["_id"])
@@ -118,6 +130,15 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         if doc is None or doc.get("state") != CHUNK_STORED:
             return HealResult(chunk_hash, GONE, quarantined=quarantined)
         k, m = layout(doc)
+        usable_now = store.usable_nodes() if usable is None else usable
+        absent = _absent(store, doc)
+        if absent and not choose_targets(chunk_hash, absent, doc, set(nodes_of(doc)) - set(_absent_nodes(doc, absent)),
+                                         usable_now):
+            # nowhere to put what is missing (a node is down and every other holds a fragment):
+            # say so without reading the chunk, as a retry every minute would otherwise do
+            store.repo.flag_heal(chunk_hash)
+            return HealResult(chunk_hash, BLOCKED, reason=f"no usable node holds none of its other fragments "
+                                                          f"(fragments {absent} missing)")
         found = store.chunkio.check(doc)
         for frag, reason in found.corrupt:
             log.error("heal: chunk %s fragment %d on %s: %s; quarantined", chunk_hash, frag["i"], frag["node"], reason)
@@ -134,8 +155,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             log.error("heal: chunk %s cannot be rebuilt: %s", chunk_hash, reason)
             return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
         holding = {f["node"] for f in fragments(doc) if f["i"] in found.good}
-        targets = choose_targets(chunk_hash, want, doc, holding,
-                                 store.usable_nodes() if usable is None else usable, load)
+        targets = choose_targets(chunk_hash, want, doc, holding, usable_now, load)
         if not targets:
             store.repo.flag_heal(chunk_hash)
             reason = f"no usable node holds none of its other fragments (fragments {want} missing)"
