@@ -38,6 +38,21 @@ def celery_queue_depth(settings: Settings, redis_client=None) -> Callable[[], in
     return ingest_queue_depth(make_celery(settings), redis_client)
 
 
+def celery_heal(settings: Settings) -> Callable[[str], None]:
+    """Queue ``heal(chunk)``; when the broker is down the chunk stays flagged for ``minis3 heal``/scrub."""
+    from workers.celery import make_celery
+
+    celery = make_celery(settings)
+
+    def heal(chunk_hash: str) -> None:
+        try:
+            celery.send_task("minis3.heal", args=[chunk_hash], retry=False)
+        except Exception as exc:
+            log.warning("could not queue a heal of chunk %s (%r); it stays flagged", chunk_hash, exc)
+
+    return heal
+
+
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
                enqueue: Callable[[str, str | None], None] | None = None,
                queue_depth: Callable[[], int] | None = None) -> Flask:
@@ -61,6 +76,8 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
         store.prepare()
     except Exception as exc:  # metadata down at start: serve 503s until it is back
         log.warning("could not prepare store at start (%r); will retry per request", exc)
+    if store.heal_enqueue is None:
+        store.heal_enqueue = celery_heal(settings) if enqueue is None else None
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = ObjectNames(store)
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings, store.redis)

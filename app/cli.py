@@ -187,6 +187,184 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A tqdm bar on a terminal (stderr), nothing otherwise; ``total(n)`` and ``step(n)`` feed it."""
+
+    def __init__(self, desc: str, quiet: bool = False):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit="chunk", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+
+    def total(self, n: int) -> None:
+        self.bar.total = n
+        self.bar.refresh()
+
+    def step(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _print_json_or(args: argparse.Namespace, report: dict, lines) -> None:
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in lines:
+            print(line)
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    from pipeline.heal import heal_all
+
+    store = _store()
+    bar = _Progress("heal", args.json)
+    try:
+        report = heal_all(store, full_scan=not args.flagged, progress=bar.step, total=bar.total)
+    finally:
+        bar.close()
+    out = report.to_json()
+    lines = [f"{p['status']:8} chunk {p['chunk']}: {p['reason']}" for p in report.problems]
+    lines.append(f"heal: {report.chunks_checked} chunk(s) needed a look: {report.healed} healed "
+                 f"({report.fragments_rebuilt} fragment(s) rebuilt), {report.fragments_quarantined} quarantined, "
+                 f"{report.healthy} already healthy, {report.partial} partly, {report.blocked} blocked, "
+                 f"{report.lost} lost")
+    _print_json_or(args, out, lines)
+    return 0 if not (report.lost or report.blocked or report.partial) else 1
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    from pipeline.scrub import run_slice, scrub_status
+
+    store = _store()
+    if not args.now:
+        status = scrub_status(store)
+        _print_json_or(args, {"scrub": status}, [json.dumps(status, indent=2)])
+        return 0
+    from app import celery_heal
+
+    heal = celery_heal(store.settings)
+    store.heal_enqueue = heal
+    bar = _Progress("scrub", args.json)
+    bar.total(store.repo.count_chunks())
+    try:
+        report = run_slice(store, budget_s=None, mbps=args.mbps, full=True, progress=bar.step)
+    finally:
+        bar.close()
+    lines = [f"damaged  chunk {d['chunk']}: corrupt fragments {d['corrupt']}, missing {d['missing']} (heal queued)"
+             for d in report.damaged]
+    lines.append(f"scrub: {report.chunks} chunk(s), {report.fragments} fragment(s), {report.bytes} bytes verified "
+                 f"in {report.seconds:.1f}s ({report.mbps} MB/s): {report.corrupt} corrupt, {report.missing} missing")
+    _print_json_or(args, report.to_json(), lines)
+    return 0 if not (report.corrupt or report.missing) else 1
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from pipeline import nodes
+
+    store = _store()
+    action = getattr(args, "nodes_action", None)
+    if action == "drain":
+        bar = _Progress(f"drain {args.node}", args.json)
+        try:
+            report = nodes.drain_node(store, args.node, progress=bar.step, total=bar.total)
+        finally:
+            bar.close()
+        lines = [f"not moved: chunk {e['chunk']} fragment {e['fragment']}: {e['error']}" for e in report.errors]
+        lines.append(f"drain {args.node}: {report.moved} fragment(s) moved, {report.failed} failed, "
+                     f"{report.remaining} left on the node" + (
+                         "; it can be removed from MINIS3_NODES" if report.remaining == 0 else
+                         "; run the command again once the cause is fixed"))
+        _print_json_or(args, report.to_json(), lines)
+        return 0 if report.remaining == 0 else 1
+    if action == "undrain":
+        store.repo.set_node_draining(args.node, False)
+        print(f"node {args.node} takes new fragments again")
+        return 0
+    rows = nodes.node_table(store)
+    lines = [f"{'NODE':16} {'STATE':9} {'FRAGMENTS':>10} {'BYTES':>11} {'FREE':>11}  PATH"]
+    lines += [f"{r['node']:16} {r['state']:9} {r['fragments']:>10} {_size(r['bytes']):>11} "
+              f"{_size(r['freeBytes']):>11}  {r['path'] or '-'}" for r in rows]
+    _print_json_or(args, {"nodes": rows}, lines)
+    return 0
+
+
+def cmd_rebalance(args: argparse.Namespace) -> int:
+    from pipeline.nodes import rebalance
+
+    store = _store()
+    bar = _Progress("rebalance", args.json)
+    try:
+        report = rebalance(store, progress=bar.step, total=bar.total)
+    finally:
+        bar.close()
+    _print_json_or(args, report.to_json(), [f"rebalance: {report.moved} fragment(s) moved, {report.failed} failed"])
+    return 0 if not report.failed else 1
+
+
+def cmd_ec(args: argparse.Namespace) -> int:
+    store = _store()
+    if not args.wait:
+        from workers.celery import make_celery
+
+        make_celery(store.settings).send_task("minis3.ec_convert")
+        print(f"ec convert: queued; whole-copy chunks are re-encoded to {store.settings.ec} in the background "
+              f"(progress: `minis3 stats`, ecConvert)")
+        return 0
+    from pipeline.nodes import convert_all
+
+    bar = _Progress("ec convert", args.json)
+    try:
+        report = convert_all(store, progress=bar.step, total=bar.total)
+    finally:
+        bar.close()
+    lines = [f"not converted: chunk {e['chunk']}: {e['error']}" for e in report.errors]
+    lines.append(f"ec convert to {report.layout}: {report.converted} of {report.total} chunk(s) converted, "
+                 f"{report.failed} failed")
+    _print_json_or(args, report.to_json(), lines)
+    return 0 if not report.failed else 1
+
+
+def _add_erasure_commands(sub) -> None:
+    p = sub.add_parser("heal", help="rebuild missing or corrupt fragments of every chunk that needs it now")
+    p.add_argument("--flagged", action="store_true", help="only chunks flagged by reads and scrub (no node scan)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_heal)
+    p = sub.add_parser("scrub", help="the background scrub's progress; --now runs a full verifying pass")
+    p.add_argument("--now", action="store_true", help="read and verify every fragment now, queueing heals")
+    p.add_argument("--mbps", type=float, default=0.0, help="rate limit of --now in MB/s (default: none)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_scrub)
+    p = sub.add_parser("nodes", help="nodes with state, fragments and bytes; drain NAME moves everything off one")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    actions = p.add_subparsers(dest="nodes_action")
+    d = actions.add_parser("drain", help="move every fragment off a node (resumable) so that it can be removed")
+    d.add_argument("node")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    u = actions.add_parser("undrain", help="let a drained node take new fragments again")
+    u.add_argument("node")
+    p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("rebalance", help="move fragments from the fullest nodes to the emptiest")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_rebalance)
+    p = sub.add_parser("ec", help="erasure coding: convert whole-copy chunks into the current MINIS3_EC layout")
+    ec = p.add_subparsers(dest="ec_action", required=True)
+    c = ec.add_parser("convert", help="re-encode 1+0 chunks in the background (--wait: here, with progress)")
+    c.add_argument("--wait", action="store_true", help="convert here and now with a progress bar")
+    c.add_argument("--json", action="store_true", help="print the report as JSON (with --wait)")
+    p.set_defaults(func=cmd_ec)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth import keys_command
 
@@ -223,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fsck)
     p = sub.add_parser("stats", help="files, logical and physical bytes, dedup ratio, nodes, queue, last GC")
     p.set_defaults(func=cmd_stats)
+    _add_erasure_commands(sub)
     return parser
 
 

@@ -73,12 +73,40 @@ class QueueDepthCollector:
         yield gauge
 
 
+class RedundancyCollector:
+    """Chunks waiting for heal and the last scrub pass, read from MongoDB at scrape time."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        try:
+            degraded = self.store.repo.count_needing_heal()
+            scrub = self.store.repo.last_event("scrub") or {}
+        except Exception:  # metadata down: no sample rather than a failed scrape
+            return
+        gauge = GaugeMetricFamily("minis3_degraded_chunks", "Chunks missing fragments, waiting for heal")
+        gauge.add_metric([], degraded)
+        yield gauge
+        last = scrub.get("lastPass") or {}
+        if last:
+            done = GaugeMetricFamily("minis3_scrub_last_pass_finished_seconds",
+                                     "When the last full scrub pass finished (epoch seconds)")
+            done.add_metric([], last.get("finished", 0))
+            yield done
+            found = GaugeMetricFamily("minis3_scrub_last_pass_findings",
+                                      "Damaged fragments the last full scrub pass found", labels=["kind"])
+            for kind in ("corrupt", "missing"):
+                found.add_metric([kind], last.get(kind, 0))
+            yield found
+
+
 class _DefaultRegistry:
     def collect(self):
         return REGISTRY.collect()
 
 
-def store_registry(queue_depth: Callable[[], int]) -> CollectorRegistry:
+def store_registry(queue_depth: Callable[[], int], store) -> CollectorRegistry:
     """Every process's series (or this process's, without a multiprocess directory) and the queue."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
@@ -86,6 +114,7 @@ def store_registry(queue_depth: Callable[[], int]) -> CollectorRegistry:
     else:
         registry.register(_DefaultRegistry())
     registry.register(QueueDepthCollector(queue_depth))
+    registry.register(RedundancyCollector(store))
     return registry
 
 
@@ -93,7 +122,7 @@ def store_registry(queue_depth: Callable[[], int]) -> CollectorRegistry:
 def scrape():
     if not is_operator():
         raise Forbidden("the store-wide metrics need an admin key (minis3 keys create --tenant NAME --admin)")
-    registry = store_registry(current_app.extensions["minis3.queue_depth"])
+    registry = store_registry(current_app.extensions["minis3.queue_depth"], current_app.extensions["minis3.store"])
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -111,13 +140,13 @@ _listener: WSGIServer | None = None
 _listener_lock = threading.Lock()
 
 
-def serve_metrics_port(port: int, queue_depth: Callable[[], int]) -> WSGIServer | None:
+def serve_metrics_port(port: int, queue_depth: Callable[[], int], store) -> WSGIServer | None:
     """Serve the store's metrics on 127.0.0.1:``port`` from a thread of this process (once)."""
     global _listener
     with _listener_lock:
         if _listener is None:
             try:
-                server = make_server(LOOPBACK, port, make_wsgi_app(store_registry(queue_depth)),
+                server = make_server(LOOPBACK, port, make_wsgi_app(store_registry(queue_depth, store)),
                                      server_class=_MetricsServer, handler_class=_QuietHandler)
             except OSError as exc:
                 log.error("cannot serve metrics on %s:%d: %s", LOOPBACK, port, exc)
@@ -204,6 +233,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(_bind_request_id)
     app.after_request(_account_response)
     if settings.metrics_port:
-        serve_metrics_port(settings.metrics_port, app.extensions["minis3.queue_depth"])
+        serve_metrics_port(settings.metrics_port, app.extensions["minis3.queue_depth"], app.extensions["minis3.store"])
     else:
         app.register_blueprint(metrics)

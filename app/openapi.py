@@ -147,7 +147,13 @@ COMPONENTS = {
                     "type": "object", "required": ["node", "ok"],
                     "description": "path, freeBytes and totalBytes only for an open service",
                     "properties": {"node": {"type": "string"}, "ok": {"type": "boolean"}, "path": {"type": "string"},
+                                   "state": {"type": "string", "enum": ["up", "down", "full", "draining"]},
                                    "freeBytes": {"type": "integer"}, "totalBytes": {"type": "integer"}}}},
+                "layout": {"type": "object", "properties": {
+                    "ec": {"type": "string"}, "ok": {"type": "boolean"}, "writableNodes": {"type": "integer"},
+                    "reason": {"type": "string"}}},
+                "chunks": {"type": "object", "properties": {"ok": {"type": "boolean"},
+                                                            "degraded": {"type": "integer"}}},
             },
         },
         "Check": {"type": "object", "required": ["ok"],

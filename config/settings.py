@@ -60,7 +60,7 @@ class Settings:
     secret_key: str | None = None
     multipart_abandon_s: float = 604800.0
     # chunk layout and chunking of new content
-    ec: str = "1+0"  # becomes 2+1 once erasure-coded writes land
+    ec: str = "2+1"
     scrub_mbps: float = 50.0
     scrub_period_s: float = 604800.0
     chunking: str = "fixed"

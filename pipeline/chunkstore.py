@@ -1,8 +1,11 @@
 """The on-disk format: node directories holding chunks, and the spool holding uploads in flight.
 
-This is the only module that knows paths. A chunk lives at ``<node>/<h[0:2]>/<h[2:4]>/<h>``;
-an upload being received lives at ``<spool>/<file id>/<chunk index, 8 digits>``.
-Writes are atomic: a temporary name, fsync, rename, and an fsync of the directory.
+This is the only module that knows paths. A whole chunk lives at ``<node>/<h[0:2]>/<h[2:4]>/<h>``,
+fragment ``i`` of an erasure-coded chunk beside it as ``<h>.<i>``; an upload being received lives
+at ``<spool>/<file id>/<chunk index, 8 digits>``. Writes are atomic: a temporary name under
+``<node>/.tmp``, fsync, rename, and an fsync of the directory. A node is up while its directory
+exists: a write never creates a node's root (an unmounted disk stays down, it does not fill the
+disk beneath it).
 """
 from __future__ import annotations
 
@@ -19,12 +22,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from pipeline.errors import InsufficientStorage
+from pipeline.errors import InsufficientStorage, NodeUnavailable
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
+TMP_DIR = ".tmp"  # in-flight writes of a node; what a killed writer left there is swept by GC
 QUARANTINE_DIR = ".quarantine"
+HEX = frozenset("0123456789abcdef")
+
+
+def parse_name(name: str) -> tuple[str, int | None] | None:
+    """(chunk hash, fragment index or None for a whole copy) of a chunk file's name, else None."""
+    h, dot, index = name.partition(".")
+    if len(h) != 64 or not HEX.issuperset(h):
+        return None
+    if not dot:
+        return h, None
+    if not index.isdigit() or len(index) > 2 or (len(index) > 1 and index[0] == "0"):
+        return None
+    return h, int(index)
 
 
 def fsync_dir(path: Path) -> None:
@@ -69,9 +86,13 @@ class ChunkStore:
         self.node_ids = list(self.node_dirs)
         self._node_roots = {n: str(d) for n, d in self.node_dirs.items()}
 
-    def ensure_dirs(self) -> None:
-        for d in self.node_dirs.values():
-            d.mkdir(parents=True, exist_ok=True)
+    def ensure_dirs(self, keep_down: Iterable[str] = ()) -> None:
+        """Create the node directories, except those of ``keep_down``: nodes that held data and lost
+        their directory are down until an operator puts one back."""
+        skip = set(keep_down)
+        for node, d in self.node_dirs.items():
+            if node not in skip:
+                d.mkdir(parents=True, exist_ok=True)
 
     def _path_str(self, node: str, chunk_hash: str) -> str:
         # string paths: a re-upload checks a thousand chunks per page, Path objects cost more
@@ -79,6 +100,94 @@ class ChunkStore:
 
     def path(self, node: str, chunk_hash: str) -> Path:
         return Path(self._path_str(node, chunk_hash))
+
+    def is_up(self, node: str) -> bool:
+        """The node's directory is there (a removed or unmounted node is down)."""
+        try:
+            return os.path.isdir(self._node_roots[node])
+        except KeyError:
+            return False
+
+    def _parent(self, node: str, name: str) -> Path:
+        """The directory a chunk file goes in, created below the node's root (never the root)."""
+        if not self.is_up(node):
+            raise NodeUnavailable(f"node {node} is down (no directory {self._node_roots.get(node)})", node=node)
+        parent = self.path(node, name).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        return parent
+
+    def write_fragment(self, node: str, name: str, data) -> Path:
+        """Write one chunk file atomically (temporary name, fsync, rename); returns the directory
+        that the caller fsyncs (once for many files). Raises NodeUnavailable or InsufficientStorage."""
+        parent = self._parent(node, name)
+        tmpdir = self.node_dirs[node] / TMP_DIR
+        tmp = tmpdir / f"{name}.{uuid.uuid4().hex[:12]}"
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                tmpdir.mkdir(exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, parent / name)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise_if_full(exc)
+            if not self.is_up(node):
+                raise NodeUnavailable(f"node {node} went down during a write", node=node) from exc
+            raise
+        return parent
+
+    def read_fragment(self, node: str, name: str) -> bytes | None:
+        """A chunk file's bytes, or None when it is not there (or its node cannot be read)."""
+        try:
+            with open(self._path_str(node, name), "rb", buffering=0) as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, KeyError):
+            return None
+        except OSError as exc:  # an I/O error of a failing disk is a missing fragment, not a crash
+            log.error("cannot read %s on node %s: %s", name, node, exc)
+            return None
+
+    def temporaries(self, node: str) -> Iterator[StoredChunk]:
+        """Files of writes in flight (or left by a killed writer) on a node."""
+        root = self.node_dirs[node] / TMP_DIR
+        try:
+            entries = list(os.scandir(root))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            yield StoredChunk(node, entry.name, Path(entry.path), st.st_size, st.st_mtime)
+
+    def sweep_temporaries(self, older_than: float) -> int:
+        """Remove temporaries last written before ``older_than`` (epoch): their writer is gone."""
+        removed = 0
+        for node in self.node_ids:
+            for entry in self.temporaries(node):
+                if entry.mtime < older_than:
+                    try:
+                        entry.path.unlink()
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
 
     def exists(self, node: str, chunk_hash: str, size: int | None = None) -> bool:
         try:
@@ -93,9 +202,8 @@ class ChunkStore:
         Same filesystem: a rename. Otherwise: copy to a temporary name, fsync, rename.
         Concurrent placements of the same chunk leave one file: renames replace atomically.
         """
-        final = self.path(node, chunk_hash)
+        final = self._parent(node, chunk_hash) / chunk_hash
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(src, final)
             except OSError as exc:
@@ -118,8 +226,7 @@ class ChunkStore:
 
     def write(self, node: str, chunk_hash: str, data: bytes) -> None:
         """Write a chunk from memory atomically (repair and tests)."""
-        final = self.path(node, chunk_hash)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final = self._parent(node, chunk_hash) / chunk_hash
         tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as f:
@@ -148,19 +255,30 @@ class ChunkStore:
         """Move a corrupt chunk aside (never delete it) so that an operator can look at it."""
         src = self.path(node, chunk_hash)
         qdir = self.node_dirs[node] / QUARANTINE_DIR
-        qdir.mkdir(exist_ok=True)
-        dst = qdir / f"{chunk_hash}.{int(time.time())}"
         try:
+            qdir.mkdir(exist_ok=True)
+            dst = qdir / f"{chunk_hash}.q{time.time_ns()}"
             os.rename(src, dst)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.error("cannot quarantine %s on node %s: %s", chunk_hash, node, exc)
             return None
         return dst
 
     def is_chunk_file(self, entry: StoredChunk) -> bool:
-        """A file named by a SHA-256 at that hash's own place (not a temporary or stray file)."""
+        """A file named by a SHA-256 (a whole copy, or ``<sha256>.<i>`` a fragment) at that hash's
+        own place (not a temporary or stray file)."""
         name = entry.chunk_hash
-        return len(name) == 64 and all(c in "0123456789abcdef" for c in name) \
-            and entry.node in self.node_dirs and entry.path == self.path(entry.node, name)
+        return parse_name(name) is not None and entry.node in self.node_dirs \
+            and entry.path == self.path(entry.node, name)
+
+    def quarantined(self, node: str) -> list[str]:
+        """Names of the files in a node's quarantine."""
+        try:
+            return sorted(e.name for e in os.scandir(self.node_dirs[node] / QUARANTINE_DIR))
+        except (FileNotFoundError, KeyError):
+            return []
 
     def sha256(self, entry: StoredChunk) -> str:
         digest = hashlib.sha256()
@@ -210,13 +328,19 @@ class ChunkStore:
         for node in self.node_ids:
             yield from self.iter_node(node)
 
-    def node_status(self, node: str) -> dict:
+    def node_status(self, node: str, full_below: int = 0) -> dict:
+        """``state``: up, down (no directory, or not writable) or full (under ``full_below`` bytes free)."""
         root = self.node_dirs[node]
         ok = root.is_dir() and os.access(root, os.W_OK)
-        status = {"node": node, "path": str(root), "ok": ok}
+        status = {"node": node, "path": str(root), "ok": ok, "state": "up" if ok else "down"}
         if root.is_dir():
-            usage = shutil.disk_usage(root)
+            try:
+                usage = shutil.disk_usage(root)
+            except OSError:
+                return {**status, "ok": False, "state": "down"}
             status.update(freeBytes=usage.free, totalBytes=usage.total)
+            if ok and usage.free < full_below:
+                status["state"] = "full"
         return status
 
 

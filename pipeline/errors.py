@@ -158,3 +158,15 @@ class InvalidKey(BadRequest):
 class ServerSecretError(StoreError):
     """Stored S3 secrets cannot be read with this server's MINIS3_SECRET_KEY."""
     code = "server_secret"
+
+
+class NodeUnavailable(StoreError):
+    """A storage node is down (its directory is missing or unreadable)."""
+    code = "node_unavailable"
+    retry_after = 5
+
+
+class NodesUnavailable(StoreError):
+    """Too few storage nodes are up to store a chunk in its layout; ingest retries later."""
+    code = "nodes_unavailable"
+    retry_after = 5

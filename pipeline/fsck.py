@@ -1,16 +1,21 @@
 """fsck: check that files, manifests, chunk documents and node directories agree; repair.
 
 Findings:
-- missing: a chunk that a file needs is in no place (no document, or no file of the right size
-  on its node; for a file not yet stored, not in its spool either);
-- corrupt: a chunk file whose content does not hash to its name, or has the wrong size;
-- unknown: a file under a node that no chunk document claims (a stray or a leftover temporary);
+- missing: a chunk that a file needs is in no place (no document, or fewer fragment files of the
+  right size on their nodes than it takes to read it; for a file not yet stored, not in its spool
+  either);
+- corrupt: a chunk file whose content does not hash to its name (a whole copy) or to the checksum
+  its document records (a fragment), or has the wrong size;
+- unknown: a file under a node that no chunk document claims (a stray, a fragment on a node its
+  document does not name, or a temporary older than the GC grace period);
+- under-replicated: an erasure-coded chunk still readable but missing fragments;
 - unreferenced: a chunk document that no manifest names (GC deletes it after the grace period);
 - stuck: a file queued or processing with no progress for ``stuck_after_s``.
 
 Repairs never destroy bytes that a file might need: corrupt chunks move to the node's quarantine
-directory; unknown files go only when older than the GC grace period and still unclaimed; stuck
-files are re-queued; files whose chunks are lost are marked ``failed`` with the missing list.
+directory; under-replicated chunks (and those with a corrupt fragment) are healed while enough
+fragments remain; unknown files go only when older than the GC grace period and still unclaimed;
+stuck files are re-queued; files whose chunks are lost are marked ``failed`` with the missing list.
 Unreferenced chunks are left to GC. The store is clean when every finding count is 0.
 """
 from __future__ import annotations
@@ -19,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from pipeline.chunkio import nodes_of
+from pipeline.chunkio import fragments, layout, nodes_of, xxh3
+from pipeline.chunkstore import parse_name
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 from pipeline.progress import Progress, ProgressCallback
 
@@ -46,14 +52,15 @@ class FsckReport:
     unknown: Findings = field(default_factory=Findings)
     unreferenced: Findings = field(default_factory=Findings)
     stuck: Findings = field(default_factory=Findings)
+    under_replicated: Findings = field(default_factory=Findings)
     files_checked: int = 0
     chunk_files_checked: int = 0
     bytes_checked: int = 0
     repaired: dict = field(default_factory=lambda: {"quarantined": 0, "removed": 0, "requeued": 0,
-                                                    "failed": 0})
+                                                    "failed": 0, "healed": 0})
     seconds: float = 0.0
 
-    KINDS = ("missing", "corrupt", "unknown", "unreferenced", "stuck")
+    KINDS = ("missing", "corrupt", "unknown", "unreferenced", "stuck", "under_replicated")
 
     @property
     def problems(self) -> int:
@@ -83,6 +90,9 @@ class FsckReport:
                   f"after the grace period)"
         for item in self.stuck.sample:
             yield f"stuck         file {item['file']} {item['status']} for {item['idleSeconds']}s"
+        for item in self.under_replicated.sample:
+            yield (f"under-replicated chunk {item['chunk']}: {item['present']} of {item['fragments']} fragments "
+                   f"on their nodes{' (healed)' if item.get('healed') else ''}")
         counts = ", ".join(f"{getattr(self, k).count} {k}" for k in self.KINDS)
         yield (f"fsck: {self.files_checked} stored file(s), {self.chunk_files_checked} chunk file(s) "
                f"({self.bytes_checked} bytes) checked: {'clean' if self.clean else counts}")
@@ -99,9 +109,10 @@ def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None 
     started = time.monotonic()
     now = time.time() if now is None else now
     report = FsckReport(repair)
+    to_heal: set[str] = set()
     done = Progress(progress)
-    _check_nodes(store, report, now, done)  # first: a quarantined chunk then counts as missing below
-    _check_stored_files(store, report, done)
+    _check_nodes(store, report, now, to_heal, done)  # first: a quarantined chunk then counts as missing below
+    _check_stored_files(store, report, to_heal, done)
     _check_stuck_files(store, report, now, enqueue, done)
     _check_unreferenced(store, report, now, done)
     report.seconds = time.monotonic() - started
@@ -121,13 +132,16 @@ def _batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
 
 # --- node directories: corrupt and unknown files ----------------------------------------------
 
-def _check_nodes(store, report: FsckReport, now: float, done: Progress) -> None:
+def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done: Progress) -> None:
     grace = store.settings.gc_grace_s
     for entries in _batches(store.chunks.iter_all()):
-        docs = store.repo.chunk_docs(e.chunk_hash for e in entries)
+        names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
+        docs = store.repo.chunk_docs(p[0] for p in names.values() if p is not None)
         for entry in entries:
-            doc = docs.get(entry.chunk_hash)
-            if doc is None or entry.node not in nodes_of(doc) or not store.chunks.is_chunk_file(entry):
+            parsed = names[entry.chunk_hash]
+            doc = docs.get(parsed[0]) if parsed else None
+            frag = _named_fragment(doc, entry.node, parsed[1]) if doc is not None else None
+            if frag is None or not store.chunks.is_chunk_file(entry):
                 age = now - entry.mtime
                 report.unknown.add(node=entry.node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
                 if report.repair and age > grace and store.chunks.discard_stray(
@@ -136,30 +150,65 @@ def _check_nodes(store, report: FsckReport, now: float, done: Progress) -> None:
                 continue
             if doc["state"] == CHUNK_DELETING:
                 continue  # GC is deleting it
+            h, index = parsed
             try:
-                digest = store.chunks.sha256(entry)
+                if index is None:
+                    digest = store.chunks.sha256(entry)
+                    good = entry.size == doc["size"] and digest == h
+                    why = f"content hashes to {digest}"
+                else:
+                    raw = store.chunks.read_fragment(entry.node, entry.chunk_hash)
+                    if raw is None:
+                        continue
+                    good = len(raw) == frag["size"] and xxh3(raw) == frag.get("xxh3")
+                    why = "content does not match its checksum"
             except FileNotFoundError:
                 continue  # deleted since the listing
             report.chunk_files_checked += 1
             report.bytes_checked += entry.size
-            if entry.size == doc["size"] and digest == entry.chunk_hash:
+            if good:
                 continue
-            reason = f"{entry.size} bytes, expected {doc['size']}" if entry.size != doc["size"] \
-                else f"content hashes to {digest}"
+            reason = f"{entry.size} bytes, expected {frag['size']}" if entry.size != frag["size"] else why
             report.corrupt.add(chunk=entry.chunk_hash, node=entry.node, path=str(entry.path), reason=reason)
             if report.repair and store.chunks.quarantine(entry.node, entry.chunk_hash):
                 report.repaired["quarantined"] += 1
+                if layout(doc) != (1, 0):
+                    to_heal.add(h)
         done.advance(len(entries))
+    for node in store.chunks.node_ids:
+        for entry in store.chunks.temporaries(node):
+            age = now - entry.mtime
+            if age <= grace:
+                continue
+            report.unknown.add(node=node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
+            if report.repair:
+                entry.path.unlink(missing_ok=True)
+                report.repaired["removed"] += 1
 
 
-def _claimed(store, chunk_hash: str, node: str) -> bool:
-    doc = store.repo.chunk_docs([chunk_hash]).get(chunk_hash)
-    return doc is not None and node in nodes_of(doc)
+def _named_fragment(doc: dict, node: str, index: int | None) -> dict | None:
+    """The fragment of ``doc`` that a file on ``node`` with that index is, if the document names it."""
+    whole = layout(doc) == (1, 0)
+    if whole != (index is None):
+        return None
+    for f in fragments(doc):
+        if f.get("node") == node and (whole or f["i"] == index):
+            return f
+    return None
+
+
+def _claimed(store, name: str, node: str) -> bool:
+    parsed = parse_name(name)
+    if parsed is None:
+        return False
+    doc = store.repo.chunk_docs([parsed[0]]).get(parsed[0])
+    return doc is not None and _named_fragment(doc, node, parsed[1]) is not None
 
 
 # --- files: chunks lost, files stuck ---------------------------------------------------------
 
-def _lost_chunks(store, f: FileDoc, spooled_counts: bool) -> list[tuple[str, str]]:
+def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
+                 degraded: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, str]]:
     """(chunk, reason) for each distinct chunk of ``f`` found nowhere.
 
     With ``spooled_counts`` (a file not yet stored) a chunk still in the spool is not lost. The
@@ -177,8 +226,14 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool) -> list[tuple[str, str
             doc = docs.get(h)
             if doc is None:
                 lost.setdefault(h, "no chunk document")
-            elif not store.chunkio.is_placed(doc):
+            elif layout(doc) == (1, 0) and not store.chunkio.is_placed(doc):
                 lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
+            elif layout(doc) != (1, 0) and not store.chunkio.is_placed(doc):
+                present, (k, m) = store.chunkio.present(doc), layout(doc)
+                if present < k:
+                    lost.setdefault(h, f"{present} of the {k} fragments needed on {','.join(nodes_of(doc))}")
+                elif degraded is not None:
+                    degraded[h] = (present, k + m)
     if covered != f.chunk_count:
         lost.setdefault("-", f"manifest lists {covered} of {f.chunk_count} chunks")
     return list(lost.items())
@@ -192,17 +247,43 @@ def _record_lost(store, report: FsckReport, f: FileDoc, lost: list[tuple[str, st
         report.repaired["failed"] += 1
 
 
-def _check_stored_files(store, report: FsckReport, done: Progress) -> None:
+def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Progress) -> None:
+    degraded: dict[str, tuple[int, int]] = {}
     for f in store.repo.iter_files((STORED,)):
         done.advance()
         report.files_checked += 1
-        lost = _lost_chunks(store, f, spooled_counts=False)
+        lost = _lost_chunks(store, f, spooled_counts=False, degraded=degraded)
+        if lost and report.repair:  # heal what can be healed first: only the rest is lost
+            lost = [(h, why) for h, why in lost if not _healed(store, h)]
         if not lost:
             continue
         current = store.repo.get_file(f.id)
         if current is None or current.status != STORED:
             continue  # deleted while we looked: its manifest went with it
         _record_lost(store, report, f, lost)
+    _heal_degraded(store, report, degraded, to_heal)
+
+
+def _healed(store, chunk_hash: str) -> bool:
+    from pipeline.heal import HEALED, HEALTHY, heal_chunk
+
+    return chunk_hash != "-" and heal_chunk(store, chunk_hash).status in (HEALED, HEALTHY)
+
+
+def _heal_degraded(store, report: FsckReport, degraded: dict[str, tuple[int, int]], to_heal: set[str]) -> None:
+    """Report under-replicated chunks (each once); with repair, heal them and those whose corrupt
+    fragment was just quarantined."""
+    from pipeline.heal import HEALED, HEALTHY, heal_chunk
+
+    for h, (present, total) in sorted(degraded.items()):
+        item = {"chunk": h, "present": present, "fragments": total}
+        if report.repair:
+            item["healed"] = heal_chunk(store, h).status in (HEALED, HEALTHY)
+            report.repaired["healed"] += int(item["healed"])
+        report.under_replicated.add(**item)
+    if report.repair:
+        for h in sorted(to_heal - set(degraded)):
+            report.repaired["healed"] += int(heal_chunk(store, h).status in (HEALED, HEALTHY))
 
 
 def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[[str], None] | None,

@@ -5,18 +5,26 @@ node, then the chunk document says ``stored``, then the file says ``stored``, th
 directory goes. A chunk that any worker has claimed names its layout (the node of each fragment),
 and every worker that holds its bytes writes them to those paths, so concurrent uploads of one
 content leave one copy. Chunk bytes are read and written only through ``pipeline.chunkio``.
+
+A new chunk takes the layout of ``MINIS3_EC``: ``k+m`` fragments on ``k+m`` distinct nodes, the
+first taken round-robin from the shared counter. Nodes that are down, full or draining are
+skipped; a chunk with at least ``k+1`` fragments durable is stored and its missing fragments are
+left to heal (``on_degraded``); with fewer, ingest stops with ``NodesUnavailable`` and the task
+retries later (the file stays in the queue and its spool keeps every byte).
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from pipeline.chunkio import ChunkIO, nodes_of
+from pipeline.chunkio import ChunkIO, fragments, layout, nodes_of
 from pipeline.chunkstore import Spool, fsync_dir
-from pipeline.errors import ChunkBusy, InsufficientStorage
+from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
 from pipeline.metadata import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
                                FileDoc, ManifestPage, MetadataRepository)
 from pipeline.placement import RoundRobinPlacement
@@ -36,6 +44,7 @@ class IngestReport:
     deduplicated: int = 0
     bytes_written: int = 0
     missing: list[str] = field(default_factory=list)
+    degraded: int = 0  # chunks stored with fragments missing (queued for heal)
     seconds: float = 0.0
 
 
@@ -50,11 +59,15 @@ class SpoolLost(Exception):
 
 class Ingestor:
     def __init__(self, repo: MetadataRepository, chunkio: ChunkIO, spool: Spool,
-                 placement: RoundRobinPlacement):
+                 placement: RoundRobinPlacement, usable_nodes: Callable[[], set[str]] | None = None,
+                 on_degraded: Callable[[str], None] | None = None):
         self.repo = repo
         self.chunkio = chunkio
         self.spool = spool
         self.placement = placement
+        # nodes new fragments may go to (up, not full, not draining); every node when not given
+        self.usable_nodes = usable_nodes or (lambda: set(placement.node_ids))
+        self.on_degraded = on_degraded  # chunk hash -> queue its heal
 
     def ingest(self, file_id: str) -> IngestReport:
         started = time.monotonic()
@@ -78,6 +91,9 @@ class Ingestor:
                 self.repo.drop_writing_claims(exc.unplaced_claims)
                 report.status = DELETED
                 log.info("ingest %s stopped: the file was deleted during ingest", file_id)
+                return report
+            if current.status == STORED:  # a twin ingest of this file finished it and took its spool
+                report.status = STORED
                 return report
             report.missing = exc.missing
             self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
@@ -146,6 +162,7 @@ class Ingestor:
             raise ChunkBusy(f"chunk {busy[0]} is being garbage-collected")
 
         stored = [h for h, d in existing.items() if d["state"] == CHUNK_STORED]
+        heal_after: list[str] = []
         # What keeps these from GC is our manifest, written before this file was queued: GC looks
         # for manifests again after its compare-and-set (pipeline.maintenance). The touch only
         # refreshes stale stamps and checks that GC holds none of them right now.
@@ -160,6 +177,9 @@ class Ingestor:
             on_node, src = self._source(doc.id, first_at[h], d)
             if on_node:
                 report.deduplicated += 1
+            elif layout(d) != (1, 0) and self.chunkio.is_readable(d):
+                report.deduplicated += 1  # readable from its other fragments: heal completes it
+                heal_after.append(h)
             elif src is None:
                 log.error("chunk %s missing on node(s) %s and not in spool", h, nodes_of(d))
                 missing.append(h)
@@ -169,8 +189,15 @@ class Ingestor:
 
         new = [h for h in first_at if h not in existing]
         if new:
-            nodes = self.placement.next_nodes(len(new))
-            claims = [self.chunkio.new_document(h, size_of[h], xxh_of[h], [n]) for h, n in zip(new, nodes)]
+            k, m = self.chunkio.ec
+            usable = self.usable_nodes()
+            if len(usable) < k + min(m, 1):
+                raise NodesUnavailable(f"a {k}+{m} chunk needs {k + min(m, 1)} writable node(s); "
+                                       f"{len(usable)} of {len(self.placement.node_ids)} are up, not full and "
+                                       f"not draining", writable=sorted(usable))
+            stripes = self.placement.next_stripes(len(new), k + m, usable)
+            claims = [self.chunkio.new_document(h, size_of[h], xxh_of[h], stripe)
+                      for h, stripe in zip(new, stripes)]
             won = self.repo.claim_chunks(claims)
             claimed_here = won
             for c in claims:
@@ -187,32 +214,80 @@ class Ingestor:
 
         dirs = set()
         written = []
-        for h, d in to_write.items():
+        layouts: dict[str, dict] = {}  # fragments written by this ingest, for the documents
+        short: dict[str, dict[int, str]] = {}
+
+        def place(item: tuple[str, dict]):
+            h, d = item
             on_node, src = self._source(doc.id, first_at[h], d)
             if on_node:
-                written.append(h)
-                continue
+                return "placed", None
             if src is None:
-                missing.append(h)
-                continue
+                return "missing", None
             try:
-                dirs |= self.chunkio.place_from_spool(d, src)
+                return "written", self.chunkio.place_from_spool(d, src)
             except FileNotFoundError:  # another ingest of this file (a re-queue) moved it first
                 if not self.chunkio.is_placed(d):
                     raise ChunkBusy(f"chunk {h} is being placed by another ingest") from None
+                return "placed", None
+
+        # erasure-coded chunks are encoded and their fragments fsynced by several threads at once:
+        # the fsyncs (each fragment's own) overlap instead of queueing one behind the other
+        coded = any(layout(d) != (1, 0) for d in to_write.values())
+        outcomes = _placer().map(place, to_write.items()) if coded and len(to_write) > 1 \
+            else map(place, to_write.items())
+        for (h, d), (outcome, placed) in zip(to_write.items(), outcomes):
+            if outcome == "placed":
                 written.append(h)
                 continue
+            if outcome == "missing":
+                missing.append(h)
+                continue
+            dirs |= placed.dirs
+            k, m = layout(d)
+            if len(placed.frags) < k + min(m, 1):
+                short[h] = placed.failed
+                continue
             written.append(h)
+            if (k, m) != (1, 0):
+                degraded = len(placed.frags) < k + m
+                if d.get("state", CHUNK_WRITING) == CHUNK_WRITING:
+                    layouts[h] = {"frags": placed.frags, "needsHeal": degraded}
+                if degraded or len(fragments(d)) < k + m:
+                    heal_after.append(h)
             report.new_chunks += 1
             report.bytes_written += d["size"]
-        for d in dirs:
-            fsync_dir(d)
+        if coded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
+            list(_placer().map(fsync_dir, dirs))
+        else:
+            for d in dirs:
+                fsync_dir(d)
+        if short:
+            h, failed = next(iter(short.items()))
+            raise NodesUnavailable(f"{len(short)} chunk(s) could not be written to enough nodes; chunk {h}: "
+                                   + "; ".join(failed.values()), chunks=len(short))
         # GC may have taken a chunk between our read and our write: then it is not stored. When
         # every one was still writing, this update made them all stored and there is nothing to read.
-        if self.repo.mark_chunks_stored(written) != len(written):
+        if self.repo.mark_chunks_stored(written, layouts) != len(written):
             after = self.repo.chunk_docs(written)
             unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
             if unstored:
                 raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
+        report.degraded += len(heal_after)
+        if self.on_degraded is not None:
+            for h in heal_after:
+                self.on_degraded(h)
         if missing:
             raise SpoolLost(missing, [h for h in missing if h in claimed_here])
+
+
+_placers: dict[int, ThreadPoolExecutor] = {}
+PLACE_THREADS = 8
+
+
+def _placer() -> ThreadPoolExecutor:
+    """This process's pool of placement threads (made after a fork, never inherited)."""
+    pool = _placers.get(os.getpid())
+    if pool is None:
+        pool = _placers[os.getpid()] = ThreadPoolExecutor(PLACE_THREADS, thread_name_prefix="minis3-place")
+    return pool

@@ -58,6 +58,7 @@ class GcReport:
     still_referenced: int = 0
     given_back: int = 0
     skipped_locked: bool = False
+    temporaries: int = 0  # unfinished chunk-file writes removed
     deleted: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -90,6 +91,8 @@ def collect_garbage(store, dry_run: bool = False, now: float | None = None,
             return GcReport(dry_run, skipped_locked=True).to_json()
         try:
             report = _collect(store, False, now, renew=lambda: _renew(lock), done=done)
+            # fragment writes a killed worker left half done (never named by a document)
+            report.temporaries = store.chunks.sweep_temporaries(now - store.settings.gc_grace_s)
         finally:
             try:
                 lock.release()

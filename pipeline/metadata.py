@@ -6,7 +6,9 @@ Query shapes are chosen so that real MongoDB and the nx-27017 wire-protocol stan
 - references to files are stored as 24-hex strings, never as ObjectId in a non-``_id`` field;
 - timestamps are epoch seconds (floats): a datetime written by ``$set`` reads back as a string
   on the stand-in;
-- no compound index includes ``_id``.
+- no compound index includes ``_id``;
+- an update's filter never uses ``$ne`` on a field that may be missing (the stand-in's updates
+  match nothing then; ``$exists`` works).
 
 Collections: ``files`` (immutable contents: size, hashes, status, manifest pages in ``manifests``),
 ``chunks`` (one per distinct chunk, with its layout: where each fragment lives), ``buckets`` and
@@ -24,7 +26,7 @@ from typing import Iterable, Iterator
 import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId as BsonInvalidId
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from pipeline.errors import InvalidId, ServiceUnavailable
@@ -162,6 +164,7 @@ class MetadataRepository:
         self.history = self.db["history"]
         self.samples = self.db["samples"]
         self.usage = self.db["usage"]
+        self.nodes = self.db["nodes"]
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
@@ -185,6 +188,7 @@ class MetadataRepository:
         self.manifests.create_index("hashes")
         self.chunks.create_index([("state", 1), ("lastRef", 1)])
         self.chunks.create_index("frags.node")
+        self.chunks.create_index("needsHeal", sparse=True)
         self.keys.create_index("hash", unique=True)
         self.buckets.create_index("tenant")
         self.objects.create_index("file")
@@ -493,14 +497,124 @@ class MetadataRepository:
             return 0
         return self.chunks.delete_many({"_id": {"$in": hashes}, "state": CHUNK_WRITING}).deleted_count
 
-    def mark_chunks_stored(self, hashes: list[str]) -> int:
-        """Writing chunks become stored; returns how many were writing."""
+    def mark_chunks_stored(self, hashes: list[str], layouts: dict[str, dict] | None = None) -> int:
+        """Writing chunks become stored; returns how many were writing. ``layouts[h]`` gives the
+        fragments written (with their checksums) and whether some are missing (``needsHeal``)."""
         if not hashes:
             return 0
-        return self.chunks.update_many(
-            {"_id": {"$in": hashes}, "state": CHUNK_WRITING},
-            {"$set": {"state": CHUNK_STORED, "lastRef": time.time()}},
-        ).matched_count
+        now = time.time()
+        layouts = layouts or {}
+        plain = [h for h in hashes if h not in layouts]
+        matched = 0
+        if plain:
+            matched += self.chunks.update_many(
+                {"_id": {"$in": plain}, "state": CHUNK_WRITING},
+                {"$set": {"state": CHUNK_STORED, "lastRef": now}},
+            ).matched_count
+        ops = []
+        for h in hashes:
+            if h in layouts:
+                fields = {"state": CHUNK_STORED, "lastRef": now, "frags": layouts[h]["frags"]}
+                if layouts[h].get("needsHeal"):
+                    fields["needsHeal"] = True
+                ops.append(UpdateOne({"_id": h, "state": CHUNK_WRITING}, {"$set": fields}))
+        if ops:
+            matched += self.chunks.bulk_write(ops, ordered=False).matched_count
+        return matched
+
+    # --- layouts: heal, scrub, drain, convert ------------------------------------------------
+
+    def flag_heal(self, chunk_hash: str) -> bool:
+        """Mark a stored chunk as needing heal; True only for the call that flagged it (so that a
+        read of a degraded chunk queues one heal, not one per read)."""
+        # ``$exists``, not ``$ne: True``: the stand-in's updates never match ``$ne`` on a missing field
+        return self.chunks.update_one({"_id": chunk_hash, "state": CHUNK_STORED, "needsHeal": {"$exists": False}},
+                                      {"$set": {"needsHeal": True}}).modified_count == 1
+
+    def chunks_needing_heal(self, after: str | None = None, limit: int = 500) -> list[dict]:
+        query: dict = {"needsHeal": True}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return list(self.chunks.find(query).sort("_id", 1).limit(limit))
+
+    def count_needing_heal(self) -> int:
+        return self.chunks.count_documents({"needsHeal": True})
+
+    def get_chunk(self, chunk_hash: str) -> dict | None:
+        return self.chunks.find_one({"_id": chunk_hash})
+
+    def set_chunk_layout(self, doc: dict, frags: list[dict], needs_heal: bool = False,
+                         k: int | None = None, m: int | None = None) -> bool:
+        """Compare-and-set a stored chunk's fragments (and layout): only while it is stored and
+        nobody changed its fragments since ``doc`` was read (``fv``)."""
+        query: dict = {"_id": doc["_id"], "state": CHUNK_STORED}
+        query["fv"] = doc["fv"] if "fv" in doc else {"$exists": False}
+        fields: dict = {"frags": frags, "fv": doc.get("fv", 0) + 1}
+        if k is not None:
+            fields.update(k=k, m=m)
+        update: dict = {"$set": fields}
+        if needs_heal:
+            fields["needsHeal"] = True
+            if "node" in doc:
+                update["$unset"] = {"node": ""}
+        else:
+            update["$unset"] = {"needsHeal": "", **({"node": ""} if "node" in doc else {})}
+        return self.chunks.update_one(query, update).modified_count == 1
+
+    def clear_heal_flag(self, doc: dict) -> bool:
+        query: dict = {"_id": doc["_id"], "state": CHUNK_STORED}
+        query["fv"] = doc["fv"] if "fv" in doc else {"$exists": False}
+        return self.chunks.update_one(query, {"$unset": {"needsHeal": ""}}).modified_count == 1
+
+    def stored_chunks(self, after: str | None = None, limit: int = 500, whole_only: bool = False) -> list[dict]:
+        """One page of stored chunks in hash order after ``after`` (``whole_only``: 1+0 ones)."""
+        query: dict = {"state": CHUNK_STORED}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        if whole_only:
+            query["$or"] = [{"k": {"$exists": False}}, {"k": 1}]
+        return list(self.chunks.find(query).sort("_id", 1).limit(limit))
+
+    def stored_chunk_bytes(self) -> int:
+        """Bytes of the distinct stored chunks (before their layout's overhead)."""
+        for d in self.chunks.aggregate([{"$match": {"state": CHUNK_STORED}},
+                                        {"$group": {"_id": None, "bytes": {"$sum": "$size"}}}]):
+            return d["bytes"]
+        return 0
+
+    def count_chunks(self, whole_only: bool = False) -> int:
+        query: dict = {"state": CHUNK_STORED}
+        if whole_only:
+            query["$or"] = [{"k": {"$exists": False}}, {"k": 1}]
+        return self.chunks.count_documents(query)
+
+    def chunks_on_node(self, node: str, after: str | None = None, limit: int = 500) -> list[dict]:
+        """Stored chunks with a fragment on ``node``, in hash order after ``after``."""
+        query: dict = {"state": CHUNK_STORED,
+                       "$or": [{"frags.node": node}, {"node": node, "frags": {"$exists": False}}]}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return list(self.chunks.find(query).sort("_id", 1).limit(limit))
+
+    def node_has_fragments(self, node: str) -> bool:
+        return self.chunks.find_one({"$or": [{"frags.node": node}, {"node": node, "frags": {"$exists": False}}]},
+                                    {"_id": 1}) is not None
+
+    def set_node_draining(self, node: str, draining: bool) -> None:
+        if draining:
+            self.nodes.update_one({"_id": node}, {"$set": {"draining": True, "since": time.time()}}, upsert=True)
+        else:
+            self.nodes.delete_one({"_id": node})
+
+    def draining_nodes(self) -> set[str]:
+        return {d["_id"] for d in self.nodes.find({"draining": True}, {"_id": 1})}
+
+    def update_event(self, kind: str, fields: dict | None = None, inc: dict | None = None) -> None:
+        """Set and add to fields of a state document (scrub cursor, heal and convert counters)."""
+        update: dict = {"$set": {"at": time.time(), **(fields or {})}}
+        if inc:
+            update["$inc"] = inc
+        self.events.update_one({"_id": kind}, update, upsert=True)
 
     def gc_candidates(self, cutoff: float, limit: int, after: str | None = None) -> list[dict]:
         """Chunks nobody referenced since ``cutoff``, in hash order after ``after`` (one page)."""

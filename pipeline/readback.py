@@ -11,6 +11,7 @@ import logging
 from typing import Iterator
 
 from pipeline.chunkio import ChunkIO
+from pipeline.errors import ChunkUnavailable
 from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, MetadataRepository
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,22 @@ def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
                 if data is None:  # ingest placed it since we looked
                     doc = repo.chunk_docs([h]).get(h)
             if data is None:
-                data = chunkio.read(h, doc)
+                data = _read_placed(repo, chunkio, h, doc)
             a = max(start - offset, 0)
             b = min(stop - offset, size)
             yield data if (a == 0 and b == size) else data[a:b]
         if page.offset is not None and page.offset + page.byte_size >= stop:
             return
+
+
+def _read_placed(repo: MetadataRepository, chunkio: ChunkIO, h: str, doc: dict | None) -> bytes:
+    """Read a chunk from its layout; when that fails and its document changed since it was read
+    (a heal, drain or conversion moved fragments meanwhile), read it again from the new one."""
+    try:
+        return chunkio.read(h, doc)
+    except ChunkUnavailable:
+        fresh = repo.chunk_docs([h]).get(h)
+        if fresh is None or doc is None or fresh.get("fv") == doc.get("fv") and fresh.get("frags") == doc.get("frags"):
+            raise
+        log.info("chunk %s moved during the read; reading its new layout", h)
+        return chunkio.read(h, fresh)

@@ -1,9 +1,12 @@
 """Figures: the whole store's for operators, one tenant's for everyone else.
 
-Logical bytes are what users stored (the sizes of stored files); physical bytes are what the
-nodes hold (each distinct stored chunk once). Their ratio is what deduplication saves, so every
-figure about chunks depends on all tenants' content: with global deduplication, a tenant that
-saw them move after an upload would learn whether someone else already stores that content.
+Logical bytes are what users stored (the sizes of stored files); unique bytes are the distinct
+stored chunks (their difference is what deduplication saves); physical bytes are what the nodes
+hold: every fragment, so 1.5x the unique bytes in 2+1. ``chunks`` counts distinct chunks,
+``fragments`` (and each node's ``chunks``) the files on nodes.
+
+Every figure about chunks depends on all tenants' content: with global deduplication, a tenant
+that saw them move after an upload would learn whether someone else already stores that content.
 A tenant's view therefore holds only figures of its own files.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Callable
 
 from pipeline.backends import translated
 from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
+from pipeline.scrub import scrub_status
 from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
@@ -60,15 +64,21 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
               "bytes": recorded.get(n, {}).get("bytes", 0), **_space(store, n)} for n in names]
     logical = figures["logicalBytes"]
     physical = sum(n["bytes"] for n in nodes)
+    unique = store.repo.stored_chunk_bytes()
     gc = store.repo.last_event("gc")
+    heal = store.repo.last_event("heal") or {}
+    convert = store.repo.last_event("ec_convert")
+    k, m = store.settings.ec_layout
     return {
         "scope": "store",
         "files": _files(figures),
         "logicalBytes": logical,
         "physicalBytes": physical,
-        "dedupRatio": round(logical / physical, 4) if physical else None,
-        "dedupSavedBytes": max(0, logical - physical),
-        "chunks": sum(n["chunks"] for n in nodes),
+        "uniqueBytes": unique,
+        "dedupRatio": round(logical / unique, 4) if unique else None,
+        "dedupSavedBytes": max(0, logical - unique),
+        "chunks": store.repo.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
+        "fragments": sum(n["chunks"] for n in nodes),
         "nodes": nodes,
         "queueDepth": queue_depth(),
         "lastGc": None if gc is None else {
@@ -76,4 +86,12 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
             "seconds": gc.get("seconds"),
         },
         "tenants": [usage_figures(u) for u in store.repo.get_usage()],
+        "layout": f"{k}+{m}",
+        "degradedChunks": store.repo.count_needing_heal(),
+        "fragmentsHealed": heal.get("fragments", 0),
+        "chunksHealed": heal.get("chunks", 0),
+        "scrub": scrub_status(store),
+        "ecConvert": None if convert is None else {
+            k2: convert.get(k2) for k2 in ("running", "layout", "total", "converted", "failed", "remaining",
+                                           "started", "finished")},
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import redis
 
@@ -37,8 +37,12 @@ class ObjectStore:
         self.chunks = ChunkStore(settings.nodes)
         self.spool = Spool(settings.spool_dir)
         self.placement = RoundRobinPlacement(redis_client, self.chunks.node_ids)
-        self.chunkio = ChunkIO(self.chunks, self.spool)
-        self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement)
+        self.chunkio = ChunkIO(self.chunks, self.spool, settings.ec_layout)
+        self.chunkio.on_damage = self.report_damage
+        # chunk hash -> queue a heal of it (the web and the workers send a Celery task)
+        self.heal_enqueue: Callable[[str], None] | None = None
+        self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement,
+                                 usable_nodes=self.usable_nodes, on_degraded=self.queue_heal)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ObjectStore":
@@ -52,9 +56,11 @@ class ObjectStore:
 
     def prepare(self) -> None:
         """Create directories and indexes; idempotent, run by every process at start."""
-        self.chunks.ensure_dirs()
-        self.spool.ensure_dir()
         self.repo.ensure_indexes()
+        # a node that held data and lost its directory stays down: only an operator puts it back
+        lost = [n for n in self.chunks.node_ids if not self.chunks.is_up(n) and self.repo.node_has_fragments(n)]
+        self.chunks.ensure_dirs(keep_down=lost)
+        self.spool.ensure_dir()
 
     # --- writes ------------------------------------------------------------------------
 
@@ -174,6 +180,36 @@ class ObjectStore:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
+    # --- nodes and damage ------------------------------------------------------------------
+
+    def node_states(self) -> list[dict]:
+        """Each configured node: up, down, full or draining, with its free space."""
+        draining = self.repo.draining_nodes()
+        out = []
+        for n in self.chunks.node_ids:
+            status = self.chunks.node_status(n, full_below=self.settings.chunk_size * 2)
+            if status["state"] == "up" and n in draining:
+                status["state"] = "draining"
+            out.append(status)
+        return out
+
+    def usable_nodes(self) -> set[str]:
+        """Nodes new fragments may go to: up, not full, not draining."""
+        return {s["node"] for s in self.node_states() if s["state"] == "up"}
+
+    def queue_heal(self, chunk_hash: str) -> None:
+        """Flag a chunk and queue its heal even when it was flagged already (ingest stores a
+        chunk missing fragments with the flag set)."""
+        self.repo.flag_heal(chunk_hash)
+        if self.heal_enqueue is not None:
+            self.heal_enqueue(chunk_hash)
+
+    def report_damage(self, chunk_hash: str) -> None:
+        """A read, an ingest or a scrub found a chunk missing fragments: flag it and queue its heal
+        (once: while it stays flagged, later reports queue nothing)."""
+        if self.repo.flag_heal(chunk_hash) and self.heal_enqueue is not None:
+            self.heal_enqueue(chunk_hash)
+
     # --- operations ----------------------------------------------------------------------
 
     def health(self) -> dict:
@@ -188,6 +224,26 @@ class ObjectStore:
             checks["mongodb"] = {"ok": True}
         except Exception as exc:  # any driver error means not ready
             checks["mongodb"] = {"ok": False, "error": exc.__class__.__name__}
-        checks["nodes"] = [self.chunks.node_status(n) for n in self.chunks.node_ids]
+        try:
+            checks["nodes"] = self.node_states()
+        except Exception:  # draining states live in MongoDB: without it, the directories alone
+            checks["nodes"] = [self.chunks.node_status(n, self.settings.chunk_size * 2)
+                               for n in self.chunks.node_ids]
+        k, m = self.settings.ec_layout
+        writable = [n["node"] for n in checks["nodes"] if n["state"] == "up"]
+        need = k + min(m, 1)
+        layout = {"ec": f"{k}+{m}", "writableNodes": len(writable), "ok": len(writable) >= k + m}
+        if len(writable) < need:
+            layout["reason"] = (f"ingest waits: a {k}+{m} chunk needs {need} writable node(s), "
+                                f"{len(writable)} are up; uploads stay queued until nodes come back")
+        elif len(writable) < k + m:
+            layout["reason"] = (f"new chunks are stored with {len(writable)} of {k + m} fragments and "
+                                f"healed once nodes come back")
+        checks["layout"] = layout
+        try:
+            degraded = self.repo.count_needing_heal()
+            checks["chunks"] = {"ok": degraded == 0, "degraded": degraded}
+        except Exception:
+            pass
         ok = checks["redis"]["ok"] and checks["mongodb"]["ok"] and all(n["ok"] for n in checks["nodes"])
         return {"ok": ok, "host": self.settings.host_id, **checks}

@@ -37,14 +37,25 @@ def settings(tmp_path, backends, redis_server) -> Settings:
     )
 
 
-@pytest.fixture
-def store(settings) -> ObjectStore:
+def _store(settings: Settings):
     s = ObjectStore.from_settings(settings)
     s.prepare()
     s.placement.key = "rr:" + settings.mongo_db
     yield s
     s.repo.client.drop_database(settings.mongo_db)
     s.repo.client.close()
+
+
+@pytest.fixture
+def store(settings) -> ObjectStore:
+    """An in-process store in the default layout (2+1 over three nodes)."""
+    yield from _store(settings)
+
+
+@pytest.fixture
+def whole_store(settings) -> ObjectStore:
+    """An in-process store keeping one whole copy of each chunk (MINIS3_EC=1+0)."""
+    yield from _store(settings.with_overrides(ec="1+0"))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 from pipeline.credentials import S3Credentials
 from pipeline.metadata import MetadataRepository
+from pipeline.chunkstore import parse_name
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,11 +241,12 @@ class Stack:
         return requests.get(self.url(f"/api/files/{file_id}"), headers=headers, timeout=600)
 
     def chunk_files(self) -> dict[str, int]:
-        """Chunk file name -> size, for every chunk under every node."""
+        """Chunk file path -> size, for every whole chunk and every fragment under every node
+        (not the quarantine, not temporaries)."""
         out = {}
         for node in self.settings.nodes:
-            for p in Path(node).rglob("*"):
-                if p.is_file() and len(p.name) == 64:
+            for p in Path(node).glob("??/??/*"):
+                if p.is_file() and parse_name(p.name) is not None:
                     out[str(p)] = p.stat().st_size
         return out
 

@@ -16,7 +16,8 @@ import requests
 from bson import ObjectId
 
 from config import embedded
-from pipeline.chunkio import nodes_of
+from config.settings import Settings
+from pipeline.chunkio import fragment_name, nodes_of
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
@@ -98,9 +99,22 @@ def assert_downloads_exactly(s: Stack, file_id: str, size: int, seed: int) -> No
     assert length == size and got.hexdigest() == expected.hexdigest()
 
 
+K, M = Settings().ec_layout
+
+
 def copies_on_nodes(s: Stack, hashes: list[str]) -> Counter:
+    """How many files of each name (a whole copy, or fragment ``<hash>.<i>``) of these chunks."""
     wanted = set(hashes)
-    return Counter(name for name in (Path(p).name for p in s.chunk_files()) if name in wanted)
+    return Counter(name for name in (Path(p).name for p in s.chunk_files()) if name.partition(".")[0] in wanted)
+
+
+def each_once(hashes: list[str]) -> Counter:
+    """Every fragment of every chunk exactly once."""
+    return Counter({fragment_name(h, i, K, M): 1 for h in hashes for i in range(K + M)})
+
+
+def temporaries(s: Stack) -> list[Path]:
+    return [p for node in s.settings.nodes for p in (Path(node) / ".tmp").glob("*")]
 
 
 def fsck(s: Stack, *args: str) -> subprocess.CompletedProcess:
@@ -122,17 +136,20 @@ def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash
     doc = repo.files.find_one({"_id": ObjectId(file_id)})
     assert doc["status"] == "processing"
     placed = sum(copies_on_nodes(s, hashes).values())
-    assert 0 < placed < len(hashes)  # killed with part of the file on the nodes
+    assert 0 < placed < len(hashes) * (K + M)  # killed with part of the file on the nodes
 
     s.start_worker()  # beat re-queues the stuck file for it
     status = s.wait_status(file_id, timeout=180)
     assert status["status"] == "stored", status
     assert status["progress"] == {"chunksDone": 200, "chunksTotal": 200}
     assert_downloads_exactly(s, file_id, size, seed)
-    assert copies_on_nodes(s, hashes) == Counter({h: 1 for h in hashes})  # no chunk stored twice
+    assert copies_on_nodes(s, hashes) == each_once(hashes)  # no fragment orphaned or stored twice
     docs = list(repo.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
+    assert all(len(d["frags"]) == K + M and "needsHeal" not in d for d in docs)
     assert not (s.settings.spool_dir / file_id).exists()
+    # what the killed worker was writing stays under .tmp until GC sweeps it after the grace period
+    wait_for(lambda: not temporaries(s), what="GC to sweep the killed writes")
     checked = fsck(s)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "clean" in checked.stdout
@@ -182,7 +199,7 @@ def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(cr
 
 def snapshot(s: Stack, repo: MetadataRepository, hashes: list[str]):
     files = sorted((Path(p).parts[-4], Path(p).name, n) for p, n in s.chunk_files().items()
-                   if Path(p).name in set(hashes))
+                   if Path(p).name.partition(".")[0] in set(hashes))
     docs = sorted((d["_id"], nodes_of(d)[0], d["size"], d["state"])
                   for d in repo.chunks.find({"_id": {"$in": hashes}}))
     return files, docs
@@ -199,7 +216,7 @@ def test_ingest_and_gc_delivered_twice_end_as_if_run_once(crash_stack, repo):
         celery.send_task("minis3.ingest", args=[file_id])  # and retried
     assert s.wait_status(file_id)["status"] == "stored"
     once = snapshot(s, repo, hashes)
-    assert len(once[0]) == len(once[1]) == 7 and {d[3] for d in once[1]} == {CHUNK_STORED}
+    assert len(once[0]) == 7 * (K + M) and len(once[1]) == 7 and {d[3] for d in once[1]} == {CHUNK_STORED}
 
     again = celery.send_task("minis3.ingest", args=[file_id])
     wait_for(lambda: task_done(s, again.id), what="the repeated ingest")
@@ -231,7 +248,7 @@ def test_redis_restarted_during_ingest_the_upload_still_completes(tmp_path, back
         status = s.wait_status(file_id, timeout=180)
         assert status["status"] == "stored", status
         assert_downloads_exactly(s, file_id, size, seed)
-        assert copies_on_nodes(s, chunk_hashes(size, seed)) == Counter({h: 1 for h in chunk_hashes(size, seed)})
+        assert copies_on_nodes(s, chunk_hashes(size, seed)) == each_once(chunk_hashes(size, seed))
         checked = fsck(s)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:

@@ -84,7 +84,16 @@ def test_spool_full_is_507_and_leaves_nothing_while_other_uploads_work(client, s
         assert client.get(f"/api/files/{file_id}").data == data
 
 
-def test_node_full_fails_the_file_with_a_reason_507_and_removes_its_spool(client, store, settings, monkeypatch):
+@pytest.fixture
+def whole_client(settings, whole_store):
+    app = create_app(whole_store.settings, store=whole_store,
+                     enqueue=lambda file_id, request_id=None: whole_store.ingest(file_id))
+    return app.test_client()
+
+
+def test_node_full_fails_the_file_with_a_reason_507_and_removes_its_spool(whole_client, whole_store, monkeypatch):
+    # one whole copy per chunk (1+0): a chunk that its node cannot take has nowhere else to go
+    client, store, settings = whole_client, whole_store, whole_store.settings
     stored_data = random_bytes(4 * CHUNK, 34)
     stored = upload(client, stored_data, wait=True).get_json()["fileId"]
     full_node = str(settings.nodes[1])

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from config.settings import Settings
 from tests.stack import MiB, random_bytes
+
+FRAGS = sum(Settings().ec_layout)  # chunk files per chunk in the default layout (2+1: three fragments)
+K = Settings().ec_layout[0]
+
+
+def chunk_of(path: str) -> str:
+    return Path(path).name.partition(".")[0]
 
 
 @pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 40 * MiB])
@@ -62,7 +70,7 @@ def test_files_sharing_chunks_store_shared_chunks_once(stack):
     f1 = stack.put(a + b + c + d)
     f2 = stack.put(c + d + e)
     added = set(stack.chunk_files()) - set(before)
-    assert len(added) == 5
+    assert len(added) == 5 * FRAGS and len({chunk_of(p) for p in added}) == 5
     assert stack.download(f1).content == a + b + c + d
     assert stack.download(f2).content == c + d + e
 
@@ -74,7 +82,7 @@ def test_thirty_distinct_chunks_land_ten_per_node(stack):
     before = per_node()
     stack.put(random_bytes(30 * MiB, 2020))
     after = per_node()
-    assert [a - b for a, b in zip(after, before)] == [10, 10, 10]
+    assert [a - b for a, b in zip(after, before)] == [10 * FRAGS] * 3
 
 
 def test_eight_parallel_uploads_of_one_new_file_keep_one_copy(stack):
@@ -85,9 +93,9 @@ def test_eight_parallel_uploads_of_one_new_file_keep_one_copy(stack):
     for file_id in ids:
         assert stack.wait_status(file_id)["status"] == "stored"
     added = {p: s for p, s in stack.chunk_files().items() if p not in before}
-    assert len(added) == 8
+    assert len(added) == 8 * FRAGS
     names = [Path(p).name for p in added]
-    assert len(set(names)) == 8
+    assert len(set(names)) == 8 * FRAGS and len({chunk_of(p) for p in added}) == 8
     for file_id in ids:
         assert stack.download(file_id).content == data
 
@@ -98,10 +106,11 @@ def test_flipped_chunk_fails_that_download_visibly_and_others_still_work(stack):
     victim_id = stack.put(data)
     other_id = stack.put(other)
     chunk_hash = hashlib.sha256(data[MiB:2 * MiB]).hexdigest()
-    path = next(Path(p) for p in stack.chunk_files() if Path(p).name == chunk_hash)
-    raw = bytearray(path.read_bytes())
-    raw[12345] ^= 0x01
-    path.write_bytes(bytes(raw))
+    # more damage than the layout survives: every data fragment (or the one whole copy)
+    for path in sorted(Path(p) for p in stack.chunk_files() if chunk_of(p) == chunk_hash)[:FRAGS - K + 1]:
+        raw = bytearray(path.read_bytes())
+        raw[12345] ^= 0x01
+        path.write_bytes(bytes(raw))
     received = b""
     with pytest.raises(requests.exceptions.RequestException):
         with requests.get(stack.url(f"/api/files/{victim_id}"), stream=True, timeout=60) as r:

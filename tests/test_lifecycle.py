@@ -22,7 +22,7 @@ from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_fi
 from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
-from tests.test_pipeline import CHUNK, chunk_files, pieces, put, read_all
+from tests.test_pipeline import CHUNK, FRAGS, chunk_files, pieces, put, read_all
 
 
 def hashes_of(data: bytes, size: int = CHUNK) -> set[str]:
@@ -30,7 +30,8 @@ def hashes_of(data: bytes, size: int = CHUNK) -> set[str]:
 
 
 def names_on_nodes(settings) -> set[str]:
-    return {p.name for p in chunk_files(settings)}
+    """Hashes of the chunks that have a file (a whole copy or a fragment) on some node."""
+    return {p.name.partition(".")[0] for p in chunk_files(settings)}
 
 
 def gc_after_grace(store, **kw) -> dict:
@@ -331,10 +332,10 @@ def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(s
     f = store.receive("t1", "b", None, pieces(data))
     real_mark = store.repo.mark_chunks_stored
 
-    def gc_takes_them_first(hashes):
+    def gc_takes_them_first(hashes, *rest):
         for h in hashes:  # GC takes the claimed chunks; its recheck then finds the manifest
             store.repo.begin_chunk_delete(h, time.time() + 1, CHUNK_WRITING)
-        real_mark(hashes)
+        real_mark(hashes, *rest)
         for h in hashes:
             store.repo.cancel_chunk_delete(h, CHUNK_WRITING)
 
@@ -348,8 +349,8 @@ def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(s
     assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
-def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_stored(store, settings,
-                                                                                     monkeypatch):
+def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_stored(whole_store, monkeypatch):
+    store, settings = whole_store, whole_store.settings  # a whole copy is moved (renamed) out of the spool
     data = random_bytes(3 * CHUNK, 87)
     f = store.receive("t1", "b", None, pieces(data))
     real_place = store.chunks.place
@@ -395,7 +396,7 @@ def test_ingest_marks_the_file_failed_when_a_known_chunk_is_on_no_node_and_not_i
     data = random_bytes(3 * CHUNK, 85)
     a = put(store, data)
     victim = sorted(hashes_of(data))[0]
-    store.chunks.delete(nodes_of(store.repo.chunk_docs([victim])[victim])[0], victim)
+    store.chunkio.delete(store.repo.chunk_docs([victim])[victim])  # every fragment of it
     b = store.receive("t1", "b", None, pieces(data))
     index = [hashlib.sha256(data[i:i + CHUNK]).hexdigest() for i in range(0, len(data), CHUNK)].index(victim)
     store.spool.chunk_path(b.id, index).unlink()
@@ -490,13 +491,14 @@ def test_stuck_files_are_found_once_per_period(store, settings):
 def test_fsck_of_a_healthy_store_is_clean_and_the_command_exits_0(store, settings):
     put(store, random_bytes(5 * CHUNK, 100))
     report = run_fsck(store)
-    assert report.clean and report.files_checked == 1 and report.chunk_files_checked == 5
+    assert report.clean and report.files_checked == 1 and report.chunk_files_checked == 5 * FRAGS
     done = cli(settings, "fsck")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "clean" in done.stdout
 
 
-def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(store, settings):
+def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(whole_store):
+    store, settings = whole_store, whole_store.settings  # one copy: nothing to rebuild it from
     data = random_bytes(3 * CHUNK, 101)
     f = put(store, data)
     victim = sorted(hashes_of(data))[1]
@@ -520,7 +522,8 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(store
     assert run_fsck(store).clean
 
 
-def test_fsck_fails_a_stored_file_whose_chunk_is_missing(store, settings):
+def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
+    store, settings = whole_store, whole_store.settings
     data = random_bytes(4 * CHUNK, 102)
     f = put(store, data)
     victim = sorted(hashes_of(data))[2]
@@ -581,7 +584,7 @@ def test_fsck_requeues_stuck_files_and_fails_those_whose_bytes_are_gone(store, s
     report = run_fsck(store, repair=True, enqueue=queued.append, now=time.time() + settings.stuck_after_s + 1)
     assert report.stuck.count == 2
     assert queued == [alive.id] and report.repaired == {"quarantined": 0, "removed": 0, "requeued": 1,
-                                                        "failed": 1}
+                                                        "failed": 1, "healed": 0}
     assert store.get("t1", lost.id).status == "failed"
     assert len(store.repo.files.find_one({"_id": ObjectId(lost.id)})["missingChunks"]) == 1
     assert store.ingest(alive.id).status == "stored"
@@ -619,7 +622,8 @@ def test_http_delete_then_beat_gc_gives_the_space_back(beat_stack):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_id"
 
     keep = hashes_of(c + d + e, MiB)
-    wait_for(lambda: {Path(p).name for p in s.chunk_files()} == keep, what="GC of the unshared chunks")
+    wait_for(lambda: {Path(p).name.partition(".")[0] for p in s.chunk_files()} == keep,
+             what="GC of the unshared chunks")
     assert s.download(second).content == c + d + e
 
     assert requests.delete(s.url(f"/api/files/{second}"), timeout=30).status_code == 204

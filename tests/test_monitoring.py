@@ -86,8 +86,10 @@ def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_pa
         assert stats["files"] == {"total": 3, "byStatus": {"queued": 0, "processing": 0, "stored": 3,
                                                            "failed": 0, "deleted": 0}}
         assert stats["logicalBytes"] == 2 * len(a) + len(b)
-        assert stats["physicalBytes"] == len(a) + MiB
-        assert stats["chunks"] == 5
+        k, m = stack.settings.ec_layout
+        assert stats["physicalBytes"] == sum(stack.chunk_files().values())  # every fragment's bytes
+        assert len(a) + MiB <= stats["physicalBytes"] <= (len(a) + MiB) * (k + m) / k + 5 * (k + m) * 100
+        assert stats["chunks"] == 5 and stats["fragments"] == 5 * (k + m) == len(stack.chunk_files())
         assert stats["dedupRatio"] == round((2 * len(a) + len(b)) / (len(a) + MiB), 4)
         on_disk: dict[str, list[int]] = {}
         for path, size in stack.chunk_files().items():
@@ -109,7 +111,7 @@ def test_stats_figures_match_what_was_uploaded_deduplicated_and_collected(tmp_pa
         after = json.loads(cli.stdout)
         assert after["files"]["byStatus"]["stored"] == 2 and after["files"]["byStatus"]["deleted"] == 1
         assert after["logicalBytes"] == 2 * len(a)
-        assert after["physicalBytes"] == len(a) == sum(stack.chunk_files().values())
+        assert after["physicalBytes"] == sum(stack.chunk_files().values()) and after["chunks"] == 4
         assert after["lastGc"]["chunksFreed"] == 1 and after["lastGc"]["bytesFreed"] == MiB
         gc_at = datetime.fromisoformat(after["lastGc"]["at"].replace("Z", "+00:00"))  # ISO 8601 UTC
         assert after["lastGc"]["at"].endswith("Z") and abs(gc_at.timestamp() - time.time()) < 120
@@ -128,7 +130,7 @@ def test_minis3_stats_finds_the_services_minis3_run_started(tmp_path):
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MINIS3_REDIS_URL", "MINIS3_MONGO_URL")}
     env.update(MINIS3_VAR_DIR=str(tmp_path / "var"), MINIS3_SPOOL_DIR=str(tmp_path / "spool"),
-               MINIS3_NODES=f"{tmp_path}/nodes/a,{tmp_path}/nodes/b", MINIS3_PORT=str(port),
+               MINIS3_NODES=f"{tmp_path}/nodes/a,{tmp_path}/nodes/b,{tmp_path}/nodes/c", MINIS3_PORT=str(port),
                MINIS3_RATE_LIMIT="", PYTHONUNBUFFERED="1")
     published = tmp_path / "var" / embedded.URLS_FILE
     with open(tmp_path / "run.log", "wb") as out:
@@ -144,7 +146,7 @@ def test_minis3_stats_finds_the_services_minis3_run_started(tmp_path):
         assert cli.returncode == 0, cli.stderr
         stats = json.loads(cli.stdout)
         assert stats["files"]["byStatus"]["stored"] == 1 and stats["logicalBytes"] == len(data)
-        assert [n["node"] for n in stats["nodes"]] == ["a", "b"]
+        assert [n["node"] for n in stats["nodes"]] == ["a", "b", "c"]
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         run.wait(60)
@@ -240,10 +242,12 @@ def test_metrics_count_hash_mismatches_seen_on_read(monitored):
     data = random_bytes(2 * MiB, 6301)
     file_id = monitored.put(data)
     chunk_hash = hashlib.sha256(data[MiB:]).hexdigest()
-    path = next(Path(p) for p in monitored.chunk_files() if Path(p).name == chunk_hash)
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 0x80
-    path.write_bytes(bytes(raw))
+    k, m = monitored.settings.ec_layout
+    # more damage than the layout survives: m + 1 of the chunk's files
+    for path in sorted(Path(p) for p in monitored.chunk_files() if Path(p).name.partition(".")[0] == chunk_hash)[:m + 1]:
+        raw = bytearray(path.read_bytes())
+        raw[100] ^= 0x80
+        path.write_bytes(bytes(raw))
     before = scrape(monitored)
     received = b""
     with pytest.raises(requests.exceptions.RequestException):

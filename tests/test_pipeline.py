@@ -6,14 +6,18 @@ import threading
 from pathlib import Path
 
 import pytest
+import xxhash
 
-from pipeline.chunkio import nodes_of
+from config.settings import Settings
+from pipeline.chunkio import fragment_name, fragments, nodes_of
+from pipeline.chunkstore import parse_name
 from pipeline.ingest import IngestReport
 from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
 from pipeline.upload import display_name
 from tests.stack import random_bytes
 
 CHUNK = 64 * 1024
+FRAGS = sum(Settings().ec_layout)  # chunk files per chunk in the default layout
 
 
 def pieces(data: bytes, size: int = 10_000):
@@ -33,7 +37,7 @@ def read_all(store, f, start=0, stop=None) -> bytes:
 
 
 def chunk_files(settings) -> list[Path]:
-    return [p for n in settings.nodes for p in Path(n).rglob("*") if p.is_file() and len(p.name) == 64]
+    return [p for n in settings.nodes for p in Path(n).glob("??/??/*") if p.is_file() and parse_name(p.name)]
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 11 * CHUNK + 7])
@@ -71,7 +75,7 @@ def test_second_upload_of_same_content_adds_no_chunk(store, settings):
 def test_repeated_chunk_within_a_file_is_stored_once(store, settings):
     block = random_bytes(CHUNK, 4)
     f = put(store, block * 5)
-    assert len(chunk_files(settings)) == 1
+    assert len(chunk_files(settings)) == FRAGS
     assert read_all(store, f) == block * 5
 
 
@@ -93,7 +97,7 @@ def test_ingest_resumes_after_a_crash_halfway(store, settings):
     store.ingestor._ingest_page(store.repo.get_file(f.id), first_page, IngestReport(f.id, "queued"))
     assert store.repo.get_file(f.id).status == "queued"
     assert store.ingest(f.id).status == "stored"
-    assert len(chunk_files(settings)) == 9
+    assert len(chunk_files(settings)) == 9 * FRAGS
     assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
@@ -107,7 +111,7 @@ def test_concurrent_ingests_of_one_content_leave_one_copy(store, settings):
     for t in threads:
         t.join()
     assert results == ["stored"] * 6
-    assert len(chunk_files(settings)) == 8
+    assert len(chunk_files(settings)) == 8 * FRAGS
     assert store.repo.chunks.count_documents({}) == 8
     for i in ids:
         assert read_all(store, store.get_readable("t1", i)) == data
@@ -116,10 +120,83 @@ def test_concurrent_ingests_of_one_content_leave_one_copy(store, settings):
 def test_round_robin_spreads_new_chunks_evenly(store, settings):
     put(store, random_bytes(30 * CHUNK, 8))
     per_node = [len([p for p in Path(n).rglob("*") if p.is_file()]) for n in settings.nodes]
+    assert per_node == [10 * FRAGS] * 3
+    # fragment i of successive chunks rotates over the nodes: each node holds 10 of each index
+    by_index = {(p.parent.parent.parent.name, p.name.rpartition(".")[2]) for p in chunk_files(settings)}
+    assert len(by_index) == 3 * FRAGS
+
+
+def test_round_robin_spreads_whole_copies_evenly(whole_store):
+    put(whole_store, random_bytes(30 * CHUNK, 8))
+    per_node = [len([p for p in Path(n).rglob("*") if p.is_file()]) for n in whole_store.settings.nodes]
     assert per_node == [10, 10, 10]
 
 
-def test_corrupt_chunk_aborts_read_and_names_the_chunk(store, settings, caplog):
+def test_chunk_fragments_are_on_distinct_nodes_with_their_own_checksums(store):
+    data = random_bytes(4 * CHUNK + 9, 11)
+    f = put(store, data)
+    docs = store.repo.chunk_docs(next(store.repo.iter_manifest(f.id)).hashes)
+    for h, doc in docs.items():
+        assert (doc["k"], doc["m"]) == (2, 1) and doc["state"] == "stored" and "needsHeal" not in doc
+        assert sorted(f["i"] for f in fragments(doc)) == [0, 1, 2]
+        assert len(set(nodes_of(doc))) == 3
+        for frag in fragments(doc):
+            raw = store.chunks.path(frag["node"], fragment_name(h, frag["i"], 2, 1)).read_bytes()
+            assert len(raw) == frag["size"] and xxhash.xxh3_128_hexdigest(raw) == frag["xxh3"]
+    assert read_all(store, f) == data
+
+
+def _flip(path: Path, at: int = 100) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_corrupt_fragment_is_read_around_quarantined_and_flagged_for_heal(store, index, caplog):
+    data = random_bytes(3 * CHUNK, 12)
+    f = put(store, data)
+    victim = next(store.repo.iter_manifest(f.id)).hashes[1]
+    doc = store.repo.chunk_docs([victim])[victim]
+    frag = next(x for x in fragments(doc) if x["i"] == index)
+    path = store.chunks.path(frag["node"], fragment_name(victim, index, 2, 1))
+    _flip(path)
+    queued = []
+    store.heal_enqueue = queued.append
+    assert read_all(store, f) == data
+    if index < 2:  # a data fragment is read, found corrupt, quarantined; parity replaces it
+        assert not path.exists()
+        assert [n for n in store.chunks.quarantined(frag["node"]) if n.startswith(f"{victim}.{index}.")]
+        assert store.repo.chunk_docs([victim])[victim].get("needsHeal")
+        assert queued == [victim]
+        assert read_all(store, f) == data and queued == [victim]  # flagged once, queued once
+    else:  # parity is not read while every data fragment is good
+        assert path.exists() and queued == []
+
+
+def test_read_fails_when_fewer_than_k_fragments_remain(store):
+    f = put(store, random_bytes(2 * CHUNK, 13))
+    h = next(store.repo.iter_manifest(f.id)).hashes[0]
+    doc = store.repo.chunk_docs([h])[h]
+    for frag in fragments(doc)[:2]:
+        store.chunks.path(frag["node"], fragment_name(h, frag["i"], 2, 1)).unlink()
+    with pytest.raises(ChunkUnavailable) as err:
+        read_all(store, f)
+    assert err.value.chunk_hash == h
+
+
+def test_a_missing_node_is_read_around_and_skipped_by_new_writes(store, settings):
+    import shutil
+    old = random_bytes(6 * CHUNK, 14)
+    f = put(store, old)
+    shutil.rmtree(settings.nodes[2])
+    assert read_all(store, f) == old
+    assert not settings.nodes[2].exists()  # reads and writes never re-create a missing node
+    assert store.health()["layout"]["writableNodes"] == 2
+
+
+def test_corrupt_chunk_aborts_read_and_names_the_chunk(whole_store, caplog):
+    store = whole_store
     data = random_bytes(3 * CHUNK, 9)
     f = put(store, data)
     page = next(store.repo.iter_manifest(f.id))
@@ -138,7 +215,8 @@ def test_corrupt_chunk_aborts_read_and_names_the_chunk(store, settings, caplog):
     assert victim in caplog.text and nodes_of(doc)[0] in caplog.text
 
 
-def test_missing_chunk_aborts_read(store):
+def test_missing_chunk_aborts_read(whole_store):
+    store = whole_store
     f = put(store, random_bytes(2 * CHUNK, 10))
     h = next(store.repo.iter_manifest(f.id)).hashes[0]
     node = nodes_of(store.repo.chunk_docs([h])[h])[0]

@@ -30,10 +30,12 @@ def test_fsck_reports_each_chunk_file_file_and_chunk_document_it_looks_at(store)
     put(store, random_bytes(2 * CHUNK, 902), "b.bin")  # 2 chunks
     calls: list[tuple[int, int | None]] = []
     report = run_fsck(store, progress=lambda done, total: calls.append((done, total)))
-    assert report.clean and report.chunk_files_checked == 6 and report.files_checked == 2
+    k, m = store.settings.ec_layout
+    fragment_files = 6 * (k + m)
+    assert report.clean and report.chunk_files_checked == fragment_files and report.files_checked == 2
     counts = [done for done, _ in calls]
     assert counts == sorted(counts) and {total for _, total in calls} == {None}
-    assert counts[-1] == 6 + 2 + 6  # chunk files on the nodes, stored files, chunk documents
+    assert counts[-1] == fragment_files + 2 + 6  # fragment files on the nodes, stored files, chunk documents
 
 
 def test_gc_reports_the_candidate_chunks_it_looks_at(store):

@@ -25,7 +25,9 @@ from pipeline.keys import ApiKeys
 from tests.probes import bearer, create_key, private_backends as backends  # noqa: F401
 from tests.stack import MiB, Stack, random_bytes, wait_for
 
-STORE_FIELDS = {"success", "scope", "files", "logicalBytes", "physicalBytes", "dedupRatio", "dedupSavedBytes", "chunks", "nodes",
+STORE_FIELDS = {"success", "scope", "files", "logicalBytes", "physicalBytes", "uniqueBytes", "dedupRatio",
+                "dedupSavedBytes", "chunks", "fragments", "nodes", "layout", "degradedChunks", "fragmentsHealed",
+                "chunksHealed", "scrub", "ecConvert",
                 "queueDepth", "lastGc", "tenant", "usage", "tenants"}
 
 
@@ -86,7 +88,7 @@ def test_an_admin_key_gets_the_store_wide_figures(keyed):
     assert set(store_wide) == STORE_FIELDS and store_wide["scope"] == "store"
     assert store_wide["logicalBytes"] >= 2 * len(data)
     assert store_wide["physicalBytes"] == sum(keyed.chunk_files().values())
-    assert store_wide["dedupSavedBytes"] == store_wide["logicalBytes"] - store_wide["physicalBytes"]
+    assert store_wide["dedupSavedBytes"] == store_wide["logicalBytes"] - store_wide["uniqueBytes"]
     assert [n["node"] for n in store_wide["nodes"]] == ["node-1", "node-2", "node-3"]
 
 

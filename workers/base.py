@@ -7,13 +7,14 @@ import pymongo.errors
 import redis
 from celery import Task
 
-from pipeline.errors import ChunkBusy, ServiceUnavailable
+from pipeline.errors import ChunkBusy, NodesUnavailable, ServiceUnavailable
 from pipeline.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError,
-             pymongo.errors.AutoReconnect, redis.ConnectionError, redis.TimeoutError, ChunkBusy, ServiceUnavailable)
+             pymongo.errors.AutoReconnect, redis.ConnectionError, redis.TimeoutError, ChunkBusy,
+             NodesUnavailable, ServiceUnavailable)
 
 
 class StoreTask(Task):
@@ -35,5 +36,6 @@ class StoreTask(Task):
         if StoreTask._store is None:
             store = ObjectStore.from_settings(self.app.minis3_settings)
             store.prepare()
+            store.heal_enqueue = lambda chunk_hash: self.app.send_task("minis3.heal", args=[chunk_hash])
             StoreTask._store = store
         return StoreTask._store

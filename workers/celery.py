@@ -39,7 +39,12 @@ def make_celery(settings: Settings) -> Celery:
                      "minis3.requeue_stuck": {"queue": MAINTENANCE_QUEUE},
                      "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
                      "minis3.sample": {"queue": MAINTENANCE_QUEUE},
-                     "minis3.abort_abandoned_uploads": {"queue": MAINTENANCE_QUEUE}},
+                     "minis3.abort_abandoned_uploads": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.heal": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.heal_flagged": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.scrub": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.ec_convert": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.drain": {"queue": MAINTENANCE_QUEUE}},
         worker_send_task_events=True,
         worker_log_format=WORKER_LOG_FORMAT,
         # no task-sent event: Flower learns a task, with its args, from the worker's task-received
@@ -53,6 +58,8 @@ def make_celery(settings: Settings) -> Celery:
                        "options": {"expires": settings.sample_interval_s}},  # a late sample is skipped
             "abort-abandoned-uploads": {"task": "minis3.abort_abandoned_uploads",
                                         "schedule": min(3600.0, max(1.0, settings.multipart_abandon_s / 4))},
+            "heal-flagged": {"task": "minis3.heal_flagged", "schedule": 60.0},
+            "scrub": {"task": "minis3.scrub", "schedule": max(1.0, min(60.0, settings.scrub_period_s / 10))},
         },
     )
     if settings.log_format == "json":

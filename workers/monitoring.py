@@ -23,6 +23,17 @@ INGEST_BYTES = Counter("minis3_ingest_bytes_written_total", "Chunk bytes ingest 
 GC_CHUNKS = Counter("minis3_gc_deleted_chunks_total", "Chunks deleted by garbage collection")
 GC_BYTES = Counter("minis3_gc_deleted_bytes_total", "Bytes freed by garbage collection")
 
+FRAGMENTS_HEALED = Counter("minis3_fragments_healed_total", "Fragments rebuilt by heal")
+HEALS = Counter("minis3_heals_total", "Chunks looked at by heal, by outcome", ["status"])
+SCRUB_BYTES = Counter("minis3_scrub_bytes_total", "Fragment bytes read and verified by scrub")
+SCRUB_CHUNKS = Counter("minis3_scrub_chunks_total", "Chunks read and verified by scrub")
+SCRUB_FINDINGS = Counter("minis3_scrub_findings_total", "Fragments scrub found damaged", ["kind"])
+DEGRADED_STORED = Counter("minis3_ingest_degraded_chunks_total",
+                          "Chunks ingest stored with fragments missing (queued for heal)")
+
+for _kind in ("corrupt", "missing"):
+    SCRUB_FINDINGS.labels(_kind)
+
 for _result in ("stored", "deduplicated"):
     INGEST_CHUNKS.labels(_result)
 
@@ -33,6 +44,26 @@ def observe_ingest(report, seconds: float) -> None:
     INGEST_CHUNKS.labels("stored").inc(report.new_chunks)
     INGEST_CHUNKS.labels("deduplicated").inc(report.deduplicated)
     INGEST_BYTES.inc(report.bytes_written)
+    DEGRADED_STORED.inc(getattr(report, "degraded", 0))
+
+
+def observe_heal(result) -> None:
+    HEALS.labels(result.status).inc()
+    FRAGMENTS_HEALED.inc(len(result.rebuilt))
+
+
+def observe_heal_report(report) -> None:
+    FRAGMENTS_HEALED.inc(report.fragments_rebuilt)
+    for status in ("healthy", "healed", "partial", "lost", "blocked"):
+        if getattr(report, status):
+            HEALS.labels(status).inc(getattr(report, status))
+
+
+def observe_scrub(report) -> None:
+    SCRUB_BYTES.inc(report.bytes)
+    SCRUB_CHUNKS.inc(report.chunks)
+    SCRUB_FINDINGS.labels("corrupt").inc(report.corrupt)
+    SCRUB_FINDINGS.labels("missing").inc(report.missing)
 
 
 def observe_gc(report: dict) -> None:

@@ -234,6 +234,8 @@ DOMAIN_TO_S3: dict[str, tuple[str, int]] = {
     "client_disconnected": ("IncompleteBody", 400),
     "server_secret": ("InternalError", 500),
     "not_enough_fragments": ("ServiceUnavailable", 503),
+    "node_unavailable": ("ServiceUnavailable", 503),
+    "nodes_unavailable": ("ServiceUnavailable", 503),
     # the S3 object model
     "no_such_bucket": ("NoSuchBucket", 404),
     "no_such_key": ("NoSuchKey", 404),

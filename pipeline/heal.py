@@ -1,0 +1,313 @@
+"""Heal: rebuild the missing or corrupt fragments of erasure-coded chunks, and move fragments
+between nodes (drain, rebalance) or chunks between layouts (convert) while the store serves.
+
+Every change of a chunk's layout follows one order: read and verify what is there, write the new
+fragment files (atomically, directories synced), then compare-and-set the chunk's document on
+its ``fv``, then delete files the document no longer names. A run that loses the compare-and-set
+(GC took the chunk, another heal or move got there first) removes the files it wrote that the
+current document does not name and looks again; so every step is idempotent and a crash leaves
+at worst a fragment file no document names (fsck reports it; its repair and GC remove it).
+
+A rebuilt fragment goes to a node that is up, not full, not draining and holds no other fragment
+of the chunk: its own node when that qualifies, otherwise the least loaded one. A corrupt fragment
+goes to its node's quarantine, never deleted.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from pipeline.chunkio import Placed, fragment_name, fragments, layout, nodes_of, xxh3
+from pipeline.chunkstore import fsync_dir
+from pipeline.errors import NotEnoughFragments
+from pipeline.metadata import CHUNK_STORED
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3  # compare-and-set races lost before a chunk is left for the next run
+
+HEALTHY, HEALED, PARTIAL, LOST, BLOCKED, GONE, BUSY = (
+    "healthy", "healed", "partial", "lost", "blocked", "gone", "busy")
+
+
+@dataclass
+class HealResult:
+    chunk: str
+    status: str
+    rebuilt: list[int] = field(default_factory=list)
+    quarantined: list[int] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
+class HealReport:
+    chunks_checked: int = 0
+    healthy: int = 0
+    healed: int = 0
+    partial: int = 0
+    lost: int = 0
+    blocked: int = 0
+    fragments_rebuilt: int = 0
+    fragments_quarantined: int = 0
+    problems: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, result: HealResult) -> None:
+        self.chunks_checked += 1
+        self.fragments_rebuilt += len(result.rebuilt)
+        self.fragments_quarantined += len(result.quarantined)
+        if result.status in (HEALTHY, HEALED, PARTIAL, LOST, BLOCKED):
+            setattr(self, result.status, getattr(self, result.status) + 1)
+        if result.status in (PARTIAL, LOST, BLOCKED) and len(self.problems) < 1000:
+            self.problems.append({"chunk": result.chunk, "status": result.status, "reason": result.reason})
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+def _load(store) -> dict[str, int]:
+    """Fragments per node (for choosing the least loaded target)."""
+    return {n: v["chunks"] for n, v in store.repo.stats()["perNode"].items()}
+
+
+def choose_targets(chunk_hash: str, want: Iterable[int], doc: dict, holding: set[str], usable: set[str],
+                   load: dict[str, int] | None = None) -> dict[int, str]:
+    """A node for each fragment index in ``want``: its own node when usable and free of this
+    chunk's other fragments, else the least loaded usable node holding none of them."""
+    taken = set(holding)
+    own = {f["i"]: f.get("node") for f in fragments(doc)}
+    targets: dict[int, str] = {}
+    for i in want:
+        node = own.get(i)
+        if node not in usable or node in taken:
+            free = sorted(usable - taken, key=lambda n: ((load or {}).get(n, 0), hash((chunk_hash, n)) & 0xFFFF, n))
+            node = free[0] if free else None
+        if node is None:
+            continue
+        targets[i] = node
+        taken.add(node)
+        if load is not None:
+            load[node] = load.get(node, 0) + 1
+    return targets
+
+
+def _absent(store, doc: dict) -> list[int]:
+    """Fragment indexes not recorded, or not on their node with their size (a stat, no read)."""
+    k, m = layout(doc)
+    present = {f["i"] for f in fragments(doc) if f.get("node") and
+               store.chunks.exists(f["node"], fragment_name(doc["_id"], f["i"], k, m), f["size"])}
+    return [i for i in range(k + m) if i not in present]
+
+
+def _absent_nodes(doc: dict, absent: list[int]) -> list[str]:
+    return [f["node"] for f in fragments(doc) if f["i"] in absent]
+
+
+def _undo(store, doc: dict, written: list[dict]) -> None:
+    """Remove fragment files this run wrote that the chunk's current document does not name."""
+    current = store.repo.get_chunk(doc["_id"])
+    named = set()
+    if current is not None and current.get("state") == CHUNK_STORED and layout(current) == layout(doc):
+        named = {(f["i"], f["node"]) for f in fragments(current)}
+    for f in written:
+        if (f["i"], f["node"]) not in named:
+            store.chunkio.delete_fragment(doc, f)
+
+
+def _sync(placed: Placed) -> None:
+    for d in placed.dirs:
+        fsync_dir(d)
+
+
+def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
+               load: dict[str, int] | None = None) -> HealResult:
+    """Verify every fragment of one chunk and rebuild those missing or corrupt; idempotent."""
+    quarantined: list[int] = []
+    for _ in range(ATTEMPTS):
+        doc = store.repo.get_chunk(chunk_hash)
+        if doc is None or doc.get("state") != CHUNK_STORED:
+            return HealResult(chunk_hash, GONE, quarantined=quarantined)
+        k, m = layout(doc)
+        usable_now = store.usable_nodes() if usable is None else usable
+        absent = _absent(store, doc)
+        if absent and not choose_targets(chunk_hash, absent, doc, set(nodes_of(doc)) - set(_absent_nodes(doc, absent)),
+                                         usable_now):
+            # nowhere to put what is missing (a node is down and every other holds a fragment):
+            # say so without reading the chunk, as a retry every minute would otherwise do
+            store.repo.flag_heal(chunk_hash)
+            return HealResult(chunk_hash, BLOCKED, reason=f"no usable node holds none of its other fragments "
+                                                          f"(fragments {absent} missing)")
+        found = store.chunkio.check(doc)
+        for frag, reason in found.corrupt:
+            log.error("heal: chunk %s fragment %d on %s: %s; quarantined", chunk_hash, frag["i"], frag["node"], reason)
+            if store.chunkio.quarantine(doc, frag):
+                quarantined.append(frag["i"])
+        want = [i for i in range(k + m) if i not in found.good]
+        if not want:
+            if doc.get("needsHeal"):
+                store.repo.clear_heal_flag(doc)
+            return HealResult(chunk_hash, HEALTHY, quarantined=quarantined)
+        if len(found.good) < k:
+            store.repo.flag_heal(chunk_hash)
+            reason = f"{len(found.good)} of the {k} fragments needed are readable"
+            log.error("heal: chunk %s cannot be rebuilt: %s", chunk_hash, reason)
+            return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
+        holding = {f["node"] for f in fragments(doc) if f["i"] in found.good}
+        targets = choose_targets(chunk_hash, want, doc, holding, usable_now, load)
+        if not targets:
+            store.repo.flag_heal(chunk_hash)
+            reason = f"no usable node holds none of its other fragments (fragments {want} missing)"
+            return HealResult(chunk_hash, BLOCKED, quarantined=quarantined, reason=reason)
+        try:
+            rebuilt = store.chunkio.codec(k, m).reconstruct(found.good, sorted(targets))
+        except NotEnoughFragments as exc:
+            return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=exc.message)
+        encoded = [rebuilt.get(i, b"") for i in range(k + m)]
+        placed = store.chunkio.write_fragments(doc, b"", targets, encoded=encoded)
+        _sync(placed)
+        keep = [f for f in fragments(doc) if f["i"] in found.good]
+        frags = sorted(keep + placed.frags, key=lambda f: f["i"])
+        complete = len(frags) == k + m
+        if not store.repo.set_chunk_layout(doc, frags, needs_heal=not complete):
+            _undo(store, doc, placed.frags)
+            continue
+        for f in placed.frags:  # a fragment rebuilt elsewhere: its old file, if any, is not named any more
+            old = next((x for x in fragments(doc) if x["i"] == f["i"]), None)
+            if old is not None and old.get("node") and old["node"] != f["node"]:
+                store.chunkio.delete_fragment(doc, old)
+        done = [f["i"] for f in placed.frags]
+        store.repo.update_event("heal", inc={"fragments": len(done), "chunks": 1})
+        log.info("heal: chunk %s fragments %s rebuilt on %s", chunk_hash, done, [f["node"] for f in placed.frags])
+        status = HEALED if complete else PARTIAL
+        reason = "" if complete else f"fragments {sorted(set(range(k + m)) - {f['i'] for f in frags})} still missing"
+        return HealResult(chunk_hash, status, rebuilt=done, quarantined=quarantined, reason=reason)
+    return HealResult(chunk_hash, BUSY, quarantined=quarantined, reason="its layout kept changing")
+
+
+def _paged(fetch: Callable[[str | None], list[dict]]) -> Iterable[dict]:
+    """Every document of a query read a page at a time in hash order (``fetch(after)``)."""
+    after = None
+    while True:
+        batch = fetch(after)
+        if not batch:
+            return
+        after = batch[-1]["_id"]
+        yield from batch
+
+
+def chunks_to_heal(store, full_scan: bool = True) -> Iterable[str]:
+    """Hashes of chunks flagged for heal, then (``full_scan``) of every stored chunk that misses a
+    fragment on its node (a cheap check: no bytes read, a stat per fragment)."""
+    seen: set[str] = set()
+    for doc in _paged(lambda after: store.repo.chunks_needing_heal(after, 500)):
+        seen.add(doc["_id"])
+        yield doc["_id"]
+    if full_scan:
+        for doc in _paged(lambda after: store.repo.stored_chunks(after, 500)):
+            if doc["_id"] not in seen and not store.chunkio.is_placed(doc):
+                yield doc["_id"]
+
+
+def heal_all(store, full_scan: bool = True, progress: Callable[[int], None] | None = None,
+             total: Callable[[int], None] | None = None) -> HealReport:
+    """Heal every chunk that needs it now. ``progress(n)`` is called per chunk looked at."""
+    started = time.monotonic()
+    report = HealReport()
+    usable = store.usable_nodes()
+    load = _load(store)
+    if total is not None:
+        total(store.repo.count_chunks() if full_scan else store.repo.count_needing_heal())
+    for h in chunks_to_heal(store, full_scan):
+        report.add(heal_chunk(store, h, usable, load))
+        if progress is not None:
+            progress(1)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- moving fragments: drain, rebalance --------------------------------------------------------
+
+def move_fragment(store, chunk_hash: str, index: int, from_node: str, target: str | None = None,
+                  usable: set[str] | None = None, load: dict[str, int] | None = None) -> str:
+    """Move fragment ``index`` of a chunk off ``from_node`` (to ``target``, or a node holding none of
+    its fragments). A fragment that is missing or corrupt is rebuilt from the others instead of
+    copied. Returns "moved", "gone" (no such fragment there any more), or raises NoTarget."""
+    usable = store.usable_nodes() if usable is None else usable
+    for _ in range(ATTEMPTS):
+        doc = store.repo.get_chunk(chunk_hash)
+        if doc is None or doc.get("state") != CHUNK_STORED:
+            return "gone"
+        frag = next((f for f in fragments(doc) if f["i"] == index and f["node"] == from_node), None)
+        if frag is None:
+            return "gone"
+        k, m = layout(doc)
+        holding = set(nodes_of(doc)) - {from_node}
+        node = target
+        if node is None:
+            free = sorted(usable - holding - {from_node}, key=lambda n: ((load or {}).get(n, 0), n))
+            node = free[0] if free else None
+        if node is None or node in holding or node == from_node:
+            raise NoTarget(f"chunk {chunk_hash}: no usable node holds none of its {k + m} fragment(s)")
+        name = fragment_name(chunk_hash, index, k, m)
+        data = store.chunks.read_fragment(from_node, name)
+        if data is None or len(data) != frag["size"] or xxh3(data) != frag["xxh3"]:
+            # not readable where it is: rebuild it from the others (a 1+0 copy has no others)
+            found = store.chunkio.check(doc)
+            others = {i: b for i, b in found.good.items() if i != index}
+            if len(others) < k:
+                raise NotEnoughFragments(f"chunk {chunk_hash}: fragment {index} on {from_node} is unreadable and "
+                                         f"{len(others)} of {k} others are readable")
+            data = store.chunkio.codec(k, m).reconstruct(others, [index])[index]
+        placed = store.chunkio.write_fragments(doc, b"", {index: node}, encoded={index: data})
+        if not placed.frags:
+            raise NoTarget(f"chunk {chunk_hash}: writing to {node} failed: {placed.failed}")
+        _sync(placed)
+        rest = [f for f in fragments(doc) if (f["i"], f["node"]) != (index, from_node)]
+        frags = sorted(rest + placed.frags, key=lambda f: f["i"])
+        if not store.repo.set_chunk_layout(doc, frags, needs_heal=bool(doc.get("needsHeal"))):
+            _undo(store, doc, placed.frags)
+            continue
+        store.chunkio.delete_fragment(doc, frag)
+        if load is not None:
+            load[node] = load.get(node, 0) + 1
+            load[from_node] = load.get(from_node, 0) - 1
+        return "moved"
+    raise NoTarget(f"chunk {chunk_hash}: its layout kept changing")
+
+
+class NoTarget(Exception):
+    """No node can take a fragment (every usable node already holds one of the chunk's)."""
+
+
+# --- converting 1+0 chunks to the current layout ---------------------------------------------------
+
+def convert_chunk(store, chunk_hash: str, usable: set[str] | None = None) -> str:
+    """Re-encode a whole-copy chunk into ``store.chunkio.ec``; "converted", "skipped" or "gone"."""
+    k, m = store.chunkio.ec
+    for _ in range(ATTEMPTS):
+        doc = store.repo.get_chunk(chunk_hash)
+        if doc is None or doc.get("state") != CHUNK_STORED:
+            return "gone"
+        if layout(doc) != (1, 0) or (k, m) == (1, 0):
+            return "skipped"
+        data = store.chunkio.read(chunk_hash, doc)  # verified; raises ChunkUnavailable
+        usable_now = store.usable_nodes() if usable is None else usable
+        stripe = store.placement.next_stripes(1, k + m, usable_now)[0]
+        if len(stripe) < k + min(m, 1):
+            raise NoTarget(f"a {k}+{m} chunk needs {k + min(m, 1)} usable nodes; {len(stripe)} are")
+        new = store.chunkio.new_document(chunk_hash, doc["size"], doc["xxh3"], stripe, ec=(k, m))
+        placed = store.chunkio.write_fragments(new, data, {f["i"]: f["node"] for f in fragments(new)})
+        _sync(placed)
+        if len(placed.frags) < k + min(m, 1):
+            _undo(store, new, placed.frags)
+            raise NoTarget(f"chunk {chunk_hash}: only {len(placed.frags)} fragment(s) written: {placed.failed}")
+        frags = sorted(placed.frags, key=lambda f: f["i"])
+        if not store.repo.set_chunk_layout(doc, frags, needs_heal=len(frags) < k + m, k=k, m=m):
+            _undo(store, new, placed.frags)
+            continue
+        for f in fragments(doc):  # the whole copy, no longer named
+            store.chunkio.delete_fragment(doc, f)
+        return "converted"
+    return "skipped"
