@@ -199,6 +199,10 @@ def _bind_request_id() -> None:
     REQUEST_ID.set(g.request_id)
 
 
+def _unbind_request_id(_exc=None) -> None:
+    REQUEST_ID.set("-")  # a thread's later records outside any request carry none
+
+
 def _account_response(response: Response) -> Response:
     started = request.environ.get(ARRIVED) or time.perf_counter()
     method, status = request.method, response.status_code
@@ -232,6 +236,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.wsgi_app = _stamp_arrival(app.wsgi_app)
     app.before_request(_bind_request_id)
     app.after_request(_account_response)
+    app.teardown_request(_unbind_request_id)
     if settings.metrics_port:
         serve_metrics_port(settings.metrics_port, app.extensions["minis3.queue_depth"], app.extensions["minis3.store"])
     else:

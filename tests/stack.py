@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +22,7 @@ from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 from pipeline.credentials import S3Credentials
 from pipeline.metadata import MetadataRepository
+from pipeline.chunkio import fragment_name
 from pipeline.chunkstore import parse_name
 
 BIN = Path(sys.executable).parent
@@ -249,6 +251,18 @@ class Stack:
                 if p.is_file() and parse_name(p.name) is not None:
                     out[str(p)] = p.stat().st_size
         return out
+
+
+def copies_on_nodes(s: "Stack", hashes) -> Counter:
+    """How many files of each name (a whole copy, or fragment ``<hash>.<i>``) of these chunks."""
+    wanted = set(hashes)
+    return Counter(name for name in (Path(p).name for p in s.chunk_files()) if name.partition(".")[0] in wanted)
+
+
+def each_once(s: "Stack", hashes) -> Counter:
+    """Every fragment of every one of these chunks exactly once, in the stack's layout."""
+    k, m = s.settings.ec_layout
+    return Counter({fragment_name(h, i, k, m): 1 for h in set(hashes) for i in range(k + m)})
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import threading
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from bson import ObjectId
 
 from config import embedded
 from config.settings import Settings
-from pipeline.chunkio import fragment_name, nodes_of
+from pipeline.chunkio import nodes_of
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
-from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
+from tests.stack import BIN, ROOT, MiB, Stack, copies_on_nodes, each_once, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 
 
@@ -102,17 +101,6 @@ def assert_downloads_exactly(s: Stack, file_id: str, size: int, seed: int) -> No
 K, M = Settings().ec_layout
 
 
-def copies_on_nodes(s: Stack, hashes: list[str]) -> Counter:
-    """How many files of each name (a whole copy, or fragment ``<hash>.<i>``) of these chunks."""
-    wanted = set(hashes)
-    return Counter(name for name in (Path(p).name for p in s.chunk_files()) if name.partition(".")[0] in wanted)
-
-
-def each_once(hashes: list[str]) -> Counter:
-    """Every fragment of every chunk exactly once."""
-    return Counter({fragment_name(h, i, K, M): 1 for h in hashes for i in range(K + M)})
-
-
 def temporaries(s: Stack) -> list[Path]:
     return [p for node in s.settings.nodes for p in (Path(node) / ".tmp").glob("*")]
 
@@ -143,7 +131,7 @@ def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash
     assert status["status"] == "stored", status
     assert status["progress"] == {"chunksDone": 200, "chunksTotal": 200}
     assert_downloads_exactly(s, file_id, size, seed)
-    assert copies_on_nodes(s, hashes) == each_once(hashes)  # no fragment orphaned or stored twice
+    assert copies_on_nodes(s, hashes) == each_once(s, hashes)  # no fragment orphaned or stored twice
     docs = list(repo.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
     assert all(len(d["frags"]) == K + M and "needsHeal" not in d for d in docs)
@@ -248,7 +236,7 @@ def test_redis_restarted_during_ingest_the_upload_still_completes(tmp_path, back
         status = s.wait_status(file_id, timeout=180)
         assert status["status"] == "stored", status
         assert_downloads_exactly(s, file_id, size, seed)
-        assert copies_on_nodes(s, chunk_hashes(size, seed)) == each_once(chunk_hashes(size, seed))
+        assert copies_on_nodes(s, chunk_hashes(size, seed)) == each_once(s, chunk_hashes(size, seed))
         checked = fsck(s)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:

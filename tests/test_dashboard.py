@@ -82,6 +82,13 @@ def test_search_finds_files_by_name_prefix_bucket_key_and_sha256_prefix_of_the_c
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
 
 
+def fragment_nodes(doc: dict) -> str:
+    """How a chunk's row names the node of each fragment: one node for a whole copy."""
+    if (doc["k"], doc["m"]) == (1, 0):
+        return doc["frags"][0]["node"]
+    return ", ".join(f"{f['node']} (#{f['i']}{' parity' if f['i'] >= doc['k'] else ''})" for f in doc["frags"])
+
+
 def test_chunks_of_a_file_name_their_nodes_and_count_sharing_within_the_tenant_for_tenants(dash):
     head = random_bytes(2 * MiB, 31)
     big = head + random_bytes(2 * MiB, 32)
@@ -99,7 +106,7 @@ def test_chunks_of_a_file_name_their_nodes_and_count_sharing_within_the_tenant_f
     assert [c["offset"] for c in chunks] == [0, MiB, 2 * MiB]
     for c in chunks:
         doc = dash.repo.chunks.find_one({"_id": c["sha256"]})
-        assert c["state"] == "stored" and c["layout"] == "1+0"
+        assert c["state"] == "stored" and c["layout"] == f"{doc['k']}+{doc['m']}"
         assert [f["node"] for f in c["fragments"]] == [f["node"] for f in doc["frags"]]
     # the twin shares the first two chunks; the other tenant's copy of chunk 2 is not counted
     assert [c["sharedWith"] for c in chunks] == [1, 1, 0]
@@ -273,7 +280,7 @@ def test_dashboard_signs_in_uploads_20_mib_finds_opens_downloads_and_deletes_a_f
         cells = [c.text_content() for c in r.query_selector_all("td")]
         doc = dash.repo.chunks.find_one({"_id": {"$regex": f"^{cells[3]}"}})
         assert cells[0] == str(i) and cells[2] == "1.0 MiB" and cells[4] == "stored"
-        assert cells[6] == doc["frags"][0]["node"]
+        assert cells[6] == fragment_nodes(doc)
         assert cells[7] == ("1 file twin-of-dashboard.bin" if i < 2 else "none")
     assert page.text_content("#chunk-summary") == \
         "20 chunks · 20 shown · 2 of them shared with your other files"

@@ -87,7 +87,7 @@ def test_spool_full_is_507_and_leaves_nothing_while_other_uploads_work(client, s
 @pytest.fixture
 def whole_client(settings, whole_store):
     app = create_app(whole_store.settings, store=whole_store,
-                     enqueue=lambda file_id, request_id=None: whole_store.ingest(file_id))
+                     enqueue=lambda file_id, request_id=None, **_: whole_store.ingest(file_id))
     return app.test_client()
 
 

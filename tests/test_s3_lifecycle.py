@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from pipeline.erasure import Codec
 from pipeline.maintenance import collect_garbage
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client
@@ -44,8 +45,10 @@ def test_same_50_mib_under_many_keys_tenants_multipart_and_copy_is_stored_once_a
     try:
         wait_for(lambda: store.repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
                  timeout=180, what="every upload ingested")
-        assert chunk_bytes(s3_stack) == size
-        assert len(s3_stack.chunk_files()) == 50
+        # the space of one copy: 50 chunks of 1 MiB, each in the store's layout (k+m fragments) once
+        k, m = s3_stack.settings.ec_layout
+        assert chunk_bytes(s3_stack) == 50 * (k + m) * Codec(k, m).fragment_size(MiB)
+        assert len(s3_stack.chunk_files()) == 50 * (k + m)
         for client, bucket, keys in ((acme, "acme-dedup", [f"copy-{i}.bin" for i in range(5)] +
                                       ["multipart.bin", "copied.bin"]),
                                      (globex, "globex-dedup", [f"copy-{i}.bin" for i in range(5)])):

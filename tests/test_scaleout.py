@@ -24,7 +24,7 @@ from bson import ObjectId
 
 from config import embedded
 from pipeline.metadata import CHUNK_STORED, MetadataRepository
-from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, random_chunks, wait_for
+from tests.stack import BIN, ROOT, MiB, Stack, copies_on_nodes, each_once, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 
 # short timers: beat re-queues a file idle for 3 s; GC may take a chunk 1 s after its last
@@ -71,11 +71,6 @@ def hosts(tmp_path_factory, backends):
 
 def chunk_hashes(data: bytes) -> list[str]:
     return [hashlib.sha256(data[i:i + MiB]).hexdigest() for i in range(0, len(data), MiB)]
-
-
-def copies_on_nodes(s: Stack, hashes) -> Counter:
-    wanted = set(hashes)
-    return Counter(name for name in (Path(p).name for p in s.chunk_files()) if name in wanted)
 
 
 def put(host: Stack, data: bytes, name: str) -> str:
@@ -164,7 +159,7 @@ def test_the_same_content_through_both_hosts_is_stored_once(both_workers):
         other = hosts.other(host)
         assert other.wait_status(file_id)["status"] == "stored"
         assert_reads_exactly(other, file_id, data)
-    assert copies_on_nodes(hosts.a, hashes) == Counter({h: 1 for h in set(hashes)})
+    assert copies_on_nodes(hosts.a, hashes) == each_once(hosts.a, hashes)
     docs = list(hosts.repo.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 3 and {d["state"] for d in docs} == {CHUNK_STORED}
 
@@ -205,7 +200,7 @@ def test_gc_runs_once_when_both_hosts_start_it_together(both_workers):
     for file_id in (dead_id, live_id):
         assert hosts.a.wait_status(file_id)["status"] == "stored"
     assert requests.delete(hosts.b.url(f"/api/files/{dead_id}"), timeout=30).status_code == 204
-    assert copies_on_nodes(hosts.a, dead_only) == Counter({h: 1 for h in dead_only})
+    assert copies_on_nodes(hosts.a, dead_only) == each_once(hosts.a, dead_only)
 
     runs = [subprocess.Popen([sys.executable, "-c", GC_RUN], env=s.env, cwd=ROOT, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -241,7 +236,7 @@ def test_gc_runs_once_when_both_hosts_start_it_together(both_workers):
 
     assert copies_on_nodes(hosts.a, dead_only) == Counter()
     assert hosts.repo.chunks.count_documents({"_id": {"$in": sorted(dead_only)}}) == 0
-    assert copies_on_nodes(hosts.a, chunk_hashes(live)) == Counter({h: 1 for h in chunk_hashes(live)})
+    assert copies_on_nodes(hosts.a, chunk_hashes(live)) == each_once(hosts.a, chunk_hashes(live))
     for s in hosts.both:
         assert_reads_exactly(s, live_id, live)
         assert requests.get(s.url(f"/api/files/{dead_id}"), timeout=30).status_code == 404
@@ -298,7 +293,7 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
 
     assert hosts.repo.files.find_one({"_id": oid})["status"] == "processing"
     placed = sum(copies_on_nodes(survivor, hashes).values())
-    assert 0 < placed < len(hashes)  # killed with part of the file on the nodes
+    assert 0 < placed < sum(each_once(survivor, hashes).values())  # killed with part of the file on the nodes
 
     # beat re-queues the idle file; the only live worker is the other host's
     status = survivor.wait_status(file_id, timeout=180)
@@ -309,7 +304,7 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
     sha256 = stream_sha256(size, seed)
     for s in hosts.both:
         assert_streams_exactly(s, file_id, size, sha256)
-    assert copies_on_nodes(survivor, hashes) == Counter({h: 1 for h in hashes})  # no chunk stored twice
+    assert copies_on_nodes(survivor, hashes) == each_once(survivor, hashes)  # no fragment stored twice
     docs = list(hosts.repo.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
     assert not (survivor.settings.spool_dir / file_id).exists()

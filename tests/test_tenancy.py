@@ -280,14 +280,15 @@ def test_a_tenant_cannot_tell_whether_another_tenant_already_stores_its_content(
         assert keyed.wait_status(ids[view], headers=view.headers)["status"] == "stored"
         view.look_at("stored", ids[view], data[0])
     added = set(keyed.chunk_files()) - set(chunks)
-    assert len(added) == 4  # the store did deduplicate B's upload: only C's chunks are new
+    k, m = keyed.settings.ec_layout
+    assert len(added) == 4 * (k + m)  # the store did deduplicate B's upload: only C's chunks are new
 
     for view, data in ((b, known), (c, novel)):
         waited = view.upload("upload ?wait=1", data[1], wait=True)
         view.look_at("stored after ?wait=1", waited, data[1])
         view.call("delete", "DELETE", f"/api/files/{waited}")
         view.look_at("deleted", waited, data[1])
-    assert len(set(keyed.chunk_files()) - set(chunks)) == 6
+    assert len(set(keyed.chunk_files()) - set(chunks)) == 6 * (k + m)
 
     assert [what for what, *_ in b.seen] == [what for what, *_ in c.seen]
     for seen_by_b, seen_by_c in zip(b.seen, c.seen):
@@ -309,4 +310,4 @@ def test_health_shows_node_space_and_paths_to_operators_only(keyed, settings, st
     assert all(0 < n["freeBytes"] <= n["totalBytes"] for n in nodes)
     open_app = create_app(settings.with_overrides(auth="open"), store=store, enqueue=lambda *a, **_: None)
     detailed = open_app.test_client().get("/api/health").get_json()["nodes"]
-    assert [set(n) for n in detailed] == [{"node", "path", "ok", "freeBytes", "totalBytes"}] * 3
+    assert [set(n) for n in detailed] == [{"node", "path", "ok", "state", "freeBytes", "totalBytes"}] * 3

@@ -214,6 +214,10 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         g.request_id = secrets.token_hex(8).upper()
         REQUEST_ID.set(g.request_id)  # on every log record of this request
 
+    @app.teardown_request
+    def _request_id_done(_exc=None):
+        REQUEST_ID.set("-")  # a thread's later records outside any request carry none
+
     @app.errorhandler(Exception)
     def _error(exc: Exception):
         err = as_s3_error(exc)
