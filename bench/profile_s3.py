@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = None
     try:
         stack = Stack(work / "store", backends, web_workers=2, web_threads=16, s3=True)
-        store = Store(stack, backends)
-        store.wait_processes(web=1 + 2, worker=1 + 2, s3=1 + 2)
-        store.wait_quiet()
+        store = Store.ready(stack, backends)
         s3 = S3Front(store, work)
         size = args.size * MiB
         source, target = work / "big.bin", work / "down.bin"

@@ -301,6 +301,15 @@ class Store:
         self.http = requests.Session()
         self.ingest_log = IngestLog(stack.logs["worker"])
 
+    @classmethod
+    def ready(cls, stack: Stack, backends: Backends) -> "Store":
+        """The store of a stack (web, S3 web and worker, 2 processes each besides their master)
+        once every process is up and idle: no start-up inside a measurement."""
+        store = cls(stack, backends)
+        store.wait_processes(web=1 + 2, worker=1 + 2, s3=1 + 2)
+        store.wait_quiet()
+        return store
+
     def url(self, path: str) -> str:
         return self.stack.url(path)
 
@@ -766,9 +775,7 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
     stack = None
     try:
         stack = Stack(work / "store", backends, web_workers=2, web_threads=16, s3=True)
-        store = Store(stack, backends)
-        store.wait_processes(web=1 + 2, worker=1 + 2, s3=1 + 2)
-        store.wait_quiet()  # no worker's start-up inside a measurement
+        store = Store.ready(stack, backends)
 
         log(f"store: upload {human(sizes.big)} and download it (x{tries}, distinct content)")
         ups, gets = [], []
