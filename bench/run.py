@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import itertools
 import platform
 import re
 import shutil
@@ -40,11 +41,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import boto3  # noqa: E402
 import psutil  # noqa: E402
 import requests  # noqa: E402
 
 from config import embedded  # noqa: E402
 from procgroups import CpuTimes, PeakRss, group_members  # noqa: E402  (bench/ is this script's directory)
+from pipeline.metadata import MetadataRepository  # noqa: E402
+from pipeline.objects import name_id  # noqa: E402
+from tests.s3clients import REGION  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
 
 MB = 1_000_000
@@ -52,7 +57,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 POLL_S = 0.01
 MB_LIMIT_MIB = 150 * MB / MiB  # issue 9: RSS <= 150 MB (decimal), shown in MiB like every RSS figure
-GROUPS = ("web", "worker", "redis", "mongo", "nginx", "client")
+GROUPS = ("web", "s3", "worker", "redis", "mongo", "nginx", "client")
 
 
 @dataclass(frozen=True)
@@ -227,13 +232,14 @@ def curl_get(url: str) -> tuple[int, float]:
     return int(code), seconds, int(size)
 
 
-def many(count: int, send, workers: int = 8) -> list:
-    """``send(session, i)`` for i in range(count), from ``workers`` threads each with a keep-alive session."""
+def many(count: int, send, workers: int = 8, make=requests.Session) -> list:
+    """``send(session, i)`` for i in range(count), from ``workers`` threads each with a session of its
+    own from ``make()`` (a keep-alive ``requests.Session`` by default)."""
     local = threading.local()
 
     def call(i):
         if not hasattr(local, "session"):
-            local.session = requests.Session()
+            local.session = make()
         return send(local.session, i)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -247,17 +253,18 @@ def small_body(i: int, size: int, salt: bytes) -> bytes:
 # --- the store ------------------------------------------------------------------------------
 
 class IngestLog:
-    """The worker's ``ingest <id> ... status=<s> ... <seconds>s`` lines, read incrementally."""
+    """The worker's ``ingest <id> request=<rid> status=<s> ... <seconds>s`` lines, read incrementally."""
 
-    LINE = re.compile(rb"ingest ([0-9a-f]{24}) .*status=(\w+) .* ([0-9.]+)s\r?$", re.M)
+    LINE = re.compile(rb"ingest ([0-9a-f]{24}) request=(\S+) status=(\w+) .* ([0-9.]+)s\r?$", re.M)
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
         self.seen: dict[str, tuple[str, float]] = {}
+        self.requests: dict[str, tuple[str, str]] = {}  # request id -> (file id, status)
         self.lock = threading.Lock()
 
-    def results(self, ids: list[str]) -> dict[str, tuple[str, float]]:
+    def read(self) -> None:
         with self.lock:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
@@ -265,8 +272,18 @@ class IngestLog:
             end = data.rfind(b"\n") + 1
             self.offset += end
             for m in self.LINE.finditer(data[:end]):
-                self.seen[m.group(1).decode()] = (m.group(2).decode(), float(m.group(3)))
-            return {i: self.seen[i] for i in ids if i in self.seen}
+                file_id, status = m.group(1).decode(), m.group(3).decode()
+                self.seen[file_id] = (status, float(m.group(4)))
+                self.requests[m.group(2).decode()] = (file_id, status)
+
+    def results(self, ids: list[str]) -> dict[str, tuple[str, float]]:
+        self.read()
+        return {i: self.seen[i] for i in ids if i in self.seen}
+
+    def by_request(self, request_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """(file id, status) of the ingest of each of these requests' files that has ended."""
+        self.read()
+        return {r: self.requests[r] for r in request_ids if r in self.requests}
 
 
 @dataclass
@@ -283,6 +300,15 @@ class Store:
         self.backends = backends
         self.http = requests.Session()
         self.ingest_log = IngestLog(stack.logs["worker"])
+
+    @classmethod
+    def ready(cls, stack: Stack, backends: Backends) -> "Store":
+        """The store of a stack (web, S3 web and worker, 2 processes each besides their master)
+        once every process is up and idle: no start-up inside a measurement."""
+        store = cls(stack, backends)
+        store.wait_processes(web=1 + 2, worker=1 + 2, s3=1 + 2)
+        store.wait_quiet()
+        return store
 
     def url(self, path: str) -> str:
         return self.stack.url(path)
@@ -318,19 +344,28 @@ class Store:
         the file became ``stored``, so the figure is, if anything, a little late. The status API
         then confirms it, untimed.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            done = self.ingest_log.results(ids)
-            if len(done) == len(ids):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(ids) - len(done)} file(s) not ingested after {timeout}s")
-            time.sleep(POLL_S)
-        seen = time.perf_counter()
+        seen, done = self._wait_lines(self.ingest_log.results, ids, timeout)
         failed = {i: st for i, (st, _) in done.items() if st != "stored"}
         if failed:
             raise RuntimeError(f"ingest ended otherwise than stored: {list(failed.items())[:5]}")
         return seen
+
+    def wait_requests(self, request_ids: list[str], timeout: float = 3600) -> tuple[float, dict[str, str]]:
+        """Wait for the ingest line of the file each request (an S3 PUT) queued, as ``wait_stored``;
+        returns when the last one appeared, and each request's file id and ingest status."""
+        seen, done = self._wait_lines(self.ingest_log.by_request, request_ids, timeout)
+        return seen, {rid: status for rid, (_, status) in done.items()}
+
+    @staticmethod
+    def _wait_lines(lookup, keys: list[str], timeout: float) -> tuple[float, dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = lookup(keys)
+            if len(done) == len(keys):
+                return time.perf_counter(), done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(keys) - len(done)} file(s) not ingested after {timeout}s")
+            time.sleep(POLL_S)
 
     def confirm_stored(self, ids: list[str]) -> None:
         wrong = [i for i in ids if self.status(i) != "stored"]
@@ -360,8 +395,8 @@ class Store:
             raise RuntimeError(f"download of {file_id} is not what was uploaded")
 
     def roots(self) -> dict[str, int]:
-        """The store's web and worker processes (peak RSS)."""
-        return {"web": self.stack.procs["web"].pid, "worker": self.stack.procs["worker"].pid}
+        """The store's web, worker and S3 web processes (peak RSS)."""
+        return {name: self.stack.procs[name].pid for name in ("web", "worker", "s3") if name in self.stack.procs}
 
     def wait_processes(self, timeout: float = 60, **expected: int) -> None:
         """Wait until each group has its expected number of processes (gunicorn forks its workers
@@ -375,9 +410,247 @@ class Store:
                 raise RuntimeError(f"processes of the store after {timeout}s: {counts}, expected {expected}")
             time.sleep(0.1)
 
+    def wait_quiet(self, timeout: float = 60, every: float = 0.5, busy: float = 0.05) -> None:
+        """Wait until no process group of the store uses more than ``busy`` of a core (gunicorn's
+        workers import the application after they are forked): no start-up inside a measurement."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with CpuTimes({k: v for k, v in self.cpu_roots().items() if k != "client"}) as cpu:
+                time.sleep(every)
+            if max(cpu.seconds.values()) <= busy * every:
+                return
+
     def cpu_roots(self) -> dict[str, int]:
         return {**self.roots(), "redis": self.stack.redis.pid, "mongo": self.backends.mongo.pid,
                 "client": os.getpid()}
+
+
+# --- the S3 front end --------------------------------------------------------------------------
+
+S3_BUCKET = "bench"
+AWS = str(Path(sys.executable).parent / "aws")
+
+
+class S3Front:
+    """The store's S3 port as boto3 (default configuration: multipart uploads and ranged downloads
+    through the transfer manager, CRC32 checksums on) and aws-cli use it."""
+
+    def __init__(self, store: Store, work: Path):
+        stack = store.stack
+        self.url = stack.s3_url
+        self.keys = stack.s3_credentials("bench")
+        self.repo = MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
+        self.part_requests: list[str] = []  # x-amz-request-id of every UploadPart of self.client
+        self.client = self.new_client()
+        self.client.meta.events.register("after-call.s3.UploadPart", self._part_answered)
+        self.client.create_bucket(Bucket=S3_BUCKET)
+        home = work / "aws"
+        home.mkdir()
+        for name in ("config", "credentials"):  # none of the user's settings
+            (home / name).write_text("")
+        self.aws_env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+                        "AWS_ACCESS_KEY_ID": self.keys[0], "AWS_SECRET_ACCESS_KEY": self.keys[1],
+                        "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": str(home / "config"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials")}
+
+    def new_client(self):
+        """A boto3 client with the default configuration, on a session of its own (boto3's default
+        session is not thread-safe)."""
+        return boto3.session.Session().client("s3", endpoint_url=self.url, region_name=REGION,
+                                              aws_access_key_id=self.keys[0],
+                                              aws_secret_access_key=self.keys[1])
+
+    def _part_answered(self, parsed=None, **_) -> None:
+        self.part_requests.append(parsed["ResponseMetadata"]["RequestId"])
+
+    def close(self) -> None:
+        self.repo.client.close()
+
+    def aws(self, *args: str) -> float:
+        """Run aws-cli against the S3 port; returns its wall seconds."""
+        started = time.perf_counter()
+        done = subprocess.run([AWS, "--endpoint-url", self.url, *args], env=self.aws_env,
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"aws {' '.join(args)} failed: {done.stderr.strip()[-800:]}")
+        return seconds
+
+    def file_status(self, key: str) -> str | None:
+        """The status of the file an object's name points at (None: no such object)."""
+        doc = self.repo.get_object_name(name_id(S3_BUCKET, key))
+        f = self.repo.get_file(doc["file"]) if doc else None
+        return f.status if f else None
+
+    def wait_file_stored(self, key: str, timeout: float = 3600) -> float:
+        deadline = time.monotonic() + timeout
+        while (status := self.file_status(key)) != "stored":
+            if status not in ("queued", "processing") or time.monotonic() > deadline:
+                raise RuntimeError(f"the file of s3://{S3_BUCKET}/{key} is {status}")
+            time.sleep(POLL_S)
+        return time.perf_counter()
+
+    def verify(self, key: str, sha256: str, size: int) -> None:
+        """Untimed: a GET of the whole object hashes to what was uploaded."""
+        sha = hashlib.sha256()
+        got = 0
+        for piece in self.client.get_object(Bucket=S3_BUCKET, Key=key)["Body"].iter_chunks(MiB):
+            sha.update(piece)
+            got += len(piece)
+        if got != size or sha.hexdigest() != sha256:
+            raise RuntimeError(f"GET s3://{S3_BUCKET}/{key} is not what was uploaded")
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(MiB):
+            sha.update(block)
+            size += len(block)
+    return sha.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class Baselines:
+    put: Figure
+    get: Figure
+    small: Figure | None
+    judged: bool  # False: no nginx, the targets are shown but not judged
+
+
+def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: int, log, base: Baselines) -> None:
+    """boto3 and aws-cli through the S3 port, 1 GiB each way and 1,000 small PUTs.
+
+    Each large transfer has content of its own (nothing deduplicates against an earlier one).
+    A multipart upload is readable when CompleteMultipartUpload answers; its composed file is
+    stored then too (completion ingests any part the worker has not reached). The CPU of the
+    "to stored" row runs on until the worker has also ended the ingest task of every part it
+    was given (a part ingested at completion, or deleted with its upload, ends at once): all
+    that the upload cost. Small PUTs are readable when answered (read-after-write), stored when
+    the worker's ingest line of each has appeared; every object is then read back byte-exact.
+    """
+    s3 = S3Front(store, work)
+    big = human(sizes.big)
+    try:
+        log(f"S3: boto3 upload_file {big} and download_file (x{tries}, distinct content)")
+        readable, stored, busy, keys = [], [], [], []
+        source = work / "s3-big.bin"
+        with PeakRss({"s3": store.roots()["s3"], "worker": store.roots()["worker"]}) as rss:
+            for i in range(tries):
+                sha = random_file(source, sizes.big)
+                settle()
+                key = f"boto3/big-{i}"
+                s3.part_requests.clear()
+                with store.cpu() as cpu_stored:
+                    with store.cpu() as cpu_readable:
+                        started = time.perf_counter()
+                        s3.client.upload_file(str(source), S3_BUCKET, key)
+                        answered = time.perf_counter()
+                    stored_at = s3.wait_file_stored(key)
+                    worker_done, _ = store.wait_requests(list(s3.part_requests), timeout=900)
+                readable.append(Try(answered - started, cpu_readable.seconds))
+                stored.append(Try(stored_at - started, cpu_stored.seconds))
+                busy.append(max(0.0, worker_done - answered))
+                keys.append((key, sha))
+                source.unlink()
+        for key, sha in keys:
+            s3.verify(key, sha, sizes.big)
+        report.throughput(f"S3 boto3 upload_file {big}: to readable", readable, baseline=base.put.name,
+                          baseline_value=base.put.value, target=">= 0.5x nginx PUT", ratio_min=0.5,
+                          judged=base.judged)
+        report.throughput(f"S3 boto3 upload_file {big}: to stored", stored, baseline=base.put.name,
+                          baseline_value=base.put.value)
+        report.notes["samples"][f"S3 boto3 upload_file {big}: worker busy after completion"] = \
+            [round(b, 3) for b in busy]
+        report.figure(f"S3 boto3 upload_file {big}: worker busy after completion",
+                      busy[min(range(tries), key=lambda i: readable[i].seconds)], "s")
+        for name in ("s3", "worker"):
+            report.figure(f"peak RSS {name}, S3 boto3 upload_file {big}", rss.mib()[name], "MiB",
+                          target="<= 150 MB", value_max=MB_LIMIT_MIB)
+        if rss.not_reset:
+            report.notes["rss_s3"] = f"could not reset the RSS high-water mark of pids {rss.not_reset}"
+
+        gets = []
+        target = work / "s3-down.bin"
+        for key, sha in keys:
+            settle()
+            with store.cpu() as cpu:
+                started = time.perf_counter()
+                s3.client.download_file(S3_BUCKET, key, str(target))
+                seconds = time.perf_counter() - started
+            gets.append(Try(seconds, cpu.seconds))
+            if file_sha256(target) != (sha, sizes.big):
+                raise RuntimeError(f"download_file of {key} is not what was uploaded")
+            target.unlink()
+        report.throughput(f"S3 boto3 download_file {big}, verified", gets, baseline=base.get.name,
+                          baseline_value=base.get.value, target=">= 0.7x nginx GET", ratio_min=0.7,
+                          judged=base.judged)
+
+        log(f"S3: aws s3 cp {big} up and down (x{tries}, distinct content)")
+        ups, downs = [], []
+        for i in range(tries):
+            sha = random_file(source, sizes.big)
+            settle()
+            url = f"s3://{S3_BUCKET}/awscli/big-{i}"
+            with store.cpu() as cpu:
+                seconds = s3.aws("s3", "cp", "--only-show-errors", str(source), url)
+            ups.append(Try(seconds, cpu.seconds))
+            source.unlink()
+            settle()
+            with store.cpu() as cpu:
+                seconds = s3.aws("s3", "cp", "--only-show-errors", url, str(target))
+            downs.append(Try(seconds, cpu.seconds))
+            if file_sha256(target) != (sha, sizes.big):
+                raise RuntimeError(f"aws s3 cp of {url} came back otherwise than it went up")
+            target.unlink()
+        report.throughput(f"S3 aws s3 cp {big} up: to readable", ups, baseline=base.put.name,
+                          baseline_value=base.put.value)
+        report.throughput(f"S3 aws s3 cp {big} down, verified", downs, baseline=base.get.name,
+                          baseline_value=base.get.value)
+
+        n, each = sizes.small_n, sizes.small_each
+        log(f"S3: {n} PUTs of {human(each)} from 8 boto3 clients")
+        # made beforehand (a client's set-up is not what is measured); each thread of a run takes one
+        clients = itertools.cycle([s3.new_client() for _ in range(8)])
+        take_lock = threading.Lock()
+
+        def take():
+            with take_lock:
+                return next(clients)
+        salt = os.urandom(8)
+
+        def put_small(client, i):
+            r = client.put_object(Bucket=S3_BUCKET, Key=f"small/{i:05d}", Body=small_body(i, each, salt))
+            return r["ResponseMetadata"]["RequestId"]
+
+        settle()
+        with store.cpu() as cpu_stored:
+            started = time.perf_counter()
+            with store.cpu() as cpu_readable:
+                request_ids = many(n, put_small, make=take)
+                answered = time.perf_counter()
+            stored_at, statuses = store.wait_requests(request_ids)
+        not_stored = {r: st for r, st in statuses.items() if st != "stored"}
+        if not_stored:
+            raise RuntimeError(f"small S3 PUTs whose ingest ended otherwise than stored: {list(not_stored.items())[:5]}")
+
+        def get_small(client, i):
+            return client.get_object(Bucket=S3_BUCKET, Key=f"small/{i:05d}")["Body"].read() == \
+                small_body(i, each, salt)
+
+        if not all(many(n, get_small, make=take)):
+            raise RuntimeError("a small S3 object does not read back as it was put")
+        name = f"S3 PUT {n} x {human(each)} (8 boto3 clients)"
+        report.files_per_second(f"{name}: readable", n, answered - started, cpu_readable.seconds,
+                                unit="objects/s", baseline=base.small.name if base.small else None,
+                                baseline_value=base.small.value if base.small else None,
+                                target=">= 300 objects/s", value_min=300)
+        report.files_per_second(f"{name}: to stored", n, stored_at - started, cpu_stored.seconds,
+                                unit="objects/s", baseline=base.small.name if base.small else None,
+                                baseline_value=base.small.value if base.small else None)
+    finally:
+        s3.close()
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -407,6 +680,37 @@ def figure(figures: list, name, value, unit, baseline=None, baseline_value=None,
     return f
 
 
+class Report:
+    """The figures of a run and the samples behind them."""
+
+    def __init__(self, figures: list[Figure], notes: dict, size: int):
+        self.figures = figures
+        self.notes = notes
+        self.size = size  # of a large transfer, unless told otherwise
+
+    def figure(self, name, value, unit, **kwargs) -> Figure:
+        return figure(self.figures, name, value, unit, **kwargs)
+
+    def fastest(self, name: str, runs: list[Try], size: int) -> Try:
+        """The fastest of the tries (the others were slowed by whatever else ran on the machine)."""
+        self.notes["samples"][name] = [round(rate(size, r.seconds), 1) for r in runs]
+        self.notes["cpu_samples"][name] = [{g: round(v, 3) for g, v in cpu_per_gib(r.cpu, size).items()}
+                                           for r in runs]
+        return min(runs, key=lambda r: r.seconds)
+
+    def throughput(self, name: str, runs: list[Try], size: int | None = None, **targets) -> Figure:
+        """MB/s of the fastest try, with the CPU per GiB of each process group in that same try."""
+        size = size or self.size
+        best = self.fastest(name, runs, size)
+        return self.figure(name, rate(size, best.seconds), "MB/s", cpu=cpu_per_gib(best.cpu, size),
+                           cpu_unit="s/GiB", **targets)
+
+    def files_per_second(self, name: str, files: int, seconds: float, cpu: dict[str, float],
+                         unit: str = "files/s", **targets) -> Figure:
+        return self.figure(name, files / seconds, unit, cpu=cpu_per_file(cpu, files),
+                           cpu_unit=f"ms/{unit.split('/')[0].rstrip('s')}", **targets)
+
+
 def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
     figures: list[Figure] = []
     notes: dict = {"samples": {}, "cpu_samples": {}}
@@ -417,22 +721,8 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
     big = bigs[0]
     settle()
 
-    def fastest(name: str, runs: list[Try], size: int) -> Try:
-        """The fastest of the tries (the others were slowed by whatever else ran on the machine)."""
-        samples[name] = [round(rate(size, r.seconds), 1) for r in runs]
-        notes["cpu_samples"][name] = [{g: round(v, 3) for g, v in cpu_per_gib(r.cpu, size).items()}
-                                      for r in runs]
-        return min(runs, key=lambda r: r.seconds)
-
-    def throughput(name: str, runs: list[Try], size: int = sizes.big, **targets) -> Figure:
-        """MB/s of the fastest try, with the CPU per GiB of each process group in that same try."""
-        best = fastest(name, runs, size)
-        return figure(figures, name, rate(size, best.seconds), "MB/s", cpu=cpu_per_gib(best.cpu, size),
-                      cpu_unit="s/GiB", **targets)
-
-    def files_per_second(name: str, files: int, seconds: float, cpu: dict[str, float], **targets) -> Figure:
-        return figure(figures, name, files / seconds, "files/s", cpu=cpu_per_file(cpu, files),
-                      cpu_unit="ms/file", **targets)
+    report = Report(figures, notes, sizes.big)
+    throughput, files_per_second = report.throughput, report.files_per_second
 
     log(f"baseline: raw write of {human(sizes.big)} in 1 MiB blocks + one fsync (x{tries})")
     raw = throughput(f"raw write {human(sizes.big)} (1 MiB blocks, one fsync)",
@@ -480,13 +770,12 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
     put_base = nginx_put or raw
     get_base = nginx_get or raw
 
-    log("starting the store: gunicorn, celery worker, Redis, nx-27017")
+    log("starting the store: gunicorn (/api and S3), celery worker, Redis, nx-27017")
     backends = Backends(work / "backends")
     stack = None
     try:
-        stack = Stack(work / "store", backends, web_workers=2, web_threads=16)
-        store = Store(stack, backends)
-        store.wait_processes(web=1 + 2, worker=1 + 2)  # no worker's start-up inside a measurement
+        stack = Stack(work / "store", backends, web_workers=2, web_threads=16, s3=True)
+        store = Store.ready(stack, backends)
 
         log(f"store: upload {human(sizes.big)} and download it (x{tries}, distinct content)")
         ups, gets = [], []
@@ -568,6 +857,9 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
                          baseline=nginx_small.name if judged else None,
                          baseline_value=nginx_small.value if judged else None,
                          target=">= 300 files/s", value_min=300)
+
+        s3_figures(report, store, work, sizes, tries, log,
+                   Baselines(put_base, get_base, nginx_small if judged else None, judged))
 
         big.unlink()
         huge = work / "huge.bin"
@@ -653,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {host['load_avg'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print("CPU: seconds per GiB (ms per file for files/s) of each process group during that figure's own "
           "try, user + system from /proc, exited children included")
-    for note in ("nginx", "rss"):
+    for note in ("nginx", "rss", "rss_s3"):
         if note in notes:
             print(f"\n*** note: {notes[note]}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Benchmark of chunking: fixed 1 MiB chunks against content-defined ones (FastCDC), in one run.
+
+For MINIS3_CHUNKING=fixed and =fastcdc, each on its own store (real processes): upload a file to
+stored with the CPU each process group spent, then a 64 MiB file and the same file with 100 bytes
+inserted near its start, and how many of the second file's chunks the store already held. Prints a
+table and writes it as JSON under bench/results/ (``chunking-<stamp>.json``).
+
+    .venv/bin/python bench/chunking.py            # 1 GiB
+    .venv/bin/python bench/chunking.py --quick    # 64 MiB
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import GiB, MiB, Figure, Store, cpu_per_gib, figure, human, machine, random_file, rate, settle, table  # noqa: E402
+from tests.stack import Backends, Stack  # noqa: E402
+
+EDITED_SIZE = 64 * MiB
+INSERTED = b"0123456789" * 10
+TARGET = 0.8  # fastcdc upload to stored >= 0.8x the fixed figure
+
+
+def edited_copy(src: Path, dst: Path, at: int = 5000) -> None:
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(fin.read(at))
+        fout.write(INSERTED)
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def chunks_known(stack: Stack, file_id: str) -> tuple[int, int]:
+    """(chunks of the file's manifest, distinct chunks)."""
+    with stack.metadata() as repo:
+        hashes = [h for page in repo.iter_manifest(file_id) for h in page.hashes]
+    return len(hashes), len(set(hashes))
+
+
+def distinct_chunks(stack: Stack) -> int:
+    with stack.metadata() as repo:
+        return repo.chunks.count_documents({})
+
+
+def run(size: int, work: Path, log) -> list[Figure]:
+    figures: list[Figure] = []
+    big, original, edited = work / "big.bin", work / "original.bin", work / "edited.bin"
+    random_file(big, size)
+    random_file(original, EDITED_SIZE)
+    edited_copy(original, edited)
+    backends = Backends(work / "backends")
+    fixed_rate = None
+    try:
+        for chunking in ("fixed", "fastcdc"):
+            log(f"store with {chunking} chunking")
+            stack = Stack(work / f"store-{chunking}", backends, chunking=chunking, web_workers=2, web_threads=16)
+            try:
+                store = Store(stack, backends)
+                settle()
+                up = store.upload(big)
+                value = rate(size, up.to_stored.seconds)
+                figure(figures, f"{chunking}: upload {human(size)} to stored", value, "MB/s",
+                       "fixed" if chunking == "fastcdc" else None, fixed_rate if chunking == "fastcdc" else None,
+                       f">= {TARGET}x fixed" if chunking == "fastcdc" else None,
+                       ratio_min=TARGET if chunking == "fastcdc" else None,
+                       cpu=cpu_per_gib(up.to_stored.cpu, size), cpu_unit="s/GiB")
+                if chunking == "fixed":
+                    fixed_rate = value
+                first = store.upload(original, measure=False)
+                before = distinct_chunks(stack)
+                second = store.upload(edited, measure=False)
+                added = distinct_chunks(stack) - before
+                total, distinct = chunks_known(stack, second.file_id)
+                log(f"{chunking}: the edited copy has {total} chunks, {added} of them new "
+                    f"(the original: {chunks_known(stack, first.file_id)[0]})")
+                figure(figures, f"{chunking}: 64 MiB with 100 bytes inserted, chunks deduplicated",
+                       100.0 * (distinct - added) / distinct, "%",
+                       target=">= 90%" if chunking == "fastcdc" else None,
+                       value_min=90.0 if chunking == "fastcdc" else None)
+            finally:
+                stack.stop()
+    finally:
+        backends.stop()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB")
+    parser.add_argument("--dir", type=Path, default=ROOT / "var")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    args = parser.parse_args(argv)
+    size = 64 * MiB if args.quick else GiB
+    args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-chunking-", dir=args.dir)).resolve()
+    started = time.time()
+    host = machine()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
+
+    try:
+        figures = run(size, work, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(figures)
+    print()
+    print(text)
+    print(f"\nload average {host['load_avg'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    out = args.out / f"chunking-{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps({"started": stamp, "size": size, "machine": host,
+                               "seconds": round(time.time() - started, 1),
+                               "figures": [asdict(f) for f in figures], "load_avg_at_end": os.getloadavg(),
+                               "table": text}, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
