@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                "seconds": round(time.time() - started, 1),
                                "figures": [asdict(f) for f in figures], "load_avg_at_end": os.getloadavg(),
                                "table": text}, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    print(f"\nwrote {out}")
     return 0
 
 
