@@ -33,9 +33,9 @@ GROUPS = ("s3", "worker", "mongo", "client")
 
 
 @contextmanager
-def recording(store: Store, out: Path, load: str, rate: int):
+def recording(store: Store, out: Path, load: str, rate: int, groups=GROUPS):
     """py-spy on each group during the block; writes ``<out>/<load>-<group>.txt`` (collapsed stacks)."""
-    roots = {name: pid for name, pid in store.cpu_roots().items() if name in GROUPS}
+    roots = {name: pid for name, pid in store.cpu_roots().items() if name in groups}
     spies = {}
     for name, pid in roots.items():
         path = out / f"{load}-{name}.txt"

@@ -306,7 +306,8 @@ class Store:
         """The store of a stack (web, S3 web and worker, 2 processes each besides their master)
         once every process is up and idle: no start-up inside a measurement."""
         store = cls(stack, backends)
-        store.wait_processes(web=1 + 2, worker=1 + 2, s3=1 + 2)
+        expected = {name: 1 + 2 for name in ("web", "worker", "s3") if name in stack.procs}
+        store.wait_processes(**expected)
         store.wait_quiet()
         return store
 
