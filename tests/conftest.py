@@ -4,7 +4,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis
 
 from config import embedded
 from config.settings import Settings

@@ -523,7 +523,7 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(whole
 
 
 def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
-    store, settings = whole_store, whole_store.settings
+    store = whole_store
     data = random_bytes(4 * CHUNK, 102)
     f = put(store, data)
     victim = sorted(hashes_of(data))[2]

@@ -8,7 +8,6 @@ import re
 import sys
 
 import pytest
-import requests
 
 from config.logging import REQUEST_ID, JsonFormatter, formatter
 from tests.stack import MiB, Stack, random_bytes, wait_for

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
