@@ -11,20 +11,15 @@ table and writes it as JSON under bench/results/ (``chunking-<stamp>.json``).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import sys
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import GiB, MiB, Figure, Store, cpu_per_gib, figure, human, machine, random_file, rate, settle, table  # noqa: E402
+from bench.run import (MiB, Figure, Store, cpu_per_gib, figure, human, random_file, rate,  # noqa: E402
+                       run_table_script, settle)
 from tests.stack import Backends, Stack  # noqa: E402
 
 EDITED_SIZE = 64 * MiB
@@ -94,37 +89,7 @@ def run(size: int, work: Path, log) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB")
-    parser.add_argument("--dir", type=Path, default=ROOT / "var")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
-    args = parser.parse_args(argv)
-    size = 64 * MiB if args.quick else GiB
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-chunking-", dir=args.dir)).resolve()
-    started = time.time()
-    host = machine()
-
-    def log(msg: str) -> None:
-        print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
-
-    try:
-        figures = run(size, work, log)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    text = table(figures)
-    print()
-    print(text)
-    print(f"\nload average {host['load_avg'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-    out = args.out / f"chunking-{stamp}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({"started": stamp, "size": size, "machine": host,
-                               "seconds": round(time.time() - started, 1),
-                               "figures": [asdict(f) for f in figures], "load_avg_at_end": os.getloadavg(),
-                               "table": text}, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return 0
+    return run_table_script("chunking", __doc__, lambda size, work, log, args: run(size, work, log), argv=argv)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,15 @@ bench/results/ (``ec-<stamp>.json``).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import sys
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import (GiB, MiB, Figure, Nginx, Store, curl, curl_get, figure, human, machine,  # noqa: E402
-                       random_file, rate, settle, table)
+from bench.run import (MiB, Figure, Nginx, Store, curl, curl_get, figure, human, run_table_script,  # noqa: E402
+                       random_file, rate, settle)
 from tests.stack import Backends, PeakRss, Stack  # noqa: E402
 
 LAYOUTS = (("1+0", 3), ("2+1", 3), ("4+2", 6))
@@ -110,38 +104,9 @@ def scrub_rate(stack: Stack, seconds: float) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB")
-    parser.add_argument("--dir", type=Path, default=ROOT / "var")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
-    parser.add_argument("--scrub-seconds", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    size = 64 * MiB if args.quick else GiB
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-ec-", dir=args.dir)).resolve()
-    started = time.time()
-    host = machine()
-
-    def log(msg: str) -> None:
-        print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
-
-    try:
-        figures = run(size, work, log, args.scrub_seconds)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    text = table(figures)
-    print()
-    print(text)
-    print(f"\nload average {host['load_avg'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-    out = args.out / f"ec-{stamp}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({"started": stamp, "size": size, "machine": host,
-                               "seconds": round(time.time() - started, 1),
-                               "figures": [asdict(f) for f in figures], "load_avg_at_end": os.getloadavg(),
-                               "table": text}, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return 0
+    return run_table_script(
+        "ec", __doc__, lambda size, work, log, args: run(size, work, log, args.scrub_seconds),
+        add_arguments=lambda parser: parser.add_argument("--scrub-seconds", type=float, default=10.0), argv=argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from profile_s3 import recording, summary
+from profile_s3 import recording, report
 from run import MiB, ROOT, Backends, Stack, Store, human, many, random_file, small_body
 
 GROUPS = ("web", "worker", "mongo", "client")
@@ -61,13 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             for file_id in ids:
                 stack.wait_status(file_id, timeout=300)
         loads.append(("small", f"{args.small} uploads of 4 KiB from 8 clients, to stored"))
-        for load, title in loads:
-            print(f"\n=== {title}")
-            for group in GROUPS:
-                path = args.out / f"{load}-{group}.txt"
-                if path.exists():
-                    print(f"--- {group} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
-                    print(summary(path, args.top))
+        report(loads, args.out, GROUPS, args.top)
     finally:
         if stack is not None:
             stack.stop()

@@ -108,6 +108,17 @@ def summary(path: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def report(loads: list[tuple[str, str]], out: Path, groups, top: int) -> None:
+    """Print, per load and group, the summary of what py-spy recorded."""
+    for load, title in loads:
+        print(f"\n=== {title}")
+        for group in groups:
+            path = out / f"{load}-{group}.txt"
+            if path.exists():
+                print(f"--- {group} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
+                print(summary(path, top))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="MiB of the large object (default: 256)")
@@ -146,13 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(("small", f"{args.small} PUTs of 4 KiB from 8 boto3 clients"))
         s3.close()
 
-        for load, title in loads:
-            print(f"\n=== {title}")
-            for group in GROUPS:
-                path = args.out / f"{load}-{group}.txt"
-                if path.exists():
-                    print(f"--- {group} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
-                    print(summary(path, args.top))
+        report(loads, args.out, GROUPS, args.top)
     finally:
         if stack is not None:
             stack.stop()

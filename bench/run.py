@@ -916,6 +916,46 @@ def machine() -> dict:
             "memory_gib": round(psutil.virtual_memory().total / GiB, 1), "load_avg": os.getloadavg()}
 
 
+def run_table_script(prefix: str, description: str, run, quick_size: int = 64 * MiB,
+                     add_arguments=None, argv: list[str] | None = None) -> int:
+    """The driver of a one-table benchmark script (bench/ec.py, bench/chunking.py): options,
+    a work directory under --dir, ``run(size, work, log, args) -> figures``, the table printed and
+    written as JSON to ``<--out>/<prefix>-<UTC time>[-quick].json``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{human(quick_size)} instead of 1 GiB")
+    parser.add_argument("--dir", type=Path, default=ROOT / "var")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    size = quick_size if args.quick else GiB
+    args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-", dir=args.dir)).resolve()
+    started = time.time()
+    host = machine()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
+
+    try:
+        figures = run(size, work, log, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(figures)
+    print()
+    print(text)
+    print(f"\nload average {host['load_avg'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    out = args.out / f"{prefix}-{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps({"started": stamp, "size": size, "machine": host,
+                               "seconds": round(time.time() - started, 1),
+                               "figures": [asdict(f) for f in figures], "load_avg_at_end": os.getloadavg(),
+                               "table": text}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for a fast smoke run")
