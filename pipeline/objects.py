@@ -35,6 +35,11 @@ def name_id(bucket: str, key: str) -> str:
     return f"{bucket}/{key}"
 
 
+def file_name(key: str) -> str:
+    """The name an object's file shows in /api listings: the key's last path segment."""
+    return key.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Bucket:
     name: str
@@ -172,7 +177,7 @@ class ObjectNames:
         its file, which the caller queues for ingest."""
         self.bucket(tenant, bucket)
         valid_key(key)
-        f = self.store.receive(tenant, key.rsplit("/", 1)[-1], attrs.content_type, pieces,
+        f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces,
                                request_id=request_id, md5=True, extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
         return info, f
@@ -235,7 +240,7 @@ class ObjectNames:
         src_file = self.file_of(src)
         if attrs is None:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
-        f = self.store.compose(tenant, dst_key.rsplit("/", 1)[-1], attrs.content_type, [src_file],
+        f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         return self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes)
 
@@ -304,7 +309,7 @@ class ObjectNames:
         a part uploaded again under the same number replaces the earlier one. ``checksum`` may be a
         dict that the pieces' iterator fills in as it ends (a trailer checksum)."""
         upload = self.upload(tenant, bucket, key, upload_id)
-        f = self.store.receive(tenant, f"{key.rsplit('/', 1)[-1]}.part{number}", None, pieces,
+        f = self.store.receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
                                request_id=request_id, md5=True, kind=KIND_PART,
                                extra={"upload": upload.upload_id, "partNumber": number})
         return self.record_part(upload, number, f, f.md5, checksum), f
@@ -375,7 +380,7 @@ class ObjectNames:
             files.append(f)
         attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
                                  upload.attributes.get("headers") or {}, None)
-        f = self.store.compose(tenant, key.rsplit("/", 1)[-1], attrs.content_type, files, None, etag,
+        f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id)
         self._drop_upload(upload)
