@@ -13,7 +13,7 @@ from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline import usage
 from pipeline.chunkmap import chunk_page
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
-                             UploadTooLarge)
+                             StoreError, UploadTooLarge)
 from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.names import valid_key
@@ -58,11 +58,15 @@ def upload():
     if limit and request.content_length is not None and request.content_length > limit:
         raise UploadTooLarge(f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
     bucket, key = request.args.get("bucket"), request.args.get("key")
-    if (bucket is None) != (key is None):
-        raise BadRequest("give both bucket and key, or neither")
-    if bucket is not None:
-        names().bucket(tenant(), bucket)  # before the body: an unknown or foreign bucket costs nothing
-        valid_key(key)
+    try:  # before the body: a name that cannot be given costs nothing
+        if (bucket is None) != (key is None):
+            raise BadRequest("give both bucket and key, or neither")
+        if bucket is not None:
+            names().bucket(tenant(), bucket)
+            valid_key(key)
+    except StoreError:
+        discard_rest(request.stream)  # a client still sending then reads the answer, not a reset
+        raise
     try:
         part = FilePart(request.stream, request.content_type)
         f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id,

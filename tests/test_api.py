@@ -145,3 +145,42 @@ def test_every_domain_error_has_an_api_status_from_the_one_table():
         status = api_status(exc)
         assert (status == 500) == (cls.code in internal), cls
         assert 400 <= status < 600
+
+
+@pytest.mark.parametrize("query, status, code", [
+    ("?bucket=nosuch&key=k", 404, "no_such_bucket"),
+    ("?bucket=theirs&key=k", 403, "forbidden"),
+    ("?bucket=mine&key=" + "x" * 1025, 400, "key_too_long"),
+    ("?bucket=mine", 400, "bad_request"),
+])
+def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(client, store, settings, query,
+                                                                               status, code):
+    from pipeline.objects import ObjectNames
+
+    names = ObjectNames(store)
+    names.create_bucket("default", "mine")
+    names.create_bucket("other", "theirs")
+    r = client.post("/api/upload" + query, data={"file": (io.BytesIO(b"x" * 1000), "a.bin")},
+                    content_type="multipart/form-data")
+    assert (r.status_code, r.get_json()["error"]["code"]) == (status, code)
+    assert store.repo.files.count_documents({}) == 0
+    assert list(settings.spool_dir.iterdir()) == []
+
+
+def test_upload_under_a_name_is_an_s3_object_with_its_md5(client, store, queue):
+    from pipeline.objects import ObjectNames
+
+    names = ObjectNames(store)
+    names.create_bucket("default", "mine")
+    data = random_bytes(3 * CHUNK + 1, 77)
+    r = client.post("/api/upload?bucket=mine&key=dir/a.bin", data={"file": (io.BytesIO(data), "a.bin")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 202
+    info = names.head("default", "mine", "dir/a.bin")
+    assert info.file_id == r.get_json()["fileId"] and info.etag == hashlib.md5(data).hexdigest()
+    assert b"".join(names.read(info)) == data
+    listed = client.get("/api/files").get_json()["files"]
+    assert [(f["bucket"], f["key"]) for f in listed] == [("mine", "dir/a.bin")]
+    assert client.delete(f"/api/files/{info.file_id}").status_code == 204
+    with pytest.raises(Exception):
+        names.head("default", "mine", "dir/a.bin")
