@@ -52,7 +52,7 @@ class ChunkRecord:
 @dataclass(frozen=True)
 class SpoolResult:
     size: int
-    sha256: str
+    sha256: str | None  # None when the writer was asked for no whole-file SHA-256
     chunk_count: int
     md5: str | None = None
 
@@ -81,7 +81,8 @@ class _Hasher(threading.Thread):
 
 
 class _FileHasher(_Hasher):
-    """One whole-file digest on its own thread (SHA-256 always; MD5 too where an S3 ETag needs it)."""
+    """One whole-file digest on its own thread (SHA-256 unless the caller has no use for it; MD5
+    where an S3 ETag needs it)."""
 
     def __init__(self, algorithm: str = "sha256"):
         super().__init__(f"minis3-file-{algorithm}")
@@ -120,7 +121,7 @@ class ChunkingWriter:
     """
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
-                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False):
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True):
         self.directory = directory
         self.chunk_path = chunk_path
         self.chunk_size = chunk_size
@@ -128,7 +129,7 @@ class ChunkingWriter:
         self._index = 0
         self._fill = 0
         self._fh = None
-        self._file_hasher = _FileHasher()
+        self._file_hasher = _FileHasher() if sha256 else None
         self._chunk_hasher = _ChunkHasher(on_chunk)
         self._md5_hasher = _FileHasher("md5") if md5 else None
         self._hashers = [h for h in (self._file_hasher, self._chunk_hasher, self._md5_hasher) if h is not None]
@@ -202,7 +203,7 @@ class ChunkingWriter:
         except OSError as exc:
             raise_if_full(exc)
             raise
-        return SpoolResult(self.size, self._file_hasher.sha.hexdigest(), self._index,
+        return SpoolResult(self.size, self._file_hasher.sha.hexdigest() if self._file_hasher else None, self._index,
                            self._md5_hasher.sha.hexdigest() if self._md5_hasher else None)
 
     def close(self) -> None:
@@ -233,10 +234,10 @@ class ContentDefinedWriter(ChunkingWriter):
     HOLD = 8 << 20  # bytes joined and cut at a time: at least MAX, so that some cut is final
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
-                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False):
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True):
         from pyfastcdc import FastCDC
 
-        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5)
+        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256)
         self._cdc = FastCDC(self.AVG, min_size=self.MIN, max_size=self.MAX)
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0

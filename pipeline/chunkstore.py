@@ -412,6 +412,22 @@ class Spool:
             raise
         return d
 
+    def link(self, src_id: str, src_index: int, dst_id: str, dst_index: int) -> bool:
+        """Give a spooled chunk a second name in another upload's directory (no byte is copied);
+        False when the source no longer holds it (its ingest moved it, or it was removed)."""
+        try:
+            os.link(self.chunk_path(src_id, src_index), self.chunk_path(dst_id, dst_index))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        return True
+
+    def sync(self, file_id: str) -> None:
+        """Make an upload directory's names durable."""
+        fsync_dir(self.upload_dir(file_id))
+
     def remove(self, file_id: str) -> None:
         src = self.upload_dir(file_id)
         aside = self.trash / f"{file_id}.{uuid.uuid4().hex[:12]}"

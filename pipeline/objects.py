@@ -17,13 +17,13 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from pipeline.backends import translate_backend_errors
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
                              PreconditionFailed)
-from pipeline.metadata import KIND_PART, FileDoc, prefix_end
+from pipeline.metadata import KIND_PART, QUEUED, FileDoc, prefix_end
 from pipeline.names import valid_bucket_name, valid_key
 
 MIN_PART_SIZE = 5 << 20
@@ -127,9 +127,19 @@ class Listing:
 class ObjectNames:
     """Buckets, names and multipart uploads over one ``ObjectStore``."""
 
-    def __init__(self, store):
+    def __init__(self, store, enqueue: Callable[[FileDoc], None] | None = None):
+        """``enqueue(file)`` queues the ingest of a file that a completion or a copy composed from
+        files not yet ingested (their spooled chunks); without it that file is ingested here."""
         self.store = store
         self.repo = store.repo
+        self.enqueue = enqueue
+
+    def _ingest_later(self, f: FileDoc) -> None:
+        if f.status == QUEUED:
+            if self.enqueue is None:
+                self.store.ensure_stored(f)
+            else:
+                self.enqueue(f)
 
     # --- buckets ------------------------------------------------------------------------
 
@@ -177,8 +187,8 @@ class ObjectNames:
         its file, which the caller queues for ingest."""
         self.bucket(tenant, bucket)
         valid_key(key)
-        f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces,
-                               request_id=request_id, md5=True, extra={"bucket": bucket, "key": key})
+        f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
+                               md5=True, sha256=False, extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
         return info, f
 
@@ -242,7 +252,9 @@ class ObjectNames:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
         f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
-        return self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes)
+        info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes)
+        self._ingest_later(f)
+        return info
 
     def list(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
              after: str | None = None, max_keys: int = 1000) -> Listing:
@@ -305,12 +317,13 @@ class ObjectNames:
     def put_part(self, tenant: str, bucket: str, key: str, upload_id: str, number: int,
                  pieces: Iterable[bytes], checksum: dict | None = None,
                  request_id: str | None = None) -> tuple[Part, FileDoc]:
-        """Receive a part into a file of kind part (chunked and deduplicated like any upload);
-        a part uploaded again under the same number replaces the earlier one. ``checksum`` may be a
-        dict that the pieces' iterator fills in as it ends (a trailer checksum)."""
+        """Receive a part into a file of kind part; a part uploaded again under the same number
+        replaces the earlier one. ``checksum`` may be a dict that the pieces' iterator fills in as it
+        ends (a trailer checksum). Parts are not queued: the completion ingests them once, as the
+        object (a part left longer than the stuck-file sweep's delay is ingested on its own)."""
         upload = self.upload(tenant, bucket, key, upload_id)
         f = self.store.receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
-                               request_id=request_id, md5=True, kind=KIND_PART,
+                               request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
                                extra={"upload": upload.upload_id, "partNumber": number})
         return self.record_part(upload, number, f, f.md5, checksum), f
 
@@ -384,6 +397,7 @@ class ObjectNames:
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id)
         self._drop_upload(upload)
+        self._ingest_later(f)
         return info
 
     def abort_abandoned(self, older_than_s: float, now: float | None = None) -> int:

@@ -18,7 +18,7 @@ from pipeline.chunkio import ChunkIO
 from pipeline.chunkstore import ChunkStore, Spool
 from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
 from pipeline.ingest import Ingestor, IngestReport
-from pipeline.metadata import (DELETED, KIND_FILE, STORED, FileDoc, MetadataRepository, parse_file_id)
+from pipeline.metadata import (DELETED, KIND_FILE, QUEUED, STORED, FileDoc, MetadataRepository, parse_file_id)
 from pipeline.placement import RoundRobinPlacement
 from pipeline.readback import iter_file
 from pipeline.upload import ManifestWriter, receive_upload
@@ -66,37 +66,51 @@ class ObjectStore:
 
     def receive(self, tenant: str, name: str | None, content_type: str | None,
                 pieces: Iterable[bytes], request_id: str | None = None, md5: bool = False,
-                kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
+                kind: str = KIND_FILE, extra: dict | None = None, sha256: bool = True) -> FileDoc:
         return receive_upload(
             self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
             tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
-            md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking,
+            md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking, sha256=sha256,
         )
 
     def compose(self, tenant: str, name: str, content_type: str | None, sources: list[FileDoc],
                 sha256: str | None, md5: str | None, kind: str = KIND_FILE, extra: dict | None = None) -> FileDoc:
-        """A new stored file whose manifest is the concatenation of the sources' manifests: no data
-        byte is read or written. Sources not yet ingested are ingested here first (idempotent), so
-        that every chunk the new manifest names is placed. The new manifest exists before the
-        caller releases any source, so its chunks are referenced throughout."""
-        for src in sources:
-            self.ensure_stored(src)
+        """A new file whose manifest is the concatenation of the sources' manifests: no data byte
+        is read or written. When every source is stored, so is the new file. Otherwise the chunks
+        that sources not yet ingested still hold in the spool are hard-linked into the new file's
+        spool (a link moves no byte) and the new file is ``queued``: readable at once, ingested
+        once as a whole by the caller's queue. A source whose chunk has left its spool meanwhile
+        is ingested here (usually its own ingest has just placed it: then this finds it stored),
+        so that the new file's ingest finds that chunk on its node. The new manifest exists before
+        the caller releases any source, so every chunk stays referenced."""
+        pending = {src.id for src in sources if src.status != STORED}
+        unlinked = set()
         file_id = str(ObjectId())
         manifest = ManifestWriter(self.repo, file_id, self.settings.manifest_page_size)
         size = count = 0
         try:
+            if pending:
+                self.spool.create(file_id)
             for src in sources:
                 for page in self.repo.iter_manifest(src.id):
-                    for _, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
+                    for index, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
                         manifest.add_entry(h, x, n)
+                        if src.id in pending and not self.spool.link(src.id, index, file_id, count):
+                            unlinked.add(src.id)
                         size += n
                         count += 1
             manifest.flush()
+            for src in sources:
+                if src.id in unlinked:
+                    self.ensure_stored(src)
+            if pending:
+                self.spool.sync(file_id)
             return self.repo.insert_file(ObjectId(file_id), tenant, name, content_type or "application/octet-stream",
                                          size, sha256, count, self.settings.chunk_size, md5=md5, kind=kind,
-                                         status=STORED, extra=extra)
+                                         status=QUEUED if pending else STORED, extra=extra)
         except BaseException:
             self.repo.release_manifest(file_id)
+            self.spool.remove(file_id)
             raise
 
     def ensure_stored(self, f: FileDoc) -> FileDoc:

@@ -7,7 +7,9 @@ import hashlib
 import pytest
 
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
-                             InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed)
+                             InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed,
+                             ServiceUnavailable)
+from pipeline.chunkstore import parse_name
 from pipeline.metadata import DELETED, STORED
 from pipeline.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
 from tests.stack import random_bytes
@@ -33,6 +35,11 @@ def read_all(names, info, start=0, stop=None) -> bytes:
 
 def chunk_files(settings) -> set[str]:
     return {p.name for n in settings.nodes for p in n.rglob("*") if p.is_file() and len(p.name) == 64}
+
+
+def node_files(settings) -> list[str]:
+    """Names of the chunk files (whole copies and fragments) on every node."""
+    return sorted(p.name for n in settings.nodes for p in n.rglob("*") if p.is_file() and parse_name(p.name))
 
 
 def test_bucket_names_are_global_and_owned_by_one_tenant(names):
@@ -169,6 +176,58 @@ def test_completion_ingests_parts_no_worker_has_ingested_yet(names, store):
     info = names.complete("t1", "photos", "k", upload.upload_id, [(1, f'"{part.etag}"')])
     assert read_all(names, info) == b"only part"
     assert store.repo.get_file(info.file_id).status == STORED
+
+
+def test_completion_links_spooled_parts_into_one_file_ingested_once(store, settings):
+    queued = []
+    names = ObjectNames(store, enqueue=queued.append)
+    names.create_bucket("t1", "photos")
+    parts = [random_bytes(MIN_PART_SIZE + 5, 20), random_bytes(MIN_PART_SIZE + 9, 21), b"end"]
+    upload = names.create_upload("t1", "photos", "big", ObjectAttributes())
+    etags, files = [], []
+    for number, data in enumerate(parts, 1):
+        part, f = names.put_part("t1", "photos", "big", upload.upload_id, number, pieces(data, 1 << 20))
+        assert f.sha256 is None and store.repo.get_file(f.id).status == "queued"  # parts are not ingested
+        etags.append((number, part.etag))
+        files.append(f)
+    assert store.ingest(files[0].id).status == STORED  # one part a sweep ingested on its own
+    spooled = store.spool.chunk_path(files[1].id, 0).stat().st_ino
+    before = node_files(settings)
+    assert before  # the first part's chunks
+    info = names.complete("t1", "photos", "big", upload.upload_id, etags)
+    assert [f.id for f in queued] == [info.file_id] and queued[0].status == "queued"
+    assert node_files(settings) == before  # nothing written to the nodes yet
+    # the later parts' spooled chunks are the object's own spool entries: the same inodes, no copy
+    first_linked = files[0].chunk_count
+    assert store.spool.chunk_path(info.file_id, first_linked).stat().st_ino == spooled
+    whole = b"".join(parts)
+    assert read_all(names, info) == whole  # readable before its ingest: spool and nodes together
+    assert store.ingest(info.file_id).status == STORED
+    assert read_all(names, info) == whole
+    assert not store.spool.exists(info.file_id)
+    assert all(store.repo.get_file(f.id).status == DELETED for f in files)
+    distinct = {h for p in store.repo.iter_manifest(info.file_id) for h in p.hashes}
+    on_nodes = node_files(settings)
+    k, m = store.chunkio.ec
+    assert {parse_name(name)[0] for name in on_nodes} == distinct and len(on_nodes) == len(distinct) * (k + m)
+
+
+def test_completion_with_a_part_whose_spool_left_meanwhile(store, settings):
+    names = ObjectNames(store, enqueue=lambda f: None)
+    names.create_bucket("t1", "photos")
+    upload = names.create_upload("t1", "photos", "k", ObjectAttributes())
+    _, stale = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(random_bytes(3 * CHUNK, 22)))
+    # its ingest ran between the completion's read of the part and its links: the links find nothing
+    assert store.ingest(stale.id).status == STORED
+    f = store.compose("t1", "k", None, [stale], None, None)
+    assert store.ingest(f.id).status == STORED
+    assert b"".join(store.read(store.repo.get_file(f.id))) == random_bytes(3 * CHUNK, 22)
+    # a part whose spool was lost cannot be composed: the completion fails and leaves nothing
+    _, lost = names.put_part("t1", "photos", "k", upload.upload_id, 2, pieces(b"lost bytes"))
+    store.spool.remove(lost.id)
+    with pytest.raises(ServiceUnavailable):
+        store.compose("t1", "k2", None, [lost], None, None)
+    assert [d for d, _ in store.spool.entries() if d not in (stale.id, lost.id)] == []
 
 
 def test_completion_refuses_bad_part_lists(names):

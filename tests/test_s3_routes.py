@@ -22,7 +22,7 @@ def make_app(store, settings):
     def make(**overrides):
         s = settings.with_overrides(secret_key=SECRET, **overrides)
         store.settings = s
-        app = create_s3_app(s, store, enqueue=lambda file_id, rid=None: queued.append(file_id))
+        app = create_s3_app(s, store, enqueue=lambda file_id, rid=None, **_: queued.append(file_id))
         app.queued = queued
         return app
 

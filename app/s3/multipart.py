@@ -1,6 +1,8 @@
 """Multipart uploads: Create, UploadPart, UploadPartCopy, ListParts, ListMultipartUploads, Abort,
-Complete. Parts are files of their own (chunked and deduplicated as they arrive); completion
-concatenates their manifests, so no data byte moves.
+Complete. Parts are files of their own, chunked as they arrive and kept in the spool; completion
+concatenates their manifests and hard-links their spooled chunks into the object's file, which is
+then ingested (deduplicated and placed) once: no data byte moves, and no part is ingested only to
+be composed.
 """
 from __future__ import annotations
 
@@ -46,9 +48,8 @@ def upload_part(call: S3Call) -> Response:
         yield from reader
         checksum.update(checksum_of(reader) or {})
 
-    part, f = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces(),
+    part, _ = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces(),
                                   checksum=checksum, request_id=call.request_id)
-    call.enqueue(f.id, call.request_id)
     return empty_answer(200, {"ETag": quote_etag(part.etag), **checksum_header(part.checksum)})
 
 
@@ -73,9 +74,8 @@ def upload_part_copy(call: S3Call) -> Response:
                                ActualObjectSize=str(src.size))
         start, stop = first, last + 1
     pieces = call.names.read(src, start, stop) if stop > start else iter(())
-    part, f = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces,
+    part, _ = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces,
                                   request_id=call.request_id)
-    call.enqueue(f.id, call.request_id)
     return xml_answer(copy_part_xml(part.etag, part.last_modified))
 
 

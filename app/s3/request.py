@@ -39,7 +39,7 @@ class S3Call:
     host: str
     settings: Settings
     names: ObjectNames
-    enqueue: Callable[[str, str | None], None]
+    enqueue: Callable[..., None]  # (file id, request id, small=False): queue a file's ingest
     auth: AuthContext | None = None
     extra_headers: dict = field(default_factory=dict)
 

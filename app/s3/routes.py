@@ -174,7 +174,7 @@ def as_s3_error(exc: BaseException) -> S3Error:
 
 
 def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = None,
-                  enqueue: Callable[[str, str | None], None] | None = None) -> Flask:
+                  enqueue: Callable[..., None] | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/bucket//key" names the key "/key"
@@ -183,9 +183,9 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         store.prepare()
     except Exception as exc:  # metadata down at start: serve 503s until it is back
         log.warning("could not prepare store at start (%r); will retry per request", exc)
-    names = ObjectNames(store)
-    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir))
     enqueue = enqueue or celery_enqueue(settings)
+    names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
+    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir))
     limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = names
