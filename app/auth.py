@@ -19,6 +19,7 @@ from flask import Flask, current_app, g, request
 
 from config.secretkey import load_or_create
 from config.settings import Settings
+from pipeline.cache import records_generation
 from pipeline.credentials import S3Credentials, is_access_key_id
 from pipeline.errors import StoreError, Unauthorized
 from pipeline.keys import ApiKey, ApiKeys
@@ -151,7 +152,8 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
     try:
         repo.ensure_indexes()
         keys = ApiKeys(repo)
-        s3_keys = S3Credentials(repo, settings.secret_key or (load_or_create(settings.var_dir) if s3 else ""))
+        s3_keys = S3Credentials(repo, settings.secret_key or (load_or_create(settings.var_dir) if s3 else ""),
+                                records_generation(settings.redis_url))
         if action == "create" and s3:
             access_key_id, secret = s3_keys.create(tenant or "")
             print(f"AWS_ACCESS_KEY_ID={access_key_id}\nAWS_SECRET_ACCESS_KEY={secret}")

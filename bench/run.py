@@ -441,9 +441,7 @@ class S3Front:
         self.url = stack.s3_url
         self.keys = stack.s3_credentials("bench")
         self.repo = MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
-        self.part_requests: list[str] = []  # x-amz-request-id of every UploadPart of self.client
         self.client = self.new_client()
-        self.client.meta.events.register("after-call.s3.UploadPart", self._part_answered)
         self.client.create_bucket(Bucket=S3_BUCKET)
         home = work / "aws"
         home.mkdir()
@@ -460,9 +458,6 @@ class S3Front:
         return boto3.session.Session().client("s3", endpoint_url=self.url, region_name=REGION,
                                               aws_access_key_id=self.keys[0],
                                               aws_secret_access_key=self.keys[1])
-
-    def _part_answered(self, parsed=None, **_) -> None:
-        self.part_requests.append(parsed["ResponseMetadata"]["RequestId"])
 
     def close(self) -> None:
         self.repo.client.close()
@@ -524,11 +519,9 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
     """boto3 and aws-cli through the S3 port, 1 GiB each way and 1,000 small PUTs.
 
     Each large transfer has content of its own (nothing deduplicates against an earlier one).
-    A multipart upload is readable when CompleteMultipartUpload answers; its composed file is
-    stored then too (completion ingests any part the worker has not reached). The CPU of the
-    "to stored" row runs on until the worker has also ended the ingest task of every part it
-    was given (a part ingested at completion, or deleted with its upload, ends at once): all
-    that the upload cost. Small PUTs are readable when answered (read-after-write), stored when
+    A multipart upload is readable when CompleteMultipartUpload answers (its parts wait in the
+    spool; completion links them into the object's file and queues that file); it is stored when
+    the worker has ingested that file, and the "to stored" CPU is all that the upload cost. Small PUTs are readable when answered (read-after-write), stored when
     the worker's ingest line of each has appeared; every object is then read back byte-exact.
     """
     s3 = S3Front(store, work)
@@ -542,17 +535,15 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
                 sha = random_file(source, sizes.big)
                 settle()
                 key = f"boto3/big-{i}"
-                s3.part_requests.clear()
                 with store.cpu() as cpu_stored:
                     with store.cpu() as cpu_readable:
                         started = time.perf_counter()
                         s3.client.upload_file(str(source), S3_BUCKET, key)
                         answered = time.perf_counter()
                     stored_at = s3.wait_file_stored(key)
-                    worker_done, _ = store.wait_requests(list(s3.part_requests), timeout=900)
                 readable.append(Try(answered - started, cpu_readable.seconds))
                 stored.append(Try(stored_at - started, cpu_stored.seconds))
-                busy.append(max(0.0, worker_done - answered))
+                busy.append(max(0.0, stored_at - answered))
                 keys.append((key, sha))
                 source.unlink()
         for key, sha in keys:
@@ -562,9 +553,9 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
                           judged=base.judged)
         report.throughput(f"S3 boto3 upload_file {big}: to stored", stored, baseline=base.put.name,
                           baseline_value=base.put.value)
-        report.notes["samples"][f"S3 boto3 upload_file {big}: worker busy after completion"] = \
+        report.notes["samples"][f"S3 boto3 upload_file {big}: stored after completion"] = \
             [round(b, 3) for b in busy]
-        report.figure(f"S3 boto3 upload_file {big}: worker busy after completion",
+        report.figure(f"S3 boto3 upload_file {big}: stored after completion",
                       busy[min(range(tries), key=lambda i: readable[i].seconds)], "s")
         for name in ("s3", "worker"):
             report.figure(f"peak RSS {name}, S3 boto3 upload_file {big}", rss.mib()[name], "MiB",

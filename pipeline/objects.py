@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from pipeline.backends import translate_backend_errors
+from pipeline.cache import Generation, GenerationCache
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
                              PreconditionFailed)
@@ -133,6 +134,8 @@ class ObjectNames:
         self.store = store
         self.repo = store.repo
         self.enqueue = enqueue
+        # bucket -> its document, read on every call: cached until a bucket is deleted anywhere
+        self._buckets = GenerationCache(Generation(store.redis))
 
     def _ingest_later(self, f: FileDoc) -> None:
         if f.status == QUEUED:
@@ -160,7 +163,7 @@ class ObjectNames:
         return Bucket.from_mongo(existing), False
 
     def bucket(self, tenant: str, name: str) -> Bucket:
-        doc = self.repo.get_bucket(name)
+        doc = self._buckets.get(name, lambda: self.repo.get_bucket(name))
         if doc is None:
             raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
         if doc["tenant"] != tenant:
@@ -177,6 +180,7 @@ class ObjectNames:
         for upload in self.repo.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
             self._drop_upload(Upload.from_mongo(upload))
         self.repo.delete_bucket(name)
+        self._buckets.generation.bump()
 
     # --- objects --------------------------------------------------------------------------
 

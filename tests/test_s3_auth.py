@@ -7,7 +7,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.credentials import S3Credentials
+from app.auth import keys_command
 from tests.s3clients import aws_chunked, boto3_client, encode_chunks, presign, sign
 from tests.stack import MiB, random_bytes
 
@@ -146,7 +146,7 @@ def test_revoked_key_is_refused(s3_stack, s3, nothing_stored, repo):
     keys = s3_stack.s3_credentials("acme")
     client = boto3_client(s3_stack, keys)
     assert client.head_bucket(Bucket="guarded")["ResponseMetadata"]["HTTPStatusCode"] == 200
-    S3Credentials(repo, s3_stack.settings.secret_key).revoke(keys[0])
+    assert keys_command(s3_stack.settings, "revoke", key_id=keys[0]) == 0  # `minis3 keys revoke`
     with pytest.raises(ClientError) as info:
         client.put_object(Bucket="guarded", Key="revoked", Body=b"x")
     assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"

@@ -33,6 +33,7 @@ from app.security import HSTS, SECURE_HEADERS
 from config.logging import REQUEST_ID
 from config.secretkey import load_or_create
 from config.settings import Settings
+from pipeline.cache import Generation
 from pipeline.credentials import S3Credentials
 from pipeline.errors import StoreError
 from pipeline.objects import ObjectNames
@@ -185,7 +186,8 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         log.warning("could not prepare store at start (%r); will retry per request", exc)
     enqueue = enqueue or celery_enqueue(settings)
     names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
-    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir))
+    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir),
+                                Generation(store.redis))
     limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = names

@@ -1,0 +1,94 @@
+"""Per-process caches of rarely changing records (S3 credentials, bucket owners) that every process
+drops at once when one of them changes.
+
+A record is read on almost every S3 request and changes a few times a day: reading it from
+MongoDB each time costs more than the request's own work on a small object. Each process keeps
+what it read, tagged with the value of a shared generation counter in Redis at the time of its
+read. Whoever changes such a record (revokes a key, deletes a bucket) writes MongoDB first and
+then increments the counter; every later lookup in any process reads the counter (one Redis GET),
+finds its entries older and reads MongoDB again. An entry read concurrently with a change carries
+the counter's earlier value, so it is never trusted after the change. When Redis cannot be read,
+nothing cached is trusted; when a change cannot increment the counter, entries still expire after
+``ttl_s``, and the changer is told.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, Hashable, TypeVar
+
+import redis
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+GENERATION_KEY = "minis3:records-generation"
+
+
+class Generation:
+    """The shared counter: ``current()`` None when Redis cannot say (trust no cache then)."""
+
+    def __init__(self, redis_client: redis.Redis | None, key: str = GENERATION_KEY):
+        self.redis = redis_client
+        self.key = key
+
+    def current(self) -> int | None:
+        if self.redis is None:
+            return None
+        try:
+            value = self.redis.get(self.key)
+        except redis.RedisError:
+            return None
+        return int(value or 0)
+
+    def bump(self) -> bool:
+        """After a change: every cached entry in every process is stale. False when Redis could not
+        be told (caches then forget the record within their ``ttl_s``)."""
+        if self.redis is None:
+            return False
+        try:
+            self.redis.incr(self.key)
+            return True
+        except redis.RedisError as exc:
+            log.warning("could not announce a change of cached records (%r): processes may use the old "
+                        "record for up to their cache's lifetime", exc)
+            return False
+
+
+class GenerationCache:
+    """Key -> value, trusted while the shared generation is unchanged and the entry is younger than
+    ``ttl_s``. ``None`` values (unknown keys) are never kept."""
+
+    def __init__(self, generation: Generation, ttl_s: float = 60.0, size: int = 4096):
+        self.generation = generation
+        self.ttl_s = ttl_s
+        self.size = size
+        self._entries: OrderedDict[Hashable, tuple[object, int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], T]) -> T:
+        gen = self.generation.current()
+        if gen is None:
+            return load()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[1] == gen and now - hit[2] < self.ttl_s:
+                return hit[0]  # type: ignore[return-value]
+        value = load()
+        if value is not None:
+            with self._lock:
+                self._entries[key] = (value, gen, now)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return value
+
+
+def records_generation(redis_url: str | None) -> Generation:
+    """The shared counter on the store's Redis (no Redis configured: nothing is cached)."""
+    if not redis_url:
+        return Generation(None)
+    return Generation(redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=3))
