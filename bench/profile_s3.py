@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         with recording(store, args.out, "upload", args.rate):
             s3.client.upload_file(str(source), S3_BUCKET, "big")
         loads.append(("upload", f"boto3 upload_file {human(size)}"))
+        s3.wait_file_stored("big")  # the object's ingest follows its completion: not part of the download
         with recording(store, args.out, "download", args.rate):
             s3.client.download_file(S3_BUCKET, "big", str(target))
         loads.append(("download", f"boto3 download_file {human(size)}"))

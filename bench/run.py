@@ -177,6 +177,19 @@ http {{
             create_full_put_path on;
             client_max_body_size 0;
         }}
+        # an S3 endpoint that costs nothing, for boto3's own ceiling on this machine: multipart
+        # create and complete answer fixed XML, parts are read and dropped, HEAD and ranged GETs
+        # are served from files under www/sink/
+        location /sink/ {{
+            client_max_body_size 0;
+            if ($request_method = POST) {{
+                return 200 '<InitiateMultipartUploadResult><Bucket>sink</Bucket><Key>k</Key><UploadId>u</UploadId></InitiateMultipartUploadResult>';
+            }}
+            if ($request_method = PUT) {{
+                add_header ETag '"{etag}"' always;
+                return 200;
+            }}
+        }}
     }}
 }}
 """
@@ -191,11 +204,19 @@ class Nginx:
         self.port = embedded.free_port()
         user = "user root;" if os.geteuid() == 0 else ""
         conf = directory / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(d=directory, port=self.port, user=user))
+        conf.write_text(NGINX_CONF.format(d=directory, port=self.port, user=user, etag="0" * 32))
+        (directory / "www/sink").mkdir()
         self.proc = subprocess.Popen([shutil.which("nginx"), "-c", str(conf), "-p", str(directory)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         embedded.wait_for_port(self.port, timeout=15, proc=self.proc)
         self.base_url = f"http://127.0.0.1:{self.port}/dav"
+        self.sink_dir = directory / "www/sink"
+
+    def boto3_sink(self):
+        """boto3, default configuration, pointed at the sink (bucket ``sink``)."""
+        return boto3.session.Session().client("s3", endpoint_url=f"http://127.0.0.1:{self.port}",
+                                              region_name=REGION, aws_access_key_id="AKMSSINK",
+                                              aws_secret_access_key="sink")
 
     def roots(self) -> dict[str, int]:
         return {"nginx": self.proc.pid, "client": os.getpid()}
@@ -589,6 +610,7 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
                 seconds = s3.aws("s3", "cp", "--only-show-errors", str(source), url)
             ups.append(Try(seconds, cpu.seconds))
             source.unlink()
+            s3.wait_file_stored(f"awscli/big-{i}")  # untimed: the download does not share the CPU with its ingest
             settle()
             with store.cpu() as cpu:
                 seconds = s3.aws("s3", "cp", "--only-show-errors", url, str(target))
@@ -743,6 +765,28 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
                 if code != 200 or got != sizes.big:
                     raise RuntimeError(f"nginx GET answered {code} with {got} bytes")
                 gets.append(Try(get_s, cpu.seconds))
+            # boto3's transfer manager against an endpoint that does no work: what the client itself
+            # reaches on this machine, beside the S3 rows (the same calls, the same defaults)
+            sink = nginx.boto3_sink()
+            sink_ups, sink_downs = [], []
+            for i, path in enumerate(bigs):
+                settle()
+                with CpuTimes(nginx.roots()) as cpu:
+                    started = time.perf_counter()
+                    sink.upload_file(str(path), "sink", f"up-{i}.bin")
+                    seconds = time.perf_counter() - started
+                sink_ups.append(Try(seconds, cpu.seconds))
+                os.link(path, nginx.sink_dir / f"big-{i}.bin")
+                target = work / "sink-down.bin"
+                settle()
+                with CpuTimes(nginx.roots()) as cpu:
+                    started = time.perf_counter()
+                    sink.download_file("sink", f"big-{i}.bin", str(target))
+                    seconds = time.perf_counter() - started
+                sink_downs.append(Try(seconds, cpu.seconds))
+                if file_sha256(target) != (shas[i], sizes.big):
+                    raise RuntimeError("boto3 download_file from nginx came back otherwise")
+                target.unlink()
             salt = os.urandom(8)
             with CpuTimes(nginx.roots()) as cpu_small:
                 started = time.perf_counter()
@@ -758,6 +802,8 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
         nginx_put = throughput(f"nginx PUT {human(sizes.big)} (curl -T)", puts)
         nginx_get = throughput(f"nginx GET {human(sizes.big)} (curl)", gets)
         nginx_small = files_per_second(f"nginx PUT {small_name}", sizes.small_n, small_s, cpu_small.seconds)
+        throughput(f"boto3 upload_file {human(sizes.big)} to an nginx sink (the client's ceiling)", sink_ups)
+        throughput(f"boto3 download_file {human(sizes.big)} from nginx (the client's ceiling)", sink_downs)
     judged = nginx_put is not None
     put_base = nginx_put or raw
     get_base = nginx_get or raw

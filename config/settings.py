@@ -46,6 +46,9 @@ class Settings:
     web_workers: int = 2
     web_threads: int = 16
     worker_concurrency: int = 2
+    # how much lower the workers' CPU priority is (nice) than the web's: background ingest, GC and
+    # scrub yield the CPU to requests being answered; 0 keeps them equal
+    worker_nice: int = 10
     # scale-out: which host this is, and the write concern of metadata writes that acknowledge data
     host_id: str | None = None
     mongo_write_concern: str = "majority"
@@ -111,6 +114,8 @@ class Settings:
         if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
             raise SettingsError(f"MINIS3_METRICS_PORT must be 0 (metrics on the web port) or another port "
                                 f"1..65535, got {self.metrics_port}")
+        if not 0 <= self.worker_nice <= 19:
+            raise SettingsError(f"MINIS3_WORKER_NICE must be 0..19, got {self.worker_nice}")
         if not 1 <= self.s3_port <= 65535:
             raise SettingsError(f"MINIS3_S3_PORT must be 1..65535, got {self.s3_port}")
         k, m = self.ec_layout

@@ -5,6 +5,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -167,3 +168,12 @@ def test_health_reports_redis_mongodb_and_each_node(stack):
     body = r.json()
     assert body["redis"]["ok"] and body["mongodb"]["ok"]
     assert [n["node"] for n in body["nodes"]] == ["node-1", "node-2", "node-3"]
+
+
+def test_workers_run_at_a_lower_cpu_priority_than_the_web(stack):
+    worker = psutil.Process(stack.procs["worker"].pid)
+    web = psutil.Process(stack.procs["web"].pid)
+    pool = worker.children(recursive=True)
+    assert pool  # the prefork pool that runs the tasks
+    assert web.nice() == 0
+    assert all(p.nice() == 10 for p in [worker, *pool])  # MINIS3_WORKER_NICE's default

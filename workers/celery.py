@@ -1,15 +1,19 @@
 """The Celery app, built from the same settings as the web app."""
 from __future__ import annotations
 
+import logging
+import os
 from typing import Callable
 
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from config.logging import WORKER_LOG_FORMAT, JsonFormatter
 from config.settings import Settings
 from pipeline.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
@@ -62,11 +66,25 @@ def make_celery(settings: Settings) -> Celery:
             "scrub": {"task": "minis3.scrub", "schedule": max(1.0, min(60.0, settings.scrub_period_s / 10))},
         },
     )
+    if settings.worker_nice:
+        worker_init.connect(_lower_priority(settings.worker_nice), weak=False)
     if settings.log_format == "json":
         after_setup_logger.connect(_json_lines, weak=False)
         after_setup_task_logger.connect(_json_lines, weak=False)
     app.minis3_settings = settings
     return app
+
+
+def _lower_priority(nice: int) -> Callable[..., None]:
+    """A worker process (and the pool it forks) runs at ``nice``: ingest, GC, heal and scrub take
+    the CPU that requests leave, so that uploads and reads are answered first under load."""
+
+    def lower(**_) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+        except OSError as exc:
+            log.warning("could not lower the worker's CPU priority to nice %d: %s", nice, exc)
+    return lower
 
 
 def queue_depth_reader(app: Celery, queue: str = INGEST_QUEUE) -> Callable[[], int]:
