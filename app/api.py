@@ -70,7 +70,7 @@ def upload():
     try:
         part = FilePart(request.stream, request.content_type)
         f = store().receive(tenant(), part.filename, part.content_type, part, request_id=g.request_id,
-                            md5=bucket is not None)
+                            md5=bucket is not None, size_hint=request.content_length)  # the form's, at least the file's
     except MalformedUpload as exc:
         if not isinstance(exc, ClientGone):
             discard_rest(request.stream)

@@ -57,60 +57,75 @@ class SpoolResult:
     md5: str | None = None
 
 
-class _Hasher(threading.Thread):
-    def __init__(self, name: str):
-        super().__init__(name=name, daemon=True)
-        self.q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+class _Hasher:
+    """Hashes the pieces it is given, on a thread of its own, or in the caller's thread when
+    ``inline`` (a body of one small chunk: starting threads would cost more than its hashing)."""
+
+    def __init__(self, name: str, inline: bool = False):
         self.error: BaseException | None = None
+        self.inline = inline
+        self.q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.thread = None if inline else threading.Thread(target=self.run, name=name, daemon=True)
+
+    def start(self) -> None:
+        if self.thread is not None:
+            self.thread.start()
 
     def put(self, item) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put(item)
+        if self.inline:
+            self.feed(item)
+        else:
+            self.q.put(item)
+
+    def end(self) -> None:
+        """No more pieces: returns once all of them are hashed."""
+        if self.thread is not None:
+            self.q.put(_END)
+            self.thread.join()
 
     def run(self) -> None:
         try:
-            self.consume()
+            while (item := self.q.get()) is not _END:
+                self.feed(item)
         except BaseException as exc:  # surfaced to the writer on the next put or at finish
             self.error = exc
             while self.q.get() is not _END:
                 pass
 
-    def consume(self) -> None:
+    def feed(self, item) -> None:
         raise NotImplementedError
 
 
 class _FileHasher(_Hasher):
-    """One whole-file digest on its own thread (SHA-256 unless the caller has no use for it; MD5
-    where an S3 ETag needs it)."""
+    """One whole-file digest (SHA-256 unless the caller has no use for it; MD5 where an S3 ETag
+    needs it)."""
 
-    def __init__(self, algorithm: str = "sha256"):
-        super().__init__(f"minis3-file-{algorithm}")
+    def __init__(self, algorithm: str = "sha256", inline: bool = False):
+        super().__init__(f"minis3-file-{algorithm}", inline)
         self.sha = hashlib.new(algorithm)
 
-    def consume(self) -> None:
-        update = self.sha.update
-        while (item := self.q.get()) is not _END:
-            update(item)
+    def feed(self, item) -> None:
+        self.sha.update(item)
 
 
 class _ChunkHasher(_Hasher):
     """Items: bytes of the current chunk, or (index, size) when a chunk is complete."""
 
-    def __init__(self, on_chunk: Callable[[ChunkRecord], None]):
-        super().__init__("minis3-chunk-hash")
+    def __init__(self, on_chunk: Callable[[ChunkRecord], None], inline: bool = False):
+        super().__init__("minis3-chunk-hash", inline)
         self.on_chunk = on_chunk
+        self.sha, self.xxh = hashlib.sha256(), xxhash.xxh3_128()
 
-    def consume(self) -> None:
-        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
-        while (item := self.q.get()) is not _END:
-            if isinstance(item, tuple):
-                index, size = item
-                self.on_chunk(ChunkRecord(index, sha.hexdigest(), xxh.hexdigest(), size))
-                sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
-            else:
-                sha.update(item)
-                xxh.update(item)
+    def feed(self, item) -> None:
+        if isinstance(item, tuple):
+            index, size = item
+            self.on_chunk(ChunkRecord(index, self.sha.hexdigest(), self.xxh.hexdigest(), size))
+            self.sha, self.xxh = hashlib.sha256(), xxhash.xxh3_128()
+        else:
+            self.sha.update(item)
+            self.xxh.update(item)
 
 
 class ChunkingWriter:
@@ -121,7 +136,10 @@ class ChunkingWriter:
     """
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
-                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True):
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True,
+                 size_hint: int | None = None):
+        """``size_hint``: the body's announced length; a body of one chunk is hashed in the caller's
+        thread and made durable without a pool of threads (any length is still handled)."""
         self.directory = directory
         self.chunk_path = chunk_path
         self.chunk_size = chunk_size
@@ -129,9 +147,10 @@ class ChunkingWriter:
         self._index = 0
         self._fill = 0
         self._fh = None
-        self._file_hasher = _FileHasher() if sha256 else None
-        self._chunk_hasher = _ChunkHasher(on_chunk)
-        self._md5_hasher = _FileHasher("md5") if md5 else None
+        inline = size_hint is not None and size_hint <= chunk_size
+        self._file_hasher = _FileHasher(inline=inline) if sha256 else None
+        self._chunk_hasher = _ChunkHasher(on_chunk, inline=inline)
+        self._md5_hasher = _FileHasher("md5", inline=inline) if md5 else None
         self._hashers = [h for h in (self._file_hasher, self._chunk_hasher, self._md5_hasher) if h is not None]
         for hasher in self._hashers:
             hasher.start()
@@ -195,10 +214,14 @@ class ChunkingWriter:
         # writeback of every chunk started when it was complete; wait for all of it here, with
         # several fdatasyncs in flight, rather than stall the stream with one journal commit a chunk
         try:
-            with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="minis3-spool-sync") as pool:
-                for first in range(0, self._index, SYNC_BATCH):  # bounded: a file may have 1M chunks
-                    last = min(first + SYNC_BATCH, self._index)
-                    list(pool.map(datasync_file, (self.chunk_path(i) for i in range(first, last))))
+            if self._index <= 1:
+                for i in range(self._index):
+                    datasync_file(self.chunk_path(i))
+            else:
+                with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="minis3-spool-sync") as pool:
+                    for first in range(0, self._index, SYNC_BATCH):  # bounded: a file may have 1M chunks
+                        last = min(first + SYNC_BATCH, self._index)
+                        list(pool.map(datasync_file, (self.chunk_path(i) for i in range(first, last))))
             fsync_dir(self.directory)
         except OSError as exc:
             raise_if_full(exc)
@@ -215,9 +238,7 @@ class ChunkingWriter:
             self._fh.close()
             self._fh = None
         for hasher in self._hashers:
-            hasher.q.put(_END)
-        for hasher in self._hashers:
-            hasher.join()
+            hasher.end()
 
 
 class ContentDefinedWriter(ChunkingWriter):
@@ -234,10 +255,12 @@ class ContentDefinedWriter(ChunkingWriter):
     HOLD = 8 << 20  # bytes joined and cut at a time: at least MAX, so that some cut is final
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
-                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True):
+                 on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True,
+                 size_hint: int | None = None):
         from pyfastcdc import FastCDC
 
-        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256)
+        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256,
+                         size_hint=size_hint if size_hint is not None and size_hint <= self.MIN else None)
         self._cdc = FastCDC(self.AVG, min_size=self.MIN, max_size=self.MAX)
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0

@@ -185,14 +185,15 @@ class ObjectNames:
     # --- objects --------------------------------------------------------------------------
 
     def put(self, tenant: str, bucket: str, key: str, pieces: Iterable[bytes], attrs: ObjectAttributes,
-            if_none_match: bool = False, request_id: str | None = None) -> tuple[ObjectInfo, FileDoc]:
+            if_none_match: bool = False, request_id: str | None = None,
+            size_hint: int | None = None) -> tuple[ObjectInfo, FileDoc]:
         """Receive the bytes into a new file, then point the name at it. ``attrs.checksum`` may be
         filled in by the pieces' iterator as it ends (a trailer checksum). Returns the object and
         its file, which the caller queues for ingest."""
         self.bucket(tenant, bucket)
         valid_key(key)
         f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
-                               md5=True, sha256=False, extra={"bucket": bucket, "key": key})
+                               md5=True, sha256=False, extra={"bucket": bucket, "key": key}, size_hint=size_hint)
         info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
         return info, f
 

@@ -66,11 +66,12 @@ class ObjectStore:
 
     def receive(self, tenant: str, name: str | None, content_type: str | None,
                 pieces: Iterable[bytes], request_id: str | None = None, md5: bool = False,
-                kind: str = KIND_FILE, extra: dict | None = None, sha256: bool = True) -> FileDoc:
+                kind: str = KIND_FILE, extra: dict | None = None, sha256: bool = True,
+                size_hint: int | None = None) -> FileDoc:
         return receive_upload(
             self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
             tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
-            md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking, sha256=sha256,
+            md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking, sha256=sha256, size_hint=size_hint,
         )
 
     def compose(self, tenant: str, name: str, content_type: str | None, sources: list[FileDoc],

@@ -101,11 +101,12 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
                    tenant: str, name: str | None, content_type: str | None,
                    pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None,
                    md5: bool = False, kind: str = KIND_FILE, extra: dict | None = None,
-                   chunking: str = "fixed", sha256: bool = True) -> FileDoc:
+                   chunking: str = "fixed", sha256: bool = True, size_hint: int | None = None) -> FileDoc:
     """Spool every piece, write the manifest, then record the file ``queued``.
 
     ``md5``: also compute the body's MD5 (an S3 ETag), on its own thread beside the others.
-    ``sha256``: False skips the whole file's SHA-256 (S3 writes: their content is named by the
+    ``size_hint``: the body's announced length, when known (a body of one chunk is hashed without
+    threads). ``sha256``: False skips the whole file's SHA-256 (S3 writes: their content is named by the
     ETag, and a part's digest would serve nothing); the file then records none, as a composed one.
     ``chunking``: ``fixed`` (``chunk_size`` each) or ``fastcdc`` (content-defined; the file
     records it, and its manifest the size of every chunk).
@@ -118,7 +119,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
     manifest = ManifestWriter(repo, file_id, page_size)
     writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
     writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5,
-                          sha256=sha256)
+                          sha256=sha256, size_hint=size_hint)
     try:
         for piece in _Limited(pieces, max_bytes):
             writer.write(piece)

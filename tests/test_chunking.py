@@ -75,3 +75,31 @@ def test_range_reads_of_variable_size_chunks(store, settings):
     f = cdc.get_readable("t1", f.id)
     for start, stop in [(0, 1), (MiB - 1, 3 * MiB + 1), (len(data) - 5, len(data)), (4 * MiB, 11 * MiB)]:
         assert b"".join(cdc.read(f, start, stop)) == data[start:stop]
+
+
+@pytest.mark.parametrize("hint", [None, 100, 5000])
+def test_a_small_body_is_hashed_in_the_callers_thread_with_the_same_result(tmp_path, hint):
+    """A size hint of one chunk hashes without threads; a body longer than its hint (a hint is not
+    trusted) still comes out whole and right."""
+    import hashlib
+    import threading
+
+    from pipeline.chunking import ChunkingWriter
+
+    data = random_bytes(3000 if hint != 100 else 9000, 7)
+    records = []
+    directory = tmp_path / "up"
+    directory.mkdir()
+    before = threading.active_count()
+    writer = ChunkingWriter(directory, lambda i: directory / f"{i:08d}", 4096, records.append, md5=True,
+                            size_hint=hint)
+    threads_while_writing = threading.active_count() - before
+    for piece in pieces(data, 1000):
+        writer.write(piece)
+    result = writer.finish()
+    assert threads_while_writing == (0 if hint is not None and hint <= 4096 else 3)
+    assert (result.size, result.sha256, result.md5) == (len(data), hashlib.sha256(data).hexdigest(),
+                                                        hashlib.md5(data).hexdigest())
+    chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    assert [r.sha256 for r in records] == [hashlib.sha256(c).hexdigest() for c in chunks]
+    assert [(directory / f"{i:08d}").read_bytes() for i in range(len(chunks))] == chunks

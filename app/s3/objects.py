@@ -179,7 +179,8 @@ def put_object(call: S3Call) -> Response:
         else:
             raise PreconditionFailed(Condition="If-None-Match")
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
-                             if_none_match=if_none_match == "*", request_id=call.request_id)
+                             if_none_match=if_none_match == "*", request_id=call.request_id,
+                             size_hint=reader.length)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
     return empty_answer(200, {"ETag": quote_etag(info.etag), **checksum_header(info.checksum)})
 

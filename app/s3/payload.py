@@ -133,6 +133,8 @@ class PayloadReader:
         self._received = 0
         self._iterated = False
         self.size = 0
+        # the decoded body's announced length, when the request tells it (a hint: never trusted)
+        self.length = self.decoded_length if self.mode in CHUNKED_MODES else self.content_length
         self.trailers: dict[str, str] = {}
         self.checksum: tuple[str, str] | None = None
         self.md5_hex: str | None = None
