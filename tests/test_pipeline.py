@@ -63,6 +63,17 @@ def test_long_manifest_is_paged(store):
     assert read_all(store, f, 5 * CHUNK - 3, 9 * CHUNK + 5) == data[5 * CHUNK - 3: 9 * CHUNK + 5]
 
 
+def test_ranged_reads_of_a_one_page_file_ask_for_its_page_once(store):
+    data = random_bytes(3 * CHUNK + 5, 3)  # one page (page size 4 here)
+    f = put(store, data)
+    assert read_all(store, f, CHUNK, CHUNK + 10) == data[CHUNK:CHUNK + 10]
+    # the page is immutable: later reads of the file take it from this process's copy (removed
+    # from MongoDB here only to show that no query for it is made)
+    store.repo.delete_manifest(f.id)
+    assert read_all(store, f, 2 * CHUNK - 1, 3 * CHUNK + 2) == data[2 * CHUNK - 1:3 * CHUNK + 2]
+    assert read_all(store, f) == data
+
+
 def test_second_upload_of_same_content_adds_no_chunk(store, settings):
     data = random_bytes(6 * CHUNK, 3)
     put(store, data)
