@@ -38,17 +38,18 @@ def celery_queue_depth(settings: Settings, redis_client=None) -> Callable[[], in
     return ingest_queue_depth(make_celery(settings), redis_client)
 
 
-def celery_heal(settings: Settings) -> Callable[[str], None]:
-    """Queue ``heal(chunk)``; when the broker is down the chunk stays flagged for ``minis3 heal``/scrub."""
+def celery_heal(settings: Settings) -> Callable[..., None]:
+    """Queue ``heal(*chunks)`` (one task); when the broker is down the chunks stay flagged for
+    ``minis3 heal``/scrub."""
     from workers.celery import make_celery
 
     celery = make_celery(settings)
 
-    def heal(chunk_hash: str) -> None:
+    def heal(*chunk_hashes: str) -> None:
         try:
-            celery.send_task("minis3.heal", args=[chunk_hash], retry=False)
+            celery.send_task("minis3.heal", args=list(chunk_hashes), retry=False)
         except Exception as exc:
-            log.warning("could not queue a heal of chunk %s (%r); it stays flagged", chunk_hash, exc)
+            log.warning("could not queue a heal of %d chunk(s) (%r); they stay flagged", len(chunk_hashes), exc)
 
     return heal
 

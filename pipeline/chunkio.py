@@ -95,6 +95,8 @@ class ChunkIO:
         self.spool = spool
         self.ec = tuple(ec)  # the layout of new chunks
         self.on_damage: Callable[[str], None] | None = None
+        # several damaged chunks at once (a read's page): one call instead of one per chunk
+        self.on_damages: Callable[[list[str]], None] | None = None
         self._codecs: dict[tuple[int, int], Codec] = {}
         # chunks whose missing fragments this process reported lately: while a node is down every
         # read of its chunks is degraded, and one report (and log line) a minute per chunk is enough
@@ -238,8 +240,9 @@ class ChunkIO:
                 result.good[frag["i"]] = data
         return result
 
-    def read(self, chunk_hash: str, doc: dict | None) -> bytes:
-        """The chunk's bytes from its layout, verified."""
+    def read(self, chunk_hash: str, doc: dict | None, damaged: list[str] | None = None) -> bytes:
+        """The chunk's bytes from its layout, verified. ``damaged``: a list that collects the
+        hashes of damaged chunks for ``report_damaged`` later, instead of reporting each now."""
         if doc is None:
             raise _unavailable(chunk_hash, None, "no chunk document")
         k, m = layout(doc)
@@ -247,7 +250,7 @@ class ChunkIO:
             return self._read_whole(chunk_hash, doc)
         found = self.check(doc, enough=k)
         if len(found.good) < k:
-            self._damaged(doc, found)
+            self._damaged(doc, found, damaged)
             log.error("chunk %s: %d of the %d fragments needed are readable (%d corrupt, %d missing)", chunk_hash,
                       len(found.good), k, len(found.corrupt), len(found.missing))
             # the reason is one of the fixed few a metric label takes
@@ -260,7 +263,7 @@ class ChunkIO:
         if xxh3(data) != doc["xxh3"]:
             raise _unavailable(chunk_hash, ",".join(nodes_of(doc)), "decoded content does not match its checksum")
         if found.missing or found.corrupt or len(fragments(doc)) < k + m:
-            self._damaged(doc, found)
+            self._damaged(doc, found, damaged)
         return data
 
     def _read_whole(self, chunk_hash: str, doc: dict) -> bytes:
@@ -274,7 +277,7 @@ class ChunkIO:
             raise _unavailable(chunk_hash, frag["node"], "content does not match its checksum")
         return data
 
-    def _damaged(self, doc: dict, found: FragmentCheck) -> None:
+    def _damaged(self, doc: dict, found: FragmentCheck, damaged: list[str] | None = None) -> None:
         now = time.monotonic()
         if not found.corrupt and doc.get("needsHeal"):
             return  # flagged already: its heal is queued or waits for a node to come back
@@ -291,11 +294,26 @@ class ChunkIO:
             self.quarantine(doc, frag)
         for frag in found.missing:
             log.warning("chunk %s fragment %d missing on node %s", doc["_id"], frag["i"], frag["node"])
-        if self.on_damage is not None:
+        if damaged is not None:
+            damaged.append(doc["_id"])
+        elif self.on_damage is not None:
             try:
                 self.on_damage(doc["_id"])
             except Exception as exc:  # a heal that cannot be queued now is found by scrub later
                 log.warning("could not queue a heal of chunk %s: %r", doc["_id"], exc)
+
+    def report_damaged(self, hashes: list[str]) -> None:
+        """Report the damaged chunks a read collected (see ``read``), in one call when it can."""
+        if not hashes:
+            return
+        try:
+            if self.on_damages is not None:
+                self.on_damages(list(dict.fromkeys(hashes)))
+            elif self.on_damage is not None:
+                for h in dict.fromkeys(hashes):
+                    self.on_damage(h)
+        except Exception as exc:  # a heal that cannot be queued now is found by scrub later
+            log.warning("could not queue heals of %d damaged chunk(s): %r", len(hashes), exc)
 
     def read_spooled(self, file_id: str, index: int, size: int, xxh3_hex: str) -> bytes | None:
         """A chunk of an upload not yet ingested, verified; None when the spool no longer holds it

@@ -531,6 +531,16 @@ class MetadataRepository:
         return self.chunks.update_one({"_id": chunk_hash, "state": CHUNK_STORED, "needsHeal": {"$exists": False}},
                                       {"$set": {"needsHeal": True}}).modified_count == 1
 
+    def flag_heal_many(self, hashes: list[str]) -> list[str]:
+        """``flag_heal`` for many chunks; returns those this call flagged (a concurrent caller may
+        flag some of the same: each then queues a heal of them, and heal is idempotent)."""
+        fresh = [d["_id"] for d in self.chunks.find({"_id": {"$in": list(hashes)}, "state": CHUNK_STORED,
+                                                     "needsHeal": {"$exists": False}}, {"_id": 1})]
+        if fresh:
+            self.chunks.update_many({"_id": {"$in": fresh}, "state": CHUNK_STORED, "needsHeal": {"$exists": False}},
+                                    {"$set": {"needsHeal": True}})
+        return fresh
+
     def chunks_needing_heal(self, after: str | None = None, limit: int = 500) -> list[dict]:
         query: dict = {"needsHeal": True}
         if after is not None:

@@ -68,30 +68,37 @@ def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
     for page in iter_pages_from(repo, f, start):
         wanted = [(i, off, h, x, n) for i, off, h, x, n in page.entries() if off + n > start and off < stop]
         docs = repo.chunk_docs(h for _, _, h, _, _ in wanted) if wanted else {}
-        for index, offset, h, xxh3, size in wanted:
-            data = None
-            doc = docs.get(h)
-            if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
-                data = chunkio.read_spooled(f.id, index, size, xxh3)
-                if data is None:  # ingest placed it since we looked
-                    doc = repo.chunk_docs([h]).get(h)
-            if data is None:
-                data = _read_placed(repo, chunkio, h, doc)
-            a = max(start - offset, 0)
-            b = min(stop - offset, size)
-            yield data if (a == 0 and b == size) else data[a:b]
+        # damaged chunks of this page (a node is down: all of them) are flagged for heal in one go
+        # when the page is done or the read stops, not with a MongoDB update between two chunks
+        damaged: list[str] = []
+        try:
+            for index, offset, h, xxh3, size in wanted:
+                data = None
+                doc = docs.get(h)
+                if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
+                    data = chunkio.read_spooled(f.id, index, size, xxh3)
+                    if data is None:  # ingest placed it since we looked
+                        doc = repo.chunk_docs([h]).get(h)
+                if data is None:
+                    data = _read_placed(repo, chunkio, h, doc, damaged)
+                a = max(start - offset, 0)
+                b = min(stop - offset, size)
+                yield data if (a == 0 and b == size) else data[a:b]
+        finally:
+            chunkio.report_damaged(damaged)
         if page.offset is not None and page.offset + page.byte_size >= stop:
             return
 
 
-def _read_placed(repo: MetadataRepository, chunkio: ChunkIO, h: str, doc: dict | None) -> bytes:
+def _read_placed(repo: MetadataRepository, chunkio: ChunkIO, h: str, doc: dict | None,
+                 damaged: list[str] | None = None) -> bytes:
     """Read a chunk from its layout; when that fails and its document changed since it was read
     (a heal, drain or conversion moved fragments meanwhile), read it again from the new one."""
     try:
-        return chunkio.read(h, doc)
+        return chunkio.read(h, doc, damaged)
     except ChunkUnavailable:
         fresh = repo.chunk_docs([h]).get(h)
         if fresh is None or doc is None or fresh.get("fv") == doc.get("fv") and fresh.get("frags") == doc.get("frags"):
             raise
         log.info("chunk %s moved during the read; reading its new layout", h)
-        return chunkio.read(h, fresh)
+        return chunkio.read(h, fresh, damaged)

@@ -39,8 +39,9 @@ class ObjectStore:
         self.placement = RoundRobinPlacement(redis_client, self.chunks.node_ids)
         self.chunkio = ChunkIO(self.chunks, self.spool, settings.ec_layout)
         self.chunkio.on_damage = self.report_damage
-        # chunk hash -> queue a heal of it (the web and the workers send a Celery task)
-        self.heal_enqueue: Callable[[str], None] | None = None
+        self.chunkio.on_damages = self.report_damages
+        # chunk hashes -> queue their heal (the web and the workers send one Celery task)
+        self.heal_enqueue: Callable[..., None] | None = None
         self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement,
                                  usable_nodes=self.usable_nodes, on_degraded=self.queue_heal)
 
@@ -224,6 +225,12 @@ class ObjectStore:
         (once: while it stays flagged, later reports queue nothing)."""
         if self.repo.flag_heal(chunk_hash) and self.heal_enqueue is not None:
             self.heal_enqueue(chunk_hash)
+
+    def report_damages(self, hashes: list[str]) -> None:
+        """``report_damage`` for many chunks (a read's page): two MongoDB calls and one task."""
+        flagged = self.repo.flag_heal_many(hashes)
+        if flagged and self.heal_enqueue is not None:
+            self.heal_enqueue(*flagged)
 
     # --- operations ----------------------------------------------------------------------
 

@@ -173,7 +173,7 @@ def test_corrupt_fragment_is_read_around_quarantined_and_flagged_for_heal(store,
     path = store.chunks.path(frag["node"], fragment_name(victim, index, 2, 1))
     _flip(path)
     queued = []
-    store.heal_enqueue = queued.append
+    store.heal_enqueue = lambda *hashes: queued.extend(hashes)
     assert read_all(store, f) == data
     if index < 2:  # a data fragment is read, found corrupt, quarantined; parity replaces it
         assert not path.exists()
@@ -270,3 +270,23 @@ def test_display_name_is_never_a_path(raw, expected):
 def test_display_name_is_bounded_and_keeps_extension():
     name = display_name("a" * 1000 + ".tar")
     assert len(name) == 255 and name.endswith(".tar")
+
+
+def test_a_read_of_many_damaged_chunks_flags_them_together_and_queues_one_heal(store, settings):
+    import shutil
+
+    data = random_bytes(7 * CHUNK, 14)  # two pages (page size 4 here)
+    f = put(store, data)
+    shutil.rmtree(settings.nodes[0])  # a node gone: some fragment of nearly every chunk with it
+    calls: list[tuple[str, ...]] = []
+    store.heal_enqueue = lambda *hashes: calls.append(hashes)
+    assert read_all(store, f) == data
+    hashes = [h for page in store.repo.iter_manifest(f.id) for h in page.hashes]
+    docs = store.repo.chunk_docs(hashes)
+    # parity is not read while the data fragments are good: the chunks found damaged are those
+    # that had a data fragment on the lost node
+    hit = sorted(h for h, d in docs.items() if any(x["node"] == "node-1" and x["i"] < 2 for x in fragments(d)))
+    assert hit and all(docs[h].get("needsHeal") for h in hit)
+    assert sorted(h for c in calls for h in c) == hit and len(calls) <= 2  # a heal task per page at most
+    calls.clear()
+    assert read_all(store, f) == data and calls == []  # flagged already: nothing queued again

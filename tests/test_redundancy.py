@@ -130,7 +130,7 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
         return real_rename(src, dst, *a, **kw)
 
     queued: list[str] = []
-    store.heal_enqueue = queued.append
+    store.heal_enqueue = lambda *hashes: queued.extend(hashes)
     monkeypatch.setattr(chunkstore.os, "rename", no_space)
     data = random_bytes(6 * CHUNK, 340)
     f = put(store, data)

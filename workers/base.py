@@ -36,6 +36,6 @@ class StoreTask(Task):
         if StoreTask._store is None:
             store = ObjectStore.from_settings(self.app.minis3_settings)
             store.prepare()
-            store.heal_enqueue = lambda chunk_hash: self.app.send_task("minis3.heal", args=[chunk_hash])
+            store.heal_enqueue = lambda *hashes: self.app.send_task("minis3.heal", args=list(hashes))
             StoreTask._store = store
         return StoreTask._store

@@ -107,14 +107,19 @@ def abort_abandoned_uploads(self) -> int:
 
 
 @shared_task(name="minis3.heal", base=StoreTask, bind=True)
-def heal(self, chunk_hash: str) -> dict:
+def heal(self, *chunk_hashes: str) -> list[dict]:
+    """Heal these chunks, one after the other (a read that found a page of damaged chunks queues
+    them in one task)."""
     from pipeline.heal import heal_chunk
 
-    result = heal_chunk(self.store, chunk_hash)
-    monitoring.observe_heal(result)
-    log.info("heal %s: %s rebuilt=%s quarantined=%s %s", chunk_hash, result.status, result.rebuilt,
-             result.quarantined, result.reason)
-    return {"chunk": chunk_hash, "status": result.status, "rebuilt": result.rebuilt}
+    out = []
+    for chunk_hash in chunk_hashes:
+        result = heal_chunk(self.store, chunk_hash)
+        monitoring.observe_heal(result)
+        log.info("heal %s: %s rebuilt=%s quarantined=%s %s", chunk_hash, result.status, result.rebuilt,
+                 result.quarantined, result.reason)
+        out.append({"chunk": chunk_hash, "status": result.status, "rebuilt": result.rebuilt})
+    return out
 
 
 @shared_task(name="minis3.heal_flagged", base=StoreTask, bind=True)
