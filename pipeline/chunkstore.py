@@ -414,13 +414,17 @@ class Spool:
 
     def link(self, src_id: str, src_index: int, dst_id: str, dst_index: int) -> bool:
         """Give a spooled chunk a second name in another upload's directory (no byte is copied);
-        False when the source no longer holds it (its ingest moved it, or it was removed)."""
+        False when the source no longer holds it (its ingest moved it, or it was removed) or the
+        filesystem has no hard links."""
         try:
             os.link(self.chunk_path(src_id, src_index), self.chunk_path(dst_id, dst_index))
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise_if_full(exc)
+            if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                log.warning("the spool cannot hard-link %s (%s): the source is ingested instead", src_id, exc)
+                return False  # a filesystem without hard links: the caller ingests the source
             raise
         return True
 

@@ -282,3 +282,25 @@ def test_names_are_checked_as_aws_checks_them(names):
         names.put("t1", "photos", "é" * 513, pieces(b"x"), ObjectAttributes())
     info, _ = names.put("t1", "photos", "é" * 512, pieces(b"x"), ObjectAttributes())  # 1024 bytes: fine
     assert names.head("t1", "photos", info.key).size == 1
+
+
+def test_completion_on_a_spool_without_hard_links_ingests_the_parts_instead(store, monkeypatch):
+    import errno
+    import os
+
+    from pipeline import chunkstore
+
+    def no_links(src, dst, *a, **kw):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(src))
+
+    names = ObjectNames(store, enqueue=lambda f: None)
+    names.create_bucket("t1", "photos")
+    upload = names.create_upload("t1", "photos", "k", ObjectAttributes())
+    data = random_bytes(3 * CHUNK + 1, 23)
+    part, f = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(data))
+    monkeypatch.setattr(chunkstore.os, "link", no_links)
+    info = names.complete("t1", "photos", "k", upload.upload_id, [(1, part.etag)])
+    monkeypatch.undo()
+    assert store.repo.get_file(f.id).status == DELETED  # ingested at completion, then released
+    assert read_all(names, info) == data
+    assert store.ingest(info.file_id).status == STORED and read_all(names, info) == data
