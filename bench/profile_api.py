@@ -13,35 +13,16 @@ Prints, per load and group, the functions with the most samples and writes the c
 """
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-from profile_s3 import recording, report
-from run import MiB, ROOT, Backends, Stack, Store, human, many, random_file, small_body
+from profile_s3 import profiled_store, recording, report
+from run import MiB, human, many, random_file, small_body
 
 GROUPS = ("web", "worker", "mongo", "client")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256, help="MiB of the large upload (default: 256)")
-    parser.add_argument("--small", type=int, default=1000, help="small uploads (default: 1,000)")
-    parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second (default: 50)")
-    parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=ROOT / "var/profile-api")
-    parser.add_argument("--dir", type=Path, default=ROOT / "var")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="profile-api-", dir=args.dir)).resolve()
-    backends = Backends(work / "backends")
-    stack = None
-    try:
-        stack = Stack(work / "store", backends, web_workers=2, web_threads=16)
-        store = Store.ready(stack, backends)
+    with profiled_store("api", __doc__, argv, "the large upload", "small uploads") as (args, stack, store, work):
         size = args.size * MiB
         source = work / "big.bin"
         random_file(source, size)
@@ -62,11 +43,6 @@ def main(argv: list[str] | None = None) -> int:
                 stack.wait_status(file_id, timeout=300)
         loads.append(("small", f"{args.small} uploads of 4 KiB from 8 clients, to stored"))
         report(loads, args.out, GROUPS, args.top)
-    finally:
-        if stack is not None:
-            stack.stop()
-        backends.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

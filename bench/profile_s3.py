@@ -119,23 +119,35 @@ def report(loads: list[tuple[str, str]], out: Path, groups, top: int) -> None:
                 print(summary(path, top))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256, help="MiB of the large object (default: 256)")
-    parser.add_argument("--small", type=int, default=1000, help="small PUTs (default: 1,000)")
+@contextmanager
+def profiled_store(name: str, doc: str, argv: list[str] | None, large: str, small: str, s3: bool = False):
+    """The options every profile script takes, and a store started as bench/run.py starts it, under
+    a work directory of its own; yields (options, stack, store, work directory) and stops it all."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help=f"MiB of {large} (default: 256)")
+    parser.add_argument("--small", type=int, default=1000, help=f"{small} (default: 1,000)")
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second (default: 50)")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=ROOT / "var/profile-s3")
+    parser.add_argument("--out", type=Path, default=ROOT / f"var/profile-{name}")
     parser.add_argument("--dir", type=Path, default=ROOT / "var")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="profile-s3-", dir=args.dir)).resolve()
+    work = Path(tempfile.mkdtemp(prefix=f"profile-{name}-", dir=args.dir)).resolve()
     backends = Backends(work / "backends")
     stack = None
     try:
-        stack = Stack(work / "store", backends, web_workers=2, web_threads=16, s3=True)
-        store = Store.ready(stack, backends)
+        stack = Stack(work / "store", backends, web_workers=2, web_threads=16, s3=s3)
+        yield args, stack, Store.ready(stack, backends), work
+    finally:
+        if stack is not None:
+            stack.stop()
+        backends.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    with profiled_store("s3", __doc__, argv, "the large object", "small PUTs", s3=True) as (args, _, store, work):
         s3 = S3Front(store, work)
         size = args.size * MiB
         source, target = work / "big.bin", work / "down.bin"
@@ -159,11 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         s3.close()
 
         report(loads, args.out, GROUPS, args.top)
-    finally:
-        if stack is not None:
-            stack.stop()
-        backends.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -1,13 +1,17 @@
-"""Test probes for bad-input and security tests: raw HTTP over a socket, and what a stack left behind."""
+"""Test probes for bad-input and security tests: raw HTTP over a socket, what a stack left behind,
+and a node that has run out of space."""
 from __future__ import annotations
 
+import errno
 import http.client
+import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from pipeline import chunkstore
 from pipeline.keys import ApiKeys
 from pipeline.metadata import MetadataRepository
 from tests.stack import Backends
@@ -98,3 +102,17 @@ def private_backends(tmp_path_factory):
     b = Backends(tmp_path_factory.mktemp("private-mongo"))
     yield b
     b.stop()
+
+
+def fill_node(monkeypatch, node_dir) -> None:
+    """From now until ``monkeypatch.undo()``, every chunk file renamed into ``node_dir`` finds its
+    disk full (ENOSPC)."""
+    full = str(node_dir)
+    real_rename = os.rename
+
+    def no_space(src, dst, *a, **kw):
+        if str(dst).startswith(full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(chunkstore.os, "rename", no_space)

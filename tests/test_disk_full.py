@@ -11,8 +11,9 @@ import os
 import pytest
 
 from app import create_app
-from pipeline import chunking, chunkstore
+from pipeline import chunking
 from pipeline.ingest import NODE_FULL
+from tests.probes import fill_node
 from tests.stack import random_bytes
 
 CHUNK = 64 * 1024
@@ -97,14 +98,7 @@ def test_node_full_fails_the_file_with_a_reason_507_and_removes_its_spool(whole_
     stored_data = random_bytes(4 * CHUNK, 34)
     stored = upload(client, stored_data, wait=True).get_json()["fileId"]
     full_node = str(settings.nodes[1])
-    rename = os.rename
-
-    def rename_on_full_node(src, dst, *a, **kw):
-        if str(dst).startswith(full_node):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return rename(src, dst, *a, **kw)
-
-    monkeypatch.setattr(chunkstore.os, "rename", rename_on_full_node)
+    fill_node(monkeypatch, full_node)
     data = random_bytes(6 * CHUNK, 35)  # six new chunks: round robin puts two on the full node
     r = upload(client, data, wait=True)
     assert r.status_code == 507

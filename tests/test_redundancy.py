@@ -2,8 +2,6 @@
 reads, heal, scrub, drain, rebalance and conversion of whole-copy chunks."""
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -11,7 +9,6 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from pipeline import chunkstore
 from pipeline.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.errors import NodesUnavailable
 from pipeline.fsck import run_fsck
@@ -21,6 +18,7 @@ from pipeline.nodes import convert_all, drain_node, node_table, rebalance
 from pipeline.scrub import run_slice
 from pipeline.store import ObjectStore
 from tests.conftest import _store
+from tests.probes import fill_node
 from tests.stack import random_bytes
 from tests.test_pipeline import CHUNK, pieces, put, read_all
 
@@ -121,17 +119,9 @@ def test_too_few_nodes_up_keeps_the_file_queued_then_stores_it_once_a_node_is_ba
 
 def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_heal(store6, monkeypatch):
     store = store6
-    full = str(store.chunks.node_dirs["node-4"])
-    real_rename = os.rename
-
-    def no_space(src, dst, *a, **kw):
-        if str(dst).startswith(full):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return real_rename(src, dst, *a, **kw)
-
     queued: list[str] = []
     store.heal_enqueue = lambda *hashes: queued.extend(hashes)
-    monkeypatch.setattr(chunkstore.os, "rename", no_space)
+    fill_node(monkeypatch, store.chunks.node_dirs["node-4"])
     data = random_bytes(6 * CHUNK, 340)
     f = put(store, data)
     monkeypatch.undo()
@@ -145,17 +135,9 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
 
 
 def test_a_full_node_among_three_keeps_a_two_plus_one_upload_queued_not_failed(store, monkeypatch):
-    full = str(store.chunks.node_dirs["node-2"])
-    real_rename = os.rename
-
-    def no_space(src, dst, *a, **kw):
-        if str(dst).startswith(full):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return real_rename(src, dst, *a, **kw)
-
     data = random_bytes(4 * CHUNK, 342)
     f = store.receive("t1", "f", None, pieces(data))
-    monkeypatch.setattr(chunkstore.os, "rename", no_space)
+    fill_node(monkeypatch, store.chunks.node_dirs["node-2"])
     with pytest.raises(NodesUnavailable) as err:
         store.ingest(f.id)  # two fragments of three: fewer than k+1, nothing is stored
     assert "no space left" in err.value.message
