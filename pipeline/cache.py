@@ -57,6 +57,29 @@ class Generation:
             return False
 
 
+class Lru:
+    """A bounded map, safe across threads, that forgets its least recently used key first."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable):
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class GenerationCache:
     """Key -> value, trusted while the shared generation is unchanged and the entry is younger than
     ``ttl_s``. ``None`` values (unknown keys) are never kept."""
@@ -64,26 +87,19 @@ class GenerationCache:
     def __init__(self, generation: Generation, ttl_s: float = 60.0, size: int = 4096):
         self.generation = generation
         self.ttl_s = ttl_s
-        self.size = size
-        self._entries: OrderedDict[Hashable, tuple[object, int, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries = Lru(size)  # key -> (value, generation, monotonic time of the read)
 
     def get(self, key: Hashable, load: Callable[[], T]) -> T:
         gen = self.generation.current()
         if gen is None:
             return load()
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[1] == gen and now - hit[2] < self.ttl_s:
-                return hit[0]  # type: ignore[return-value]
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] == gen and now - hit[2] < self.ttl_s:
+            return hit[0]
         value = load()
         if value is not None:
-            with self._lock:
-                self._entries[key] = (value, gen, now)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
+            self._entries.put(key, (value, gen, now))
         return value
 
 

@@ -147,7 +147,7 @@ class ChunkingWriter:
         self._index = 0
         self._fill = 0
         self._fh = None
-        inline = size_hint is not None and size_hint <= chunk_size
+        inline = size_hint is not None and size_hint <= self.one_chunk_limit(chunk_size)
         self._file_hasher = _FileHasher(inline=inline) if sha256 else None
         self._chunk_hasher = _ChunkHasher(on_chunk, inline=inline)
         self._md5_hasher = _FileHasher("md5", inline=inline) if md5 else None
@@ -155,6 +155,10 @@ class ChunkingWriter:
         for hasher in self._hashers:
             hasher.start()
         self._closed = False
+
+    def one_chunk_limit(self, chunk_size: int) -> int:
+        """The longest body that is always cut into one chunk."""
+        return chunk_size
 
     def write(self, data: bytes | memoryview) -> None:
         """Take the next bytes of the stream. Pieces are handed to other threads as they are,
@@ -259,11 +263,13 @@ class ContentDefinedWriter(ChunkingWriter):
                  size_hint: int | None = None):
         from pyfastcdc import FastCDC
 
-        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256,
-                         size_hint=size_hint if size_hint is not None and size_hint <= self.MIN else None)
+        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256, size_hint=size_hint)
         self._cdc = FastCDC(self.AVG, min_size=self.MIN, max_size=self.MAX)
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
+
+    def one_chunk_limit(self, chunk_size: int) -> int:
+        return self.MIN  # no cut comes before MIN bytes
 
     def write(self, data: bytes | memoryview) -> None:
         if not isinstance(data, (bytes, memoryview)) or (isinstance(data, memoryview) and not data.readonly):

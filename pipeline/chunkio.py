@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import xxhash
 
+from pipeline.cache import Lru
 from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.erasure import Codec
 from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailable, NotEnoughFragments
@@ -100,7 +100,7 @@ class ChunkIO:
         self._codecs: dict[tuple[int, int], Codec] = {}
         # chunks whose missing fragments this process reported lately: while a node is down every
         # read of its chunks is degraded, and one report (and log line) a minute per chunk is enough
-        self._reported: OrderedDict[str, float] = OrderedDict()
+        self._reported = Lru(REPORTED_MAX)  # chunk hash -> monotonic time of its last report
 
     def codec(self, k: int, m: int) -> Codec:
         c = self._codecs.get((k, m))
@@ -285,10 +285,7 @@ class ChunkIO:
             last = self._reported.get(doc["_id"])
             if last is not None and now - last < REPORT_EVERY_S:
                 return
-            self._reported[doc["_id"]] = now
-            self._reported.move_to_end(doc["_id"])
-            while len(self._reported) > REPORTED_MAX:
-                self._reported.popitem(last=False)
+            self._reported.put(doc["_id"], now)
         for frag, reason in found.corrupt:
             log.error("chunk %s fragment %d on node %s: %s; quarantined", doc["_id"], frag["i"], frag["node"], reason)
             self.quarantine(doc, frag)

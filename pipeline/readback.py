@@ -8,10 +8,9 @@ only the pages it needs.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from typing import Iterator
 
+from pipeline.cache import Lru
 from pipeline.chunkio import ChunkIO
 from pipeline.errors import ChunkUnavailable
 from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, MetadataRepository
@@ -19,38 +18,25 @@ from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, Metad
 log = logging.getLogger(__name__)
 
 
-class _FirstPages:
-    """The first manifest page of files read lately, in this process. A page never changes once
-    written and a file id is never reused, so a copy stays right: the ranged GETs of one download
-    (boto3 sends one per 8 MiB) read a file of up to a page's 1,000 chunks without asking MongoDB
-    for its page again. A file deleted meanwhile is refused before its pages are looked at."""
+# The first manifest page of files read lately, in this process. A page never changes once written
+# and a file id is never reused, so a copy stays right: the ranged GETs of one download (boto3 sends
+# one per 8 MiB) read a file of up to a page's 1,000 chunks without asking MongoDB for its page
+# again. A file deleted meanwhile is refused before its pages are looked at.
+_first_pages = Lru(32)
 
-    def __init__(self, size: int = 32):
-        self.size = size
-        self._pages: OrderedDict[str, ManifestPage] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def get(self, repo: MetadataRepository, file_id: str) -> ManifestPage | None:
-        with self._lock:
-            page = self._pages.get(file_id)
-            if page is not None:
-                self._pages.move_to_end(file_id)
-                return page
+def _first_page(repo: MetadataRepository, file_id: str) -> ManifestPage | None:
+    page = _first_pages.get(file_id)
+    if page is None:
         page = repo.manifest_page(file_id, 0)
         if page is not None:
-            with self._lock:
-                self._pages[file_id] = page
-                while len(self._pages) > self.size:
-                    self._pages.popitem(last=False)
-        return page
-
-
-_first_pages = _FirstPages()
+            _first_pages.put(file_id, page)
+    return page
 
 
 def iter_pages_from(repo: MetadataRepository, f: FileDoc, start: int) -> Iterator[ManifestPage]:
     """The file's manifest pages from the one holding byte ``start``, with their sizes."""
-    first = _first_pages.get(repo, f.id)
+    first = _first_page(repo, f.id)
     if first is not None and first.end_index >= f.chunk_count:  # the only page (most files)
         yield first.sized(f.chunk_size, f.size)
         return
