@@ -796,6 +796,20 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
                 small_s = time.perf_counter() - started
             if set(codes) - {201, 204}:
                 raise RuntimeError(f"nginx small PUTs answered {sorted(set(codes))}")
+            # the same small PUTs from 8 boto3 clients (made beforehand, as in the S3 row) to the
+            # sink: the client's own ceiling for the S3 small-object row
+            sinks = itertools.cycle([nginx.boto3_sink() for _ in range(8)])
+            sinks_lock = threading.Lock()
+
+            def take_sink():
+                with sinks_lock:
+                    return next(sinks)
+            with CpuTimes(nginx.roots()) as cpu_sink_small:
+                started = time.perf_counter()
+                many(sizes.small_n, lambda c, i: c.put_object(Bucket="sink", Key=f"small/{i}",
+                                                              Body=small_body(i, sizes.small_each, salt)),
+                     make=take_sink)
+                sink_small_s = time.perf_counter() - started
         finally:
             nginx.stop()
             shutil.rmtree(work / "nginx", ignore_errors=True)
@@ -804,6 +818,8 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
         nginx_small = files_per_second(f"nginx PUT {small_name}", sizes.small_n, small_s, cpu_small.seconds)
         throughput(f"boto3 upload_file {human(sizes.big)} to an nginx sink (the client's ceiling)", sink_ups)
         throughput(f"boto3 download_file {human(sizes.big)} from nginx (the client's ceiling)", sink_downs)
+        files_per_second(f"boto3 PUT {small_name} to an nginx sink (the client's ceiling)", sizes.small_n,
+                         sink_small_s, cpu_sink_small.seconds, unit="objects/s")
     judged = nginx_put is not None
     put_base = nginx_put or raw
     get_base = nginx_get or raw

@@ -122,6 +122,52 @@ class Ingestor:
         report.seconds = time.monotonic() - started
         return report
 
+    def ingest_many(self, file_ids: list[str]) -> tuple[dict[str, IngestReport], list[str]]:
+        """Ingest several files together, most of them small (one manifest page each), with one
+        query per step for all of them rather than one per file: the transitions to processing
+        and to stored, the manifests, the chunk documents, the claims.
+
+        Returns the reports of the files it stored and, in order, the ids it leaves to ``ingest``
+        one at a time: files of several pages or none, files not queued, and every file of the
+        batch when it meets anything but the common case (a chunk being collected, a spooled
+        chunk gone, too few nodes); ``ingest`` deals with each of those as it always has. What
+        the batch placed before it stopped is found placed by those ingests, as after a crash.
+        """
+        started = time.monotonic()
+        ids = list(dict.fromkeys(file_ids))
+        docs = self.repo.start_processing_many(ids)
+        pages = self.repo.first_manifest_pages(i for i in ids if i in docs)
+        together = [docs[i] for i in ids if i in pages and 0 < docs[i].chunk_count <= pages[i].end_index]
+        if not together:
+            return {}, ids
+        reports = {f.id: IngestReport(f.id, f.status, chunks=f.chunk_count) for f in together}
+        entries = [(f.id, index, h, xxh3, size) for f in together
+                   for index, _, h, xxh3, size in pages[f.id].sized(f.chunk_size, f.size).entries()]
+        try:
+            self._ingest_entries(entries, reports)
+        except SpoolLost as exc:
+            self.repo.drop_writing_claims(exc.unplaced_claims)
+            return {}, ids
+        except (ChunkBusy, NodesUnavailable, InsufficientStorage):
+            return {}, ids
+        # a chunk that several files of the batch name is new in the first one's report and
+        # deduplicated in the others'
+        first_file: dict[str, str] = {}
+        counted: set[tuple[str, str]] = set()
+        for file_id, _, h, _, _ in entries:
+            if first_file.setdefault(h, file_id) != file_id and (file_id, h) not in counted:
+                counted.add((file_id, h))
+                reports[file_id].deduplicated += 1
+        stored = self.repo.mark_stored_many({f.id: f.chunk_count for f in together})
+        seconds = time.monotonic() - started
+        done = {}
+        for f in together:
+            if f.id in stored:
+                self.spool.remove(f.id)
+                done[f.id] = reports[f.id]
+                done[f.id].status, done[f.id].seconds = STORED, seconds
+        return done, [i for i in ids if i not in done]
+
     def _manifest(self, doc: FileDoc) -> Iterator[ManifestPage]:
         """The manifest's pages in order; the first by its id, which is all of a small file's."""
         first = self.repo.manifest_page(doc.id, 0)
@@ -146,15 +192,26 @@ class Ingestor:
         return False, src
 
     def _ingest_page(self, doc: FileDoc, page: ManifestPage, report: IngestReport) -> None:
-        # first spool index holding each distinct hash of this page, and its fast checksum
-        first_at: dict[str, int] = {}
+        self._ingest_entries([(doc.id, index, h, xxh3, size) for index, _, h, xxh3, size in page.entries()],
+                             {doc.id: report})
+
+    def _ingest_entries(self, entries: list[tuple[str, int, str, str, int]],
+                        reports: dict[str, IngestReport]) -> None:
+        """Place the chunks of manifest entries ``(file id, index, sha256, xxh3, size)``: one page of a
+        file, or the pages of several small files. Each distinct chunk counts in the report of the
+        first file that names it."""
+        # first spooled copy (file id, index) of each distinct hash, and its fast checksum
+        first_at: dict[str, tuple[str, int]] = {}
         xxh_of: dict[str, str] = {}
         size_of: dict[str, int] = {}
-        for index, _, h, xxh3, size in page.entries():
+        for file_id, index, h, xxh3, size in entries:
             if h not in first_at:
-                first_at[h] = index
+                first_at[h] = (file_id, index)
                 xxh_of[h] = xxh3
                 size_of[h] = size
+
+        def report(h: str) -> IngestReport:
+            return reports[first_at[h][0]]
         existing = self.repo.chunk_docs(first_at)
 
         busy = [h for h, d in existing.items() if d["state"] == CHUNK_DELETING]
@@ -174,11 +231,11 @@ class Ingestor:
         # a stored chunk whose file vanished is rewritten from the spool when we still hold it
         for h in stored:
             d = existing[h]
-            on_node, src = self._source(doc.id, first_at[h], d)
+            on_node, src = self._source(*first_at[h], d)
             if on_node:
-                report.deduplicated += 1
+                report(h).deduplicated += 1
             elif layout(d) != (1, 0) and self.chunkio.is_readable(d):
-                report.deduplicated += 1  # readable from its other fragments: heal completes it
+                report(h).deduplicated += 1  # readable from its other fragments: heal completes it
                 heal_after.append(h)
             elif src is None:
                 log.error("chunk %s missing on node(s) %s and not in spool", h, nodes_of(d))
@@ -219,7 +276,7 @@ class Ingestor:
 
         def place(item: tuple[str, dict]):
             h, d = item
-            on_node, src = self._source(doc.id, first_at[h], d)
+            on_node, src = self._source(*first_at[h], d)
             if on_node:
                 return "placed", None
             if src is None:
@@ -255,8 +312,8 @@ class Ingestor:
                     layouts[h] = {"frags": placed.frags, "needsHeal": degraded}
                 if degraded or len(fragments(d)) < k + m:
                     heal_after.append(h)
-            report.new_chunks += 1
-            report.bytes_written += d["size"]
+            report(h).new_chunks += 1
+            report(h).bytes_written += d["size"]
         if coded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
             list(_placer().map(fsync_dir, dirs))
         else:
@@ -273,7 +330,8 @@ class Ingestor:
             unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
             if unstored:
                 raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")
-        report.degraded += len(heal_after)
+        for h in heal_after:
+            report(h).degraded += 1
         if self.on_degraded is not None:
             for h in heal_after:
                 self.on_degraded(h)

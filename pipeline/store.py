@@ -130,6 +130,9 @@ class ObjectStore:
     def ingest(self, file_id: str) -> IngestReport:
         return self.ingestor.ingest(file_id)
 
+    def ingest_many(self, file_ids: list[str]) -> tuple[dict[str, IngestReport], list[str]]:
+        return self.ingestor.ingest_many(file_ids)
+
     def delete(self, tenant: str, file_id: str) -> None:
         """The file disappears at once; its manifest goes next, so GC may reclaim its chunks once
         the grace period has passed. A crash in between leaves the manifest to the spool sweep."""

@@ -5,6 +5,8 @@ import hashlib
 import threading
 from pathlib import Path
 
+import pymongo
+import pymongo.monitoring
 import pytest
 import xxhash
 
@@ -12,6 +14,7 @@ from config.settings import Settings
 from pipeline.chunkio import fragment_name, fragments, nodes_of
 from pipeline.chunkstore import parse_name
 from pipeline.ingest import IngestReport
+from pipeline.metadata import MetadataRepository
 from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
 from pipeline.upload import display_name
 from tests.stack import random_bytes
@@ -290,3 +293,76 @@ def test_a_read_of_many_damaged_chunks_flags_them_together_and_queues_one_heal(s
     assert sorted(h for c in calls for h in c) == hit and len(calls) <= 2  # a heal task per page at most
     calls.clear()
     assert read_all(store, f) == data and calls == []  # flagged already: nothing queued again
+
+
+class CommandCounter(pymongo.monitoring.CommandListener):
+    def __init__(self):
+        self.commands: list[str] = []
+
+    def started(self, event):
+        self.commands.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def counted_repo(settings) -> tuple[MetadataRepository, CommandCounter]:
+    """A repository on the store's database whose client counts the commands it sends."""
+    counter = CommandCounter()
+    client = pymongo.MongoClient(settings.mongo_url, event_listeners=[counter], tz_aware=False)
+    return MetadataRepository(client, settings.mongo_db), counter
+
+
+def test_small_files_are_ingested_together_with_one_query_per_step(store, settings):
+    before = put(store, random_bytes(5000, 40))  # its chunk is stored already
+    bodies = [random_bytes(3000 + i, 41 + i) for i in range(4)]
+    bodies += [bodies[0], random_bytes(5000, 40)]  # the same as a file of the batch; as one stored before
+    small = [store.receive("t1", f"s{i}", None, pieces(b)).id for i, b in enumerate(bodies)]
+    big_data = random_bytes(10 * CHUNK, 49)  # three manifest pages
+    big = store.receive("t1", "big", None, pieces(big_data)).id
+    empty = store.receive("t1", "empty", None, pieces(b"")).id
+
+    repo, counter = counted_repo(settings)
+    store.ingestor.repo = repo
+    try:
+        done, rest = store.ingest_many([*small, big, empty])
+    finally:
+        store.ingestor.repo = store.repo
+        repo.client.close()
+    assert sorted(done) == sorted(small)
+    assert rest == [big, empty]
+    assert [(done[i].new_chunks, done[i].deduplicated) for i in small] == [(1, 0)] * 4 + [(0, 1), (0, 1)]
+    # one query per step for the six files (one file alone takes seven): processing (update and
+    # find), manifests, chunk documents, the stored chunk's stamp (update and find), claims, chunks
+    # stored, files stored
+    sent = [c for c in counter.commands if c != "endSessions"]
+    assert len(sent) <= 9, sent
+    for i, body in zip(small, bodies):
+        f = store.get_readable("t1", i)
+        assert f.status == "stored" and f.chunks_done == 1
+        assert read_all(store, f) == body
+        assert not (settings.spool_dir / i).exists()
+    assert len(chunk_files(settings)) == 5 * FRAGS  # the four new contents and the one before
+    assert store.repo.chunks.count_documents({"state": "stored"}) == 5
+    # the files the batch left are ingested one at a time, as always
+    assert store.repo.get_file(big).status == "processing"
+    assert store.ingest(big).status == "stored" and store.ingest(empty).status == "stored"
+    assert read_all(store, store.get_readable("t1", big)) == big_data
+    assert read_all(store, before) == random_bytes(5000, 40)
+
+
+def test_a_batch_with_a_lost_spooled_chunk_leaves_every_file_to_its_own_ingest(store, settings):
+    bodies = [random_bytes(2000 + i, 60 + i) for i in range(3)]
+    ids = [store.receive("t1", f"s{i}", None, pieces(b)).id for i, b in enumerate(bodies)]
+    store.spool.chunk_path(ids[1], 0).unlink()  # lost before ingest
+    done, rest = store.ingest_many(ids)
+    assert done == {} and rest == ids
+    assert not store.repo.chunks.count_documents({"state": "writing"})  # its claims went with it
+    reports = [store.ingest(i) for i in ids]
+    assert [r.status for r in reports] == ["stored", "failed", "stored"]
+    for i in (0, 2):
+        assert read_all(store, store.get_readable("t1", ids[i])) == bodies[i]
+    assert len(chunk_files(settings)) == 2 * FRAGS

@@ -4,14 +4,16 @@ A multipart upload is readable when its completion answers; its parts wait in th
 object is ingested once, as a whole."""
 from __future__ import annotations
 
-import pytest
-
 import io
+
+import pytest
+import redis
 
 from boto3.s3.transfer import TransferConfig
 
 from tests.s3clients import boto3_client
 from tests.stack import MiB, Stack, copies_on_nodes, each_once, random_bytes, wait_for
+from workers.queue import SmallFileQueue
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,9 @@ def test_200_puts_each_read_back_at_once_with_the_worker_stopped_then_all_stored
         files = [d["file"] for d in repo.objects.find({"bucket": "raw"})]
         assert len(files) == 200
         assert set(repo.file_states(files).values()) == {"queued"}  # nothing ingested yet
+        # one-chunk objects wait on the small-file list for one drain, not as 200 ingest tasks
+        listed = redis.Redis.from_url(idle_stack.settings.redis_url).lrange(SmallFileQueue.LIST, 0, -1)
+        assert sorted(item.decode().split()[0] for item in listed) == sorted(files)
         assert s3.get_object(Bucket="raw", Key="obj/150", Range="bytes=5-9")["Body"].read() == \
             random_bytes(100 + 150 * 37, seed=150)[5:10]
         idle_stack.start_worker()

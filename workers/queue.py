@@ -5,9 +5,10 @@ It never raises: when the broker is down the file stays ``queued`` in MongoDB, w
 stuck-file sweep finds it and queues it again.
 
 A large file is one ingest task. A small file (one chunk) goes on a Redis list instead, and one
-``minis3.ingest_small`` task at a time drains that list, ingesting file after file: a task per
-4 KiB file cost the worker more in Celery's own work than the ingest itself, and the web more to
-publish it than two Redis commands. Each file keeps its guarantees: it is durable and ``queued``
+``minis3.ingest_small`` task at a time drains that list, up to 32 files at a time, which it
+ingests together (``Ingestor.ingest_many``: one MongoDB query per step for all of them): a task
+per 4 KiB file cost the worker more in Celery's own work than the ingest itself, and the web more
+to publish it than two Redis commands. Each file keeps its guarantees: it is durable and ``queued``
 in MongoDB before it is listed, ingest is idempotent per file, and a drain that dies leaves its
 files ``queued`` for beat to re-queue (beat also starts a drain when the list waits without one).
 """

@@ -21,14 +21,19 @@ DRAIN_BATCH = 32
 def _ingest(store, file_id: str, request_id: str | None):
     started = time.monotonic()
     report = store.ingest(file_id)
-    monitoring.observe_ingest(report, time.monotonic() - started)
+    _ingested(report, request_id, time.monotonic() - started)
+    return report
+
+
+def _ingested(report, request_id: str | None, seconds: float) -> None:
+    file_id = report.file_id
+    monitoring.observe_ingest(report, seconds)
     log.info("ingest %s request=%s status=%s chunks=%d new=%d dedup=%d bytes=%d %.3fs", file_id,
              request_id, report.status, report.chunks, report.new_chunks, report.deduplicated,
              report.bytes_written, report.seconds,
              extra={"file_id": file_id, "status": report.status, "chunks": report.chunks,
                     "new_chunks": report.new_chunks, "deduplicated": report.deduplicated,
                     "bytes_written": report.bytes_written, "seconds": round(report.seconds, 3)})
-    return report
 
 
 @shared_task(name="minis3.ingest", base=StoreTask, bind=True)
@@ -49,14 +54,25 @@ def ingest_small(self) -> int:
             if queue.release():
                 continue
             return done
-        for file_id, request_id in batch:
-            REQUEST_ID.set(request_id or "-")
+        request_ids = dict(batch)
+        # the batch's one-page files together; the others, and all of them when the batch meets
+        # anything unusual, one at a time
+        try:
+            ingested, rest = self.store.ingest_many(list(request_ids))
+        except RETRYABLE as exc:
+            log.warning("ingest of %d small files together: %r; one at a time instead", len(request_ids), exc)
+            ingested, rest = {}, list(request_ids)
+        for file_id, report in ingested.items():
+            REQUEST_ID.set(request_ids[file_id] or "-")
+            _ingested(report, request_ids[file_id], report.seconds)
+        for file_id in rest:
+            REQUEST_ID.set(request_ids[file_id] or "-")
             try:
-                _ingest(self.store, file_id, request_id)
+                _ingest(self.store, file_id, request_ids[file_id])
             except RETRYABLE as exc:  # this file alone goes the task way, with its retries
                 log.warning("ingest %s: %r; queued as its own task", file_id, exc)
-                retry(file_id, request_id)
-            done += 1
+                retry(file_id, request_ids[file_id])
+        done += len(request_ids)
         REQUEST_ID.set("-")
 
 

@@ -184,7 +184,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         store.prepare()
     except Exception as exc:  # metadata down at start: serve 503s until it is back
         log.warning("could not prepare store at start (%r); will retry per request", exc)
-    enqueue = enqueue or celery_enqueue(settings)
+    enqueue = enqueue or celery_enqueue(settings, store.redis)  # one-chunk objects: the small-file list
     names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
     credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir),
                                 Generation(store.redis))
