@@ -422,13 +422,11 @@ class MetadataRepository:
             return {}
         return {d["file"]: ManifestPage.from_mongo(d) for d in self.manifests.find({"_id": {"$in": ids}})}
 
-    def page_at_offset(self, file_id: str, offset: int) -> int:
-        """The page holding byte ``offset`` (0 for pages written before entries carried sizes)."""
-        cur = self.manifests.find({"file": file_id, "offset": {"$lte": offset}},
-                                  {"page": 1}).sort("offset", -1).limit(1)
-        for doc in cur:
-            return doc["page"]
-        return 0
+    def page_offsets(self, file_id: str) -> list[tuple[int | None, int]]:
+        """``(byte offset, page number)`` of each page of a file, in page order (offset None on
+        pages written before entries carried sizes)."""
+        cur = self.manifests.find({"file": file_id}, {"page": 1, "offset": 1}).sort("page", 1)
+        return [(d.get("offset"), d["page"]) for d in cur]
 
     def manifest_page_at_index(self, file_id: str, index: int) -> ManifestPage | None:
         """The page holding chunk ``index`` of a file (the index on file and first)."""

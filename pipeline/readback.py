@@ -8,6 +8,7 @@ only the pages it needs.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from typing import Iterator
 
 from pipeline.cache import Lru
@@ -18,30 +19,52 @@ from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, Metad
 log = logging.getLogger(__name__)
 
 
-# The first manifest page of files read lately, in this process. A page never changes once written
-# and a file id is never reused, so a copy stays right: the ranged GETs of one download (boto3 sends
-# one per 8 MiB) read a file of up to a page's 1,000 chunks without asking MongoDB for its page
-# again. A file deleted meanwhile is refused before its pages are looked at.
-_first_pages = Lru(32)
+# Manifest pages read lately, in this process, by (file id, page number), and the byte offset of
+# each page of the multi-page files among them. A page never changes once written and a file id
+# is never reused, so a copy stays right: the ranged GETs of one download (boto3 sends one per
+# 8 MiB) ask MongoDB for each page they touch once per process, not once per request, and find
+# their first page without a query. A file deleted meanwhile is refused before its pages are
+# looked at. A page of 1,000 entries takes about 200 KB here.
+_pages = Lru(16)
+_page_starts = Lru(32)
 
 
-def _first_page(repo: MetadataRepository, file_id: str) -> ManifestPage | None:
-    page = _first_pages.get(file_id)
+def _page(repo: MetadataRepository, file_id: str, number: int) -> ManifestPage | None:
+    page = _pages.get((file_id, number))
     if page is None:
-        page = repo.manifest_page(file_id, 0)
+        page = repo.manifest_page(file_id, number)
         if page is not None:
-            _first_pages.put(file_id, page)
+            _pages.put((file_id, number), page)
     return page
+
+
+def _page_holding(repo: MetadataRepository, file_id: str, offset: int) -> int:
+    """The number of the page holding byte ``offset`` (0 for pages written before entries carried
+    sizes, which record no offsets)."""
+    starts = _page_starts.get(file_id)
+    if starts is None:
+        starts = repo.page_offsets(file_id)
+        _page_starts.put(file_id, starts)
+    if not starts or any(o is None for o, _ in starts):
+        return 0
+    i = bisect_right([o for o, _ in starts], offset) - 1
+    return starts[max(i, 0)][1]
 
 
 def iter_pages_from(repo: MetadataRepository, f: FileDoc, start: int) -> Iterator[ManifestPage]:
     """The file's manifest pages from the one holding byte ``start``, with their sizes."""
-    first = _first_page(repo, f.id)
-    if first is not None and first.end_index >= f.chunk_count:  # the only page (most files)
-        yield first.sized(f.chunk_size, f.size)
-        return
-    for page in repo.iter_manifest(f.id, from_page=repo.page_at_offset(f.id, start)):
+    number = 0
+    first = _page(repo, f.id, 0)
+    if first is not None and first.end_index < f.chunk_count:
+        number = _page_holding(repo, f.id, start)
+    while True:
+        page = first if number == 0 else _page(repo, f.id, number)
+        if page is None:
+            return
         yield page.sized(f.chunk_size, f.size)
+        if page.end_index >= f.chunk_count:
+            return
+        number += 1
 
 
 def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,

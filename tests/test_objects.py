@@ -163,6 +163,10 @@ def test_multipart_completion_concatenates_manifests_without_moving_bytes(names,
     whole = b"".join(parts)
     assert read_all(names, info) == whole
     assert read_all(names, info, MIN_PART_SIZE, MIN_PART_SIZE + 20) == whole[MIN_PART_SIZE:MIN_PART_SIZE + 20]
+    # across each part's end (its short last chunk), found by the pages' byte offsets
+    for end in (len(parts[0]), len(parts[0]) + len(parts[1])):
+        for a, b in ((end - 5, end + 3), (end - CHUNK - 1, end + 1), (end, end + 2)):
+            assert read_all(names, info, a, b) == whole[a:b]
     assert store.repo.get_file(info.file_id).status == STORED
     # a repeated completion answers the same; the parts are gone
     assert names.complete("t1", "photos", "big", upload.upload_id, etags).etag == expected_etag

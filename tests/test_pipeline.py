@@ -77,6 +77,19 @@ def test_ranged_reads_of_a_one_page_file_ask_for_its_page_once(store):
     assert read_all(store, f) == data
 
 
+def test_ranged_reads_of_a_paged_file_find_their_page_by_offset_and_ask_for_each_page_once(store):
+    data = random_bytes(10 * CHUNK + 7, 8)  # three pages (page size 4 here)
+    f = put(store, data)
+    spans = [(0, 10), (4 * CHUNK - 5, 4 * CHUNK + 5), (10 * CHUNK, 10 * CHUNK + 7), (5 * CHUNK + 1, 5 * CHUNK + 2),
+             (3, 9 * CHUNK)]
+    for a, b in spans:
+        assert read_all(store, f, a, b) == data[a:b]
+    # pages and their offsets are immutable: later reads take them from this process's copies
+    store.repo.delete_manifest(f.id)
+    for a, b in spans + [(0, None)]:
+        assert read_all(store, f, a, b) == data[a:b]
+
+
 def test_second_upload_of_same_content_adds_no_chunk(store, settings):
     data = random_bytes(6 * CHUNK, 3)
     put(store, data)
