@@ -335,13 +335,14 @@ class ObjectNames:
     def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None) -> Part:
         doc = {"_id": f"{upload.upload_id}:{number:05d}", "upload": upload.upload_id, "number": number,
                "file": f.id, "etag": etag, "size": f.size, "created": time.time(), "checksum": checksum or None}
-        if self.repo.get_upload(upload.upload_id) is None:  # aborted or completed meanwhile
+        # the upload is alive (not aborted or completed while the part arrived) and stamped active;
+        # a completion or abort that races past this finds the part (or its file, for the sweep)
+        if not self.repo.touch_upload(upload.upload_id):
             self.store.discard(f.id)
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)
         previous = self.repo.put_part(doc)
         if previous is not None and previous["file"] != f.id:
             self.store.discard(previous["file"])
-        self.repo.touch_upload(upload.upload_id)
         return Part.from_mongo(doc)
 
     def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
@@ -358,8 +359,7 @@ class ObjectNames:
     def _drop_upload(self, upload: Upload) -> None:
         """The upload record first (no part can be added after), then its parts' files."""
         self.repo.delete_upload(upload.upload_id)
-        for part in self.parts(upload):
-            self.store.discard(part.file_id)
+        self.store.discard_many([part.file_id for part in self.parts(upload)])
         self.repo.delete_parts(upload.upload_id)
 
     def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
@@ -390,9 +390,10 @@ class ObjectNames:
                                      f"at least {MIN_PART_SIZE}", partNumber=part.number)
         digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
         etag = f"{digest}-{len(chosen)}"
+        found = self.repo.get_files(part.file_id for part in chosen)
         files = []
         for part in chosen:
-            f = self.repo.get_file(part.file_id)
+            f = found.get(part.file_id)
             if f is None or not f.readable:
                 raise InvalidPart(f"part {part.number} is no longer readable", partNumber=part.number)
             files.append(f)

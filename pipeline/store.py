@@ -93,8 +93,13 @@ class ObjectStore:
         try:
             if pending:
                 self.spool.create(file_id)
+            # the sources' first pages in one query (all of most parts' manifest), the rest by file
+            firsts = self.repo.first_manifest_pages(src.id for src in sources)
             for src in sources:
-                for page in self.repo.iter_manifest(src.id):
+                first = firsts.get(src.id)
+                pages = [first] if first is not None and first.end_index >= src.chunk_count \
+                    else self.repo.iter_manifest(src.id)
+                for page in pages:
                     for index, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
                         manifest.add_entry(h, x, n)
                         if src.id in pending and not self.spool.link(src.id, index, file_id, count):
@@ -153,6 +158,17 @@ class ObjectStore:
             return
         if self.repo.mark_deleted(file_id, f.tenant):
             self.repo.release_manifest(file_id)
+            self.spool.remove(file_id)
+
+    def discard_many(self, file_ids: list[str]) -> None:
+        """``discard`` of several files (the parts of a completed or aborted multipart upload) with
+        a few queries for all of them rather than a few per file; idempotent."""
+        live = [f.id for f in self.repo.get_files(file_ids).values() if f.status != DELETED]
+        if not live:
+            return
+        self.repo.mark_deleted_many(live)
+        self.repo.release_manifests(live)
+        for file_id in live:
             self.spool.remove(file_id)
 
     # --- reads -------------------------------------------------------------------------

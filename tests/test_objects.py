@@ -150,10 +150,11 @@ def test_listing_is_in_byte_order_with_prefixes_and_pages(names):
 def test_multipart_completion_concatenates_manifests_without_moving_bytes(names, store, settings):
     parts = [random_bytes(MIN_PART_SIZE + 7, 10), random_bytes(MIN_PART_SIZE + CHUNK // 2, 11), b"tail"]
     upload = names.create_upload("t1", "photos", "big", ObjectAttributes("video/mp4", {"m": "1"}))
-    etags = []
+    etags, part_files = [], []
     for number, data in zip((1, 3, 7), parts):
         part, f = names.put_part("t1", "photos", "big", upload.upload_id, number, pieces(data, 1 << 20))
         etags.append((number, part.etag))
+        part_files.append(f.id)
         store.ingest(f.id)
     before = chunk_files(settings)
     info = names.complete("t1", "photos", "big", upload.upload_id, etags)
@@ -172,6 +173,10 @@ def test_multipart_completion_concatenates_manifests_without_moving_bytes(names,
     assert names.complete("t1", "photos", "big", upload.upload_id, etags).etag == expected_etag
     with pytest.raises(NoSuchUpload):
         names.put_part("t1", "photos", "big", upload.upload_id, 9, pieces(b"late"))
+    # the parts' files are deleted and their manifests released; the object's names every chunk
+    assert set(store.repo.file_states(part_files).values()) == {"deleted"}
+    assert store.repo.manifests.count_documents({"file": {"$in": part_files}}) == 0
+    assert read_all(names, names.head("t1", "photos", "big")) == whole
 
 
 def test_completion_ingests_parts_no_worker_has_ingested_yet(names, store):
