@@ -271,6 +271,26 @@ def small_body(i: int, size: int, salt: bytes) -> bytes:
     return hashlib.shake_256(salt + i.to_bytes(8, "big")).digest(size)
 
 
+def round_robin(clients: list):
+    """``make`` for ``many``: each thread takes the next of these clients (made beforehand: a
+    client's set-up is not what is measured)."""
+    cycle = itertools.cycle(clients)
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            return next(cycle)
+    return take
+
+
+def put_small_objects(take, bucket: str, n: int, each: int, salt: bytes) -> list[str]:
+    """``n`` S3 PUTs of ``each`` bytes (``small/<i>``) from 8 threads; their request ids."""
+    def put(client, i):
+        r = client.put_object(Bucket=bucket, Key=f"small/{i:05d}", Body=small_body(i, each, salt))
+        return r["ResponseMetadata"]["RequestId"]
+    return many(n, put, make=take)
+
+
 # --- the store ------------------------------------------------------------------------------
 
 class IngestLog:
@@ -453,6 +473,29 @@ S3_BUCKET = "bench"
 AWS = str(Path(sys.executable).parent / "aws")
 
 
+@dataclass
+class SmallPuts:
+    readable_s: float  # from the first PUT sent to the last answered
+    stored_s: float  # to the last one's ingest
+    cpu_readable: CpuTimes
+    cpu_stored: CpuTimes
+
+
+def s3_small_puts(store: "Store", take, n: int, each: int, salt: bytes) -> SmallPuts:
+    """``n`` small S3 PUTs (``put_small_objects``) timed to readable and to stored, with the CPU of
+    each process group over each span; every ingest must end stored."""
+    with store.cpu() as cpu_stored:
+        started = time.perf_counter()
+        with store.cpu() as cpu_readable:
+            request_ids = put_small_objects(take, S3_BUCKET, n, each, salt)
+            answered = time.perf_counter()
+        stored_at, statuses = store.wait_requests(request_ids)
+    not_stored = {r: st for r, st in statuses.items() if st != "stored"}
+    if not_stored:
+        raise RuntimeError(f"small S3 PUTs whose ingest ended otherwise than stored: {list(not_stored.items())[:5]}")
+    return SmallPuts(answered - started, stored_at - started, cpu_readable, cpu_stored)
+
+
 class S3Front:
     """The store's S3 port as boto3 (default configuration: multipart uploads and ranged downloads
     through the transfer manager, CRC32 checksums on) and aws-cli use it."""
@@ -625,29 +668,10 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
 
         n, each = sizes.small_n, sizes.small_each
         log(f"S3: {n} PUTs of {human(each)} from 8 boto3 clients")
-        # made beforehand (a client's set-up is not what is measured); each thread of a run takes one
-        clients = itertools.cycle([s3.new_client() for _ in range(8)])
-        take_lock = threading.Lock()
-
-        def take():
-            with take_lock:
-                return next(clients)
+        take = round_robin([s3.new_client() for _ in range(8)])
         salt = os.urandom(8)
-
-        def put_small(client, i):
-            r = client.put_object(Bucket=S3_BUCKET, Key=f"small/{i:05d}", Body=small_body(i, each, salt))
-            return r["ResponseMetadata"]["RequestId"]
-
         settle()
-        with store.cpu() as cpu_stored:
-            started = time.perf_counter()
-            with store.cpu() as cpu_readable:
-                request_ids = many(n, put_small, make=take)
-                answered = time.perf_counter()
-            stored_at, statuses = store.wait_requests(request_ids)
-        not_stored = {r: st for r, st in statuses.items() if st != "stored"}
-        if not_stored:
-            raise RuntimeError(f"small S3 PUTs whose ingest ended otherwise than stored: {list(not_stored.items())[:5]}")
+        small = s3_small_puts(store, take, n, each, salt)
 
         def get_small(client, i):
             return client.get_object(Bucket=S3_BUCKET, Key=f"small/{i:05d}")["Body"].read() == \
@@ -656,11 +680,11 @@ def s3_figures(report: Report, store: Store, work: Path, sizes: Sizes, tries: in
         if not all(many(n, get_small, make=take)):
             raise RuntimeError("a small S3 object does not read back as it was put")
         name = f"S3 PUT {n} x {human(each)} (8 boto3 clients)"
-        report.files_per_second(f"{name}: readable", n, answered - started, cpu_readable.seconds,
+        report.files_per_second(f"{name}: readable", n, small.readable_s, small.cpu_readable.seconds,
                                 unit="objects/s", baseline=base.small.name if base.small else None,
                                 baseline_value=base.small.value if base.small else None,
                                 target=">= 300 objects/s", value_min=300)
-        report.files_per_second(f"{name}: to stored", n, stored_at - started, cpu_stored.seconds,
+        report.files_per_second(f"{name}: to stored", n, small.stored_s, small.cpu_stored.seconds,
                                 unit="objects/s", baseline=base.small.name if base.small else None,
                                 baseline_value=base.small.value if base.small else None)
     finally:
@@ -796,19 +820,12 @@ def run(sizes: Sizes, work: Path, log, tries: int) -> tuple[list[Figure], dict]:
                 small_s = time.perf_counter() - started
             if set(codes) - {201, 204}:
                 raise RuntimeError(f"nginx small PUTs answered {sorted(set(codes))}")
-            # the same small PUTs from 8 boto3 clients (made beforehand, as in the S3 row) to the
-            # sink: the client's own ceiling for the S3 small-object row
-            sinks = itertools.cycle([nginx.boto3_sink() for _ in range(8)])
-            sinks_lock = threading.Lock()
-
-            def take_sink():
-                with sinks_lock:
-                    return next(sinks)
+            # the same small PUTs from 8 boto3 clients, as in the S3 row, to the sink: the
+            # client's own ceiling for that row
+            take_sink = round_robin([nginx.boto3_sink() for _ in range(8)])
             with CpuTimes(nginx.roots()) as cpu_sink_small:
                 started = time.perf_counter()
-                many(sizes.small_n, lambda c, i: c.put_object(Bucket="sink", Key=f"small/{i}",
-                                                              Body=small_body(i, sizes.small_each, salt)),
-                     make=take_sink)
+                put_small_objects(take_sink, "sink", sizes.small_n, sizes.small_each, salt)
                 sink_small_s = time.perf_counter() - started
         finally:
             nginx.stop()

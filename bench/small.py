@@ -14,18 +14,16 @@ file of each process group (ms, user + system).
 """
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
 CODE = os.environ.get("CODE") or str(Path(__file__).resolve().parent.parent)
 sys.path[:0] = [CODE, os.path.join(CODE, "bench")]
 
-from run import S3_BUCKET, ROOT, S3Front, Store, many, small_body, settle  # noqa: E402
+from run import ROOT, S3Front, Store, many, round_robin, s3_small_puts, small_body, settle  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
 
 N, EACH = 1000, 4096
@@ -62,29 +60,12 @@ def main(label: str) -> None:
         print(f"{label} /api: acknowledged {N / acked:.0f}/s, stored {N / stored:.0f}/s; ms/file {per_file(cpu.seconds)}",
               flush=True)
 
-        clients = itertools.cycle([s3.new_client() for _ in range(8)])  # made beforehand
-        lock = threading.Lock()
-
-        def take():
-            with lock:
-                return next(clients)
-
-        def put(client, i):
-            r = client.put_object(Bucket=S3_BUCKET, Key=f"small/{i:05d}", Body=small_body(i, EACH, salt))
-            return r["ResponseMetadata"]["RequestId"]
-
+        take = round_robin([s3.new_client() for _ in range(8)])
         settle()
-        with store.cpu() as cpu:
-            started = time.perf_counter()
-            with store.cpu() as cpu_readable:
-                request_ids = many(N, put, make=take)
-                readable = time.perf_counter() - started
-            stored_at, statuses = store.wait_requests(request_ids)
-        if set(statuses.values()) != {"stored"}:
-            raise RuntimeError(f"ingests ended otherwise than stored: {sorted(set(statuses.values()))}")
-        print(f"{label} S3: readable {N / readable:.0f}/s, stored {N / (stored_at - started):.0f}/s; "
-              f"ms/object to readable {per_file(cpu_readable.seconds)}; to stored {per_file(cpu.seconds)}",
-              flush=True)
+        small = s3_small_puts(store, take, N, EACH, salt)
+        print(f"{label} S3: readable {N / small.readable_s:.0f}/s, stored {N / small.stored_s:.0f}/s; "
+              f"ms/object to readable {per_file(small.cpu_readable.seconds)}; "
+              f"to stored {per_file(small.cpu_stored.seconds)}", flush=True)
         s3.close()
     finally:
         stack.stop()
