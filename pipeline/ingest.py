@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from pipeline.chunkio import ChunkIO, fragments, layout, nodes_of
 from pipeline.chunkstore import Spool, fsync_dir
@@ -80,7 +80,7 @@ class Ingestor:
         report = IngestReport(file_id, doc.status, chunks=doc.chunk_count)
         done = 0
         try:
-            for page in self._manifest(doc):
+            for page in self.repo.manifest_pages(doc.id, doc.chunk_count):
                 self._ingest_page(doc, page.sized(doc.chunk_size, doc.size), report)
                 done = page.end_index
                 if done < doc.chunk_count:  # mark_stored sets the last page's progress
@@ -167,15 +167,6 @@ class Ingestor:
                 done[f.id] = reports[f.id]
                 done[f.id].status, done[f.id].seconds = STORED, seconds
         return done, [i for i in ids if i not in done]
-
-    def _manifest(self, doc: FileDoc) -> Iterator[ManifestPage]:
-        """The manifest's pages in order; the first by its id, which is all of a small file's."""
-        first = self.repo.manifest_page(doc.id, 0)
-        if first is None:
-            return
-        yield first
-        if first.first_index + len(first.hashes) < doc.chunk_count:
-            yield from self.repo.iter_manifest(doc.id, from_page=1)
 
     def _spooled(self, file_id: str, index: int):
         path = self.spool.chunk_path(file_id, index)

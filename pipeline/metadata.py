@@ -435,6 +435,17 @@ class MetadataRepository:
             return {}
         return {d["file"]: ManifestPage.from_mongo(d) for d in self.manifests.find({"_id": {"$in": ids}})}
 
+    def manifest_pages(self, file_id: str, chunk_count: int,
+                       first: ManifestPage | None = None) -> Iterator[ManifestPage]:
+        """A file's pages in order: the first by its id (or ``first``, read already), the others,
+        when there are more (most files have one page), by one query."""
+        first = first or self.manifest_page(file_id, 0)
+        if first is None:
+            return
+        yield first
+        if first.end_index < chunk_count:
+            yield from self.iter_manifest(file_id, from_page=1)
+
     def page_offsets(self, file_id: str) -> list[tuple[int | None, int]]:
         """``(byte offset, page number)`` of each page of a file, in page order (offset None on
         pages written before entries carried sizes)."""
@@ -464,23 +475,26 @@ class MetadataRepository:
     def release_manifest(self, file_id: str) -> int:
         """Drop a file's manifest, stamping its chunks as referenced until now first, so that
         GC's grace period counts from the moment the last reference went."""
-        for page in self.iter_manifest(file_id):
-            self.chunks.update_many(
-                {"_id": {"$in": sorted(set(page.hashes))}, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}},
-                {"$set": {"lastRef": time.time()}},
-            )
-        return self.delete_manifest(file_id)
+        return self.release_manifests([file_id])
 
-    def release_manifests(self, file_ids: list[str]) -> int:
-        """``release_manifest`` of several files in three round trips (their pages, the stamps of
-        their chunks, the delete)."""
+    def release_manifests(self, file_ids: list[str], stamp_batch: int = 1000) -> int:
+        """``release_manifest`` of several files: one query for their pages, one stamp per
+        ``stamp_batch`` distinct chunks (a bounded query, however large the files), one delete."""
         if not file_ids:
             return 0
-        hashes = {h for d in self.manifests.find({"file": {"$in": file_ids}}, {"hashes": 1}) for h in d["hashes"]}
-        if hashes:
-            self.chunks.update_many({"_id": {"$in": sorted(hashes)}, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}},
+        pending: set[str] = set()
+
+        def stamp() -> None:
+            self.chunks.update_many({"_id": {"$in": sorted(pending)}, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}},
                                     {"$set": {"lastRef": time.time()}})
-        return self.manifests.delete_many({"file": {"$in": file_ids}}).deleted_count
+            pending.clear()
+        for doc in self.manifests.find({"file": {"$in": list(file_ids)}}, {"hashes": 1}):
+            pending.update(doc["hashes"])
+            if len(pending) >= stamp_batch:
+                stamp()
+        if pending:
+            stamp()
+        return self.manifests.delete_many({"file": {"$in": list(file_ids)}}).deleted_count
 
     def referenced_hashes(self, hashes: list[str]) -> set[str]:
         """Which of these chunk hashes any manifest still names."""

@@ -96,10 +96,7 @@ class ObjectStore:
             # the sources' first pages in one query (all of most parts' manifest), the rest by file
             firsts = self.repo.first_manifest_pages(src.id for src in sources)
             for src in sources:
-                first = firsts.get(src.id)
-                pages = [first] if first is not None and first.end_index >= src.chunk_count \
-                    else self.repo.iter_manifest(src.id)
-                for page in pages:
+                for page in self.repo.manifest_pages(src.id, src.chunk_count, firsts.get(src.id)):
                     for index, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
                         manifest.add_entry(h, x, n)
                         if src.id in pending and not self.spool.link(src.id, index, file_id, count):
@@ -153,16 +150,11 @@ class ObjectStore:
     def discard(self, file_id: str) -> None:
         """Delete a file no name points at any more (an overwritten object, a replaced or aborted
         part); idempotent."""
-        f = self.repo.get_file(file_id)
-        if f is None or f.status == DELETED:
-            return
-        if self.repo.mark_deleted(file_id, f.tenant):
-            self.repo.release_manifest(file_id)
-            self.spool.remove(file_id)
+        self.discard_many([file_id])
 
     def discard_many(self, file_ids: list[str]) -> None:
         """``discard`` of several files (the parts of a completed or aborted multipart upload) with
-        a few queries for all of them rather than a few per file; idempotent."""
+        a few queries for all of them rather than a few per file."""
         live = [f.id for f in self.repo.get_files(file_ids).values() if f.status != DELETED]
         if not live:
             return

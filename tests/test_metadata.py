@@ -86,6 +86,35 @@ def test_manifest_page_by_id_is_the_page_the_query_finds(store):
     assert repo.manifest_page(file_id, 3) is None
 
 
+def test_releasing_manifests_stamps_every_chunk_in_bounded_batches_then_drops_the_pages(store):
+    repo = store.repo
+    hashes = [f"{i:064x}" for i in range(10)]
+    repo.claim_chunks([{"_id": h, "size": 1, "xxh3": "x", "node": "node-1"} for h in hashes])
+    repo.mark_chunks_stored(hashes[:7])  # three stay writing: stamped too
+    repo.chunks.update_many({}, {"$set": {"lastRef": 1.0}})
+    files = [str(ObjectId()) for _ in range(2)]
+    for page in range(3):  # pages of 2 entries: 5 over the two files, a chunk shared between them
+        repo.put_manifest_page(files[page % 2], page // 2, page * 2, page * 20, hashes[page * 2:page * 2 + 2],
+                               ["x", "y"], [10, 10])
+    repo.put_manifest_page(files[1], 1, 2, 20, [hashes[0], *hashes[6:10]], ["x"] * 5, [10] * 5)
+    before = time.time()
+    assert repo.release_manifests(files, stamp_batch=3) == 4
+    assert all(d["lastRef"] >= before - 1e-3 for d in repo.chunks.find({"_id": {"$in": hashes}}))
+    assert repo.manifests.count_documents({"file": {"$in": files}}) == 0
+
+
+def test_manifest_pages_read_the_first_by_id_and_the_rest_only_when_there_are_more(store):
+    repo = store.repo
+    file_id = str(ObjectId())
+    for page in range(3):
+        repo.put_manifest_page(file_id, page, page * 2, page * 20, [f"{page}a", f"{page}b"], ["x", "y"], [10, 10])
+    every = list(repo.iter_manifest(file_id))
+    assert list(repo.manifest_pages(file_id, 6)) == every
+    assert list(repo.manifest_pages(file_id, 6, first=every[0])) == every
+    assert list(repo.manifest_pages(file_id, 2)) == every[:1]  # a one-page file: no second query
+    assert list(repo.manifest_pages(str(ObjectId()), 0)) == []
+
+
 def test_timestamps_written_by_set_stay_numbers(store):
     repo = store.repo
     f = repo.insert_file(ObjectId(), "t", "n", "text/plain", 1, "0" * 64, 1, 1024)
