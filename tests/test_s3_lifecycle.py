@@ -79,7 +79,10 @@ def test_beat_aborts_an_abandoned_multipart_upload_and_its_parts(beat_stack):
         part_file = store.repo.parts.find_one({"upload": uid})["file"]
         wait_for(lambda: not s3.list_multipart_uploads(Bucket="slow").get("Uploads"), timeout=60,
                  what="the upload aborted by beat")
-        assert store.repo.get_file(part_file).status == "deleted"
-        assert store.repo.parts.count_documents({"upload": uid}) == 0
+        # the abort drops the upload's record first, then its parts: wait for the end of it
+        wait_for(lambda: store.repo.get_file(part_file).status == "deleted", timeout=30,
+                 what="the part's file deleted by the abort")
+        wait_for(lambda: store.repo.parts.count_documents({"upload": uid}) == 0, timeout=30,
+                 what="the part records removed by the abort")
     finally:
         store.repo.client.close()
