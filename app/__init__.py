@@ -38,22 +38,6 @@ def celery_queue_depth(settings: Settings, redis_client=None) -> Callable[[], in
     return ingest_queue_depth(make_celery(settings), redis_client)
 
 
-def celery_heal(settings: Settings) -> Callable[..., None]:
-    """Queue ``heal(*chunks)`` (one task); when the broker is down the chunks stay flagged for
-    ``minis3 heal``/scrub."""
-    from workers.celery import make_celery
-
-    celery = make_celery(settings)
-
-    def heal(*chunk_hashes: str) -> None:
-        try:
-            celery.send_task("minis3.heal", args=list(chunk_hashes), retry=False)
-        except Exception as exc:
-            log.warning("could not queue a heal of %d chunk(s) (%r); they stay flagged", len(chunk_hashes), exc)
-
-    return heal
-
-
 def create_app(settings: Settings | None = None, store: ObjectStore | None = None,
                enqueue: Callable[[str, str | None], None] | None = None,
                queue_depth: Callable[[], int] | None = None) -> Flask:
@@ -66,19 +50,13 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     from app.openapi import openapi
     from app.security import init_security
     from pipeline.objects import ObjectNames
-    from pipeline.store import ObjectStore
+    from workers.wiring import build_store
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MINIS3_SETTINGS"] = settings
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
-    store = store or ObjectStore.from_settings(settings)
-    try:
-        store.prepare()
-    except Exception as exc:  # metadata down at start: serve 503s until it is back
-        log.warning("could not prepare store at start (%r); will retry per request", exc)
-    if store.heal_enqueue is None:
-        store.heal_enqueue = celery_heal(settings) if enqueue is None else None
+    store = build_store(settings, store=store, heal=enqueue is None)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = ObjectNames(store)
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings, store.redis)

@@ -116,11 +116,9 @@ def command_settings(needs: tuple[str, ...] = ("redis_url", "mongo_url")) -> Set
 
 
 def _store():
-    from pipeline.store import ObjectStore
+    from workers.wiring import build_store
 
-    store = ObjectStore.from_settings(command_settings())
-    store.prepare()
-    return store
+    return build_store(command_settings(), strict=True)
 
 
 @contextmanager
@@ -241,10 +239,6 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         status = scrub_status(store)
         _print_json_or(args, {"scrub": status}, [json.dumps(status, indent=2)])
         return 0
-    from app import celery_heal
-
-    heal = celery_heal(store.settings)
-    store.heal_enqueue = heal
     bar = _Progress("scrub", args.json)
     bar.total(store.repo.count_chunks())
     try:

@@ -244,6 +244,8 @@ COMPONENTS = {
                                    "storedFiles": COUNT, "storedBytes": COUNT,
                                    "throughputBytesPerS": {"type": "number"}, "logicalBytes": COUNT,
                                    "physicalBytes": COUNT,
+                                   "uniqueBytes": {**COUNT, "description": "distinct chunks' bytes "
+                                                   "(absent from samples taken before it was recorded)"},
                                    "nodes": {"type": "object", "additionalProperties": COUNT}}}},
                 "events": {"type": "object", "description": "runs of each periodic job (gc; scrub, heal where "
                                                             "recorded), newest first",

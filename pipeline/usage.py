@@ -30,6 +30,7 @@ def take_sample(store, queue_depth, now: float | None = None) -> dict:
         "at": now, "seconds": round(now - since, 3), "queueDepth": figures["queueDepth"],
         "storedFiles": files, "storedBytes": stored_bytes,
         "logicalBytes": figures["logicalBytes"], "physicalBytes": figures["physicalBytes"],
+        "uniqueBytes": figures["uniqueBytes"],
         "nodes": {n["node"]: n["bytes"] for n in figures["nodes"]},
     }
     store.repo.add_sample(sample)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import uuid
 
 import pytest
@@ -16,11 +15,8 @@ from pipeline import maintenance, usage
 from pipeline.keys import ApiKeys
 from pipeline.metadata import MetadataRepository
 from pipeline.store import ObjectStore
+from tests.browser import chromium
 from tests.stack import MiB, Stack, random_bytes, wait_for
-
-CHROMIUM = os.environ.get("MINIS3_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +159,8 @@ def test_samples_record_queue_depth_and_throughput_and_each_tenant_sees_only_its
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        pytest.skip(f"Chromium is not installed ({CHROMIUM}): apt-get install chromium chromium-driver")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-                              args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Tab:
@@ -349,8 +339,26 @@ def test_dashboard_store_page_shows_an_admin_the_whole_store_with_charts(dash, b
         assert abs(float(share) - n["bytes"] / total) < 1e-3
     tenants = {r.get_attribute("data-tenant") for r in page.query_selector_all("#tenants tbody tr")}
     assert {"acme", "other", "ops"} <= tenants
+    redundancy = stats["physicalBytes"] - stats["uniqueBytes"]
+    shown_saved = page.evaluate("(n) => window.MiniS3.formatBytes(n)", stats["dedupSavedBytes"])
+    assert page.text_content("#fig-ratio .detail") == f"{shown_saved} saved by dedup"
+    assert page.text_content("#fig-redundancy .detail").startswith(f"{redundancy:,} bytes of coding over ")
+    # each chart drew exactly the figures it was given, and its canvas is not blank
+    samples = get(dash, "/api/stats/history?window=3600", "ops").json()["samples"]
+    drawn = page.evaluate("""() => Object.fromEntries(Object.entries(window.MiniS3Charts.drawn)
+        .map(([name, u]) => [name, u.data.map((series) => Array.from(series))]))""")
+    shown = len(drawn["queue"][1])
+    assert 2 <= shown <= len(samples)  # the page loaded its history before ours: a prefix of it
+    samples = samples[:shown]
+    assert drawn["queue"][1] == [s["queueDepth"] for s in samples]
+    assert drawn["dedup"][1] == [s["logicalBytes"] for s in samples]
+    assert drawn["dedup"][4] == [max(0, s["physicalBytes"] - s["uniqueBytes"]) for s in samples]
+    assert drawn["nodes"][1] == [n["bytes"] for n in stats["nodes"]]
     for chart in ("#chart-nodes", "#chart-queue", "#chart-dedup"):
-        assert page.query_selector(f"{chart} canvas") is not None, chart
+        painted = page.evaluate("""(sel) => { const c = document.querySelector(sel + " canvas");
+            const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+            for (let i = 3; i < px.length; i += 4) if (px[i] !== 0) return true; return false; }""", chart)
+        assert painted, chart
     assert page.query_selector_all("#job-gc tbody tr"), "the GC run is listed"
     assert "samples, one every 2 s" in page.text_content("#history-note")
     tab.shot("store-admin")

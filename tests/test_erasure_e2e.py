@@ -3,6 +3,7 @@ removed, damaged and drained under them, and the operator commands run as a user
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import subprocess
 import threading
@@ -94,7 +95,17 @@ def test_four_plus_two_over_six_nodes_loses_any_two(tmp_path, backends):
     s = Stack(tmp_path, backends, nodes=node_dirs(tmp_path, 6), ec="4+2")
     try:
         files = put_files(s, [9 * MiB + 5, 2 * MiB], 4200)
-        for lost in ((0, 5), (2, 3)):
+        hashes = {hashlib.sha256(data[at:at + MiB]).hexdigest()
+                  for data in files.values() for at in range(0, len(data), MiB)}
+        # the 4+2 layout: six fragments of each chunk, one on each of the six nodes
+        placed = {}
+        for p in fragment_files(s):
+            placed.setdefault(p.name.partition(".")[0], []).append((p.name.partition(".")[2], p.parent.parent.parent))
+        assert set(placed) == hashes
+        for where in placed.values():
+            assert sorted(i for i, _ in where) == [str(i) for i in range(6)]
+            assert len({node for _, node in where}) == 6
+        for lost in itertools.combinations(range(6), 2):  # every pair of the 15
             aside = []
             for i in lost:
                 node = Path(s.settings.nodes[i])

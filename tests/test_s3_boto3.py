@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
+from pipeline.chunkio import fragment_name
+from pipeline.objects import name_id
 from tests.s3clients import boto3_client
 from tests.stack import MiB, random_bytes, wait_for
 
@@ -44,11 +47,20 @@ def test_put_get_head_delete_round_trip(s3, size):
 
 
 def test_put_object_is_ingested_into_chunks(s3_stack, s3):
-    data = random_bytes(3 * MiB, seed=77)
+    data = random_bytes(3 * MiB, seed=77)  # three distinct 1 MiB chunks nothing else shares
     before = set(s3_stack.chunk_files())
     s3.put_object(Bucket="data", Key="ingested.bin", Body=data)
-    added = wait_for(lambda: len(set(s3_stack.chunk_files()) - before) >= 3, what="3 new chunks on the nodes")
-    assert added
+    with s3_stack.metadata() as repo:
+        file_id = repo.objects.find_one({"_id": name_id("data", "ingested.bin")})["file"]
+        wait_for(lambda: repo.get_file(file_id).status == "stored", what="the object's file stored")
+    k, m = s3_stack.settings.ec_layout
+    chunk = s3_stack.settings.chunk_size
+    expected = {fragment_name(hashlib.sha256(data[at:at + chunk]).hexdigest(), i, k, m)
+                for at in range(0, len(data), chunk) for i in range(k + m)}
+    added = {Path(p).name for p in set(s3_stack.chunk_files()) - before}
+    assert added == expected and len(added) == 3 * (k + m)
+    # stored means the spool no longer holds the chunks: the GET below reads the nodes
+    assert not (Path(s3_stack.settings.spool_dir) / file_id).exists()
     assert s3.get_object(Bucket="data", Key="ingested.bin")["Body"].read() == data
 
 
@@ -346,3 +358,19 @@ def test_unimplemented_operations_answer_501(s3):
         with pytest.raises(ClientError) as info:
             call()
         assert error_code(info.value) == ("NotImplemented", 501)
+
+
+def test_a_corrupt_fragment_read_through_s3_is_healed_at_once(s3_stack, s3):
+    """No beat runs in this stack: only the heal the S3 read queues can repair the fragment."""
+    data = random_bytes(2 * MiB, seed=4242)
+    s3.put_object(Bucket="data", Key="to-heal.bin", Body=data)
+    with s3_stack.metadata() as repo:
+        file_id = repo.objects.find_one({"_id": name_id("data", "to-heal.bin")})["file"]
+        wait_for(lambda: repo.get_file(file_id).status == "stored", what="the object's file stored")
+    first = hashlib.sha256(data[:s3_stack.settings.chunk_size]).hexdigest()
+    fragment = next(Path(p) for p in s3_stack.chunk_files() if Path(p).name == fragment_name(first, 0, 2, 1))
+    good = fragment.read_bytes()
+    fragment.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])  # same size, wrong bytes
+    assert s3.get_object(Bucket="data", Key="to-heal.bin")["Body"].read() == data
+    wait_for(lambda: fragment.exists() and fragment.read_bytes() == good, timeout=60,
+             what="the corrupt fragment rewritten by the heal the read queued")

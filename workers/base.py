@@ -9,6 +9,7 @@ from celery import Task
 
 from pipeline.errors import ChunkBusy, NodesUnavailable, ServiceUnavailable
 from pipeline.store import ObjectStore
+from workers.wiring import build_store
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,5 @@ class StoreTask(Task):
     def store(self) -> ObjectStore:
         # built lazily in each worker process, after the prefork: pymongo clients must not cross a fork
         if StoreTask._store is None:
-            store = ObjectStore.from_settings(self.app.minis3_settings)
-            store.prepare()
-            store.heal_enqueue = lambda *hashes: self.app.send_task("minis3.heal", args=list(hashes))
-            StoreTask._store = store
+            StoreTask._store = build_store(self.app.minis3_settings, self.app, strict=True)
         return StoreTask._store

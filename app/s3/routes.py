@@ -38,6 +38,7 @@ from pipeline.credentials import S3Credentials
 from pipeline.errors import StoreError
 from pipeline.objects import ObjectNames
 from pipeline.store import ObjectStore
+from workers.wiring import build_store
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("minis3.s3.access")
@@ -179,11 +180,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/bucket//key" names the key "/key"
-    store = store or ObjectStore.from_settings(settings)
-    try:
-        store.prepare()
-    except Exception as exc:  # metadata down at start: serve 503s until it is back
-        log.warning("could not prepare store at start (%r); will retry per request", exc)
+    store = build_store(settings, store=store, heal=enqueue is None)
     enqueue = enqueue or celery_enqueue(settings, store.redis)  # one-chunk objects: the small-file list
     names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
     credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir),

@@ -33,9 +33,12 @@
     }, data, target);
   }
 
+  // dedup saves logical - unique; redundancy costs physical - unique (null where a sample has no unique bytes)
+  const less = (s, field) => (s.uniqueBytes == null ? null : Math.max(0, s[field] - s.uniqueBytes));
+
   function dedup(target, samples) {
     const data = [epoch(samples), samples.map((s) => s.logicalBytes), samples.map((s) => s.physicalBytes),
-      samples.map((s) => Math.max(0, s.logicalBytes - s.physicalBytes))];
+      samples.map((s) => less(s, "logicalBytes")), samples.map((s) => less(s, "physicalBytes"))];
     target.replaceChildren();
     return new uPlot({
       width: width(target), height: 220,
@@ -44,7 +47,8 @@
         {},
         { label: "logical", stroke: COLORS[0], width: 2, value: (u, v) => formatBytes(v) },
         { label: "physical", stroke: COLORS[2], width: 2, value: (u, v) => formatBytes(v) },
-        { label: "saved", stroke: COLORS[1], width: 1, fill: "rgba(22,163,74,0.12)", value: (u, v) => formatBytes(v) },
+        { label: "saved by dedup", stroke: COLORS[1], width: 1, fill: "rgba(22,163,74,0.12)", value: (u, v) => (v === null ? "–" : formatBytes(v)) },
+        { label: "redundancy", stroke: COLORS[4], width: 1, value: (u, v) => (v === null ? "–" : formatBytes(v)) },
       ],
       axes: [{}, bytesAxis("bytes")],
     }, data, target);
@@ -68,5 +72,9 @@
     }, [xs, list.map((n) => n.bytes)], target);
   }
 
-  window.MiniS3Charts = { queue, dedup, nodes };
+  // the last chart drawn of each kind, so that what a chart shows can be read back (uPlot keeps its data)
+  const drawn = {};
+  const keep = (name, draw) => (target, input) => (drawn[name] = draw(target, input));
+
+  window.MiniS3Charts = { queue: keep("queue", queue), dedup: keep("dedup", dedup), nodes: keep("nodes", nodes), drawn };
 })();

@@ -465,11 +465,13 @@ async function storePage(me) {
   if (me.admin) {
     $("#store-title").textContent = "Store";
     $("#store-scope").textContent = "the whole store (admin view)";
-    const saved = stats.physicalBytes ? stats.logicalBytes - stats.physicalBytes : 0;
+    // two separate figures: what dedup saves (logical - unique) and what redundancy costs (physical - unique)
+    const redundancy = Math.max(0, stats.physicalBytes - stats.uniqueBytes);
     figures.append(
       figure("logical bytes", formatBytes(stats.logicalBytes), "fig-logical", `${stats.logicalBytes.toLocaleString("en")} bytes stored by users`),
       figure("physical bytes", formatBytes(stats.physicalBytes), "fig-physical", `${stats.physicalBytes.toLocaleString("en")} bytes on the nodes`),
-      figure("dedup ratio", formatRatio(stats.dedupRatio), "fig-ratio", `${formatBytes(Math.max(saved, 0))} saved`),
+      figure("dedup ratio", formatRatio(stats.dedupRatio), "fig-ratio", `${formatBytes(stats.dedupSavedBytes)} saved by dedup`),
+      figure("redundancy", formatBytes(redundancy), "fig-redundancy", `${redundancy.toLocaleString("en")} bytes of coding over ${formatBytes(stats.uniqueBytes)} unique (${stats.layout})`),
       figure("files", String(stats.files.byStatus.stored), "fig-files", `stored (${stats.files.total} in all states)`),
       figure("chunks", String(stats.chunks), "fig-chunks", "distinct, stored"),
       figure("ingest queue", String(stats.queueDepth), "fig-queue", "tasks waiting"));
