@@ -208,7 +208,8 @@ def node_down_then_back(tmp_path, backends, count: int, seed: int, take_down, br
         healed = minis3(s, "heal", "--flagged", "--json")  # what beat's sweep of flagged chunks runs
         assert healed.returncode == 0, healed.stdout + healed.stderr
         report = json.loads(healed.stdout)
-        assert report["healed"] == len(new) and report["lost"] == report["blocked"] == 0
+        # the worker's heal tasks may take some of them meanwhile: what counts is the end state
+        assert report["healed"] > 0 and report["lost"] == report["blocked"] == report["partial"] == 0
         assert_fully_redundant(ChunkStore(s.settings.nodes), chunk_docs(s))
         assert not list(held.glob("??/*"))  # released once the chunks were whole again
         checked = minis3(s, "fsck")
