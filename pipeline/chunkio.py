@@ -7,7 +7,9 @@ single fragment is the chunk itself, at ``<node>/<h[0:2]>/<h[2:4]>/<h>``; fragme
 ``k+m`` chunk (Reed-Solomon, ``pipeline.erasure``) is ``<h>.<i>`` on its own node. Documents written
 before layouts existed carry a bare ``node``: they read as ``1+0``. ``frags`` lists the fragments
 that were written; an index it lacks is missing (a node was down at write time) until heal
-writes it. ``fv`` counts changes of ``frags``, so that heal, drain and convert change a layout
+writes it; a chunk stored with no fragment to spare (fewer than k+1) keeps its spooled copy
+(``Spool.hold``) until heal has written every fragment, and a read that finds fewer than k
+fragments is served from that copy. ``fv`` counts changes of ``frags``, so that heal, drain and convert change a layout
 with a compare-and-set.
 
 Every read is verified before its bytes are returned: each fragment against its own xxh3-128,

@@ -2,10 +2,11 @@
 
 This is the only module that knows paths. A whole chunk lives at ``<node>/<h[0:2]>/<h[2:4]>/<h>``,
 fragment ``i`` of an erasure-coded chunk beside it as ``<h>.<i>``; an upload being received lives
-at ``<spool>/<file id>/<chunk index, 8 digits>``. Writes are atomic: a temporary name under
-``<node>/.tmp``, fsync, rename, and an fsync of the directory. A node is up while its directory
-exists: a write never creates a node's root (an unmounted disk stays down, it does not fill the
-disk beneath it).
+at ``<spool>/<file id>/<chunk index, 8 digits>``; a spooled chunk kept past its upload while its
+erasure-coded chunk has no fragment to spare is held at ``<spool>/.held/<h[0:2]>/<h>``. Writes
+are atomic: a temporary name under ``<node>/.tmp``, fsync, rename, and an fsync of the directory.
+A node is up while its directory exists: a write never creates a node's root (an unmounted disk
+stays down, it does not fill the disk beneath it).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
 TMP_DIR = ".tmp"  # in-flight writes of a node; what a killed writer left there is swept by GC
 QUARANTINE_DIR = ".quarantine"
+HELD_DIR = ".held"  # in the spool: spooled chunks kept while their chunk has no fragment to spare
 HEX = frozenset("0123456789abcdef")
 
 
@@ -451,13 +453,13 @@ class Spool:
     # --- held copies: spooled chunks kept past their upload while their chunk has no redundancy ---
 
     def held_path(self, chunk_hash: str) -> Path:
-        """``<spool>.held/<h[0:2]>/<h>``: beside the spool (same filesystem, so a hard link), outside
-        it (the spool sweep never sees it)."""
+        """``<spool>/.held/<h[0:2]>/<h>``: in the spool (one filesystem, so a hard link; shared by
+        every host that mounts the spool), under a name no upload has (``entries`` skips it)."""
         return self.held_root / chunk_hash[0:2] / chunk_hash
 
     @property
     def held_root(self) -> Path:
-        return self.root.with_name(self.root.name + ".held")
+        return self.root / HELD_DIR
 
     def hold(self, file_id: str, index: int, chunk_hash: str) -> Path:
         """Keep the spooled chunk ``index`` of an upload under its hash after the upload's spool goes
@@ -526,7 +528,7 @@ class Spool:
             return []
         out = []
         for entry in os.scandir(self.root):
-            if entry.is_dir():
+            if entry.is_dir() and not entry.name.startswith("."):  # .held is no upload
                 try:
                     out.append((entry.name, entry.stat().st_mtime))
                 except FileNotFoundError:
