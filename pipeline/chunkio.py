@@ -7,7 +7,9 @@ single fragment is the chunk itself, at ``<node>/<h[0:2]>/<h[2:4]>/<h>``; fragme
 ``k+m`` chunk (Reed-Solomon, ``pipeline.erasure``) is ``<h>.<i>`` on its own node. Documents written
 before layouts existed carry a bare ``node``: they read as ``1+0``. ``frags`` lists the fragments
 that were written; an index it lacks is missing (a node was down at write time) until heal
-writes it. ``fv`` counts changes of ``frags``, so that heal, drain and convert change a layout
+writes it; a chunk stored with no fragment to spare (fewer than k+1) keeps its spooled copy
+(``Spool.hold``) until heal has written every fragment, and a read that finds fewer than k
+fragments is served from that copy. ``fv`` counts changes of ``frags``, so that heal, drain and convert change a layout
 with a compare-and-set.
 
 Every read is verified before its bytes are returned: each fragment against its own xxh3-128,
@@ -181,6 +183,10 @@ class ChunkIO:
                 placed.failed[i] = f"{node}: {exc.message}"
                 log.warning("fragment %d of chunk %s not written to %s: %s", i, doc["_id"], node, exc.message)
                 continue
+            except OSError as exc:  # a read-only or failing disk: that node is down for this write
+                placed.failed[i] = f"{node}: {exc.strerror or exc}"
+                log.warning("fragment %d of chunk %s not written to %s: %r", i, doc["_id"], node, exc)
+                continue
             placed.frags.append({"i": i, "node": node, "size": len(piece), "xxh3": xxh3(piece)})
         return placed
 
@@ -196,8 +202,11 @@ class ChunkIO:
 
     def delete(self, doc: dict) -> None:
         """Remove every fragment of a chunk: those its document records, and any fragment file of
-        it that another node still holds (one a heal or a move wrote before it was interrupted)."""
+        it that another node still holds (one a heal or a move wrote before it was interrupted),
+        and its held spool copy."""
         k, m = layout(doc)
+        if (k, m) != WHOLE:
+            self.spool.release(doc["_id"])
         for frag in fragments(doc):
             if frag.get("node") is not None:
                 self.chunks.delete(frag["node"], fragment_name(doc["_id"], frag["i"], k, m))
@@ -251,6 +260,11 @@ class ChunkIO:
         found = self.check(doc, enough=k)
         if len(found.good) < k:
             self._damaged(doc, found, damaged)
+            held = self.read_held(doc)
+            if held is not None:
+                log.warning("chunk %s: %d of the %d fragments needed are readable; served from its held "
+                            "spool copy", chunk_hash, len(found.good), k)
+                return held
             log.error("chunk %s: %d of the %d fragments needed are readable (%d corrupt, %d missing)", chunk_hash,
                       len(found.good), k, len(found.corrupt), len(found.missing))
             # the reason is one of the fixed few a metric label takes
@@ -311,6 +325,28 @@ class ChunkIO:
                     self.on_damage(h)
         except Exception as exc:  # a heal that cannot be queued now is found by scrub later
             log.warning("could not queue heals of %d damaged chunk(s): %r", len(hashes), exc)
+
+    # --- held copies ---------------------------------------------------------------------------
+
+    def needs_hold(self, doc: dict, written: int) -> bool:
+        """A chunk stored with ``written`` fragments keeps its spooled copy while it could not
+        survive the loss of one more node (fewer than k+1 fragments) and has parity to heal."""
+        k, m = layout(doc)
+        return m > 0 and written < k + 1
+
+    def read_held(self, doc: dict) -> bytes | None:
+        """The chunk's held spool copy, verified; None when there is none (or it does not verify)."""
+        data = self.spool.read_held(doc["_id"])
+        if data is None:
+            return None
+        if len(data) != doc["size"] or xxh3(data) != doc["xxh3"]:
+            log.error("held spool copy of chunk %s does not match its checksum", doc["_id"])
+            return None
+        return data
+
+    def release_held(self, chunk_hash: str) -> None:
+        if self.spool.release(chunk_hash):
+            log.info("chunk %s fully redundant again: its held spool copy is released", chunk_hash)
 
     def read_spooled(self, file_id: str, index: int, size: int, xxh3_hex: str) -> bytes | None:
         """A chunk of an upload not yet ingested, verified; None when the spool no longer holds it

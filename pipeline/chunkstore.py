@@ -2,10 +2,11 @@
 
 This is the only module that knows paths. A whole chunk lives at ``<node>/<h[0:2]>/<h[2:4]>/<h>``,
 fragment ``i`` of an erasure-coded chunk beside it as ``<h>.<i>``; an upload being received lives
-at ``<spool>/<file id>/<chunk index, 8 digits>``. Writes are atomic: a temporary name under
-``<node>/.tmp``, fsync, rename, and an fsync of the directory. A node is up while its directory
-exists: a write never creates a node's root (an unmounted disk stays down, it does not fill the
-disk beneath it).
+at ``<spool>/<file id>/<chunk index, 8 digits>``; a spooled chunk kept past its upload while its
+erasure-coded chunk has no fragment to spare is held at ``<spool>/.held/<h[0:2]>/<h>``. Writes
+are atomic: a temporary name under ``<node>/.tmp``, fsync, rename, and an fsync of the directory.
+A node is up while its directory exists: a write never creates a node's root (an unmounted disk
+stays down, it does not fill the disk beneath it).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
 TMP_DIR = ".tmp"  # in-flight writes of a node; what a killed writer left there is swept by GC
 QUARANTINE_DIR = ".quarantine"
+HELD_DIR = ".held"  # in the spool: spooled chunks kept while their chunk has no fragment to spare
 HEX = frozenset("0123456789abcdef")
 
 
@@ -448,13 +450,85 @@ class Spool:
     def exists(self, file_id: str) -> bool:
         return self.upload_dir(file_id).is_dir()
 
+    # --- held copies: spooled chunks kept past their upload while their chunk has no redundancy ---
+
+    def held_path(self, chunk_hash: str) -> Path:
+        """``<spool>/.held/<h[0:2]>/<h>``: in the spool (one filesystem, so a hard link; shared by
+        every host that mounts the spool), under a name no upload has (``entries`` skips it)."""
+        return self.held_root / chunk_hash[0:2] / chunk_hash
+
+    @property
+    def held_root(self) -> Path:
+        return self.root / HELD_DIR
+
+    def hold(self, file_id: str, index: int, chunk_hash: str) -> Path:
+        """Keep the spooled chunk ``index`` of an upload under its hash after the upload's spool goes
+        (a hard link, else a copy); returns the directory the caller fsyncs."""
+        dst = self.held_path(chunk_hash)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.chunk_path(file_id, index), dst)
+            except FileExistsError:
+                pass  # held already (another upload of the same content, or a rerun)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                tmp = dst.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
+                try:
+                    with open(self.chunk_path(file_id, index), "rb") as fin, open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+                        fout.flush()
+                        os.fsync(fout.fileno())
+                    os.rename(tmp, dst)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise_if_full(exc)
+            raise
+        return dst.parent
+
+    def read_held(self, chunk_hash: str) -> bytes | None:
+        try:
+            with open(self.held_path(chunk_hash), "rb", buffering=0) as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def is_held(self, chunk_hash: str) -> bool:
+        return self.held_path(chunk_hash).exists()
+
+    def release(self, chunk_hash: str) -> bool:
+        """Drop a held copy (its chunk is fully redundant again, or gone)."""
+        try:
+            self.held_path(chunk_hash).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def held(self) -> Iterator[tuple[str, float]]:
+        """(chunk hash, time it was held: the link's ctime) of every held copy."""
+        try:
+            tops = sorted(os.scandir(self.held_root), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for top in tops:
+            if not top.is_dir():
+                continue
+            for entry in os.scandir(top.path):
+                if parse_name(entry.name) is not None and "." not in entry.name:
+                    try:
+                        yield entry.name, entry.stat().st_ctime
+                    except FileNotFoundError:
+                        continue
+
     def entries(self) -> Iterable[tuple[str, float]]:
         """(file id, last modification time) of every spooled upload."""
         if not self.root.is_dir():
             return []
         out = []
         for entry in os.scandir(self.root):
-            if entry.is_dir():
+            if entry.is_dir() and not entry.name.startswith("."):  # .held is no upload
                 try:
                     out.append((entry.name, entry.stat().st_mtime))
                 except FileNotFoundError:

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator
 from pipeline.chunkio import fragments, layout, nodes_of, xxh3
 from pipeline.chunkstore import parse_name
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
+from pipeline.metadata import CHUNK_STORED as STORED_CHUNK
 from pipeline.progress import Progress, ProgressCallback
 
 BATCH = 500
@@ -115,6 +116,7 @@ def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None 
     _check_stored_files(store, report, to_heal, done)
     _check_stuck_files(store, report, now, enqueue, done)
     _check_unreferenced(store, report, now, done)
+    _check_held(store, report, now)
     report.seconds = time.monotonic() - started
     return report
 
@@ -230,7 +232,7 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
                 lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
             elif layout(doc) != (1, 0) and not store.chunkio.is_placed(doc):
                 present, (k, m) = store.chunkio.present(doc), layout(doc)
-                if present < k:
+                if present < k and not store.spool.is_held(h):  # a held spooled copy rebuilds it
                     lost.setdefault(h, f"{present} of the {k} fragments needed on {','.join(nodes_of(doc))}")
                 elif degraded is not None:
                     degraded[h] = (present, k + m)
@@ -311,3 +313,24 @@ def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -
             if d["_id"] not in referenced:
                 report.unreferenced.add(chunk=d["_id"], node=",".join(nodes_of(d)), size=d.get("size", 0),
                                         idleSeconds=int(now - d.get("lastRef", now)))
+
+
+# --- held spooled copies ------------------------------------------------------------------------
+
+def _check_held(store, report: FsckReport, now: float) -> None:
+    """A spooled copy held for a chunk that is whole again, or has no document, is unknown: heal
+    (and GC) release them; a crash in between leaves them. Repair releases those past the grace
+    period (a held copy is linked before its chunk's document says stored)."""
+    held = list(store.spool.held())
+    for batch in _batches(held):
+        docs = store.repo.chunk_docs(h for h, _ in batch)
+        for h, since in batch:
+            doc = docs.get(h)
+            if doc is not None and (doc.get("state") != STORED_CHUNK or not store.chunkio.is_placed(doc)):
+                continue  # still degraded (reported as under-replicated), or being written
+            age = now - since
+            path = store.spool.held_path(h)
+            size = path.stat().st_size if path.exists() else 0
+            report.unknown.add(node="spool", path=str(path), size=size, ageSeconds=int(age))
+            if report.repair and age > store.settings.gc_grace_s and store.spool.release(h):
+                report.repaired["removed"] += 1

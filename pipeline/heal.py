@@ -148,12 +148,19 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         if not want:
             if doc.get("needsHeal"):
                 store.repo.clear_heal_flag(doc)
+            store.chunkio.release_held(chunk_hash)
             return HealResult(chunk_hash, HEALTHY, quarantined=quarantined)
+        sources = found.good
         if len(found.good) < k:
-            store.repo.flag_heal(chunk_hash)
-            reason = f"{len(found.good)} of the {k} fragments needed are readable"
-            log.error("heal: chunk %s cannot be rebuilt: %s", chunk_hash, reason)
-            return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
+            held = store.chunkio.read_held(doc)  # stored with no fragment to spare: its spooled copy
+            if held is None:
+                store.repo.flag_heal(chunk_hash)
+                reason = f"{len(found.good)} of the {k} fragments needed are readable"
+                log.error("heal: chunk %s cannot be rebuilt: %s", chunk_hash, reason)
+                return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
+            log.warning("heal: chunk %s: %d of the %d fragments needed are readable; rebuilding from its held "
+                        "spool copy", chunk_hash, len(found.good), k)
+            sources = dict(enumerate(store.chunkio.codec(k, m).encode(held)))
         holding = {f["node"] for f in fragments(doc) if f["i"] in found.good}
         targets = choose_targets(chunk_hash, want, doc, holding, usable_now, load)
         if not targets:
@@ -161,7 +168,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             reason = f"no usable node holds none of its other fragments (fragments {want} missing)"
             return HealResult(chunk_hash, BLOCKED, quarantined=quarantined, reason=reason)
         try:
-            rebuilt = store.chunkio.codec(k, m).reconstruct(found.good, sorted(targets))
+            rebuilt = store.chunkio.codec(k, m).reconstruct(sources, sorted(targets))
         except NotEnoughFragments as exc:
             return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=exc.message)
         encoded = [rebuilt.get(i, b"") for i in range(k + m)]
@@ -177,6 +184,8 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             old = next((x for x in fragments(doc) if x["i"] == f["i"]), None)
             if old is not None and old.get("node") and old["node"] != f["node"]:
                 store.chunkio.delete_fragment(doc, old)
+        if complete:
+            store.chunkio.release_held(chunk_hash)
         done = [f["i"] for f in placed.frags]
         store.repo.update_event("heal", inc={"fragments": len(done), "chunks": 1})
         log.info("heal: chunk %s fragments %s rebuilt on %s", chunk_hash, done, [f["node"] for f in placed.frags])
@@ -199,7 +208,8 @@ def _paged(fetch: Callable[[str | None], list[dict]]) -> Iterable[dict]:
 
 def chunks_to_heal(store, full_scan: bool = True) -> Iterable[str]:
     """Hashes of chunks flagged for heal, then (``full_scan``) of every stored chunk that misses a
-    fragment on its node (a cheap check: no bytes read, a stat per fragment)."""
+    fragment on its node (a cheap check: no bytes read, a stat per fragment) and of every chunk
+    whose spooled copy is still held (heal releases it once the chunk is fully redundant)."""
     seen: set[str] = set()
     for doc in _paged(lambda after: store.repo.chunks_needing_heal(after, 500)):
         seen.add(doc["_id"])
@@ -207,7 +217,39 @@ def chunks_to_heal(store, full_scan: bool = True) -> Iterable[str]:
     if full_scan:
         for doc in _paged(lambda after: store.repo.stored_chunks(after, 500)):
             if doc["_id"] not in seen and not store.chunkio.is_placed(doc):
+                seen.add(doc["_id"])
                 yield doc["_id"]
+        for h in stale_held(store):
+            if h not in seen:
+                yield h
+
+
+def stale_held(store, now: float | None = None) -> Iterable[str]:
+    """Held spooled copies that may have outlived their purpose: each one whose chunk is stored (heal
+    releases it when the chunk is whole), and, released here, each one whose chunk has had no
+    document for longer than the GC grace period (GC deletes the held copy with the chunk; this is
+    what a crash in between leaves)."""
+    now = time.time() if now is None else now
+    for batch in _batches_of(store.spool.held(), 500):
+        docs = store.repo.chunk_docs([h for h, _ in batch])
+        for h, since in batch:
+            doc = docs.get(h)
+            if doc is None:
+                if now - since > store.settings.gc_grace_s:
+                    store.chunkio.release_held(h)
+            elif doc.get("state") == CHUNK_STORED:
+                yield h
+
+
+def _batches_of(items: Iterable, size: int) -> Iterable[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def heal_all(store, full_scan: bool = True, progress: Callable[[int], None] | None = None,

@@ -8,9 +8,13 @@ content leave one copy. Chunk bytes are read and written only through ``pipeline
 
 A new chunk takes the layout of ``MINIS3_EC``: ``k+m`` fragments on ``k+m`` distinct nodes, the
 first taken round-robin from the shared counter. Nodes that are down, full or draining are
-skipped; a chunk with at least ``k+1`` fragments durable is stored and its missing fragments are
-left to heal (``on_degraded``); with fewer, ingest stops with ``NodesUnavailable`` and the task
-retries later (the file stays in the queue and its spool keeps every byte).
+skipped; a chunk with at least ``k`` fragments durable (on ``k`` distinct nodes) is stored and its
+missing fragments are left to heal (``on_degraded``). One stored with no fragment to spare (fewer
+than ``k+1``) also keeps its spooled copy, hard-linked under its hash (``Spool.hold``), until heal
+has restored every fragment: the upload's acknowledgement promised a durable copy, and ``k``
+fragments on ``k`` disks alone survive no further loss. With fewer than ``k`` fragments
+written, ingest stops with ``NodesUnavailable`` and the task retries later (the file stays in the
+queue and its spool keeps every byte).
 """
 from __future__ import annotations
 
@@ -239,8 +243,8 @@ class Ingestor:
         if new:
             k, m = self.chunkio.ec
             usable = self.usable_nodes()
-            if len(usable) < k + min(m, 1):
-                raise NodesUnavailable(f"a {k}+{m} chunk needs {k + min(m, 1)} writable node(s); "
+            if len(usable) < k:
+                raise NodesUnavailable(f"a {k}+{m} chunk needs {k} writable node(s); "
                                        f"{len(usable)} of {len(self.placement.node_ids)} are up, not full and "
                                        f"not draining", writable=sorted(usable))
             stripes = self.placement.next_stripes(len(new), k + m, usable)
@@ -264,6 +268,7 @@ class Ingestor:
         written = []
         layouts: dict[str, dict] = {}  # fragments written by this ingest, for the documents
         short: dict[str, dict[int, str]] = {}
+        hold: list[str] = []  # stored with no fragment to spare: their spooled copy stays
 
         def place(item: tuple[str, dict]):
             h, d = item
@@ -293,9 +298,11 @@ class Ingestor:
                 continue
             dirs |= placed.dirs
             k, m = layout(d)
-            if len(placed.frags) < k + min(m, 1):
+            if len(placed.frags) < k:
                 short[h] = placed.failed
                 continue
+            if self.chunkio.needs_hold(d, len(placed.frags)):
+                hold.append(h)
             written.append(h)
             if (k, m) != (1, 0):
                 degraded = len(placed.frags) < k + m
@@ -305,6 +312,9 @@ class Ingestor:
                     heal_after.append(h)
             report(h).new_chunks += 1
             report(h).bytes_written += d["size"]
+        if hold and not short:  # the held copies are durable before the chunks say stored
+            dirs |= {self.spool.hold(*first_at[h], h) for h in hold}
+            dirs.add(self.spool.held_root)
         if coded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
             list(_placer().map(fsync_dir, dirs))
         else:

@@ -264,14 +264,15 @@ class ObjectStore:
                                for n in self.chunks.node_ids]
         k, m = self.settings.ec_layout
         writable = [n["node"] for n in checks["nodes"] if n["state"] == "up"]
-        need = k + min(m, 1)
+        need = k
         layout = {"ec": f"{k}+{m}", "writableNodes": len(writable), "ok": len(writable) >= k + m}
         if len(writable) < need:
             layout["reason"] = (f"ingest waits: a {k}+{m} chunk needs {need} writable node(s), "
                                 f"{len(writable)} are up; uploads stay queued until nodes come back")
         elif len(writable) < k + m:
             layout["reason"] = (f"new chunks are stored with {len(writable)} of {k + m} fragments and "
-                                f"healed once nodes come back")
+                                f"healed once nodes come back" + (" (their spooled copies are kept until then)"
+                                                                  if len(writable) < k + 1 else ""))
         checks["layout"] = layout
         try:
             degraded = self.repo.count_needing_heal()

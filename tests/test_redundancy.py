@@ -100,21 +100,23 @@ def test_ingest_skips_a_down_node_and_keeps_every_chunk_fully_redundant(store4, 
 
 
 def test_too_few_nodes_up_keeps_the_file_queued_then_stores_it_once_a_node_is_back(store):
-    away = store.chunks.node_dirs["node-3"].with_name("node-3.away")
-    store.chunks.node_dirs["node-3"].rename(away)
+    away = {n: store.chunks.node_dirs[n].rename(store.chunks.node_dirs[n].with_name(n + ".away"))
+            for n in ("node-2", "node-3")}
     data = random_bytes(3 * CHUNK, 330)
     f = store.receive("t1", "f", None, pieces(data))
     with pytest.raises(NodesUnavailable) as err:
         store.ingest(f.id)
-    assert "needs 3 writable node(s); 2 of 3" in err.value.message
+    assert "needs 2 writable node(s); 1 of 3" in err.value.message
     assert store.repo.get_file(f.id).status == PROCESSING and store.spool.exists(f.id)
     health = store.health()
     assert not health["ok"] and "ingest waits" in health["layout"]["reason"]
-    assert [n["state"] for n in health["nodes"]] == ["up", "up", "down"]
+    assert [n["state"] for n in health["nodes"]] == ["up", "down", "down"]
     assert read_all(store, store.get_readable("t1", f.id)) == data  # read-after-write from the spool
-    away.rename(store.chunks.node_dirs["node-3"])
-    assert store.ingest(f.id).status == "stored"
-    assert read_all(store, store.get_readable("t1", f.id)) == data and run_fsck(store).clean
+    away["node-3"].rename(store.chunks.node_dirs["node-3"])
+    assert store.ingest(f.id).status == "stored"  # two of three nodes: stored degraded
+    assert read_all(store, store.get_readable("t1", f.id)) == data
+    away["node-2"].rename(store.chunks.node_dirs["node-2"])
+    assert heal_all(store).lost == 0 and run_fsck(store).clean
 
 
 def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_heal(store6, monkeypatch):
@@ -134,16 +136,17 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
     assert run_fsck(store).clean and read_all(store, f) == data
 
 
-def test_a_full_node_among_three_keeps_a_two_plus_one_upload_queued_not_failed(store, monkeypatch):
+def test_a_full_node_among_three_stores_a_two_plus_one_upload_degraded_then_heal_completes_it(store, monkeypatch):
     data = random_bytes(4 * CHUNK, 342)
     f = store.receive("t1", "f", None, pieces(data))
     fill_node(monkeypatch, store.chunks.node_dirs["node-2"])
-    with pytest.raises(NodesUnavailable) as err:
-        store.ingest(f.id)  # two fragments of three: fewer than k+1, nothing is stored
-    assert "no space left" in err.value.message
-    assert store.repo.get_file(f.id).status == PROCESSING and store.spool.exists(f.id)
+    assert store.ingest(f.id).status == "stored"  # two fragments of three: k, stored and held
+    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    assert all(len(fragments(d)) == 2 and "node-2" not in nodes_of(d) and d.get("needsHeal") for d in docs)
+    assert all(store.spool.is_held(d["_id"]) for d in docs) and not store.spool.exists(f.id)
     monkeypatch.undo()
-    assert store.ingest(f.id).status == "stored"  # the retry, once the node has room
+    assert heal_all(store).healed == len(docs)  # node-2 has room again
+    assert not any(store.spool.is_held(d["_id"]) for d in docs)
     assert read_all(store, store.get_readable("t1", f.id)) == data and run_fsck(store).clean
 
 
