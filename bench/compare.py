@@ -268,7 +268,8 @@ class MiniS3(S3System):
         self.stack_ctx.callback(stack.stop)
         try:
             self.store = Store.ready(stack, backends)
-            self.front = S3Front(self.store, self.dir)  # the bucket "bench" and an S3 key of its own
+            (self.dir / "front").mkdir()
+            self.front = S3Front(self.store, self.dir / "front")  # the bucket "bench" and an S3 key of its own
             self.stack_ctx.callback(self.front.close)
         except BaseException:
             self.stack_ctx.close()
@@ -496,7 +497,7 @@ def markdown(rows: list[Row], sizes: Sizes) -> str:
 
 NOTES = """\
 Upload and download: s5cmd `cp` at its defaults (50 MiB parts, 5 in flight) for S3 rows, curl for
-nginx; the fastest of {tries} tries, each with content of its own. "to stored": this store's file
+nginx; the fastest of {tries}, each with content of its own. "to stored": this store's file
 `stored` in MongoDB, after which the upload's CPU is counted (peers: CPU to the 200). Download:
 s5cmd cp to a file, then SHA-256 against the upload (untimed). Small PUTs: `s5cmd --numworkers
 {workers} cp 'dir/*'` (nginx: curl --parallel-max {workers}); "to stored" from the worker's
@@ -513,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{human(QUICK.big)} and {QUICK.small_n} small objects: a smoke run")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated rows, in this order (default: all): {','.join(SYSTEMS)}")
+    parser.add_argument("--size-mib", type=int, help="size of the large transfer in MiB (default: 1024, quick 8)")
+    parser.add_argument("--small", type=int, help="how many small objects (default: 1000, quick 100)")
     parser.add_argument("--tries", type=int, default=None,
                         help="large transfers per row, distinct content; the fastest counts (default 2, quick 1)")
     parser.add_argument("--dir", type=Path, default=ROOT / "var",
@@ -526,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not chosen:
         parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
     sizes = QUICK if args.quick else FULL
+    sizes = Sizes(big=args.size_mib * MiB if args.size_mib else sizes.big, small_n=args.small or sizes.small_n)
     tries = max(1, args.tries or (1 if args.quick else 2))
     args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-peers-", dir=args.dir)).resolve()
@@ -564,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     text = markdown(rows, sizes)
-    notes = NOTES.format(tries=tries, workers=SMALL_WORKERS, cpus=os.cpu_count())
+    notes = NOTES.format(tries=f"{tries} tr{'y' if tries == 1 else 'ies'}", workers=SMALL_WORKERS, cpus=os.cpu_count())
     print()
     print(text)
     print()
