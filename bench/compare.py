@@ -28,7 +28,6 @@ every process of the system (bench/procgroups.py), children that exited included
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -132,8 +131,9 @@ class System:
     def data_dirs(self) -> list[Path]:
         raise NotImplementedError
 
-    def wait_quiet(self, timeout: float = 60, every: float = 0.5, busy: float = 0.05) -> None:
-        """Until the server uses less than ``busy`` of a core: no start-up inside a measurement."""
+    def wait_quiet(self, timeout: float = 60, every: float = 0.5, busy: float = 0.1) -> None:
+        """Until the server uses less than ``busy`` of a core: no start-up inside a measurement
+        (an idle Swift, its workers' masters polling, takes about 0.04 of a core)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with CpuTimes(self.server_roots()) as cpu:
