@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf var spool/* nodes/node-*
