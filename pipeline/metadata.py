@@ -764,6 +764,16 @@ class MetadataRepository:
         except DuplicateKeyError:
             return False
 
+    def replace_object_name_if(self, doc: dict, etags: list[str] | None) -> dict | None:
+        """Point an existing name at a file only while its ETag is one of ``etags`` (any ETag when
+        None): the compare-and-set of ``If-Match``. Returns the document it replaced, None when the
+        name is missing or its ETag differs (nothing written)."""
+        query: dict = {"_id": doc["_id"]}
+        if etags is not None:
+            query["etag"] = {"$in": list(etags)}
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.objects.find_one_and_update(query, {"$set": fields}, return_document=ReturnDocument.BEFORE)
+
     def get_object_name(self, name_id: str) -> dict | None:
         return self.objects.find_one({"_id": name_id})
 
@@ -810,6 +820,34 @@ class MetadataRepository:
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.parts.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
                                               return_document=ReturnDocument.BEFORE)
+
+    def put_part_if_newer(self, doc: dict) -> tuple[bool, dict | None]:
+        """Record a part unless one recorded under its number finished later (``finished``): the
+        upload that finished last wins, whatever the order of the two records. (recorded, the part
+        it replaced, or the newer part that stays when not recorded)."""
+        try:
+            self.parts.insert_one(doc)
+            return True, None
+        except DuplicateKeyError:
+            pass
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        for _ in range(3):  # a part deleted between our insert and our update: insert again
+            previous = self.parts.find_one_and_update(
+                {"_id": doc["_id"], "finished": {"$lte": doc["finished"]}}, {"$set": fields},
+                return_document=ReturnDocument.BEFORE)
+            if previous is not None:
+                return True, previous
+            newer = self.parts.find_one({"_id": doc["_id"]})
+            if newer is not None and "finished" not in newer:  # recorded before parts carried the time
+                return True, self.put_part(doc)
+            if newer is not None:
+                return False, newer
+            try:
+                self.parts.insert_one(doc)
+                return True, None
+            except DuplicateKeyError:
+                continue
+        return False, self.parts.find_one({"_id": doc["_id"]})
 
     def list_parts(self, upload_id: str, after_number: int = 0, limit: int = 10_000) -> list[dict]:
         return list(self.parts.find({"upload": upload_id, "number": {"$gt": after_number}})

@@ -67,6 +67,21 @@ class ObjectAttributes:
 
 
 @dataclass(frozen=True)
+class WriteCondition:
+    """What a conditional write requires of the name it writes: ``If-Match`` (the current ETag is
+    one of ``if_match``; ``"*"``: any object exists) or ``If-None-Match: *`` (no object exists)."""
+    if_match: tuple[str, ...] | None = None  # unquoted ETags, or ("*",)
+    if_none_match: bool = False
+
+    def __bool__(self) -> bool:
+        return self.if_match is not None or self.if_none_match
+
+    def match_etags(self) -> list[str] | None:
+        """The ETags If-Match accepts; None for any."""
+        return None if self.if_match is None or "*" in self.if_match else list(self.if_match)
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     bucket: str
     key: str
@@ -80,12 +95,14 @@ class ObjectInfo:
     checksum: dict | None
     part_sizes: list[int] | None  # multipart objects: each part's size, for GET ?partNumber=
     upload_id: str | None = None
+    part_checksums: list[str | None] | None = None  # multipart objects: each part's checksum (base64)
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ObjectInfo":
         return cls(doc["bucket"], doc["key"], doc["file"], doc["size"], doc["etag"], doc["created"],
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
-                   doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"))
+                   doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
+                   doc.get("partChecksums"))
 
 
 @dataclass(frozen=True)
@@ -96,10 +113,13 @@ class Upload:
     tenant: str
     created: float
     attributes: dict  # ObjectAttributes.to_mongo() of the object to be
+    checksum_algorithm: str | None = None  # x-amz-checksum-algorithm at creation: every part carries one
+    checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, with an algorithm
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "Upload":
-        return cls(doc["_id"], doc["bucket"], doc["key"], doc["tenant"], doc["created"], doc.get("attrs") or {})
+        return cls(doc["_id"], doc["bucket"], doc["key"], doc["tenant"], doc["created"], doc.get("attrs") or {},
+                   doc.get("checksumAlgorithm"), doc.get("checksumType"))
 
 
 @dataclass(frozen=True)
@@ -186,16 +206,34 @@ class ObjectNames:
 
     def put(self, tenant: str, bucket: str, key: str, pieces: Iterable[bytes], attrs: ObjectAttributes,
             if_none_match: bool = False, request_id: str | None = None,
-            size_hint: int | None = None) -> tuple[ObjectInfo, FileDoc]:
+            size_hint: int | None = None, condition: WriteCondition | None = None) -> tuple[ObjectInfo, FileDoc]:
         """Receive the bytes into a new file, then point the name at it. ``attrs.checksum`` may be
         filled in by the pieces' iterator as it ends (a trailer checksum). Returns the object and
-        its file, which the caller queues for ingest."""
+        its file, which the caller queues for ingest. A ``condition`` is checked before the body is
+        read and again, as a compare-and-set, when the name is written."""
+        condition = condition or WriteCondition(if_none_match=if_none_match)
         self.bucket(tenant, bucket)
         valid_key(key)
+        self.check_write(bucket, key, condition)
         f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
                                md5=True, sha256=False, extra={"bucket": bucket, "key": key}, size_hint=size_hint)
-        info = self.bind(f, bucket, key, f.md5, attrs, if_none_match=if_none_match)
+        info = self.bind(f, bucket, key, f.md5, attrs, condition=condition)
         return info, f
+
+    def check_write(self, bucket: str, key: str, condition: WriteCondition | None) -> None:
+        """Refuse a conditional write early, before any byte is received or composed: NoSuchKey for
+        If-Match on a missing key, PreconditionFailed otherwise. ``bind`` decides races."""
+        if not condition:
+            return
+        doc = self.repo.get_object_name(name_id(bucket, key))
+        if condition.if_match is not None:
+            if doc is None:
+                raise NoSuchKey("no such key (If-Match)", key=key)
+            etags = condition.match_etags()
+            if etags is not None and doc["etag"] not in etags:
+                raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
+        if condition.if_none_match and doc is not None:
+            raise PreconditionFailed("an object with this key exists (If-None-Match: *)", key=key)
 
     def name_file(self, tenant: str, f: FileDoc, bucket: str, key: str, content_type: str | None) -> ObjectInfo:
         """Give a file uploaded through /api a name (it must carry its MD5)."""
@@ -206,11 +244,31 @@ class ObjectNames:
 
     def bind(self, f: FileDoc, bucket: str, key: str, etag: str, attrs: ObjectAttributes,
              if_none_match: bool = False, part_sizes: list[int] | None = None,
-             upload_id: str | None = None) -> ObjectInfo:
+             upload_id: str | None = None, condition: WriteCondition | None = None,
+             part_checksums: list | None = None) -> ObjectInfo:
+        """Point the name at ``f``. Under a ``condition`` the write is a compare-and-set: of two
+        racing conditional writes one wins; a losing write's file is discarded, like a replaced one."""
         doc = {"_id": name_id(bucket, key), "bucket": bucket, "key": key, "file": f.id, "size": f.size,
                "etag": etag, "created": time.time(), "partSizes": part_sizes, "uploadId": upload_id,
                **attrs.to_mongo()}
-        if if_none_match:
+        if part_checksums is not None:
+            doc["partChecksums"] = part_checksums
+        condition = condition or WriteCondition(if_none_match=if_none_match)
+        if condition.if_match is not None and condition.if_none_match:  # contradictory: fails either way
+            self.store.discard(f.id)
+            self.check_write(bucket, key, condition)
+            raise NoSuchKey("no such key (If-Match)", key=key)
+        if condition.if_match is not None:
+            previous = self.repo.replace_object_name_if(doc, condition.match_etags())
+            if previous is None:
+                self.store.discard(f.id)
+                if self.repo.get_object_name(doc["_id"]) is None:
+                    raise NoSuchKey("no such key (If-Match)", key=key)
+                raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
+            if previous["file"] != f.id:
+                self.store.discard(previous["file"])
+            return ObjectInfo.from_mongo(doc)
+        if condition.if_none_match:
             if not self.repo.insert_object_name(doc):
                 self.store.discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
@@ -246,18 +304,21 @@ class ObjectNames:
         return True
 
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
-             attrs: ObjectAttributes | None) -> ObjectInfo:
+             attrs: ObjectAttributes | None, condition: WriteCondition | None = None) -> ObjectInfo:
         """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
-        ``attrs`` None copies the source's attributes (metadata directive COPY)."""
+        ``attrs`` None copies the source's attributes (metadata directive COPY). ``condition``
+        is the destination's (If-Match / If-None-Match of the copy request)."""
         src = self.head(tenant, src_bucket, src_key)
         self.bucket(tenant, dst_bucket)
         valid_key(dst_key)
+        self.check_write(dst_bucket, dst_key, condition)
         src_file = self.file_of(src)
         if attrs is None:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
         f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
-        info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes)
+        info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
+                         part_checksums=src.part_checksums)
         self._ingest_later(f)
         return info
 
@@ -303,12 +364,15 @@ class ObjectNames:
 
     # --- multipart uploads ---------------------------------------------------------------------
 
-    def create_upload(self, tenant: str, bucket: str, key: str, attrs: ObjectAttributes) -> Upload:
+    def create_upload(self, tenant: str, bucket: str, key: str, attrs: ObjectAttributes,
+                      checksum_algorithm: str | None = None, checksum_type: str | None = None) -> Upload:
         self.bucket(tenant, bucket)
         valid_key(key)
         now = time.time()
         doc = {"_id": secrets.token_urlsafe(24), "bucket": bucket, "key": key, "tenant": tenant,
                "created": now, "updated": now, "attrs": attrs.to_mongo()}
+        if checksum_algorithm:
+            doc.update(checksumAlgorithm=checksum_algorithm, checksumType=checksum_type)
         self.repo.insert_upload(doc)
         return Upload.from_mongo(doc)
 
@@ -330,19 +394,27 @@ class ObjectNames:
         f = self.store.receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
                                request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
                                extra={"upload": upload.upload_id, "partNumber": number})
-        return self.record_part(upload, number, f, f.md5, checksum), f
+        return self.record_part(upload, number, f, f.md5, checksum, finished=time.time()), f
 
-    def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None) -> Part:
+    def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None,
+                    finished: float | None = None) -> Part:
+        """Record a part whose bytes finished arriving at ``finished``. Of two uploads of one part
+        number the one that finished last wins, even when it is recorded first; the other's file is
+        discarded (the client was answered for both, as S3 does)."""
+        finished = time.time() if finished is None else finished
         doc = {"_id": f"{upload.upload_id}:{number:05d}", "upload": upload.upload_id, "number": number,
-               "file": f.id, "etag": etag, "size": f.size, "created": time.time(), "checksum": checksum or None}
+               "file": f.id, "etag": etag, "size": f.size, "created": finished, "finished": finished,
+               "checksum": checksum or None}
         # the upload is alive (not aborted or completed while the part arrived) and stamped active;
         # a completion or abort that races past this finds the part (or its file, for the sweep)
         if not self.repo.touch_upload(upload.upload_id):
             self.store.discard(f.id)
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)
-        previous = self.repo.put_part(doc)
-        if previous is not None and previous["file"] != f.id:
-            self.store.discard(previous["file"])
+        recorded, other = self.repo.put_part_if_newer(doc)
+        if not recorded:
+            self.store.discard(f.id)
+        elif other is not None and other["file"] != f.id:
+            self.store.discard(other["file"])
         return Part.from_mongo(doc)
 
     def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
@@ -363,8 +435,12 @@ class ObjectNames:
         self.repo.delete_parts(upload.upload_id)
 
     def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
-                 requested: list[tuple[int, str]]) -> ObjectInfo:
-        """Compose the object from the listed parts (ascending numbers, gaps allowed)."""
+                 requested: list[tuple[int, str]], condition: WriteCondition | None = None,
+                 checksum_of: Callable[[Upload, list[Part]], dict | None] | None = None) -> ObjectInfo:
+        """Compose the object from the listed parts (ascending numbers, gaps allowed).
+        ``checksum_of(upload, parts)`` checks what the client says of the parts' checksums and
+        returns the object's (or None); ``condition`` is checked before the parts are composed and
+        again when the name is written. A failed condition leaves the upload as it was."""
         try:
             upload = self.upload(tenant, bucket, key, upload_id)
         except NoSuchUpload:
@@ -372,6 +448,7 @@ class ObjectNames:
             if done is not None and done.get("uploadId") == upload_id:
                 return ObjectInfo.from_mongo(done)
             raise
+        self.check_write(bucket, key, condition)
         if not requested:
             raise InvalidPart("a completion must list at least one part")
         numbers = [n for n, _ in requested]
@@ -397,11 +474,14 @@ class ObjectNames:
             if f is None or not f.readable:
                 raise InvalidPart(f"part {part.number} is no longer readable", partNumber=part.number)
             files.append(f)
+        checksum = checksum_of(upload, chosen) if checksum_of is not None else None
+        part_checksums = [p.checksum["value"] if p.checksum else None for p in chosen]
         attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
-                                 upload.attributes.get("headers") or {}, None)
+                                 upload.attributes.get("headers") or {}, checksum)
         f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
-        info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id)
+        info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id,
+                         condition=condition, part_checksums=part_checksums if any(part_checksums) else None)
         self._drop_upload(upload)
         self._ingest_later(f)
         return info

@@ -125,3 +125,65 @@ def requested(headers) -> ChecksumRequest | None:
     if sdk_algorithm is not None:
         return ChecksumRequest(sdk_algorithm, None, False)
     return None
+
+
+# --- multipart uploads: checksum types, composite and full-object checksums -----------------------
+
+COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
+CHECKSUM_TYPES = (COMPOSITE, FULL_OBJECT)
+# the types each algorithm supports, the default first (AWS: CRC64NVME is full-object only, SHA
+# digests are composite only, the CRC32s default to composite when no type is given)
+_TYPES_OF = {"CRC32": (COMPOSITE, FULL_OBJECT), "CRC32C": (COMPOSITE, FULL_OBJECT), "CRC64NVME": (FULL_OBJECT,),
+             "SHA1": (COMPOSITE,), "SHA256": (COMPOSITE,)}
+_COMBINE = {"CRC32": crt.combine_crc32, "CRC32C": crt.combine_crc32c, "CRC64NVME": crt.combine_crc64nvme}
+
+
+def upload_checksum(algorithm: str | None, checksum_type: str | None) -> tuple[str | None, str | None]:
+    """(algorithm, type) of a CreateMultipartUpload's x-amz-checksum-algorithm and -type headers;
+    InvalidRequest for a type without an algorithm or a pair S3 does not support."""
+    if checksum_type is not None and checksum_type.strip():
+        kind = checksum_type.strip().upper()
+        if kind not in CHECKSUM_TYPES:
+            raise InvalidRequest(f"Value for x-amz-checksum-type header is invalid: {checksum_type.strip()!r} "
+                                 f"(supported: {', '.join(CHECKSUM_TYPES)})")
+        if not algorithm or not algorithm.strip():
+            raise InvalidRequest("The x-amz-checksum-type header can only be used with the "
+                                 "x-amz-checksum-algorithm header.")
+    else:
+        kind = None
+    if not algorithm or not algorithm.strip():
+        return None, None
+    name = algorithm_named(algorithm, where="x-amz-checksum-algorithm")
+    if kind is None:
+        kind = _TYPES_OF[name][0]
+    elif kind not in _TYPES_OF[name]:
+        raise InvalidRequest(f"The {kind} checksum type cannot be used with the {name.lower()} checksum algorithm.")
+    return name, kind
+
+
+def value_header(headers) -> tuple[str, str] | None:
+    """(algorithm, base64) of the one ``x-amz-checksum-<algorithm>`` header a request carries, if any."""
+    found = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname.startswith(HEADER_PREFIX) and lname not in _NOT_VALUES:
+            found.append((algorithm_named(lname[len(HEADER_PREFIX):], where=lname), value.strip()))
+    if len(found) > 1:
+        raise InvalidRequest("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
+    return found[0] if found else None
+
+
+def composite(algorithm: str, part_digests: list[bytes]) -> str:
+    """A composite checksum: the checksum of the concatenated raw part checksums, ``-N``."""
+    return f"{compute(algorithm, b''.join(part_digests))}-{len(part_digests)}"
+
+
+def combine(algorithm: str, parts: list[tuple[bytes, int]]) -> str:
+    """The full-object CRC of the concatenation of parts given as (raw CRC, size), with no byte read."""
+    join = _COMBINE.get(algorithm)
+    if join is None:
+        raise InvalidRequest(f"The {algorithm} checksum algorithm has no full-object checksum.")
+    value = 0  # the CRC of no bytes
+    for digest, size in parts:
+        value = join(value, int.from_bytes(digest, "big"), size)
+    return base64.b64encode(value.to_bytes(DIGEST_SIZES[algorithm], "big")).decode("ascii")

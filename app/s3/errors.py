@@ -176,7 +176,7 @@ class InvalidRange(S3Error):
 
 
 class InvalidPartNumber(S3Error):
-    code, status, default_message = "InvalidPartNumber", 416, "The requested partnumber is not satisfiable"
+    code, status, default_message = "InvalidPartNumber", 400, "The requested partnumber is not satisfiable"
 
 
 class MethodNotAllowed(S3Error):

@@ -9,26 +9,48 @@ from __future__ import annotations
 import re
 
 from flask import Response
+from werkzeug.datastructures import Headers
 
-from app.s3.errors import InvalidArgument, InvalidRange, InvalidRequest
-from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source, object_location)
+from app.s3 import checksums
+from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange,
+                           InvalidRequest)
+from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source, object_location,
+                            write_condition)
+from app.s3.payload import PayloadReader
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
-from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, PartEntry, UploadEntry, check_encoding_type,
-                          complete_multipart_xml, copy_part_xml, initiate_multipart_xml, list_parts_xml,
-                          list_uploads_xml, parse_complete_multipart, quote_etag)
+from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, PartEntry, UploadEntry,
+                          check_encoding_type, complete_multipart_checksum_xml, complete_multipart_xml,
+                          copy_part_xml, initiate_multipart_xml, list_parts_xml, list_uploads_xml,
+                          parse_complete_multipart, quote_etag, read_limited)
 from pipeline.names import valid_key
+from pipeline.objects import Part, Upload
 
 _COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
 def create_upload(call: S3Call) -> Response:
     key = valid_key(call.key)
-    upload = call.names.create_upload(call.tenant, call.bucket, key, object_attributes(call))
+    algorithm, kind = checksums.upload_checksum(call.header("x-amz-checksum-algorithm"),
+                                                call.header("x-amz-checksum-type"))
+    upload = call.names.create_upload(call.tenant, call.bucket, key, object_attributes(call), algorithm, kind)
     headers = {}
-    algorithm = call.header("x-amz-checksum-algorithm")
     if algorithm:
-        headers["x-amz-checksum-algorithm"] = algorithm.upper()
+        headers.update({"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": kind})
     return xml_answer(initiate_multipart_xml(call.bucket, key, upload.upload_id), headers=headers)
+
+
+def _part_checksum(call: S3Call, upload: Upload) -> checksums.Checksum | None:
+    """The checksum the server computes of a part whose upload has an algorithm and whose request
+    carries none; InvalidRequest when the request names another algorithm."""
+    if upload.checksum_algorithm is None:
+        return None
+    sent = checksums.requested(call.headers)
+    if sent is None:
+        return checksums.Checksum(upload.checksum_algorithm)
+    if sent.algorithm != upload.checksum_algorithm:
+        raise InvalidRequest(f"Checksum Type mismatch occurred, expected checksum Type: "
+                             f"{upload.checksum_algorithm.lower()}, actual checksum Type: {sent.algorithm.lower()}")
+    return None
 
 
 def _part_number(call: S3Call) -> int:
@@ -41,12 +63,17 @@ def upload_part(call: S3Call) -> Response:
     if call.header("x-amz-copy-source") is not None:
         return upload_part_copy(call)
     number = _part_number(call)
+    upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])
+    own = _part_checksum(call, upload)
     reader = call.body()
     checksum: dict = {}  # filled in when the body ends, before the part is recorded
 
     def pieces():
-        yield from reader
-        checksum.update(checksum_of(reader) or {})
+        for piece in reader:
+            if own is not None:
+                own.update(piece)
+            yield piece
+        checksum.update(checksum_of(reader) or ({"algorithm": own.algorithm, "value": own.b64()} if own else {}))
 
     part, _ = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces(),
                                   checksum=checksum, request_id=call.request_id)
@@ -56,7 +83,7 @@ def upload_part(call: S3Call) -> Response:
 def upload_part_copy(call: S3Call) -> Response:
     """The source's bytes (or the x-amz-copy-source-range of them) streamed through a new part."""
     number = _part_number(call)
-    call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])  # before any byte moves
+    upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])  # before any byte moves
     src_bucket, src_key = copy_source(call)
     src = call.names.head(call.tenant, src_bucket, src_key)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
@@ -73,10 +100,22 @@ def upload_part_copy(call: S3Call) -> Response:
             raise InvalidRange("The requested range is not satisfiable", RangeRequested=wanted,
                                ActualObjectSize=str(src.size))
         start, stop = first, last + 1
-    pieces = call.names.read(src, start, stop) if stop > start else iter(())
-    part, _ = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces,
-                                  request_id=call.request_id)
-    return xml_answer(copy_part_xml(part.etag, part.last_modified))
+    source = call.names.read(src, start, stop) if stop > start else iter(())
+    own = checksums.Checksum(upload.checksum_algorithm) if upload.checksum_algorithm else None
+    checksum: dict = {}
+
+    def pieces():
+        for piece in source:
+            if own is not None:
+                own.update(piece)
+            yield piece
+        if own is not None:
+            checksum.update(algorithm=own.algorithm, value=own.b64())
+
+    part, _ = call.names.put_part(call.tenant, call.bucket, call.key, call.query["uploadId"], number, pieces(),
+                                  checksum=checksum, request_id=call.request_id)
+    sums = {part.checksum["algorithm"]: part.checksum["value"]} if part.checksum else None
+    return xml_answer(copy_part_xml(part.etag, part.last_modified, sums))
 
 
 def list_parts(call: S3Call) -> Response:
@@ -129,8 +168,73 @@ def abort_upload(call: S3Call) -> Response:
 
 
 def complete_upload(call: S3Call) -> Response:
-    parts = parse_complete_multipart(call.small_body(MAX_COMPLETE_XML))
+    # x-amz-checksum-* headers of a completion are the whole object's checksum, not the XML body's
+    body_headers = Headers([(k, v) for k, v in call.headers.items()
+                            if not k.lower().startswith(checksums.HEADER_PREFIX)])
+    parts = parse_complete_multipart(read_limited(PayloadReader(call.stream, body_headers, call.auth),
+                                                  MAX_COMPLETE_XML))
+    whole = checksums.value_header(call.headers)
+
+    def checksum_of_parts(upload: Upload, chosen: list[Part]) -> dict | None:
+        return object_checksum(upload, parts, chosen, whole, call.header("x-amz-checksum-type"))
+
     info = call.names.complete(call.tenant, call.bucket, call.key, call.query["uploadId"],
-                               [(p.part_number, p.etag) for p in parts])
-    return xml_answer(complete_multipart_xml(object_location(call, info.key), call.bucket, info.key, info.etag),
-                      headers={"ETag": quote_etag(info.etag)})
+                               [(p.part_number, p.etag) for p in parts], condition=write_condition(call),
+                               checksum_of=checksum_of_parts)
+    location = object_location(call, info.key)
+    if info.checksum:
+        body = complete_multipart_checksum_xml(location, call.bucket, info.key, info.etag,
+                                               {info.checksum["algorithm"]: info.checksum["value"]},
+                                               info.checksum.get("type") or checksums.FULL_OBJECT)
+    else:
+        body = complete_multipart_xml(location, call.bucket, info.key, info.etag)
+    return xml_answer(body, headers={"ETag": quote_etag(info.etag)})
+
+
+def object_checksum(upload: Upload, sent: list[CompletedPart], chosen: list[Part], whole: tuple[str, str] | None,
+                    checksum_type: str | None) -> dict | None:
+    """The completed object's checksum, after checking what the client says: the part checksums
+    listed in the XML (InvalidPart when one differs from the part's), the whole object's checksum
+    header (BadDigest when it differs), the type (InvalidRequest when not the upload's)."""
+    algorithm, kind = upload.checksum_algorithm, upload.checksum_type
+    listed = {p.part_number: p.checksums for p in sent}
+    for part in chosen:
+        for name, value in listed.get(part.number, {}).items():
+            stored = part.checksum
+            if stored is None or stored["algorithm"] != name \
+                    or checksums.decode_value(name, value) != checksums.decode_value(name, stored["value"]):
+                raise InvalidPart(f"The {name.lower()} checksum of part {part.number} does not match the part's.",
+                                  PartNumber=str(part.number))
+    if algorithm is None:
+        if whole is not None or checksum_type:
+            raise InvalidRequest("The upload was created without a checksum algorithm: its completion cannot "
+                                 "carry a checksum or a checksum type.")
+        return None
+    if checksum_type and checksum_type.strip().upper() != kind:
+        raise InvalidRequest(f"The upload was created using the {kind} checksum mode. The complete request must "
+                             "use the same checksum mode.")
+    if [p.number for p in chosen] != list(range(1, len(chosen) + 1)):
+        raise InvalidPartOrder("With a checksum algorithm the parts must be numbered from 1 without gaps.")
+    digests = []
+    for part in chosen:
+        if kind == checksums.COMPOSITE and algorithm not in listed.get(part.number, {}):
+            raise InvalidRequest(f"The upload was created using a {algorithm.lower()} checksum. The complete request "
+                                 f"must include the checksum for each part. It was missing for part {part.number} "
+                                 "in the request.")
+        if part.checksum is None or part.checksum["algorithm"] != algorithm:
+            raise InvalidPart(f"Part {part.number} has no {algorithm.lower()} checksum.", PartNumber=str(part.number))
+        digests.append(checksums.decode_value(algorithm, part.checksum["value"]))
+    if kind == checksums.COMPOSITE:
+        value = checksums.composite(algorithm, digests)
+    else:
+        value = checksums.combine(algorithm, [(d, p.size) for d, p in zip(digests, chosen)])
+    if whole is not None:
+        name, given = whole
+        if name != algorithm:
+            raise InvalidRequest(f"The upload was created using a {algorithm.lower()} checksum; the complete request "
+                                 f"carries a {name.lower()} checksum.")
+        if given.strip() != value if kind == checksums.COMPOSITE \
+                else checksums.decode_value(algorithm, given) != checksums.decode_value(algorithm, value):
+            raise BadDigest(f"The {algorithm.lower()} you specified for the whole object did not match the "
+                            "calculated checksum.")
+    return {"algorithm": algorithm, "value": value, "type": kind}

@@ -16,11 +16,11 @@ from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNu
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
-from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, copy_object_xml, delete_result_xml, parse_delete,
-                          quote_etag, strip_etag)
+from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, ObjectPartEntry, ObjectPartsPage, copy_object_xml,
+                          delete_result_xml, object_attributes_xml, parse_delete, quote_etag, strip_etag)
 from pipeline.errors import StoreError
 from pipeline.names import valid_key
-from pipeline.objects import ObjectAttributes, ObjectInfo
+from pipeline.objects import ObjectAttributes, ObjectInfo, WriteCondition
 
 # response-* query parameters of GetObject and the header each overrides
 RESPONSE_OVERRIDES = {
@@ -37,6 +37,30 @@ def checksum_header(checksum: dict | None) -> dict:
     if not checksum:
         return {}
     return {checksums.header_name(checksum["algorithm"]): checksum["value"]}
+
+
+def checksum_type_of(checksum: dict) -> str:
+    """COMPOSITE or FULL_OBJECT; a checksum stored without a type covers the whole object."""
+    return checksum.get("type") or checksums.FULL_OBJECT
+
+
+def checksum_mode(call: S3Call) -> bool:
+    """Whether a GET or HEAD asks for the object's checksum (``x-amz-checksum-mode: ENABLED``)."""
+    return (call.header("x-amz-checksum-mode") or "").upper() == "ENABLED"
+
+
+def write_condition(call: S3Call) -> WriteCondition:
+    """The destination's If-Match / If-None-Match of a PUT, a copy or a completion."""
+    if_match = call.header("If-Match")
+    if_none_match = call.header("If-None-Match")
+    if if_none_match is not None and if_none_match != "*":
+        raise FeatureNotImplemented("A write supports If-None-Match: * only")
+    etags = None
+    if if_match is not None:
+        etags = tuple(strip_etag(v) for v in if_match.split(",") if v.strip())
+        if "*" in etags:
+            etags = ("*",)
+    return WriteCondition(etags, if_none_match == "*")
 
 
 def checksum_elements(checksum: dict | None) -> dict | None:
@@ -137,8 +161,9 @@ def get_object(call: S3Call, head_only: bool = False) -> Response:
             (start, stop), status, whole = span, 206, False
     if status == 206 and stop > start:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    if whole:  # a checksum covers the whole object: never on a range or a part
+    if whole and info.checksum and checksum_mode(call):  # it covers the whole object: never a range or a part
         headers.update(checksum_header(info.checksum))
+        headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
     for param, header in RESPONSE_OVERRIDES.items():
         if param in call.query:
             headers[header] = call.query[param]
@@ -163,26 +188,17 @@ def put_object(call: S3Call) -> Response:
     if call.header("x-amz-copy-source") is not None:
         return copy_object(call)
     key = valid_key(call.key)
-    if_none_match = call.header("If-None-Match")
-    if if_none_match is not None and if_none_match != "*":
-        raise FeatureNotImplemented("A PUT supports If-None-Match: * only")
-    if call.header("If-Match") is not None:
-        raise FeatureNotImplemented("Conditional writes with If-Match are not implemented")
+    condition = write_condition(call)
     attrs = object_attributes(call)
     reader = call.body()
-    if if_none_match == "*":  # refuse before the body when the key exists; put() decides races
-        try:
-            call.names.head(call.tenant, call.bucket, key)
-        except StoreError as exc:
-            if exc.code != "no_such_key":
-                raise
-        else:
-            raise PreconditionFailed(Condition="If-None-Match")
+    # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
-                             if_none_match=if_none_match == "*", request_id=call.request_id,
-                             size_hint=reader.length)
+                             request_id=call.request_id, size_hint=reader.length, condition=condition)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
-    return empty_answer(200, {"ETag": quote_etag(info.etag), **checksum_header(info.checksum)})
+    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum)}
+    if info.checksum:
+        headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
+    return empty_answer(200, headers)
 
 
 def delete_object(call: S3Call) -> Response:
@@ -241,9 +257,66 @@ def copy_object(call: S3Call) -> Response:
     if directive == "REPLACE":
         attrs = object_attributes(call)
         attrs.checksum = src.checksum  # the same bytes
-    info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs)
+    info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
+                           condition=write_condition(call))
     return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))
 
 
 def object_location(call: S3Call, key: str) -> str:
     return f"http://{call.host}/{quote(call.bucket)}/{quote(key)}"
+
+
+OBJECT_ATTRIBUTES = {"etag": "ETag", "checksum": "Checksum", "objectparts": "ObjectParts",
+                     "storageclass": "StorageClass", "objectsize": "ObjectSize"}
+
+
+def get_object_attributes(call: S3Call) -> Response:
+    """GetObjectAttributes: what ``x-amz-object-attributes`` names, in one XML answer."""
+    check_version(call)
+    wanted = set()
+    for name in (call.header("x-amz-object-attributes") or "").split(","):
+        if not name.strip():
+            continue
+        canonical = OBJECT_ATTRIBUTES.get(name.strip().lower())
+        if canonical is None:
+            raise InvalidArgument("Invalid attribute name specified.", ArgumentName="x-amz-object-attributes",
+                                  ArgumentValue=name.strip())
+        wanted.add(canonical)
+    if not wanted:
+        raise InvalidRequest("The x-amz-object-attributes header specifying the attributes to be retrieved "
+                             "is either missing or empty")
+    info = call.names.head(call.tenant, call.bucket, call.key)
+    parts = None
+    if "ObjectParts" in wanted and info.part_sizes:
+        parts = _object_parts(call, info)
+    checksum = None
+    if "Checksum" in wanted and info.checksum:
+        checksum = ({info.checksum["algorithm"]: info.checksum["value"]}, checksum_type_of(info.checksum))
+    return xml_answer(object_attributes_xml(
+        etag=strip_etag(info.etag) if "ETag" in wanted else None, checksum=checksum, parts=parts,
+        storage_class="STANDARD" if "StorageClass" in wanted else None,
+        size=info.size if "ObjectSize" in wanted else None),
+        headers={"Last-Modified": to_http_date(info.last_modified)})
+
+
+def _header_int(call: S3Call, name: str, default: int, high: int) -> int:
+    """An integer request header; an unreadable or negative value is ignored, as S3 does."""
+    raw = call.header(name)
+    if raw is None or not raw.isdigit():
+        return default
+    return min(int(raw), high)
+
+
+def _object_parts(call: S3Call, info: ObjectInfo) -> ObjectPartsPage:
+    marker = _header_int(call, "x-amz-part-number-marker", 0, 10_000)
+    max_parts = _header_int(call, "x-amz-max-parts", 1000, 1000)
+    algorithm = info.checksum["algorithm"] if info.checksum else None
+    sums = info.part_checksums or []
+    numbers = range(marker + 1, len(info.part_sizes) + 1)
+    shown = list(numbers)[:max_parts]
+    entries = [ObjectPartEntry(n, info.part_sizes[n - 1],
+                               {algorithm: sums[n - 1]} if algorithm and n <= len(sums) and sums[n - 1] else {})
+               for n in shown]
+    truncated = len(numbers) > len(shown)
+    return ObjectPartsPage(entries, total=len(info.part_sizes), marker=marker, max_parts=max_parts,
+                           next_marker=shown[-1] if shown else marker, truncated=truncated)

@@ -97,10 +97,16 @@ def object_attributes(call: S3Call) -> ObjectAttributes:
         if value is None:
             continue
         if name == "Content-Encoding":  # aws-chunked is how this request was framed, not the object
-            value = ",".join(v.strip() for v in value.split(",") if v.strip() and v.strip() != "aws-chunked")
+            value = without_aws_chunked(value)
         if value:
             headers[name] = value
     return ObjectAttributes(content_type=call.header("Content-Type") or None, metadata=meta, headers=headers)
+
+
+def without_aws_chunked(value: str) -> str:
+    """A Content-Encoding without its ``aws-chunked`` coding; the rest kept byte for byte."""
+    kept = [v for v in value.split(",") if v.strip().lower() != "aws-chunked"]
+    return ",".join(kept).strip()
 
 
 def to_http_date(ts: float) -> str:

@@ -73,6 +73,7 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("POST", "uploadId"): multipart.complete_upload,
     ("GET", "acl"): buckets.get_acl,
     ("GET", "tagging"): buckets.get_object_tagging,
+    ("GET", "attributes"): objects.get_object_attributes,
 }
 # Query parameters that name a sub-resource (an operation of its own), in the order they are
 # looked for; those without a route answer 501. Any other parameter (prefix, x-id...) is an option.

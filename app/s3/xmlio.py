@@ -435,3 +435,45 @@ def acl_xml(owner: Owner) -> bytes:
 def empty_tagging_xml() -> bytes:
     """GetObjectTagging of an object without tags."""
     return _Doc("Tagging").open("TagSet").close("TagSet").bytes()
+
+
+@dataclass(frozen=True)
+class ObjectPartEntry:
+    part_number: int
+    size: int
+    checksums: dict = field(default_factory=dict)  # {"CRC32": base64}
+
+
+@dataclass(frozen=True)
+class ObjectPartsPage:
+    parts: list[ObjectPartEntry]
+    total: int
+    marker: int
+    max_parts: int
+    next_marker: int
+    truncated: bool
+
+
+def object_attributes_xml(*, etag: str | None = None, checksum: tuple[dict, str] | None = None,
+                          parts: ObjectPartsPage | None = None, storage_class: str | None = None,
+                          size: int | None = None) -> bytes:
+    """GetObjectAttributesResponse: the ETag unquoted (as AWS writes it there), ``checksum`` as
+    ({algorithm: value}, type), the parts of a multipart object one page at a time."""
+    doc = _Doc("GetObjectAttributesResponse").el("ETag", etag)
+    if checksum is not None:
+        doc.open("Checksum").checksums(checksum[0]).el("ChecksumType", checksum[1]).close("Checksum")
+    if parts is not None:
+        doc.open("ObjectParts").el("PartsCount", parts.total).el("PartNumberMarker", parts.marker)
+        doc.el("NextPartNumberMarker", parts.next_marker).el("MaxParts", parts.max_parts)
+        doc.el("IsTruncated", parts.truncated)
+        for p in parts.parts:
+            doc.open("Part").el("PartNumber", p.part_number).el("Size", p.size).checksums(p.checksums).close("Part")
+        doc.close("ObjectParts")
+    return doc.el("StorageClass", storage_class).el("ObjectSize", size).bytes()
+
+
+def complete_multipart_checksum_xml(location: str, bucket: str, key: str, etag: str, checksums: dict,
+                                    checksum_type: str) -> bytes:
+    """CompleteMultipartUploadResult of an upload with a checksum algorithm: the object's checksum and type."""
+    return (_Doc("CompleteMultipartUploadResult").el("Location", location).el("Bucket", bucket).el("Key", key)
+            .el("ETag", quote_etag(etag)).checksums(checksums).el("ChecksumType", checksum_type).bytes())
