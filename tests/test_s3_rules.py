@@ -78,7 +78,8 @@ def test_wildcards_match_one_run_of_characters():
 
 def test_the_first_rule_allowing_origin_method_and_every_header_wins():
     rules = parse_cors(b"<CORSConfiguration>"
-                       b"<CORSRule><ID>a</ID><AllowedOrigin>http://a.test</AllowedOrigin><AllowedMethod>PUT</AllowedMethod>"
+                       b"<CORSRule><ID>a</ID><AllowedOrigin>http://a.test</AllowedOrigin>"
+                       b"<AllowedMethod>PUT</AllowedMethod>"
                        b"<AllowedHeader>content-*</AllowedHeader></CORSRule>"
                        b"<CORSRule><ID>b</ID><AllowedOrigin>*</AllowedOrigin><AllowedMethod>PUT</AllowedMethod>"
                        b"<AllowedHeader>*</AllowedHeader></CORSRule>"
