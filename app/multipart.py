@@ -77,8 +77,10 @@ class FilePart:
     Iteration ends only after the closing boundary was seen, so a truncated body always raises.
     """
 
-    def __init__(self, stream, content_type: str | None):
+    def __init__(self, stream, content_type: str | None, fields: list | None = None):
+        """``fields``: when given, receives (name, bytes) of each form field before the file."""
         self.stream = stream
+        self.fields = fields
         boundary = boundary_of(content_type)
         self._dash = b"--" + boundary
         self._delim = b"\r\n--" + boundary
@@ -127,7 +129,10 @@ class FilePart:
                 self.filename = part_filename(self._headers)
                 self.content_type = self._headers.get("Content-Type")
                 return
-            self._skip_body()
+            if self.fields is not None:
+                self.fields.append((options.get("name", ""), self._field_value()))
+            else:
+                self._skip_body()
         raise MalformedUpload("multipart body has no 'file' field")
 
     def _next_part(self) -> bool:
@@ -193,6 +198,14 @@ class FilePart:
             size += len(piece)
             if size > MAX_OTHER_PART_BYTES:
                 raise MalformedUpload(f"multipart parts other than 'file' are limited to {MAX_OTHER_PART_BYTES} bytes")
+
+    def _field_value(self) -> bytes:
+        value = bytearray()
+        for piece in self._body():
+            value += piece
+            if len(value) > MAX_OTHER_PART_BYTES:
+                raise MalformedUpload(f"multipart parts other than 'file' are limited to {MAX_OTHER_PART_BYTES} bytes")
+        return bytes(value)
 
     def __iter__(self) -> Iterator[memoryview]:
         yield from self._body()

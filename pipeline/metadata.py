@@ -789,6 +789,19 @@ class MetadataRepository:
         query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
         return list(self.objects.find(query).sort("_id", 1).limit(limit))
 
+    # A bucket's configurations (CORS, tagging; later policy, lifecycle...) are fields of its
+    # document under ``config.<name>``: one read serves them all, and they go with the bucket.
+
+    def set_bucket_config(self, bucket: str, tenant: str, name: str, value: dict) -> bool:
+        """Store one configuration of a tenant's bucket; False when no such bucket of that tenant."""
+        return self.buckets.update_one({"_id": bucket, "tenant": tenant},
+                                       {"$set": {f"config.{name}": value}}).matched_count == 1
+
+    def unset_bucket_config(self, bucket: str, tenant: str, name: str) -> bool:
+        """Drop one configuration of a tenant's bucket; False when no such bucket of that tenant."""
+        return self.buckets.update_one({"_id": bucket, "tenant": tenant},
+                                       {"$unset": {f"config.{name}": ""}}).matched_count == 1
+
     def insert_upload(self, doc: dict) -> None:
         self.uploads.insert_one(doc)
 

@@ -202,6 +202,31 @@ class ObjectNames:
         self.repo.delete_bucket(name)
         self._buckets.generation.bump()
 
+    # --- bucket configurations: one document per sub-resource (cors, tagging...) -------------
+
+    def bucket_config(self, tenant: str, bucket: str, name: str) -> dict | None:
+        """The owner's view of one configuration of its bucket; None when it has none."""
+        self.bucket(tenant, bucket)
+        return self.applied_bucket_config(bucket, name)
+
+    def applied_bucket_config(self, bucket: str, name: str) -> dict | None:
+        """A configuration S3 applies to every request, whoever sends it (CORS); None when the
+        bucket or the configuration does not exist."""
+        doc = self._buckets.get(bucket, lambda: self.repo.get_bucket(bucket))
+        return ((doc or {}).get("config") or {}).get(name)
+
+    def put_bucket_config(self, tenant: str, bucket: str, name: str, value: dict) -> None:
+        self.bucket(tenant, bucket)
+        if not self.repo.set_bucket_config(bucket, tenant, name, value):
+            raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)  # deleted meanwhile
+        self._buckets.generation.bump()  # cached bucket documents carry the configurations
+
+    def delete_bucket_config(self, tenant: str, bucket: str, name: str) -> None:
+        self.bucket(tenant, bucket)
+        if not self.repo.unset_bucket_config(bucket, tenant, name):
+            raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+        self._buckets.generation.bump()
+
     # --- objects --------------------------------------------------------------------------
 
     def put(self, tenant: str, bucket: str, key: str, pieces: Iterable[bytes], attrs: ObjectAttributes,

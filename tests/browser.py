@@ -1,6 +1,8 @@
-"""Debian's Chromium driven by Playwright for Python (never a downloaded browser), for every test
-that needs a browser. Where Chromium or Playwright is missing such a test skips, except under
-``CI=true``, where it fails: CI cannot go green without the browser tests."""
+"""A headless Chromium for tests, driven by Playwright for Python.
+
+Where Chromium or Playwright is missing the test is skipped, except under ``CI=true``, where a
+missing browser is a failure: CI must run the browser tests, not silently pass without them.
+"""
 from __future__ import annotations
 
 import os
@@ -11,15 +13,14 @@ from typing import Iterator
 import pytest
 
 CHROMIUM = os.environ.get("MINIS3_CHROMIUM", "/usr/bin/chromium")
-# what a headless Chromium needs on a machine with no network and no display
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def unavailable(reason: str) -> None:
-    """Skip the test, or fail it under CI, where every test must run."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a browser test may not be skipped)")
+    """Skip the test, or fail it under CI=true."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{reason} (CI=true: browser tests must run)")
     pytest.skip(reason)
 
 
@@ -28,18 +29,18 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def chromium() -> Iterator:
-    """A headless Chromium browser (Playwright's ``Browser``)."""
+def chromium() -> Iterator[object]:
+    """A launched Playwright Chromium browser (sync API)."""
     path = chromium_path()
     if path is None:
-        unavailable(f"Chromium is not installed ({CHROMIUM}): apt-get install chromium chromium-driver")
+        unavailable(f"Chromium is not installed ({CHROMIUM}): apt-get install chromium")
     try:
         from playwright import sync_api
     except ImportError:
-        unavailable("Playwright for Python is not installed")
+        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
-            yield b
+            yield browser
         finally:
-            b.close()
+            browser.close()

@@ -40,6 +40,14 @@ class RequestExpired(AccessDenied):
     default_message = "Request has expired"
 
 
+class AccessForbidden(S3Error):
+    """A CORS preflight that no rule of the bucket allows."""
+    code, status = "AccessForbidden", 403
+    default_message = ("CORSResponse: This CORS request is not allowed. This is usually because the evalution of "
+                       "Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers "
+                       "are not whitelisted by the resource's CORS spec.")
+
+
 class SignatureDoesNotMatch(S3Error):
     code, status = "SignatureDoesNotMatch", 403
     default_message = ("The request signature we calculated does not match the signature you provided. "
@@ -93,6 +101,24 @@ class InvalidRequest(S3Error):
     code, status, default_message = "InvalidRequest", 400, "Invalid Request"
 
 
+class BadRequest(S3Error):
+    code, status, default_message = "BadRequest", 400, "Bad Request"
+
+
+class InvalidTag(S3Error):
+    code, status, default_message = "InvalidTag", 400, "The tag provided was not a valid tag."
+
+
+class InvalidPolicyDocument(S3Error):
+    code, status = "InvalidPolicyDocument", 400
+    default_message = "The content of the form does not meet the conditions specified in the policy document."
+
+
+class MalformedPOSTRequest(S3Error):
+    code, status = "MalformedPOSTRequest", 400
+    default_message = "The body of your POST request is not well-formed multipart/form-data."
+
+
 class IncompleteBody(S3Error):
     code, status = "IncompleteBody", 400
     default_message = "You did not provide the number of bytes specified by the Content-Length HTTP header."
@@ -133,6 +159,14 @@ class NoSuchBucket(S3Error):
 
 class NoSuchKey(S3Error):
     code, status, default_message = "NoSuchKey", 404, "The specified key does not exist."
+
+
+class NoSuchCORSConfiguration(S3Error):
+    code, status, default_message = "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
+
+
+class NoSuchTagSet(S3Error):
+    code, status, default_message = "NoSuchTagSet", 404, "The TagSet does not exist"
 
 
 class NoSuchUpload(S3Error):

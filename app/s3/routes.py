@@ -23,7 +23,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from app import celery_enqueue
 from app.multipart import discard_rest
-from app.s3 import buckets, multipart, objects
+from app.s3 import buckets, cors, multipart, objects, post, tagging
 from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
                            FeatureNotImplemented, S3Error, error_xml, s3_error_for)
 from app.s3.ratelimit import S3RateLimit
@@ -60,6 +60,13 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", "uploads"): multipart.list_uploads,
     ("POST", "delete"): objects.delete_objects,
     ("GET", "acl"): buckets.get_acl,
+    ("PUT", "cors"): cors.put_bucket_cors,
+    ("GET", "cors"): cors.get_bucket_cors,
+    ("DELETE", "cors"): cors.delete_bucket_cors,
+    ("PUT", "tagging"): tagging.put_bucket_tagging,
+    ("GET", "tagging"): tagging.get_bucket_tagging,
+    ("DELETE", "tagging"): tagging.delete_bucket_tagging,
+    ("POST", None): post.post_object,  # an HTML form: signed by its policy, answered before SigV4 (UNSIGNED)
 }
 OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("PUT", None): objects.put_object,  # CopyObject too, when x-amz-copy-source is present
@@ -84,6 +91,9 @@ SUBRESOURCES = (
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "renameObject", "replication",
     "requestPayment", "restore", "retention", "select", "session", "torrent", "website",
 )
+# Handlers of requests that carry no SigV4 signature (a CORS preflight is answered the same way,
+# at every level and whatever its sub-resource): answered before serve() authenticates.
+UNSIGNED: set[Handler] = {post.post_object}
 # the security headers that mean something for an API serving object bytes (never a page of ours)
 S3_SECURE_HEADERS = {name: SECURE_HEADERS[name] for name in (
     "X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy",
@@ -189,6 +199,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = names
+    app.extensions["minis3.credentials"] = credentials  # a POST form's policy is signed with one
 
     def serve(**_):
         raw_query = request.environ.get("QUERY_STRING", "")
@@ -217,6 +228,41 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     @app.teardown_request
     def _request_id_done(_exc=None):
         REQUEST_ID.set("-")  # a thread's later records outside any request carry none
+
+    @app.before_request
+    def _unsigned():
+        """A CORS preflight or an HTML form upload: no SigV4 to check, so answered here, before serve()."""
+        if request.method not in ("OPTIONS", "POST"):
+            return None
+        path, host = raw_path(request.environ), request.headers.get("Host", "")
+        query = dict(parse_query(request.environ.get("QUERY_STRING", "")))
+        bucket, key = locate(path, host, settings.s3_domain)
+        call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
+                      headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
+                      settings=settings, names=names, enqueue=enqueue)
+        if request.method == "OPTIONS":
+            handler = cors.preflight
+        else:
+            try:
+                handler = route(call)
+            except S3Error:
+                return None  # serve() authenticates first, then answers the same error
+            if handler not in UNSIGNED:
+                return None
+        g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
+        limits.check(f"addr:{request.remote_addr}")
+        return handler(call)
+
+    @app.after_request
+    def _cors_headers(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and request.method != "OPTIONS":
+            try:
+                bucket = locate(raw_path(request.environ), request.headers.get("Host", ""), settings.s3_domain)[0]
+            except S3Error:
+                return response
+            cors.add_response_headers(response, names, bucket, request.method, origin)
+        return response
 
     @app.errorhandler(Exception)
     def _error(exc: Exception):
