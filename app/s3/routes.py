@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import celery_enqueue
 from app.multipart import discard_rest
@@ -292,5 +293,8 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         access_log.info("%s %s %d", request.method, g.get("resource", request.path), response.status_code)
         return response
 
+    if settings.trusted_proxies:  # failures are counted per client: the one before the balancer
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
     app.wsgi_app = DeferredContinue(app.wsgi_app)
     return app
