@@ -13,9 +13,9 @@ from config.settings import Settings
 
 _settings = Settings.from_env()
 configure_logging(fmt=_settings.log_format)
-prepare_master(_settings)
 try:
     slowclients.defer_continue()
 except slowclients.UnsupportedGunicorn as exc:
     raise SystemExit(str(exc)) from None  # refuse to start rather than answer 100 Continue to anything
+prepare_master(_settings)
 globals().update(gunicorn_settings(_settings, f"{_settings.s3_host}:{_settings.s3_port}"))

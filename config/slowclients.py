@@ -171,7 +171,7 @@ def defer_continue() -> None:
     import gunicorn
     from gunicorn.http import message, wsgi
 
-    if getattr(wsgi.create, "minis3_defer_continue", False):
+    if getattr(getattr(wsgi, "create", None), "minis3_defer_continue", False):
         return
     problems = continue_incompatibilities(wsgi, message)
     if problems:

@@ -4,15 +4,21 @@ connection closes; an accepted one gets ``100 Continue``, then its body is read 
 from __future__ import annotations
 
 import io
+import os
 import socket
+import subprocess
+import sys
 import time
+import types
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
+from gunicorn.http import message, wsgi
 
+from config import slowclients
 from tests.s3clients import boto3_client, presign, sign
-from tests.stack import MiB, Stack, random_bytes
+from tests.stack import ROOT, MiB, Stack, random_bytes
 
 BODY = random_bytes(256 * 1024, 41)
 KEY_LIMIT = 4  # verified requests per key per minute on this module's stack
@@ -192,3 +198,31 @@ def test_boto3_uploads_which_wait_for_100_continue_round_trip(stack, keys):
         boto3_client(stack, stack.s3_credentials("globex")).put_object(Bucket="waiting", Key="x",
                                                                        Body=io.BytesIO(data))
     assert info.value.response["Error"]["Code"] == "AccessDenied"
+
+
+# --- the gunicorn internal replaced ------------------------------------------------------------
+
+def test_the_installed_gunicorn_has_what_deferring_100_continue_replaces():
+    assert slowclients.continue_incompatibilities(wsgi, message) == []
+
+
+def test_a_gunicorn_whose_create_changed_is_refused_with_every_difference():
+    def create(req, sock, client, server):  # lost cfg and the response class
+        ...
+
+    fake_wsgi = types.SimpleNamespace(create=create, Response=object)
+    fake_message = types.SimpleNamespace(Request=object)
+    assert slowclients.continue_incompatibilities(fake_wsgi, fake_message) == [
+        "gunicorn.http.wsgi.create takes (req, sock, client, server), expected "
+        "(req, sock, client, server, cfg, response_class, response_args)",
+        "gunicorn.http.message.Request._expected_100_continue is missing",
+        "gunicorn.http.wsgi.Response.force_close is missing",
+    ]
+
+
+def test_the_s3_configuration_refuses_to_load_on_a_gunicorn_lacking_it():
+    done = subprocess.run([sys.executable, "-c", "import gunicorn.http.wsgi as w; del w.create; "
+                           "import app.gunicorn_s3_conf"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "gunicorn.http.wsgi.create is missing" in done.stderr and slowclients.TESTED in done.stderr

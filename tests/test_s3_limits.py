@@ -225,3 +225,11 @@ def test_anonymous_requests_learn_only_whether_a_bucket_exists(make_app, keys, a
     assert code(request(app, "GET", "/nowhere/key", address)) == "NoSuchBucket"
     head = app.test_client().head("/private/there", environ_base={"REMOTE_ADDR": address})
     assert head.status_code == 403 and head.get_data() == b""
+
+
+def test_a_zero_x_amz_expires_is_valid_and_already_expired(make_app, keys, address):
+    """AWS reads 0 as a number in range and the URL as expired (403, not 400)."""
+    app = make_app()
+    r = request(app, "GET", "/", address, url=presign("GET", "http://localhost/bkt/key", keys, 0))
+    assert r.status_code == 403 and element(r, "Message") == "Request has expired"
+    assert element(r, "X-Amz-Expires") == "0"
