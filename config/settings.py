@@ -59,6 +59,7 @@ class Settings:
     s3_port: int = 9000
     s3_domain: str | None = None
     s3_rate_limit: str = "2000 per second"
+    s3_failed_rate_limit: str = "120 per minute"  # per client address: unsigned or failed authentication
     s3_region: str = "us-east-1"
     secret_key: str | None = None
     multipart_abandon_s: float = 604800.0

@@ -127,3 +127,71 @@ def install(header_timeout_s: float, read_timeout_s: float) -> None:
     chunk.minis3_slowclients = True
     unreader.SocketUnreader.chunk = chunk
     message.Request.__init__ = request_init
+
+
+# --- Expect: 100-continue decided by the application ----------------------------------------------
+#
+# gunicorn writes "100 Continue" as soon as it has parsed the headers, before the application has
+# seen the request: a client that waits for it then sends a body the application may refuse
+# unread (bad signature, unknown bucket, rate limited). ``defer_continue`` replaces
+# ``gunicorn.http.wsgi.create`` (looked up by the workers at call time) so that gunicorn no longer
+# sends it; the environ instead carries ``minis3.send_continue`` (writes the interim answer) and
+# ``minis3.close_connection`` (ends the connection after the answer, for a body left unsent),
+# which app.s3.continuation uses. Without them (another server) gunicorn's own behaviour stands.
+
+CREATE = ("gunicorn.http.wsgi.create", ("req", "sock", "client", "server", "cfg", "response_class",
+                                        "response_args"))
+EXPECTED_CONTINUE = "gunicorn.http.message.Request._expected_100_continue"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SEND_CONTINUE = "minis3.send_continue"
+CLOSE_CONNECTION = "minis3.close_connection"
+
+
+def continue_incompatibilities(wsgi: ModuleType, message: ModuleType) -> list[str]:
+    """What differs, in these gunicorn modules, from what ``defer_continue`` replaces."""
+    problems: list[str] = []
+    create = getattr(wsgi, "create", None)
+    if not callable(create):
+        problems.append(f"{CREATE[0]} is missing")
+    elif _params(create) != CREATE[1]:
+        problems.append(f"{CREATE[0]} takes ({', '.join(_params(create) or ('?',))}), expected "
+                        f"({', '.join(CREATE[1])})")
+    request = getattr(message, "Request", None)
+    if getattr(request, "_expected_100_continue", None) is not False:
+        problems.append(f"{EXPECTED_CONTINUE} is missing")
+    response = getattr(wsgi, "Response", None)
+    if not callable(getattr(response, "force_close", None)):
+        problems.append("gunicorn.http.wsgi.Response.force_close is missing")
+    return problems
+
+
+def defer_continue() -> None:
+    """Check the installed gunicorn, then leave the ``100 Continue`` to the application (once per
+    process)."""
+    import gunicorn
+    from gunicorn.http import message, wsgi
+
+    if getattr(getattr(wsgi, "create", None), "minis3_defer_continue", False):
+        return
+    problems = continue_incompatibilities(wsgi, message)
+    if problems:
+        raise UnsupportedGunicorn(
+            f"minis3 cannot start: gunicorn {gunicorn.__version__} is not the tested {TESTED}, and what "
+            f"config/slowclients.py replaces differs: " + "; ".join(problems)
+            + f". Install {TESTED} (pip install '{TESTED}').")
+    create = wsgi.create
+
+    def create_deferring(req, sock, client, server, cfg, response_class=None, response_args=()):
+        expected = req._expected_100_continue
+        req._expected_100_continue = False  # gunicorn's create would write it now
+        try:
+            resp, environ = create(req, sock, client, server, cfg, response_class, response_args)
+        finally:
+            req._expected_100_continue = expected
+        if expected:
+            environ[SEND_CONTINUE] = lambda: sock.sendall(CONTINUE)
+            environ[CLOSE_CONNECTION] = resp.force_close
+        return resp, environ
+
+    create_deferring.minis3_defer_continue = True
+    wsgi.create = create_deferring

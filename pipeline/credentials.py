@@ -8,7 +8,9 @@ record with ServerSecretError, never with a crash.
 
 Opened credentials are cached per process (``pipeline.cache``): a lookup costs one Redis GET
 instead of a MongoDB read and a decryption. A revocation increments the shared generation, after
-which no process uses its cached copy.
+which no process uses its cached copy. Ids found unknown are remembered too, for
+``UNKNOWN_TTL_S``, so that a client repeating an invented id costs no MongoDB read each time; a
+new key increments the generation, which forgets them at once.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.backends import translate_backend_errors
-from pipeline.cache import Generation, GenerationCache
+from pipeline.cache import Generation, GenerationCache, Lru
 from pipeline.errors import NotFound, ServerSecretError
 from pipeline.keys import valid_tenant
 from pipeline.metadata import MetadataRepository
@@ -37,6 +40,7 @@ ACCESS_KEY_ID = re.compile(r"AKMS[A-Z0-9]{16}")
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _HKDF_INFO = b"minis3 s3-credentials aes-256-gcm v1"
 SCHEME = "aes-256-gcm/hkdf-sha256/v1"
+UNKNOWN_TTL_S = 30.0
 
 
 def is_access_key_id(value: str) -> bool:
@@ -81,6 +85,8 @@ class S3Credentials:
         self._aead: AESGCM | None = None
         self.generation = generation or Generation(None)
         self._cache = GenerationCache(self.generation)
+        self._unknown = Lru(4096)  # id -> (generation, monotonic time) of a lookup that found nothing
+        self.unknown_ttl_s = UNKNOWN_TTL_S
 
     def _cipher(self) -> AESGCM:
         if self._aead is None:
@@ -111,16 +117,33 @@ class S3Credentials:
                    "created": time.time(), "revoked": None}
             try:
                 self.repo.insert_s3_credential(doc)
+                self.generation.bump()  # an id some process remembers as unknown exists now
                 return access_key_id, secret
             except DuplicateKeyError:
                 continue  # 36^16 ids: a collision is all but impossible, but cheap to survive
         raise RuntimeError("could not allocate a unique access key id")
 
-    def lookup(self, access_key_id: str) -> tuple[str, str] | None:
-        """(secret, tenant) of an active credential; None when unknown, malformed or revoked."""
+    def lookup(self, access_key_id: str, before_read: Callable[[], None] | None = None) -> tuple[str, str] | None:
+        """(secret, tenant) of an active credential; None when unknown, malformed or revoked.
+
+        ``before_read`` is called when the answer is in no cache, before MongoDB is read (it may
+        raise to refuse that read: a client over its budget of failed requests)."""
         if not is_access_key_id(access_key_id):
             return None
-        return self._cache.get(access_key_id, lambda: self._open(access_key_id))
+        return self._cache.get(access_key_id, lambda: self._read(access_key_id, before_read))
+
+    def _read(self, access_key_id: str, before_read: Callable[[], None] | None) -> tuple[str, str] | None:
+        gen = self.generation.current()
+        if gen is not None:
+            miss = self._unknown.get(access_key_id)
+            if miss is not None and miss[0] == gen and time.monotonic() - miss[1] < self.unknown_ttl_s:
+                return None
+        if before_read is not None:
+            before_read()
+        found = self._open(access_key_id)
+        if found is None and gen is not None:
+            self._unknown.put(access_key_id, (gen, time.monotonic()))
+        return found
 
     def _open(self, access_key_id: str) -> tuple[str, str] | None:
         doc = self.repo.find_s3_credential(access_key_id)

@@ -6,9 +6,12 @@ Routing is S3's, not Werkzeug's: the bucket and key come from the raw request pa
 by method, level (service, bucket, object) and sub-resource query parameter from the tables
 below; a sub-resource this store does not implement answers 501 NotImplemented.
 
-Every request is rate limited per access key and authenticated with SigV4 before it is
-dispatched; every answer carries a request id and the API's security headers; every failure is
-an S3 XML error (no body for HEAD).
+Every request is authenticated with SigV4, then rate limited per access key, before it is
+dispatched; unsigned requests and failed authentications are rate limited per client address
+instead (app.s3.ratelimit). Whatever refuses a request (authentication, the rate limits, an
+unknown or foreign bucket) does so before the first byte of its body is read, so that a client
+waiting for ``100 Continue`` never sends it (app.s3.continuation). Every answer carries a request
+id and the API's security headers; every failure is an S3 XML error (no body for HEAD).
 """
 from __future__ import annotations
 
@@ -20,15 +23,17 @@ from urllib.parse import quote, unquote_to_bytes
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import celery_enqueue
 from app.multipart import discard_rest
 from app.s3 import buckets, cors, multipart, objects, post, tagging
-from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
-                           FeatureNotImplemented, S3Error, error_xml, s3_error_for)
+from app.s3.continuation import DeferredContinue, has_body, pending_continue
+from app.s3.errors import (AccessDenied, IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
+                           FeatureNotImplemented, S3Error, SlowDown, error_xml, s3_error_for)
 from app.s3.ratelimit import S3RateLimit
 from app.s3.request import S3Call
-from app.s3.sigv4 import authenticate, parse_query
+from app.s3.sigv4 import AuthContext, authenticate, is_signed, parse_query
 from app.security import HSTS, SECURE_HEADERS
 from config.logging import REQUEST_ID
 from config.secretkey import load_or_create
@@ -157,12 +162,29 @@ def locate(path: str, host: str, domain: str | None) -> tuple[str | None, str | 
 
 
 def presented_access_key(headers, query: dict[str, str]) -> str | None:
-    """The access key id a request claims (not yet verified): what its rate limit is counted on."""
+    """The access key id a request claims (not yet verified: never what a limit is counted on)."""
     credential = query.get("X-Amz-Credential")
     if credential:
         return credential.split("/", 1)[0]
     match = _CREDENTIAL.search(headers.get("Authorization") or "")
     return match.group(1) if match else None
+
+
+# the tenant no bucket belongs to: what an anonymous request is checked as
+ANONYMOUS = "\0anonymous"
+
+
+def refuse_anonymous(names: ObjectNames, method: str, bucket: str | None, key: str | None) -> None:
+    """What AWS answers an unsigned request when nothing is public: 404 NoSuchBucket for a bucket
+    that does not exist, 403 AccessDenied for anything else (an existing bucket, any key in it,
+    the service, a bucket to create)."""
+    if bucket is not None and not (method == "PUT" and key is None):
+        try:
+            names.bucket(ANONYMOUS, bucket)  # NoSuchBucket when there is none
+        except StoreError as exc:
+            if exc.code != "forbidden":
+                raise
+    raise AccessDenied("Access Denied: the request is not signed (use AWS Signature Version 4)")
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -196,10 +218,30 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
     credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir),
                                 Generation(store.redis))
-    limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url)
+    limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url, settings.s3_failed_rate_limit)
     app.extensions["minis3.store"] = store
     app.extensions["minis3.names"] = names
     app.extensions["minis3.credentials"] = credentials  # a POST form's policy is signed with one
+
+    def verify(path: str, raw_query: str, query: dict[str, str], host: str) -> AuthContext:
+        """The caller, verified, and counted against its access key's limit; an unsigned or failed
+        request counts against its address's budget of failures instead."""
+        address = request.remote_addr or "-"
+        if not is_signed(request.headers, query):
+            limits.count_failure(address)
+            refuse_anonymous(names, request.method, *locate(path, host, settings.s3_domain))
+
+        def lookup(access_key: str):  # a key no cache knows costs a MongoDB read: not past the budget
+            return credentials.lookup(access_key, before_read=lambda: limits.require_failure_budget(address))
+
+        try:
+            auth = authenticate(request.method, path, raw_query, request.headers, lookup)
+        except S3Error as exc:
+            if not isinstance(exc, SlowDown):
+                limits.count_failure(address)
+            raise
+        limits.check(auth.access_key)
+        return auth
 
     def serve(**_):
         raw_query = request.environ.get("QUERY_STRING", "")
@@ -207,14 +249,16 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         path = raw_path(request.environ)
         host = request.headers.get("Host", "")
         g.resource = path
-        limits.check(presented_access_key(request.headers, query) or f"addr:{request.remote_addr}")
-        auth = authenticate(request.method, path, raw_query, request.headers, credentials.lookup)
+        auth = verify(path, raw_query, query, host)
         bucket, key = locate(path, host, settings.s3_domain)
         g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
         call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
                       headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
                       settings=settings, names=names, enqueue=enqueue, auth=auth)
-        return route(call)(call)
+        handler = route(call)
+        if bucket is not None and handler is not buckets.create_bucket and has_body(request.environ):
+            names.bucket(auth.tenant, bucket)  # unknown or foreign: refused before the body is read
+        return handler(call)
 
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, "s3", serve, methods=METHODS, provide_automatic_options=False,
@@ -267,8 +311,10 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     @app.errorhandler(Exception)
     def _error(exc: Exception):
         err = as_s3_error(exc)
-        if request.method in ("PUT", "POST"):
-            discard_rest(request.stream)  # a client still sending then reads the answer, not a reset
+        # a client still sending then reads the answer, not a reset; one waiting for 100 Continue
+        # sends nothing, and its connection closes after the answer
+        if request.method in ("PUT", "POST") and not pending_continue(request.environ):
+            discard_rest(request.stream)
         headers = dict(getattr(err, "headers", None) or {})
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)
@@ -290,4 +336,8 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         access_log.info("%s %s %d", request.method, g.get("resource", request.path), response.status_code)
         return response
 
+    if settings.trusted_proxies:  # failures are counted per client: the one before the balancer
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
+    app.wsgi_app = DeferredContinue(app.wsgi_app)
     return app

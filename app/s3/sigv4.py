@@ -43,6 +43,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SCOPE_DATE = re.compile(r"\d{8}")
+_SIGNED_INT = re.compile(r"([+-]?)([0-9]+)")
 _UNRESERVED = "-_.~"  # with A-Za-z0-9: the characters AWS leaves unencoded
 _PRESIGN_PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                    "X-Amz-SignedHeaders", "X-Amz-Signature")
@@ -221,11 +222,24 @@ def _from_query(query: dict[str, str]) -> _Presented:
     amz_date = query["X-Amz-Date"]
     if not _AMZ_DATE.fullmatch(amz_date):
         raise error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    expires = query["X-Amz-Expires"]
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES_S:
-        raise error(f"X-Amz-Expires must be a number of seconds from 1 to {MAX_EXPIRES_S} (a week)")
+    expires = _expires(query["X-Amz-Expires"])
     return _Presented(access_key, date, region, _signed_headers(query["X-Amz-SignedHeaders"], error),
-                      query["X-Amz-Signature"], amz_date, int(expires))
+                      query["X-Amz-Signature"], amz_date, expires)
+
+
+def _expires(raw: str) -> int:
+    """X-Amz-Expires, refused with AWS's messages. 0 is valid and already expired (as on AWS)."""
+    error = AuthorizationQueryParametersError
+    match = _SIGNED_INT.fullmatch(raw)
+    digits = match.group(2).lstrip("0") or "0" if match else ""
+    if not match or len(digits) > 19:
+        raise error("X-Amz-Expires should be a number")
+    if match.group(1) == "-" and digits != "0":
+        raise error("X-Amz-Expires must be non-negative")
+    if int(digits) > MAX_EXPIRES_S:
+        raise error(f"X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires "
+                    f"must be less than {MAX_EXPIRES_S} seconds")
+    return int(digits)
 
 
 def _epoch(amz_date: str) -> float:
@@ -267,6 +281,10 @@ def _check_signed_set(headers, signed: list[str], presigned: bool) -> None:
                                HeadersNotSigned=lname)
 
 
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
 def _check_time(presented: _Presented, now: float) -> None:
     if presented.amz_date[:8] != presented.date:
         error = AuthorizationQueryParametersError if presented.expires is not None else AuthorizationHeaderMalformed
@@ -274,19 +292,25 @@ def _check_time(presented: _Presented, now: float) -> None:
                     f"({presented.amz_date[:8]})")
     signed_at = _epoch(presented.amz_date)
     if presented.expires is not None:
-        if now > signed_at + presented.expires:
-            raise RequestExpired(Expires=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                        time.gmtime(signed_at + presented.expires)),
-                                 ServerTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+        if now > signed_at + presented.expires or presented.expires == 0:
+            raise RequestExpired(**{"X-Amz-Expires": str(presented.expires),
+                                    "Expires": _iso(signed_at + presented.expires), "ServerTime": _iso(now)})
         if signed_at - now > MAX_SKEW_S:
             raise AccessDenied("Request is not valid yet")
     elif abs(now - signed_at) > MAX_SKEW_S:
-        raise RequestTimeTooSkewed(RequestTime=presented.amz_date,
-                                   ServerTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        raise RequestTimeTooSkewed(RequestTime=presented.amz_date, ServerTime=_iso(now),
                                    MaxAllowedSkewMilliseconds=str(MAX_SKEW_S * 1000))
 
 
 # --- verification --------------------------------------------------------------------------------
+
+def is_signed(headers, query: dict[str, str]) -> bool:
+    """Whether a request carries any signature (an Authorization header or presigned parameters):
+    one that does not is anonymous, and no authentication is attempted."""
+    return bool((headers.get("authorization") or "").strip()) or any(
+        name in query for name in ("X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential", "AWSAccessKeyId",
+                                   "Signature"))
+
 
 def authenticate(method: str, raw_path: str, raw_query: str, headers, lookup: Lookup,
                  now: float | None = None, virtual_bucket: str | None = None) -> AuthContext:
@@ -383,12 +407,12 @@ def _authenticate_v2_query(method: str, raw_path: str, raw_query: str, query: di
     if missing:
         raise AccessDenied("Query-string authentication requires the Signature, Expires and AWSAccessKeyId "
                            f"parameters; missing: {', '.join(missing)}")
-    if not query["Expires"].isdigit():
-        raise AccessDenied("Expires must be a number of seconds since the epoch")
-    expires = int(query["Expires"])
+    match = _SIGNED_INT.fullmatch(query["Expires"])
+    if match is None or len(match.group(2).lstrip("0")) > 12:  # beyond year 30000: not a date
+        raise AccessDenied(f"Invalid date (should be seconds since epoch): {query['Expires']}")
+    expires = int(match.group(0))
     if now > expires:
-        raise RequestExpired(Expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
-                             ServerTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+        raise RequestExpired(Expires=_iso(max(expires, 0)), ServerTime=_iso(now))
     # x-amz-* values may travel as headers or, presigned, as query parameters: all are signed
     amz: dict[str, list[str]] = {}
     for name, value in headers.items():
