@@ -31,6 +31,7 @@ space lists back exactly.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import subprocess
 from urllib.parse import quote, unquote
@@ -38,6 +39,7 @@ from urllib.parse import quote, unquote
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.handlers import set_list_objects_encoding_type_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -142,6 +144,30 @@ def make_bucket(clients, keys: list[str], servers: int = 2) -> str:
     return bucket
 
 
+# --- a reference model of one page, from AWS's documentation -------------------------------------------
+
+def model_page(keys: dict[str, int], p: dict, after: str | None) -> dict:
+    """The page S3 answers: keys under the prefix rolled up at the delimiter (a common prefix counts
+    once), each listed only when it sorts after ``after``, the first max-keys of them."""
+    prefix, delimiter = p["prefix"], p["delimiter"]
+    found: dict[str, tuple | None] = {}
+    for key, size in keys.items():
+        if not key.startswith(prefix):
+            continue
+        at = key.find(delimiter, len(prefix)) if delimiter else -1
+        if at >= 0:
+            found[key[:at + len(delimiter)]] = None
+        else:
+            found[key] = (size, '"' + hashlib.md5(b"x" * size).hexdigest() + '"')
+    names = [n for n in byte_order(found) if after is None or n.encode() > after.encode()]
+    page = names[:p["max_keys"]]
+    def shown(name: str) -> str:  # raw under an explicit encoding-type=url; decoded (or plain) otherwise
+        return quote(name, safe="/~") if p["mode"] == "url" else name
+
+    return {"keys": [(shown(n), *found[n]) for n in page if found[n] is not None],
+            "prefixes": [shown(n) for n in page if found[n] is None], "truncated": len(names) > len(page)}
+
+
 # --- page views --------------------------------------------------------------------------------------
 
 def decoded(value: str | None, mode: str) -> str | None:
@@ -197,49 +223,60 @@ def v2_pages(client, bucket: str, p: dict, start_after: str | None = None, limit
         args["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def compare_v2(clients, bucket: str, keys: list[str], p: dict) -> int:
+def compare_v2(clients, bucket: str, keys: dict[str, int], p: dict) -> int:
     ours, theirs = clients[p["mode"]]
-    mine, oracle = v2_pages(ours, bucket, p, p["after"]), v2_pages(theirs, bucket, p, p["after"])
-    assert [entries(x) for x in mine] == [entries(x) for x in oracle]
+    mine = v2_pages(ours, bucket, p, p["after"])
+    try:
+        oracle = v2_pages(theirs, bucket, p, p["after"])
+    except ClientError as exc:  # moto answers 500 to some start-after values (control characters)
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        DEPARTURES["v2 answers 500 to this start-after: the model is the oracle"] += 1
+        oracle = None
+    if oracle is not None:
+        assert [entries(x) for x in mine] == [entries(x) for x in oracle]
+    marker = p["after"]  # the reference model (used for v1 and versions) agrees with moto's v2 pages
+    for page in oracle or mine:
+        assert entries(page) == model_page(keys, p, marker)
+        marker = byte_order(names_of(entries(page), p["mode"]) or [""])[-1]
     seen: list[str] = []
     for i, page in enumerate(mine):
         view = entries(page)
         check_order_and_progress(view, p["mode"], p["after"], seen)
         seen += names_of(view, p["mode"])
-        assert page["KeyCount"] == oracle[i]["KeyCount"] == len(view["keys"]) + len(view["prefixes"])
+        assert page["KeyCount"] == (oracle or mine)[i]["KeyCount"] == len(view["keys"]) + len(view["prefixes"])
         assert page["KeyCount"] <= p["max_keys"] and page["MaxKeys"] == p["max_keys"]
         assert page.get("Prefix", "") == sent(p["prefix"], p["mode"])
         assert page.get("Delimiter") == (sent(p["delimiter"], p["mode"]) or None)
         assert page.get("StartAfter") == (sent(p["after"], p["mode"]) if p["after"] else None)
         assert ("NextContinuationToken" in page) == page["IsTruncated"]
-        if p["mode"] == "url" and p["delimiter"] and quote(p["delimiter"], safe="/~") != p["delimiter"] and \
-                oracle[i].get("Delimiter") != page.get("Delimiter"):
+        if oracle and p["mode"] == "url" and oracle[i].get("Delimiter", "") != page.get("Delimiter", ""):
             DEPARTURES["v2 Delimiter not url-encoded"] += 1
         if i:
             assert page["ContinuationToken"] == mine[i - 1]["NextContinuationToken"]
     return 2 * len(mine)
 
 
-def compare_v1(clients, bucket: str, p: dict) -> int:
-    """This store's v1 pages against moto's v2 page for start-after = marker, and NextMarker as AWS."""
+def compare_v1(clients, bucket: str, keys: dict[str, int], p: dict) -> int:
+    """This store's v1 pages against the v2 page for start-after = marker, and NextMarker as AWS."""
     ours, theirs = clients[p["mode"]]
     args = request_args(bucket, p)
     marker, calls, seen = p["after"], 0, []
     while True:
         page = ours.list_objects(**args, **({"Marker": marker} if marker else {}))
-        oracle = theirs.list_objects_v2(**request_args(bucket, p), **({"StartAfter": marker} if marker else {}))
-        calls += 2
+        calls += 1
         view = entries(page)
-        assert view == entries(oracle)
+        assert view == model_page(keys, p, marker)
         check_order_and_progress(view, p["mode"], marker, seen)
         seen += names_of(view, p["mode"])
         assert len(view["keys"]) + len(view["prefixes"]) <= p["max_keys"]
         assert page.get("Marker", "") == (sent(marker, p["mode"]) or "")
         assert page.get("Prefix", "") == (quote(p["prefix"], safe="/~") if p["mode"] != "none" else p["prefix"])
-        if calls == 2 and marker is None:
-            moto_v1 = theirs.list_objects(**args)
-            if entries(moto_v1) != view:
-                DEPARTURES["v1 first page differs (delimiter ignored for max-keys)"] += 1
+        if calls == 1 and marker is None:
+            try:
+                if entries(theirs.list_objects(**args)) != view:
+                    DEPARTURES["v1 first page differs"] += 1
+            except ClientError:
+                DEPARTURES["v1 answers 500"] += 1
         if not page["IsTruncated"]:
             assert "NextMarker" not in page
             return calls
@@ -253,7 +290,7 @@ def compare_v1(clients, bucket: str, p: dict) -> int:
         assert calls < 400, "the listing does not end"
 
 
-def compare_versions(clients, bucket: str, p: dict) -> int:
+def compare_versions(clients, bucket: str, keys: dict[str, int], p: dict) -> int:
     """ListObjectVersions of an unversioned bucket: one null version per key, paged by key-marker."""
     ours, theirs = clients[p["mode"]]
     args = request_args(bucket, p)
@@ -263,10 +300,9 @@ def compare_versions(clients, bucket: str, p: dict) -> int:
         if version_marker:
             extra["VersionIdMarker"] = version_marker
         page = ours.list_object_versions(**args, **extra)
-        oracle = theirs.list_objects_v2(**request_args(bucket, p), **({"StartAfter": marker} if marker else {}))
-        calls += 2
+        calls += 1
         view = entries(page, "Versions")
-        assert view == entries(oracle)
+        assert view == model_page(keys, p, marker)
         assert all((v["VersionId"], v["IsLatest"]) == ("null", True) for v in page.get("Versions", []))
         check_order_and_progress(view, p["mode"], marker, seen)
         seen += names_of(view, p["mode"])
@@ -282,14 +318,14 @@ def compare_versions(clients, bucket: str, p: dict) -> int:
 
 
 def run_differential(clients, data, keys: list[str], draws: int) -> int:
-    keys = [k for k in keys if len(k.encode()) <= 1024]
     bucket = make_bucket(clients, keys)
+    sizes = {k: i % 4 for i, k in enumerate(keys)}
     calls = 0
     for _ in range(draws):
         p = data.draw(listing_params(keys), label="params")
-        calls += compare_v2(clients, bucket, keys, p)
-        calls += compare_v1(clients, bucket, p)
-        calls += compare_versions(clients, bucket, p)
+        calls += compare_v2(clients, bucket, sizes, p)
+        calls += compare_v1(clients, bucket, sizes, p)
+        calls += compare_versions(clients, bucket, sizes, p)
     return calls
 
 
@@ -299,10 +335,10 @@ HYPOTHESIS = dict(deadline=None, database=None, derandomize=True, print_blob=Tru
                                          HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=14, **HYPOTHESIS)
+@settings(max_examples=18, **HYPOTHESIS)
 @given(keys=keysets, data=st.data())
 def test_every_listing_page_matches_the_oracle(clients, keys, data):
-    CALLS["default"] += run_differential(clients, data, keys, draws=10)
+    CALLS["default"] += run_differential(clients, data, keys, draws=16)
 
 
 @pytest.mark.slow
