@@ -305,8 +305,8 @@ class ObjectNames:
 
         As S3: a common prefix counts once against ``max_keys`` and is listed only when it sorts
         after ``after``, so a marker inside a group (the last common prefix of a page, or a key under
-        it) skips the whole group. A group is skipped with one query; batches grow while plain keys
-        come and shrink after a group, so a page costs O(page) whatever lies before it."""
+        it) skips the whole group. A group that ends inside the batch that holds it costs nothing more;
+        a larger one is skipped with one query. A page costs O(page) whatever lies before it."""
         self.bucket(tenant, bucket)
         base = bucket + "/"
         high = base + prefix_end(prefix) if prefix else bucket + "0"
@@ -320,29 +320,36 @@ class ObjectNames:
         out = Listing([], [], False, None)
         if max_keys <= 0:
             return out
-        batch = LIST_BATCH if not delimiter else 16
+        batch = min(max_keys + 1, LIST_BATCH)
         while True:
-            want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, batch)  # +1: is there more?
+            want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, LIST_BATCH) if not delimiter else batch
             docs = self.repo.object_names(low, high, want, low_inclusive=inclusive)
+            skip_to, listed = None, 0  # skip_to: the end of the group being rolled up
             for doc in docs:
+                if skip_to is not None and doc["_id"] < skip_to:
+                    continue
+                skip_to = None
                 if len(out.objects) + len(out.prefixes) >= max_keys:
                     out.truncated = True
                     return out
+                listed += 1
                 key = doc["key"]
                 cp = rollup(key, prefix, delimiter)
                 if cp is not None:
                     out.prefixes.append(cp)
                     out.next_marker = cp
-                    low, inclusive = base + prefix_end(cp), True  # past every key under cp
-                    batch = 2
-                    break
+                    skip_to = base + prefix_end(cp)
+                    continue
                 out.objects.append(ObjectInfo.from_mongo(doc))
                 out.next_marker = key
-                low, inclusive = doc["_id"], False
+            if len(docs) < want:
+                return out
+            if skip_to is not None:  # the batch ended inside a group: skip the rest of it with one query
+                low, inclusive = skip_to, True
+                batch = max(batch // 4, 2) if listed <= 1 else batch  # groups larger than a batch
             else:
-                if len(docs) < want:
-                    return out
-                batch = min(batch * 4, LIST_BATCH)
+                low, inclusive = docs[-1]["_id"], False
+                batch = min(batch * 2, LIST_BATCH)
 
     # --- multipart uploads ---------------------------------------------------------------------
 
