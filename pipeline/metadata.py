@@ -747,6 +747,23 @@ class MetadataRepository:
     def list_buckets(self, tenant: str) -> list[dict]:
         return list(self.buckets.find({"tenant": tenant}).sort("_id", 1))
 
+    def list_buckets_page(self, tenant: str, prefix: str = "", after: str | None = None,
+                          locations: list[str] | None = None, limit: int = 10_000) -> list[dict]:
+        """A tenant's buckets by name: starting with ``prefix``, after ``after``, in ``locations``."""
+        query: dict = {"tenant": tenant}
+        name: dict = {}
+        if after is not None and after >= prefix:
+            name["$gt"] = after
+        elif prefix:
+            name["$gte"] = prefix
+        if prefix:
+            name["$lt"] = prefix_end(prefix)
+        if name:
+            query["_id"] = name
+        if locations is not None:
+            query["location"] = {"$in": locations}
+        return list(self.buckets.find(query).sort("_id", 1).limit(limit))
+
     def bucket_has_objects(self, bucket: str) -> bool:
         return self.objects.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
 
@@ -773,6 +790,10 @@ class MetadataRepository:
             query["etag"] = {"$in": list(etags)}
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.objects.find_one_and_update(query, {"$set": fields}, return_document=ReturnDocument.BEFORE)
+
+    def insert_object_names(self, docs: list[dict]) -> int:
+        """Create many names at once; returns how many were created."""
+        return len(self.objects.insert_many(docs, ordered=True).inserted_ids)
 
     def get_object_name(self, name_id: str) -> dict | None:
         return self.objects.find_one({"_id": name_id})
@@ -824,6 +845,23 @@ class MetadataRepository:
                 key_range["$lt"] = prefix_end(prefix)
             query["key"] = key_range
         return list(self.uploads.find(query).sort([("key", 1), ("created", 1)]).limit(limit))
+
+    def upload_range(self, bucket: str, low: str, high: str | None, limit: int,
+                     low_inclusive: bool = True) -> list[dict]:
+        """Uploads of keys ``low <= key < high`` (``>`` when not inclusive; no bound for None),
+        by key, then by initiation and id."""
+        key_range: dict = {"$gte" if low_inclusive else "$gt": low}
+        if high is not None:
+            key_range["$lt"] = high
+        return list(self.uploads.find({"bucket": bucket, "key": key_range})
+                    .sort([("key", 1), ("created", 1), ("_id", 1)]).limit(limit))
+
+    def uploads_of_key_after(self, bucket: str, key: str, created: float, upload_id: str,
+                             limit: int) -> list[dict]:
+        """Uploads of one key initiated after (``created``, ``upload_id``), in that order."""
+        query = {"bucket": bucket, "key": key,
+                 "$or": [{"created": {"$gt": created}}, {"created": created, "_id": {"$gt": upload_id}}]}
+        return list(self.uploads.find(query).sort([("created", 1), ("_id", 1)]).limit(limit))
 
     def abandoned_uploads(self, updated_before: float, limit: int = 500) -> list[dict]:
         return list(self.uploads.find({"updated": {"$lt": updated_before}}).limit(limit))

@@ -29,7 +29,7 @@ from pipeline.names import valid_bucket_name, valid_key
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
-LIST_BATCH = 1000
+LIST_BATCH = 1001  # a full page of 1,000 and one more, to tell whether it is the last
 
 
 def name_id(bucket: str, key: str) -> str:
@@ -39,6 +39,14 @@ def name_id(bucket: str, key: str) -> str:
 def file_name(key: str) -> str:
     """The name an object's file shows in /api listings: the key's last path segment."""
     return key.rsplit("/", 1)[-1]
+
+
+def rollup(key: str, prefix: str, delimiter: str | None) -> str | None:
+    """The common prefix ``key`` rolls up into: up to the first ``delimiter`` after ``prefix``."""
+    if not delimiter or not key.startswith(prefix):
+        return None
+    at = key.find(delimiter, len(prefix))
+    return key[:at + len(delimiter)] if at >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,15 @@ class Listing:
     next_marker: str | None  # the last key or common prefix of this page
 
 
+@dataclass
+class UploadListing:
+    uploads: list[Upload]
+    prefixes: list[str]
+    truncated: bool
+    next_key_marker: str | None  # the last upload's key, or the last common prefix
+    next_upload_id_marker: str | None  # the last upload's id (None after a common prefix)
+
+
 @translate_backend_errors
 class ObjectNames:
     """Buckets, names and multipart uploads over one ``ObjectStore``."""
@@ -190,8 +207,14 @@ class ObjectNames:
             raise Forbidden(f"the bucket {name!r} belongs to another account", bucket=name)
         return Bucket.from_mongo(doc)
 
-    def list_buckets(self, tenant: str) -> list[Bucket]:
-        return [Bucket.from_mongo(d) for d in self.repo.list_buckets(tenant)]
+    def list_buckets(self, tenant: str, prefix: str = "", after: str | None = None,
+                     locations: list[str] | None = None, limit: int | None = None) -> list[Bucket]:
+        """The tenant's buckets by name; ``locations`` keeps those whose LocationConstraint is one of
+        them ("" is the default region's)."""
+        if not prefix and after is None and locations is None and limit is None:
+            return [Bucket.from_mongo(d) for d in self.repo.list_buckets(tenant)]
+        return [Bucket.from_mongo(d) for d in
+                self.repo.list_buckets_page(tenant, prefix, after, locations, limit or 10_000)]
 
     def delete_bucket(self, tenant: str, name: str) -> None:
         self.bucket(tenant, name)
@@ -303,6 +326,21 @@ class ObjectNames:
             self.store.discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
 
+    def bind_many(self, f: FileDoc, bucket: str, keys: Iterable[str], etag: str, attrs: ObjectAttributes,
+                  batch: int = 1000) -> int:
+        """Point many new names (none may exist yet) at one file, ``batch`` per write: fixtures and
+        benchmarks of large buckets. Deleting any of them deletes the file under the others too."""
+        made, docs = 0, []
+        for key in keys:
+            valid_key(key)
+            docs.append({"_id": name_id(bucket, key), "bucket": bucket, "key": key, "file": f.id, "size": f.size,
+                         "etag": etag, "created": time.time(), "partSizes": None, "uploadId": None,
+                         **attrs.to_mongo()})
+            if len(docs) >= batch:
+                made += self.repo.insert_object_names(docs)
+                docs = []
+        return made + (self.repo.insert_object_names(docs) if docs else 0)
+
     def head(self, tenant: str, bucket: str, key: str) -> ObjectInfo:
         self.bucket(tenant, bucket)
         doc = self.repo.get_object_name(name_id(bucket, key))
@@ -351,41 +389,53 @@ class ObjectNames:
              after: str | None = None, max_keys: int = 1000) -> Listing:
         """Keys in byte order after ``after``, rolled up at ``delimiter`` into common prefixes.
 
-        A run of keys under one common prefix counts once and is skipped with one query."""
+        As S3: a common prefix counts once against ``max_keys`` and is listed only when it sorts
+        after ``after``, so a marker inside a group (the last common prefix of a page, or a key under
+        it) skips the whole group. A group that ends inside the batch that holds it costs nothing more;
+        a larger one is skipped with one query. A page costs O(page) whatever lies before it."""
         self.bucket(tenant, bucket)
         base = bucket + "/"
         high = base + prefix_end(prefix) if prefix else bucket + "0"
         low, inclusive = base + prefix, True
-        if after is not None and base + after >= low:
-            low, inclusive = base + after, False
+        if after is not None:
+            group = rollup(after, prefix, delimiter)
+            if group is not None:
+                low = max(low, base + prefix_end(group))
+            elif base + after >= low:
+                low, inclusive = base + after, False
         out = Listing([], [], False, None)
         if max_keys <= 0:
             return out
+        batch = min(max_keys + 1, LIST_BATCH)
         while True:
-            docs = self.repo.object_names(low, high, LIST_BATCH, low_inclusive=inclusive)
-            if not docs:
-                return out
+            want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, LIST_BATCH) if not delimiter else batch
+            docs = self.repo.object_names(low, high, want, low_inclusive=inclusive)
+            skip_to, listed = None, 0  # skip_to: the end of the group being rolled up
             for doc in docs:
-                key = doc["key"]
-                cp = None
-                if delimiter:
-                    at = key.find(delimiter, len(prefix))
-                    if at >= 0:
-                        cp = key[:at + len(delimiter)]
+                if skip_to is not None and doc["_id"] < skip_to:
+                    continue
+                skip_to = None
                 if len(out.objects) + len(out.prefixes) >= max_keys:
                     out.truncated = True
                     return out
+                listed += 1
+                key = doc["key"]
+                cp = rollup(key, prefix, delimiter)
                 if cp is not None:
                     out.prefixes.append(cp)
                     out.next_marker = cp
-                    low, inclusive = base + prefix_end(cp), True  # past every key under cp
-                    break
+                    skip_to = base + prefix_end(cp)
+                    continue
                 out.objects.append(ObjectInfo.from_mongo(doc))
                 out.next_marker = key
-                low, inclusive = doc["_id"], False
+            if len(docs) < want:
+                return out
+            if skip_to is not None:  # the batch ended inside a group: skip the rest of it with one query
+                low, inclusive = skip_to, True
+                batch = max(batch // 4, 2) if listed <= 1 else batch  # groups larger than a batch
             else:
-                if len(docs) < LIST_BATCH:
-                    return out
+                low, inclusive = docs[-1]["_id"], False
+                batch = min(batch * 2, LIST_BATCH)
 
     # --- multipart uploads ---------------------------------------------------------------------
 
@@ -445,10 +495,60 @@ class ObjectNames:
     def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
         return [Part.from_mongo(d) for d in self.repo.list_parts(upload.upload_id, after_number, limit)]
 
-    def list_uploads(self, tenant: str, bucket: str, prefix: str = "", after_key: str | None = None,
-                     limit: int = 1000) -> list[Upload]:
+    def list_uploads(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
+                     key_marker: str | None = None, upload_id_marker: str | None = None,
+                     max_uploads: int = 1000) -> UploadListing:
+        """In-progress uploads in S3's order: by key, then by initiation (then id) within a key.
+
+        After ``key_marker`` alone: uploads of later keys. With ``upload_id_marker`` (an upload of that
+        key): that key's uploads initiated after it, then later keys; an upload id that is gone (completed
+        or aborted since) counts as the key's last. Common prefixes roll up and are skipped as in ``list``."""
         self.bucket(tenant, bucket)
-        return [Upload.from_mongo(d) for d in self.repo.list_uploads(bucket, prefix, after_key, limit)]
+        out = UploadListing([], [], False, None, None)
+        if max_uploads <= 0:
+            return out
+        high = prefix_end(prefix) if prefix else None
+        low, inclusive = prefix, True
+        cursor: tuple[str, float, str] | None = None  # (key, created, id): that key's later uploads come first
+        if key_marker:
+            group = rollup(key_marker, prefix, delimiter)
+            if group is not None:
+                low = max(low, prefix_end(group))
+            elif key_marker >= low:
+                low, inclusive = key_marker, False
+                marker = self.repo.get_upload(upload_id_marker) if upload_id_marker else None
+                if marker is not None and marker["bucket"] == bucket and marker["key"] == key_marker \
+                        and key_marker.startswith(prefix):
+                    cursor = (key_marker, marker["created"], marker["_id"])
+        batch = LIST_BATCH if not delimiter else 16
+        while True:
+            want = min(max_uploads - len(out.uploads) - len(out.prefixes) + 1, batch)
+            from_cursor = cursor
+            if cursor is not None:
+                docs = self.repo.uploads_of_key_after(bucket, *cursor, limit=want)
+            else:
+                docs = self.repo.upload_range(bucket, low, high, want, low_inclusive=inclusive)
+            for doc in docs:
+                if len(out.uploads) + len(out.prefixes) >= max_uploads:
+                    out.truncated = True
+                    return out
+                cp = rollup(doc["key"], prefix, delimiter)
+                if cp is not None:
+                    out.prefixes.append(cp)
+                    out.next_key_marker, out.next_upload_id_marker = cp, None
+                    low, inclusive, cursor, batch = prefix_end(cp), True, None, 2
+                    break
+                out.uploads.append(Upload.from_mongo(doc))
+                out.next_key_marker, out.next_upload_id_marker = doc["key"], doc["_id"]
+                low, inclusive = doc["key"], False
+                cursor = (doc["key"], doc["created"], doc["_id"])
+            else:
+                if len(docs) == want:  # more may follow: the last key's later uploads first, then later keys
+                    batch = min(batch * 4, LIST_BATCH)
+                    continue
+                if from_cursor is None:
+                    return out
+                low, inclusive, cursor = from_cursor[0], False, None  # that key is done: later keys
 
     def abort(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
         self._drop_upload(self.upload(tenant, bucket, key, upload_id))

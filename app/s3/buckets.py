@@ -18,9 +18,24 @@ from pipeline.objects import Listing, ObjectInfo
 MAX_KEYS = 1000
 
 
+MAX_BUCKETS = 10_000
+
+
 def list_buckets(call: S3Call) -> Response:
-    buckets = call.names.list_buckets(call.tenant)
-    return xml_answer(list_buckets_xml(call.owner, [BucketEntry(b.name, b.created) for b in buckets]))
+    """The caller's buckets by name, a page of ``max-buckets`` (default and at most 10,000) at a time."""
+    max_buckets = call.int_param("max-buckets", MAX_BUCKETS, 1, MAX_BUCKETS)
+    token = call.query.get("continuation-token")
+    prefix = call.query.get("prefix")
+    region = call.query.get("bucket-region") or None
+    default_region = call.settings.s3_region
+    locations = None if region is None else [region] + ([""] if region == default_region else [])
+    buckets = call.names.list_buckets(call.tenant, prefix or "", _untoken(token) if token is not None else None,
+                                      locations, max_buckets + 1)
+    truncated = len(buckets) > max_buckets
+    buckets = buckets[:max_buckets]
+    entries = [BucketEntry(b.name, b.created, b.location or default_region) for b in buckets]
+    return xml_answer(list_buckets_xml(call.owner, entries, prefix=prefix,
+                                       continuation_token=_token(buckets[-1].name) if truncated else None))
 
 
 def create_bucket(call: S3Call) -> Response:
@@ -99,7 +114,7 @@ def list_objects(call: S3Call) -> Response:
     if call.query.get("list-type") == "2":
         token = call.query.get("continuation-token")
         start_after = call.query.get("start-after")
-        after = _untoken(token) if token else start_after or None
+        after = _untoken(token) if token is not None else start_after or None  # a token wins over start-after
         listing = _listing(call, after, max_keys)
         fetch_owner = (call.query.get("fetch-owner") or "").lower() == "true"
         return xml_answer(list_objects_v2_xml(
@@ -112,19 +127,27 @@ def list_objects(call: S3Call) -> Response:
                               ArgumentValue=call.query["list-type"])
     marker = call.query.get("marker", "")
     listing = _listing(call, marker or None, max_keys)
+    # NextMarker only with a delimiter, as AWS: without one a client continues from the last key
     return xml_answer(list_objects_v1_xml(
         call.bucket, [_entry(o) for o in listing.objects], listing.prefixes, prefix=prefix, delimiter=delimiter,
-        marker=marker, next_marker=listing.next_marker, max_keys=max_keys, is_truncated=listing.truncated,
-        encoding_type=encoding, owner=call.owner))
+        marker=marker, next_marker=listing.next_marker if delimiter else None, max_keys=max_keys,
+        is_truncated=listing.truncated, encoding_type=encoding, owner=call.owner))
 
 
 def list_versions(call: S3Call) -> Response:
-    """An unversioned bucket: each key's one version, ``null``."""
+    """An unversioned bucket: each key's one version, ``null``. Paging as ListObjects with a marker:
+    after key-marker (its ``null`` version was the last listed), whatever version-id-marker says."""
     encoding = check_encoding_type(call.query.get("encoding-type"))
     max_keys = call.int_param("max-keys", MAX_KEYS, 0, MAX_KEYS, clamp=True)
     key_marker = call.query.get("key-marker", "")
+    version_id_marker = call.query.get("version-id-marker", "")
+    if version_id_marker and not key_marker:
+        raise InvalidArgument("A version-id marker cannot be specified without a key marker.",
+                              ArgumentName="version-id-marker", ArgumentValue=version_id_marker)
     listing = _listing(call, key_marker or None, max_keys)
+    on_prefix = bool(listing.prefixes) and listing.prefixes[-1] == listing.next_marker
     return xml_answer(list_versions_xml(
         call.bucket, [_entry(o) for o in listing.objects], listing.prefixes, prefix=call.query.get("prefix", ""),
-        delimiter=call.query.get("delimiter") or None, key_marker=key_marker, next_key_marker=listing.next_marker,
+        delimiter=call.query.get("delimiter") or None, key_marker=key_marker, version_id_marker=version_id_marker,
+        next_key_marker=listing.next_marker, next_version_id_marker=None if on_prefix else "null",
         max_keys=max_keys, is_truncated=listing.truncated, encoding_type=encoding, owner=call.owner))

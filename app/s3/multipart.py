@@ -138,28 +138,17 @@ def list_uploads(call: S3Call) -> Response:
     prefix = call.query.get("prefix", "")
     delimiter = call.query.get("delimiter") or None
     key_marker = call.query.get("key-marker", "")
+    upload_id_marker = call.query.get("upload-id-marker", "")
     max_uploads = call.int_param("max-uploads", 1000, 0, 1000, clamp=True)
-    uploads = call.names.list_uploads(call.tenant, call.bucket, prefix, key_marker or None, max_uploads + 1)
-    entries: list[UploadEntry] = []
-    prefixes: list[str] = []
-    for upload in uploads:
-        if len(entries) + len(prefixes) >= max_uploads:
-            break
-        if delimiter:
-            at = upload.key.find(delimiter, len(prefix))
-            if at >= 0:
-                common = upload.key[:at + len(delimiter)]
-                if not prefixes or prefixes[-1] != common:
-                    prefixes.append(common)
-                continue
-        entries.append(UploadEntry(upload.key, upload.upload_id, upload.created))
-    truncated = len(uploads) > max_uploads
-    last = entries[-1] if entries else None
+    # an upload-id-marker without a key-marker is ignored, as AWS
+    page = call.names.list_uploads(call.tenant, call.bucket, prefix, delimiter or "", key_marker or None,
+                                   upload_id_marker if key_marker else None, max_uploads)
+    entries = [UploadEntry(u.key, u.upload_id, u.created) for u in page.uploads]
     return xml_answer(list_uploads_xml(
-        call.bucket, entries, prefixes, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
-        upload_id_marker=call.query.get("upload-id-marker", ""),
-        next_key_marker=last.key if last else None, next_upload_id_marker=last.upload_id if last else None,
-        max_uploads=max_uploads, is_truncated=truncated, encoding_type=encoding, owner=call.owner))
+        call.bucket, entries, page.prefixes, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+        upload_id_marker=upload_id_marker, next_key_marker=page.next_key_marker,
+        next_upload_id_marker=page.next_upload_id_marker, max_uploads=max_uploads, is_truncated=page.truncated,
+        encoding_type=encoding, owner=call.owner))
 
 
 def abort_upload(call: S3Call) -> Response:

@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote_to_bytes
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import PathConverter
 
 from app import celery_enqueue
 from app.multipart import discard_rest
@@ -208,6 +209,11 @@ def as_s3_error(exc: BaseException) -> S3Error:
     return InternalError()
 
 
+class AnyPath(PathConverter):
+    """A path that may hold any character, a newline too (Werkzeug's path stops at one)."""
+    regex = "[^/](?s:.)*?"
+
+
 def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = None,
                   enqueue: Callable[..., None] | None = None) -> Flask:
     settings = settings or Settings.from_env()
@@ -260,7 +266,8 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
             names.bucket(auth.tenant, bucket)  # unknown or foreign: refused before the body is read
         return handler(call)
 
-    for rule in ("/", "/<path:_path>"):
+    app.url_map.converters["anypath"] = AnyPath
+    for rule in ("/", "/<anypath:_path>"):
         app.add_url_rule(rule, "s3", serve, methods=METHODS, provide_automatic_options=False,
                          strict_slashes=False)
 

@@ -190,6 +190,7 @@ class Owner:
 class BucketEntry:
     name: str
     created: float
+    region: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,11 +276,14 @@ class _Doc:
         return "".join(self._parts).encode("utf-8")
 
 
-def list_buckets_xml(owner: Owner, buckets: Iterable[BucketEntry]) -> bytes:
+def list_buckets_xml(owner: Owner, buckets: Iterable[BucketEntry], *, prefix: str | None = None,
+                     continuation_token: str | None = None) -> bytes:
+    """ListAllMyBucketsResult; ``continuation_token`` continues a truncated page, ``prefix`` is echoed."""
     doc = _Doc("ListAllMyBucketsResult").owner(owner).open("Buckets")
     for b in buckets:
-        doc.open("Bucket").el("Name", b.name).el("CreationDate", iso8601_seconds(b.created)).close("Bucket")
-    return doc.close("Buckets").bytes()
+        doc.open("Bucket").el("Name", b.name).el("CreationDate", iso8601_seconds(b.created))
+        doc.el("BucketRegion", b.region).close("Bucket")
+    return doc.close("Buckets").el("ContinuationToken", continuation_token).el("Prefix", prefix).bytes()
 
 
 def _object(doc: _Doc, o: ObjectEntry, owner: Owner | None, element: str = "Contents",
@@ -334,14 +338,18 @@ def list_objects_v2_xml(bucket: str, contents: Iterable[ObjectEntry], common_pre
 
 def list_versions_xml(bucket: str, contents: Iterable[ObjectEntry], common_prefixes: Iterable[str], *,
                       prefix: str = "", delimiter: str | None = None, key_marker: str = "",
-                      next_key_marker: str | None = None, max_keys: int = 1000, is_truncated: bool = False,
-                      encoding_type: str | None = None, owner: Owner | None = None) -> bytes:
-    """ListVersionsResult of an unversioned bucket: one ``null`` version per key, the latest."""
+                      version_id_marker: str = "", next_key_marker: str | None = None,
+                      next_version_id_marker: str | None = "null", max_keys: int = 1000,
+                      is_truncated: bool = False, encoding_type: str | None = None,
+                      owner: Owner | None = None) -> bytes:
+    """ListVersionsResult of an unversioned bucket: one ``null`` version per key, the latest. A page
+    that ends on a common prefix has no NextVersionIdMarker."""
     doc = _Doc("ListVersionsResult", url_encoded=encoding_type == "url")
-    doc.el("Name", bucket).name("Prefix", prefix).name("KeyMarker", key_marker).el("VersionIdMarker", "")
+    doc.el("Name", bucket).name("Prefix", prefix).name("KeyMarker", key_marker)
+    doc.el("VersionIdMarker", version_id_marker)
     doc.el("MaxKeys", max_keys).name("Delimiter", delimiter).el("IsTruncated", is_truncated)
     if is_truncated:
-        doc.name("NextKeyMarker", next_key_marker).el("NextVersionIdMarker", "null")
+        doc.name("NextKeyMarker", next_key_marker).el("NextVersionIdMarker", next_version_id_marker)
     doc.el("EncodingType", encoding_type)
     for o in contents:
         _object(doc, o, owner, element="Version", version=True)

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Time per 1,000-key listing page over 100,000 keys: does a page cost the same wherever it lies?
+
+Starts a private S3 front end (gunicorn) over its own nx-27017 and Redis, names 100,000 keys in
+1,000 "directories" (all pointing at one stored file, through ``ObjectNames.bind_many``), then walks
+ListObjectsV2 with boto3 (1,000 keys a page) and prints the time of pages 1, 10, 50 and 100, their
+ratio to page 1, and the time of the top-level listing with a delimiter (1,000 common prefixes).
+
+    .venv/bin/python bench/listing.py
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.objects import ObjectAttributes, ObjectNames  # noqa: E402
+from pipeline.store import ObjectStore  # noqa: E402
+from tests.s3clients import boto3_client  # noqa: E402
+from tests.stack import Backends, Stack  # noqa: E402
+
+DIRS, PER_DIR = 1000, 100
+MARKS = (1, 10, 50, 100)
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="minis3-listing-"))
+    backends = Backends(work / "backends")
+    stack = Stack(work / "stack", backends, web=False, worker=False, s3=True)
+    try:
+        s3 = boto3_client(stack, stack.s3_credentials("bench"))
+        s3.create_bucket(Bucket="listing")
+        s3.put_object(Bucket="listing", Key="~seed", Body=b"seed")
+        store = ObjectStore.from_settings(stack.settings)
+        names = ObjectNames(store)
+        info = names.head("bench", "listing", "~seed")
+        started = time.perf_counter()
+        names.bind_many(names.file_of(info), "listing",
+                        (f"d{d:03d}/k{k:03d}" for d in range(DIRS) for k in range(PER_DIR)),
+                        info.etag, ObjectAttributes(info.content_type))
+        print(f"named {DIRS * PER_DIR:,} keys in {time.perf_counter() - started:.1f} s")
+        times, args = [], {"Bucket": "listing", "MaxKeys": 1000}
+        while True:
+            t0 = time.perf_counter()
+            page = s3.list_objects_v2(**args)
+            times.append(time.perf_counter() - t0)
+            if not page["IsTruncated"]:
+                break
+            args["ContinuationToken"] = page["NextContinuationToken"]
+        print(f"{len(times)} pages of up to 1,000 keys")
+        for n in MARKS:
+            if n <= len(times):
+                print(f"page {n:>3}: {times[n - 1] * 1000:7.1f} ms  ({times[n - 1] / times[0]:.2f}x page 1)")
+        t0 = time.perf_counter()
+        top = s3.list_objects_v2(Bucket="listing", Delimiter="/", MaxKeys=1000)
+        print(f"top level with '/': {len(top.get('CommonPrefixes', []))} common prefixes in "
+              f"{(time.perf_counter() - t0) * 1000:.1f} ms")
+        store.repo.client.close()
+    finally:
+        stack.stop()
+        backends.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
