@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from pipeline.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.chunkstore import parse_name
+from pipeline.heal import HEALED, HEALTHY, batches, heal_chunk
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 from pipeline.metadata import CHUNK_STORED as STORED_CHUNK
 from pipeline.progress import Progress, ProgressCallback
@@ -121,22 +122,11 @@ def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None 
     return report
 
 
-def _batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # --- node directories: corrupt and unknown files ----------------------------------------------
 
 def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done: Progress) -> None:
     grace = store.settings.gc_grace_s
-    for entries in _batches(store.chunks.iter_all()):
+    for entries in batches(store.chunks.iter_all(), BATCH):
         names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
         docs = store.repo.chunk_docs(p[0] for p in names.values() if p is not None)
         for entry in entries:
@@ -253,16 +243,12 @@ def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Prog
 
 
 def _healed(store, chunk_hash: str) -> bool:
-    from pipeline.heal import HEALED, HEALTHY, heal_chunk
-
     return chunk_hash != "-" and heal_chunk(store, chunk_hash).status in (HEALED, HEALTHY)
 
 
 def _heal_degraded(store, report: FsckReport, degraded: dict[str, tuple[int, int]], to_heal: set[str]) -> None:
     """Report under-replicated chunks (each once); with repair, heal them and those whose corrupt
     fragment was just quarantined."""
-    from pipeline.heal import HEALED, HEALTHY, heal_chunk
-
     for h, (present, total) in sorted(degraded.items()):
         item = {"chunk": h, "present": present, "fragments": total}
         if report.repair:
@@ -292,7 +278,7 @@ def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[
 
 def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -> None:
     live = (d for d in store.repo.all_chunks() if d.get("state") != CHUNK_DELETING)
-    for docs in _batches(live):
+    for docs in batches(live, BATCH):
         done.advance(len(docs))
         referenced = store.repo.referenced_hashes([d["_id"] for d in docs])
         for d in docs:
@@ -308,7 +294,7 @@ def _check_held(store, report: FsckReport, now: float) -> None:
     (and GC) release them; a crash in between leaves them. Repair releases those past the grace
     period (a held copy is linked before its chunk's document says stored)."""
     held = list(store.spool.held())
-    for batch in _batches(held):
+    for batch in batches(held, BATCH):
         docs = store.repo.chunk_docs(h for h, _ in batch)
         for h, since in batch:
             doc = docs.get(h)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pipeline.chunkio import Placed, fragments, layout, nodes_of
 from pipeline.chunkstore import fsync_dir
@@ -113,13 +113,19 @@ def _sync(placed: Placed) -> None:
         fsync_dir(d)
 
 
+def _stored(store, chunk_hash: str) -> dict | None:
+    """The chunk's document while it is stored (not being written or collected)."""
+    doc = store.repo.get_chunk(chunk_hash)
+    return doc if doc is not None and doc.get("state") == CHUNK_STORED else None
+
+
 def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
                load: dict[str, int] | None = None) -> HealResult:
     """Verify every fragment of one chunk and rebuild those missing or corrupt; idempotent."""
     quarantined: list[int] = []
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return HealResult(chunk_hash, GONE, quarantined=quarantined)
         lay = store.chunkio.layout_of(doc)
         k, m = lay.k, lay.m
@@ -219,7 +225,7 @@ def stale_held(store, now: float | None = None) -> Iterable[str]:
     document for longer than the GC grace period (GC deletes the held copy with the chunk; this is
     what a crash in between leaves)."""
     now = time.time() if now is None else now
-    for batch in _batches_of(store.spool.held(), 500):
+    for batch in batches(store.spool.held(), 500):
         docs = store.repo.chunk_docs([h for h, _ in batch])
         for h, since in batch:
             doc = docs.get(h)
@@ -230,7 +236,8 @@ def stale_held(store, now: float | None = None) -> Iterable[str]:
                 yield h
 
 
-def _batches_of(items: Iterable, size: int) -> Iterable[list]:
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     batch = []
     for item in items:
         batch.append(item)
@@ -267,8 +274,8 @@ def move_fragment(store, chunk_hash: str, index: int, from_node: str, target: st
     copied. Returns "moved", "gone" (no such fragment there any more), or raises NoTarget."""
     usable = store.usable_nodes() if usable is None else usable
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return "gone"
         frag = next((f for f in fragments(doc) if f["i"] == index and f["node"] == from_node), None)
         if frag is None:
@@ -318,8 +325,8 @@ def convert_chunk(store, chunk_hash: str, usable: set[str] | None = None) -> str
     target = store.chunkio.layouts.for_policy(*store.chunkio.ec)
     k, m = target.k, target.m
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return "gone"
         if store.chunkio.layout_of(doc).redundant or not target.redundant:  # not a whole copy, or nothing to gain
             return "skipped"
