@@ -23,8 +23,9 @@ from typing import Callable
 
 from pipeline.cache import Lru
 from pipeline.chunkstore import ChunkStore, Spool, StoredChunk, fsync_dir
-from pipeline.layouts import (WHOLE, FragmentCheck, Layout, LayoutRouter, Placed, fault, fragment_name,  # noqa: F401
-                              fragments, layout, missing_indexes, nodes_of, unavailable, xxh3)
+from pipeline.layouts import WHOLE, FragmentCheck, Layout, LayoutRouter, Placed, fault, layout, unavailable
+# what callers read chunk documents with, from where they always have
+from pipeline.layouts import fragment_name, fragments, missing_indexes, nodes_of  # noqa: F401
 
 log = logging.getLogger(__name__)
 
