@@ -14,7 +14,6 @@ from pipeline import usage
 from pipeline.chunkmap import chunk_page
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
                              StoreError, UploadTooLarge)
-from pipeline.ingest import NODE_FULL
 from pipeline.metadata import FileDoc, parse_file_id
 from pipeline.names import valid_key
 from pipeline.objects import ObjectNames
@@ -83,7 +82,7 @@ def upload():
         final = store().wait_until_final(f.id, current_app.config["MINIS3_SETTINGS"].wait_timeout_s)
         if final is not None and final.status == "stored":
             return jsonify({"success": True, **final.to_json(), "statusUrl": f"/api/files/{f.id}/status"}), 201
-        if final is not None and final.error == NODE_FULL:
+        if final is not None and final.error_code == InsufficientStorage.code:
             raise InsufficientStorage("no space left on a storage node; the upload was not stored", fileId=f.id)
         f = final or f
     body = {"success": True, "fileId": f.id, "status": f.status, "statusUrl": f"/api/files/{f.id}/status",

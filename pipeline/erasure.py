@@ -53,6 +53,7 @@ def _keep_coding_buffers_in_the_heap() -> None:
     buffers per 1 MiB chunk: page faults took 15 times the CPU of the Reed-Solomon arithmetic
     (bench/codec.py). Serving such sizes from the heap and keeping freed memory for reuse makes
     encode and degraded decode ~15x cheaper. Only glibc has mallopt; elsewhere nothing changes."""
+    # safe process-wide (web, Celery and CLI processes alike): it picks heap or mmap and when to trim, never contents
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)  # FastCDC chunks reach 4 MiB: their buffers too

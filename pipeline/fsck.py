@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
-from pipeline.chunkio import fragments, layout, nodes_of, xxh3
+from pipeline.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.chunkstore import parse_name
+from pipeline.heal import HEALED, HEALTHY, batches, heal_chunk
 from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 from pipeline.metadata import CHUNK_STORED as STORED_CHUNK
 from pipeline.progress import Progress, ProgressCallback
@@ -121,28 +122,17 @@ def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None 
     return report
 
 
-def _batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # --- node directories: corrupt and unknown files ----------------------------------------------
 
 def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done: Progress) -> None:
     grace = store.settings.gc_grace_s
-    for entries in _batches(store.chunks.iter_all()):
+    for entries in batches(store.chunks.iter_all(), BATCH):
         names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
         docs = store.repo.chunk_docs(p[0] for p in names.values() if p is not None)
         for entry in entries:
             parsed = names[entry.chunk_hash]
             doc = docs.get(parsed[0]) if parsed else None
-            frag = _named_fragment(doc, entry.node, parsed[1]) if doc is not None else None
+            frag = _named_fragment(doc, entry.node, entry.chunk_hash) if doc is not None else None
             if frag is None or not store.chunks.is_chunk_file(entry):
                 age = now - entry.mtime
                 report.unknown.add(node=entry.node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
@@ -152,30 +142,19 @@ def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done:
                 continue
             if doc["state"] == CHUNK_DELETING:
                 continue  # GC is deleting it
-            h, index = parsed
             try:
-                if index is None:
-                    digest = store.chunks.sha256(entry)
-                    good = entry.size == doc["size"] and digest == h
-                    why = f"content hashes to {digest}"
-                else:
-                    raw = store.chunks.read_fragment(entry.node, entry.chunk_hash)
-                    if raw is None:
-                        continue
-                    good = len(raw) == frag["size"] and xxh3(raw) == frag.get("xxh3")
-                    why = "content does not match its checksum"
+                reason = store.chunkio.audit(doc, frag, entry)
             except FileNotFoundError:
                 continue  # deleted since the listing
             report.chunk_files_checked += 1
             report.bytes_checked += entry.size
-            if good:
+            if reason is None:
                 continue
-            reason = f"{entry.size} bytes, expected {frag['size']}" if entry.size != frag["size"] else why
             report.corrupt.add(chunk=entry.chunk_hash, node=entry.node, path=str(entry.path), reason=reason)
-            if report.repair and store.chunks.quarantine(entry.node, entry.chunk_hash):
+            if report.repair and store.chunkio.quarantine(doc, frag):
                 report.repaired["quarantined"] += 1
-                if layout(doc) != (1, 0):
-                    to_heal.add(h)
+                if store.chunkio.layout_of(doc).redundant:
+                    to_heal.add(parsed[0])
         done.advance(len(entries))
     for node in store.chunks.node_ids:
         for entry in store.chunks.temporaries(node):
@@ -188,15 +167,11 @@ def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done:
                 report.repaired["removed"] += 1
 
 
-def _named_fragment(doc: dict, node: str, index: int | None) -> dict | None:
-    """The fragment of ``doc`` that a file on ``node`` with that index is, if the document names it."""
-    whole = layout(doc) == (1, 0)
-    if whole != (index is None):
-        return None
-    for f in fragments(doc):
-        if f.get("node") == node and (whole or f["i"] == index):
-            return f
-    return None
+def _named_fragment(doc: dict, node: str, name: str) -> dict | None:
+    """The fragment of ``doc`` that the file ``name`` on ``node`` is, if the document names it."""
+    k, m = layout(doc)
+    return next((f for f in fragments(doc)
+                 if f.get("node") == node and fragment_name(doc["_id"], f["i"], k, m) == name), None)
 
 
 def _claimed(store, name: str, node: str) -> bool:
@@ -204,7 +179,7 @@ def _claimed(store, name: str, node: str) -> bool:
     if parsed is None:
         return False
     doc = store.repo.chunk_docs([parsed[0]]).get(parsed[0])
-    return doc is not None and _named_fragment(doc, node, parsed[1]) is not None
+    return doc is not None and _named_fragment(doc, node, name) is not None
 
 
 # --- files: chunks lost, files stuck ---------------------------------------------------------
@@ -228,14 +203,15 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
             doc = docs.get(h)
             if doc is None:
                 lost.setdefault(h, "no chunk document")
-            elif layout(doc) == (1, 0) and not store.chunkio.is_placed(doc):
-                lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
-            elif layout(doc) != (1, 0) and not store.chunkio.is_placed(doc):
-                present, (k, m) = store.chunkio.present(doc), layout(doc)
-                if present < k and not store.spool.is_held(h):  # a held spooled copy rebuilds it
-                    lost.setdefault(h, f"{present} of the {k} fragments needed on {','.join(nodes_of(doc))}")
+            elif not store.chunkio.is_placed(doc):
+                lay = store.chunkio.layout_of(doc)
+                present = len(lay.present(doc))
+                if not lay.redundant:
+                    lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
+                elif present < lay.k and not store.spool.is_held(h):  # a held spooled copy rebuilds it
+                    lost.setdefault(h, f"{present} of the {lay.k} fragments needed on {','.join(nodes_of(doc))}")
                 elif degraded is not None:
-                    degraded[h] = (present, k + m)
+                    degraded[h] = (present, lay.width)
     if covered != f.chunk_count:
         lost.setdefault("-", f"manifest lists {covered} of {f.chunk_count} chunks")
     return list(lost.items())
@@ -267,16 +243,12 @@ def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Prog
 
 
 def _healed(store, chunk_hash: str) -> bool:
-    from pipeline.heal import HEALED, HEALTHY, heal_chunk
-
     return chunk_hash != "-" and heal_chunk(store, chunk_hash).status in (HEALED, HEALTHY)
 
 
 def _heal_degraded(store, report: FsckReport, degraded: dict[str, tuple[int, int]], to_heal: set[str]) -> None:
     """Report under-replicated chunks (each once); with repair, heal them and those whose corrupt
     fragment was just quarantined."""
-    from pipeline.heal import HEALED, HEALTHY, heal_chunk
-
     for h, (present, total) in sorted(degraded.items()):
         item = {"chunk": h, "present": present, "fragments": total}
         if report.repair:
@@ -306,7 +278,7 @@ def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[
 
 def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -> None:
     live = (d for d in store.repo.all_chunks() if d.get("state") != CHUNK_DELETING)
-    for docs in _batches(live):
+    for docs in batches(live, BATCH):
         done.advance(len(docs))
         referenced = store.repo.referenced_hashes([d["_id"] for d in docs])
         for d in docs:
@@ -322,7 +294,7 @@ def _check_held(store, report: FsckReport, now: float) -> None:
     (and GC) release them; a crash in between leaves them. Repair releases those past the grace
     period (a held copy is linked before its chunk's document says stored)."""
     held = list(store.spool.held())
-    for batch in _batches(held):
+    for batch in batches(held, BATCH):
         docs = store.repo.chunk_docs(h for h, _ in batch)
         for h, since in batch:
             doc = docs.get(h)

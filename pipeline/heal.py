@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
-from pipeline.chunkio import Placed, fragment_name, fragments, layout, nodes_of, xxh3
+from pipeline.chunkio import Placed, fragments, layout, nodes_of
 from pipeline.chunkstore import fsync_dir
 from pipeline.errors import NotEnoughFragments
 from pipeline.metadata import CHUNK_STORED
@@ -93,14 +93,6 @@ def choose_targets(chunk_hash: str, want: Iterable[int], doc: dict, holding: set
     return targets
 
 
-def _absent(store, doc: dict) -> list[int]:
-    """Fragment indexes not recorded, or not on their node with their size (a stat, no read)."""
-    k, m = layout(doc)
-    present = {f["i"] for f in fragments(doc) if f.get("node") and
-               store.chunks.exists(f["node"], fragment_name(doc["_id"], f["i"], k, m), f["size"])}
-    return [i for i in range(k + m) if i not in present]
-
-
 def _absent_nodes(doc: dict, absent: list[int]) -> list[str]:
     return [f["node"] for f in fragments(doc) if f["i"] in absent]
 
@@ -121,17 +113,24 @@ def _sync(placed: Placed) -> None:
         fsync_dir(d)
 
 
+def _stored(store, chunk_hash: str) -> dict | None:
+    """The chunk's document while it is stored (not being written or collected)."""
+    doc = store.repo.get_chunk(chunk_hash)
+    return doc if doc is not None and doc.get("state") == CHUNK_STORED else None
+
+
 def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
                load: dict[str, int] | None = None) -> HealResult:
     """Verify every fragment of one chunk and rebuild those missing or corrupt; idempotent."""
     quarantined: list[int] = []
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return HealResult(chunk_hash, GONE, quarantined=quarantined)
-        k, m = layout(doc)
+        lay = store.chunkio.layout_of(doc)
+        k, m = lay.k, lay.m
         usable_now = store.usable_nodes() if usable is None else usable
-        absent = _absent(store, doc)
+        absent = store.chunkio.absent(doc)
         if absent and not choose_targets(chunk_hash, absent, doc, set(nodes_of(doc)) - set(_absent_nodes(doc, absent)),
                                          usable_now):
             # nowhere to put what is missing (a node is down and every other holds a fragment):
@@ -139,11 +138,8 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             store.repo.flag_heal(chunk_hash)
             return HealResult(chunk_hash, BLOCKED, reason=f"no usable node holds none of its other fragments "
                                                           f"(fragments {absent} missing)")
-        found = store.chunkio.check(doc)
-        for frag, reason in found.corrupt:
-            log.error("heal: chunk %s fragment %d on %s: %s; quarantined", chunk_hash, frag["i"], frag["node"], reason)
-            if store.chunkio.quarantine(doc, frag):
-                quarantined.append(frag["i"])
+        found = lay.verify(doc)
+        quarantined += store.chunkio.quarantine_corrupt(doc, found, "heal")
         want = [i for i in range(k + m) if i not in found.good]
         if not want:
             if doc.get("needsHeal"):
@@ -152,7 +148,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             return HealResult(chunk_hash, HEALTHY, quarantined=quarantined)
         sources = found.good
         if len(found.good) < k:
-            held = store.chunkio.read_held(doc)  # stored with no fragment to spare: its spooled copy
+            held = lay.read_held(doc)  # stored with no fragment to spare: its spooled copy
             if held is None:
                 store.repo.flag_heal(chunk_hash)
                 reason = f"{len(found.good)} of the {k} fragments needed are readable"
@@ -160,7 +156,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
                 return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
             log.warning("heal: chunk %s: %d of the %d fragments needed are readable; rebuilding from its held "
                         "spool copy", chunk_hash, len(found.good), k)
-            sources = dict(enumerate(store.chunkio.codec(k, m).encode(held)))
+            sources = dict(enumerate(lay.encode(held)))
         holding = {f["node"] for f in fragments(doc) if f["i"] in found.good}
         targets = choose_targets(chunk_hash, want, doc, holding, usable_now, load)
         if not targets:
@@ -168,11 +164,10 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
             reason = f"no usable node holds none of its other fragments (fragments {want} missing)"
             return HealResult(chunk_hash, BLOCKED, quarantined=quarantined, reason=reason)
         try:
-            rebuilt = store.chunkio.codec(k, m).reconstruct(sources, sorted(targets))
+            rebuilt = lay.rebuild(sources, sorted(targets))
         except NotEnoughFragments as exc:
             return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=exc.message)
-        encoded = [rebuilt.get(i, b"") for i in range(k + m)]
-        placed = store.chunkio.write_fragments(doc, b"", targets, encoded=encoded)
+        placed = lay.write_fragments(doc, rebuilt, targets)
         _sync(placed)
         keep = [f for f in fragments(doc) if f["i"] in found.good]
         frags = sorted(keep + placed.frags, key=lambda f: f["i"])
@@ -230,7 +225,7 @@ def stale_held(store, now: float | None = None) -> Iterable[str]:
     document for longer than the GC grace period (GC deletes the held copy with the chunk; this is
     what a crash in between leaves)."""
     now = time.time() if now is None else now
-    for batch in _batches_of(store.spool.held(), 500):
+    for batch in batches(store.spool.held(), 500):
         docs = store.repo.chunk_docs([h for h, _ in batch])
         for h, since in batch:
             doc = docs.get(h)
@@ -241,7 +236,8 @@ def stale_held(store, now: float | None = None) -> Iterable[str]:
                 yield h
 
 
-def _batches_of(items: Iterable, size: int) -> Iterable[list]:
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     batch = []
     for item in items:
         batch.append(item)
@@ -278,31 +274,30 @@ def move_fragment(store, chunk_hash: str, index: int, from_node: str, target: st
     copied. Returns "moved", "gone" (no such fragment there any more), or raises NoTarget."""
     usable = store.usable_nodes() if usable is None else usable
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return "gone"
         frag = next((f for f in fragments(doc) if f["i"] == index and f["node"] == from_node), None)
         if frag is None:
             return "gone"
-        k, m = layout(doc)
+        lay = store.chunkio.layout_of(doc)
         holding = set(nodes_of(doc)) - {from_node}
         node = target
         if node is None:
             free = sorted(usable - holding - {from_node}, key=lambda n: ((load or {}).get(n, 0), n))
             node = free[0] if free else None
         if node is None or node in holding or node == from_node:
-            raise NoTarget(f"chunk {chunk_hash}: no usable node holds none of its {k + m} fragment(s)")
-        name = fragment_name(chunk_hash, index, k, m)
-        data = store.chunks.read_fragment(from_node, name)
-        if data is None or len(data) != frag["size"] or xxh3(data) != frag["xxh3"]:
+            raise NoTarget(f"chunk {chunk_hash}: no usable node holds none of its {lay.width} fragment(s)")
+        data, fault = lay.read_fragment(doc, frag)
+        if data is None or fault is not None:
             # not readable where it is: rebuild it from the others (a 1+0 copy has no others)
-            found = store.chunkio.check(doc)
+            found = lay.verify(doc)
             others = {i: b for i, b in found.good.items() if i != index}
-            if len(others) < k:
+            if len(others) < lay.k:
                 raise NotEnoughFragments(f"chunk {chunk_hash}: fragment {index} on {from_node} is unreadable and "
-                                         f"{len(others)} of {k} others are readable")
-            data = store.chunkio.codec(k, m).reconstruct(others, [index])[index]
-        placed = store.chunkio.write_fragments(doc, b"", {index: node}, encoded={index: data})
+                                         f"{len(others)} of {lay.k} others are readable")
+            data = lay.rebuild(others, [index])[index]
+        placed = lay.write_fragments(doc, {index: data}, {index: node})
         if not placed.frags:
             raise NoTarget(f"chunk {chunk_hash}: writing to {node} failed: {placed.failed}")
         _sync(placed)
@@ -327,20 +322,21 @@ class NoTarget(Exception):
 
 def convert_chunk(store, chunk_hash: str, usable: set[str] | None = None) -> str:
     """Re-encode a whole-copy chunk into ``store.chunkio.ec``; "converted", "skipped" or "gone"."""
-    k, m = store.chunkio.ec
+    target = store.chunkio.layouts.for_policy(*store.chunkio.ec)
+    k, m = target.k, target.m
     for _ in range(ATTEMPTS):
-        doc = store.repo.get_chunk(chunk_hash)
-        if doc is None or doc.get("state") != CHUNK_STORED:
+        doc = _stored(store, chunk_hash)
+        if doc is None:
             return "gone"
-        if layout(doc) != (1, 0) or (k, m) == (1, 0):
+        if store.chunkio.layout_of(doc).redundant or not target.redundant:  # not a whole copy, or nothing to gain
             return "skipped"
         data = store.chunkio.read(chunk_hash, doc)  # verified; raises ChunkUnavailable
         usable_now = store.usable_nodes() if usable is None else usable
         stripe = store.placement.next_stripes(1, k + m, usable_now)[0]
         if len(stripe) < k + min(m, 1):
             raise NoTarget(f"a {k}+{m} chunk needs {k + min(m, 1)} usable nodes; {len(stripe)} are")
-        new = store.chunkio.new_document(chunk_hash, doc["size"], doc["xxh3"], stripe, ec=(k, m))
-        placed = store.chunkio.write_fragments(new, data, {f["i"]: f["node"] for f in fragments(new)})
+        new = target.new_document(chunk_hash, doc["size"], doc["xxh3"], stripe)
+        placed = target.write(new, data)
         _sync(placed)
         if len(placed.frags) < k + min(m, 1):
             _undo(store, new, placed.frags)

@@ -36,7 +36,7 @@ from pipeline.placement import RoundRobinPlacement
 log = logging.getLogger(__name__)
 
 
-NODE_FULL = "insufficient_storage: no space left on a storage node"
+NODE_FULL = f"{InsufficientStorage.code}: no space left on a storage node"  # a failed file's error text
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Ingestor:
             log.error("ingest %s failed: chunks lost %s", file_id, exc.missing[:10])
             return report
         except InsufficientStorage as exc:  # a node is full: fail visibly, keep no partial upload
-            self.repo.mark_failed(file_id, NODE_FULL, stored_too=False)
+            self.repo.mark_failed(file_id, NODE_FULL, stored_too=False, code=exc.code)
             self.spool.remove(file_id)
             report.status = FAILED
             log.error("ingest %s failed: %s", file_id, exc.message)

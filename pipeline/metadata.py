@@ -72,6 +72,7 @@ class FileDoc:
     kind: str = KIND_FILE
     bucket: str | None = None
     key: str | None = None
+    error_code: str | None = None  # the domain error's code (pipeline.errors) of a failed file, when known
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "FileDoc":
@@ -82,6 +83,7 @@ class FileDoc:
             status=doc["status"], error=doc.get("error"), created=doc["created"],
             updated=doc.get("updated", doc["created"]), chunks_done=doc.get("chunksDone", 0),
             md5=doc.get("md5"), kind=doc.get("kind", KIND_FILE), bucket=doc.get("bucket"), key=doc.get("key"),
+            error_code=doc.get("errorCode"),
         )
 
     @property
@@ -353,9 +355,12 @@ class MetadataRepository:
         return {str(d["_id"]) for d in self.files.find({"_id": {"$in": ids}, "status": STORED}, {"_id": 1})}
 
     def mark_failed(self, file_id: str, error: str, missing: list[str] | None = None,
-                    stored_too: bool = True) -> bool:
-        """``stored_too=False`` (ingest) never fails a file that another ingest already stored."""
+                    stored_too: bool = True, code: str | None = None) -> bool:
+        """``stored_too=False`` (ingest) never fails a file that another ingest already stored.
+        ``code``: the domain error's code, for programs (``error`` is for people)."""
         fields: dict = {"status": FAILED, "error": error}
+        if code is not None:
+            fields["errorCode"] = code
         if missing is not None:
             fields["missingChunks"] = missing[:1000]
         return self._transition(file_id, (QUEUED, PROCESSING, STORED) if stored_too else (QUEUED, PROCESSING),

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from pipeline.chunkio import fragments, layout
+from pipeline.chunkio import fragments
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +63,21 @@ class _Throttle:
 
 def scrub_chunk(store, doc: dict, report: ScrubReport, on_damage: Callable[[str], None]) -> int:
     """Read and verify every fragment of one chunk; returns the bytes read."""
-    k, m = layout(doc)
-    found = store.chunkio.check(doc)
+    lay = store.chunkio.layout_of(doc)
+    found = lay.verify(doc)
     report.chunks += 1
     report.fragments += len(found.good) + len(found.corrupt)
     report.bytes += found.bytes_read
-    absent = len(found.missing) + max(0, k + m - len(fragments(doc)))
+    absent = len(found.missing) + max(0, lay.width - len(fragments(doc)))
     if not found.corrupt and not absent:
         return found.bytes_read
-    for frag, reason in found.corrupt:
-        log.error("scrub: chunk %s fragment %d on %s: %s; quarantined", doc["_id"], frag["i"], frag["node"], reason)
-        store.chunkio.quarantine(doc, frag)
+    store.chunkio.quarantine_corrupt(doc, found, "scrub")
     report.corrupt += len(found.corrupt)
     report.missing += absent
     if len(report.damaged) < SAMPLE:
         report.damaged.append({"chunk": doc["_id"], "corrupt": [f["i"] for f, _ in found.corrupt],
                                "missing": [f["i"] for f in found.missing]})
-    if (k, m) != (1, 0):
+    if lay.redundant:  # heal can rebuild it
         on_damage(doc["_id"])
     return found.bytes_read
 
