@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 import sys
 import threading
 import time
@@ -307,6 +308,12 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
     docs = list(hosts.repo.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
     assert not (survivor.settings.spool_dir / file_id).exists()
+    # the killed worker may have left half-written fragments in a node's temporaries: GC sweeps
+    # those older than the grace period, after which fsck finds nothing out of place
+    collected = subprocess.run([str(BIN / "minis3"), "gc", "--json"], env=survivor.env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert not any(True for node in survivor.settings.nodes for _ in (Path(node) / ".tmp").glob("*"))
     checked = subprocess.run([str(BIN / "minis3"), "fsck"], env=survivor.env, cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0, checked.stdout + checked.stderr
