@@ -114,7 +114,8 @@ def list_objects(call: S3Call) -> Response:
     if call.query.get("list-type") == "2":
         token = call.query.get("continuation-token")
         start_after = call.query.get("start-after")
-        after = _untoken(token) if token is not None else start_after or None  # a token wins over start-after
+        # a token wins over start-after; an empty one (echoed back) starts from the beginning, as S3's does
+        after = _untoken(token) if token else start_after or None
         listing = _listing(call, after, max_keys)
         fetch_owner = (call.query.get("fetch-owner") or "").lower() == "true"
         return xml_answer(list_objects_v2_xml(

@@ -12,7 +12,7 @@ from flask import Response
 from werkzeug.datastructures import Headers
 
 from app.s3 import checksums
-from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange,
+from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange, S3Error,
                            InvalidRequest)
 from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source, object_location,
                             write_condition)
@@ -206,10 +206,6 @@ def object_checksum(upload: Upload, sent: list[CompletedPart], chosen: list[Part
         raise InvalidPartOrder("With a checksum algorithm the parts must be numbered from 1 without gaps.")
     digests = []
     for part in chosen:
-        if kind == checksums.COMPOSITE and algorithm not in listed.get(part.number, {}):
-            raise InvalidRequest(f"The upload was created using a {algorithm.lower()} checksum. The complete request "
-                                 f"must include the checksum for each part. It was missing for part {part.number} "
-                                 "in the request.")
         if part.checksum is None or part.checksum["algorithm"] != algorithm:
             raise InvalidPart(f"Part {part.number} has no {algorithm.lower()} checksum.", PartNumber=str(part.number))
         digests.append(checksums.decode_value(algorithm, part.checksum["value"]))
@@ -217,13 +213,29 @@ def object_checksum(upload: Upload, sent: list[CompletedPart], chosen: list[Part
         value = checksums.composite(algorithm, digests)
     else:
         value = checksums.combine(algorithm, [(d, p.size) for d, p in zip(digests, chosen)])
-    if whole is not None:
+    if whole is not None:  # a whole-object checksum that cannot match is BadDigest, before the list's checks
         name, given = whole
         if name != algorithm:
             raise InvalidRequest(f"The upload was created using a {algorithm.lower()} checksum; the complete request "
                                  f"carries a {name.lower()} checksum.")
-        if given.strip() != value if kind == checksums.COMPOSITE \
-                else checksums.decode_value(algorithm, given) != checksums.decode_value(algorithm, value):
+        if not _same_checksum(algorithm, kind, given, value):
             raise BadDigest(f"The {algorithm.lower()} you specified for the whole object did not match the "
                             "calculated checksum.")
+    for part in chosen:
+        if kind == checksums.COMPOSITE and algorithm not in listed.get(part.number, {}):
+            raise InvalidRequest(f"The upload was created using a {algorithm.lower()} checksum. The complete request "
+                                 f"must include the checksum for each part. It was missing for part {part.number} "
+                                 "in the request.")
     return {"algorithm": algorithm, "value": value, "type": kind}
+
+
+def _same_checksum(algorithm: str, kind: str, given: str, value: str) -> bool:
+    """Whether a whole-object checksum a client sent equals the computed one (a malformed value never does)."""
+    given = given.strip()
+    if kind == checksums.COMPOSITE:
+        digest, _, count = given.partition("-")  # the -N suffix is optional in what a client sends
+        return digest == value.partition("-")[0] and count in ("", value.partition("-")[2])
+    try:
+        return checksums.decode_value(algorithm, given) == checksums.decode_value(algorithm, value)
+    except S3Error:
+        return False

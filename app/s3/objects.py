@@ -154,6 +154,10 @@ def get_object(call: S3Call, head_only: bool = False) -> Response:
         stop = start + sizes[number - 1]
         if info.part_sizes:
             headers["x-amz-mp-parts-count"] = str(len(sizes))
+            part_checksum = (info.part_checksums or [None] * number)[number - 1]
+            if part_checksum and info.checksum and checksum_mode(call):  # a part's own, as S3 returns it
+                headers.update(checksum_header({"algorithm": info.checksum["algorithm"], "value": part_checksum}))
+                headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
         status, whole = 206, False
     elif call.header("Range"):
         span = _byte_range(call.header("Range"), size)
