@@ -231,7 +231,7 @@ def _rule(given: dict, v2: bool) -> Rule:
     scope = Filter("legacy", given["Prefix"]) if "Prefix" in given else _filter(given["Filter"])
     actions = ("Expiration", "NoncurrentVersionExpiration", "AbortIncompleteMultipartUpload", "Transitions",
                "NoncurrentVersionTransitions")
-    if not any(given.get(a) for a in actions):
+    if not any(a in given for a in actions):
         raise _request("At least one action needs to be specified in a rule")
     days = date = marker = None
     if "Expiration" in given:
