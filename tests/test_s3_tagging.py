@@ -73,6 +73,8 @@ def test_x_amz_tagging_on_put_and_an_overwrite_replaces_the_tags(s3):
     assert tag_set(s3, "put.bin") == [{"Key": "c", "Value": "3"}]
     s3.put_object(Bucket=BUCKET, Key="put.bin", Body=b"3")  # no tags given: none kept, as S3
     assert tag_set(s3, "put.bin") == []
+    s3.put_object(Bucket=BUCKET, Key="put.bin", Body=b"4", Tagging="flag&x=%2B1")  # a key alone: empty value
+    assert tag_set(s3, "put.bin") == [{"Key": "flag", "Value": ""}, {"Key": "x", "Value": "+1"}]
 
 
 def test_copy_keeps_the_source_tags_or_replaces_them_with_the_directive(s3):

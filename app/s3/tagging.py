@@ -119,8 +119,7 @@ def header_tags(call: S3Call) -> list[list[str]] | None:
     if raw is None:
         return None
     try:
-        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw), encoding="utf-8",
-                          errors="strict")
+        pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict")  # "k" is k=""
     except (ValueError, UnicodeDecodeError):
         pairs = None
     if pairs is None or len({k for k, _ in pairs}) != len(pairs):
