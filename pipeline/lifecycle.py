@@ -188,7 +188,7 @@ def rules_from_mongo(config: dict | None) -> list[Rule]:
     return [Rule.from_mongo(d) for d in (config or {}).get("rules") or ()]
 
 
-def is_locked(name_doc: dict) -> bool:
+def under_legal_hold_or_retention(name_doc: dict) -> bool:
     """Whether an object is under a legal hold or a retention period, which no rule may remove.
 
     Object lock does not exist yet: nothing is locked. The object lock feature answers here."""
@@ -512,7 +512,7 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
         for doc in docs:
             rule = expiring_rule(rules, doc["key"], doc["size"], dict(doc.get("tags") or ()), doc["created"],
                                  now, day_s)
-            if rule is None or is_locked(doc):
+            if rule is None or under_legal_hold_or_retention(doc):
                 continue
             if names.expire(tenant, bucket, doc["key"], doc["file"]):
                 run.expired[rule.id] = run.expired.get(rule.id, 0) + 1
