@@ -63,6 +63,9 @@ class Settings:
     s3_region: str = "us-east-1"
     secret_key: str | None = None
     multipart_abandon_s: float = 604800.0
+    # lifecycle rules: how long a lifecycle "day" is (shortened in tests) and how often beat applies them
+    lifecycle_day_s: float = 86400.0
+    lifecycle_interval_s: float = 3600.0
     # chunk layout and chunking of new content
     ec: str = "2+1"
     scrub_mbps: float = 50.0
@@ -104,6 +107,8 @@ class Settings:
             raise SettingsError("MINIS3_GC_INTERVAL_S must be > 0 and MINIS3_GC_GRACE_S >= 0")
         if self.sample_interval_s < 1:
             raise SettingsError("MINIS3_SAMPLE_INTERVAL_S must be at least 1 second")
+        if self.lifecycle_day_s <= 0 or self.lifecycle_interval_s <= 0:
+            raise SettingsError("MINIS3_LIFECYCLE_DAY_S and MINIS3_LIFECYCLE_INTERVAL_S must be > 0")
         if self.gc_lock_ttl_s < 1:
             raise SettingsError("MINIS3_GC_LOCK_TTL_S must be at least 1 second")
         if self.manifest_page_size < 1:

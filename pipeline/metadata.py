@@ -1030,6 +1030,31 @@ class MetadataRepository:
     def drop_usage_except(self, tenants: list[str]) -> None:
         self.usage.delete_many({"_id": {"$nin": tenants}})
 
+    # --- object tags and lifecycle rules ----------------------------------------------------------
+
+    def set_object_tags(self, name_id: str, tags: list[list[str]] | None) -> bool:
+        """Replace the tags of a name (None: no tags); False when there is no such name."""
+        return self.objects.update_one({"_id": name_id}, {"$set": {"tags": tags}}).matched_count == 1
+
+    def buckets_with_config(self, name: str, after: str | None, limit: int) -> list[dict]:
+        """Buckets that have configuration ``name`` (``config.<name>``), by name after ``after``."""
+        query: dict = {f"config.{name}": {"$exists": True}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return list(self.buckets.find(query).sort("_id", 1).limit(limit))
+
+    def set_lifecycle_cursor(self, bucket: str, cursor: dict) -> None:
+        """Where the next lifecycle run resumes in a bucket (``{"key": ..., "upload": ...}``, None:
+        from the start); kept in the bucket's document, so it goes with the bucket."""
+        self.buckets.update_one({"_id": bucket}, {"$set": {"lifecycleCursor": cursor}})
+
+    def uploads_page(self, bucket: str, after_id: str | None, limit: int) -> list[dict]:
+        """A bucket's multipart uploads in progress by id, after ``after_id``."""
+        query: dict = {"bucket": bucket}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        return list(self.uploads.find(query).sort("_id", 1).limit(limit))
+
 
 def prefix_end(prefix: str) -> str:
     """The least string greater than every string that starts with ``prefix`` (code-point order,

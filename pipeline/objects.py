@@ -68,10 +68,12 @@ class ObjectAttributes:
     metadata: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* without the prefix
     headers: dict[str, str] = field(default_factory=dict)  # Cache-Control, Content-Disposition, ...
     checksum: dict | None = None  # {"algorithm": "CRC32", "value": base64}
+    tags: list[list[str]] | None = None  # [[key, value], ...]: object tags (x-amz-tagging)
 
     def to_mongo(self) -> dict:
+        # "tags" always written: a name overwritten without tags loses the old ones, as in S3
         return {"contentType": self.content_type or "binary/octet-stream", "meta": self.metadata,
-                "headers": self.headers, "checksum": self.checksum}
+                "headers": self.headers, "checksum": self.checksum, "tags": self.tags or None}
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,14 @@ class ObjectInfo:
     part_sizes: list[int] | None  # multipart objects: each part's size, for GET ?partNumber=
     upload_id: str | None = None
     part_checksums: list[str | None] | None = None  # multipart objects: each part's checksum (base64)
+    tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ObjectInfo":
         return cls(doc["bucket"], doc["key"], doc["file"], doc["size"], doc["etag"], doc["created"],
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
                    doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
-                   doc.get("partChecksums"))
+                   doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()))
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,8 @@ class ObjectNames:
         self.check_write(dst_bucket, dst_key, condition)
         src_file = self.file_of(src)
         if attrs is None:
-            attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
+            attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum,
+                                     [list(t) for t in src.tags] or None)
         f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
@@ -602,7 +606,7 @@ class ObjectNames:
         checksum = checksum_of(upload, chosen) if checksum_of is not None else None
         part_checksums = [p.checksum["value"] if p.checksum else None for p in chosen]
         attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
-                                 upload.attributes.get("headers") or {}, checksum)
+                                 upload.attributes.get("headers") or {}, checksum, upload.attributes.get("tags"))
         f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id,
@@ -624,3 +628,30 @@ class ObjectNames:
                 self.store.discard(file_id)
                 self.repo.delete_parts(upload_id)
         return aborted
+
+    # --- object tags and lifecycle ----------------------------------------------------------
+
+    def set_tags(self, tenant: str, bucket: str, key: str, tags: list[list[str]] | None) -> ObjectInfo:
+        """Replace an object's tags (None or [] removes them); its Last-Modified stays, as in S3."""
+        self.bucket(tenant, bucket)
+        if not self.repo.set_object_tags(name_id(bucket, key), tags or None):
+            raise NoSuchKey("no such key", key=key)
+        return self.head(tenant, bucket, key)
+
+    def expire(self, tenant: str, bucket: str, key: str, file_id: str) -> bool:
+        """DeleteObject's path for a lifecycle expiration: remove the name while it still points at
+        ``file_id`` (an object written since the rule matched stays), then delete its file."""
+        self.bucket(tenant, bucket)
+        previous = self.repo.delete_object_name(name_id(bucket, key), file_id)
+        if previous is None:
+            return False
+        self.store.discard(previous["file"])
+        return True
+
+    def abort_if_present(self, tenant: str, bucket: str, key: str, upload_id: str) -> bool:
+        """AbortMultipartUpload's path for a lifecycle rule; False when the upload is gone meanwhile."""
+        try:
+            self.abort(tenant, bucket, key, upload_id)
+        except NoSuchUpload:
+            return False
+        return True

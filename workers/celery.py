@@ -44,6 +44,7 @@ def make_celery(settings: Settings) -> Celery:
                      "minis3.clean_spool": {"queue": MAINTENANCE_QUEUE},
                      "minis3.sample": {"queue": MAINTENANCE_QUEUE},
                      "minis3.abort_abandoned_uploads": {"queue": MAINTENANCE_QUEUE},
+                     "minis3.lifecycle": {"queue": MAINTENANCE_QUEUE},
                      "minis3.heal": {"queue": MAINTENANCE_QUEUE},
                      "minis3.heal_flagged": {"queue": MAINTENANCE_QUEUE},
                      "minis3.scrub": {"queue": MAINTENANCE_QUEUE},
@@ -62,6 +63,8 @@ def make_celery(settings: Settings) -> Celery:
                        "options": {"expires": settings.sample_interval_s}},  # a late sample is skipped
             "abort-abandoned-uploads": {"task": "minis3.abort_abandoned_uploads",
                                         "schedule": min(3600.0, max(1.0, settings.multipart_abandon_s / 4))},
+            "lifecycle": {"task": "minis3.lifecycle", "schedule": settings.lifecycle_interval_s,
+                          "options": {"expires": settings.lifecycle_interval_s}},  # a late run is skipped
             "heal-flagged": {"task": "minis3.heal_flagged", "schedule": 60.0},
             "scrub": {"task": "minis3.scrub", "schedule": max(1.0, min(60.0, settings.scrub_period_s / 10))},
         },

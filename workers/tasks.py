@@ -122,6 +122,26 @@ def abort_abandoned_uploads(self) -> int:
     return aborted
 
 
+@shared_task(name="minis3.lifecycle", base=StoreTask, bind=True)
+def lifecycle(self) -> dict:
+    """Apply the buckets' lifecycle rules: a bounded batch of names per bucket from each one's saved
+    cursor; expired objects' chunks come back through GC. One run at a time."""
+    from pipeline.lifecycle import apply_lifecycle
+
+    settings = self.store.settings
+    lock = self.store.redis.lock("minis3:lifecycle:lock", timeout=max(60.0, settings.lifecycle_interval_s * 4),
+                                 blocking=False, thread_local=False)
+    if not lock.acquire(blocking=False):
+        return {"skipped": True}
+    try:
+        return apply_lifecycle(ObjectNames(self.store), settings.lifecycle_day_s)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # expired: harmless, a run is idempotent
+            pass
+
+
 @shared_task(name="minis3.heal", base=StoreTask, bind=True)
 def heal(self, *chunk_hashes: str) -> list[dict]:
     """Heal these chunks, one after the other (a read that found a page of damaged chunks queues

@@ -10,7 +10,7 @@ from flask import Response
 from app.s3.errors import FeatureNotImplemented, InvalidArgument
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, acl_xml, check_encoding_type,
-                          empty_tagging_xml, list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
+                          list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
                           location_xml, parse_create_bucket, versioning_xml)
 from pipeline.names import valid_bucket_name
 from pipeline.objects import Listing, ObjectInfo
@@ -74,12 +74,6 @@ def get_acl(call: S3Call) -> Response:
     else:
         call.names.bucket(call.tenant, call.bucket)
     return xml_answer(acl_xml(call.owner))
-
-
-def get_object_tagging(call: S3Call) -> Response:
-    """Objects carry no tags here."""
-    call.names.head(call.tenant, call.bucket, call.key)
-    return xml_answer(empty_tagging_xml())
 
 
 def _entry(info: ObjectInfo) -> ObjectEntry:

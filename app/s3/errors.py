@@ -165,6 +165,10 @@ class NoSuchCORSConfiguration(S3Error):
     code, status, default_message = "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
 
 
+class NoSuchLifecycleConfiguration(S3Error):
+    code, status, default_message = "NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist"
+
+
 class NoSuchTagSet(S3Error):
     code, status, default_message = "NoSuchTagSet", 404, "The TagSet does not exist"
 

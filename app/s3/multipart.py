@@ -17,6 +17,7 @@ from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartO
 from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source, object_location,
                             write_condition)
 from app.s3.payload import PayloadReader
+from app.s3.tagging import header_tags
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
 from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, PartEntry, UploadEntry,
                           check_encoding_type, complete_multipart_checksum_xml, complete_multipart_xml,
@@ -32,7 +33,9 @@ def create_upload(call: S3Call) -> Response:
     key = valid_key(call.key)
     algorithm, kind = checksums.upload_checksum(call.header("x-amz-checksum-algorithm"),
                                                 call.header("x-amz-checksum-type"))
-    upload = call.names.create_upload(call.tenant, call.bucket, key, object_attributes(call), algorithm, kind)
+    attrs = object_attributes(call)
+    attrs.tags = header_tags(call)  # applied to the object at completion
+    upload = call.names.create_upload(call.tenant, call.bucket, key, attrs, algorithm, kind)
     headers = {}
     if algorithm:
         headers.update({"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": kind})

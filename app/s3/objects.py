@@ -12,6 +12,7 @@ from flask import Response, stream_with_context
 from werkzeug.http import parse_range_header
 
 from app.s3 import checksums
+from app.s3.tagging import header_tags, tagging_count
 from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
@@ -94,6 +95,7 @@ def object_headers(info: ObjectInfo) -> dict:
     headers.update(info.headers)
     for name, value in info.metadata.items():
         headers["x-amz-meta-" + name] = value
+    headers.update(tagging_count(info.tags))
     return headers
 
 
@@ -194,6 +196,7 @@ def put_object(call: S3Call) -> Response:
     key = valid_key(call.key)
     condition = write_condition(call)
     attrs = object_attributes(call)
+    attrs.tags = header_tags(call)  # InvalidTag before the body is read
     reader = call.body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
@@ -250,6 +253,11 @@ def copy_object(call: S3Call) -> Response:
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                               ArgumentValue=directive)
+    tagging = (call.header("x-amz-tagging-directive") or "COPY").upper()
+    if tagging not in ("COPY", "REPLACE"):
+        raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
+                              ArgumentValue=tagging)
+    tags = header_tags(call) if tagging == "REPLACE" else None
     src = call.names.head(call.tenant, src_bucket, src_key)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" \
@@ -261,6 +269,9 @@ def copy_object(call: S3Call) -> Response:
     if directive == "REPLACE":
         attrs = object_attributes(call)
         attrs.checksum = src.checksum  # the same bytes
+    if tagging == "REPLACE" or attrs is not None:  # the tags follow their own directive
+        attrs = attrs or ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
+        attrs.tags = tags if tagging == "REPLACE" else [list(t) for t in src.tags] or None
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
                            condition=write_condition(call))
     return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))

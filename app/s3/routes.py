@@ -28,7 +28,7 @@ from werkzeug.routing import PathConverter
 
 from app import celery_enqueue
 from app.multipart import discard_rest
-from app.s3 import buckets, cors, multipart, objects, post, tagging
+from app.s3 import buckets, cors, lifecycle, multipart, objects, post, tagging
 from app.s3.continuation import DeferredContinue, has_body, pending_continue
 from app.s3.errors import (AccessDenied, IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
                            FeatureNotImplemented, S3Error, SlowDown, error_xml, s3_error_for)
@@ -72,6 +72,9 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("PUT", "tagging"): tagging.put_bucket_tagging,
     ("GET", "tagging"): tagging.get_bucket_tagging,
     ("DELETE", "tagging"): tagging.delete_bucket_tagging,
+    ("PUT", "lifecycle"): lifecycle.put_bucket_lifecycle,
+    ("GET", "lifecycle"): lifecycle.get_bucket_lifecycle,
+    ("DELETE", "lifecycle"): lifecycle.delete_bucket_lifecycle,
     ("POST", None): post.post_object,  # an HTML form: signed by its policy, answered before SigV4 (UNSIGNED)
 }
 OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
@@ -85,7 +88,9 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("DELETE", "uploadId"): multipart.abort_upload,
     ("POST", "uploadId"): multipart.complete_upload,
     ("GET", "acl"): buckets.get_acl,
-    ("GET", "tagging"): buckets.get_object_tagging,
+    ("GET", "tagging"): tagging.get_object_tagging,
+    ("PUT", "tagging"): tagging.put_object_tagging,
+    ("DELETE", "tagging"): tagging.delete_object_tagging,
     ("GET", "attributes"): objects.get_object_attributes,
 }
 # Query parameters that name a sub-resource (an operation of its own), in the order they are

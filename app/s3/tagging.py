@@ -1,23 +1,30 @@
-"""Bucket tagging: PutBucketTagging, GetBucketTagging, DeleteBucketTagging.
+"""Bucket and object tagging: Put/Get/DeleteBucketTagging, Put/Get/DeleteObjectTagging, and the
+``x-amz-tagging`` header of PutObject, CreateMultipartUpload and CopyObject.
 
 A bucket's tags are its ``tagging`` configuration: ``{"tags": [[key, value], ...]}`` in the order
-the owner gave them. S3's limits apply: at most 50 tags, keys of 1 to 128 and values of up to 256
-Unicode characters from letters, digits, spaces and ``+ - = . _ : / @``, no key twice, nothing in
-the reserved ``aws:`` prefix (InvalidTag); a body that is not a Tagging document is MalformedXML.
+the owner gave them; an object's are the ``tags`` of its name document. S3's limits apply: at most
+50 tags on a bucket and 10 on an object, keys of 1 to 128 and values of up to 256 Unicode
+characters from letters, digits, spaces and ``+ - = . _ : / @``, no key twice, nothing in the
+reserved ``aws:`` prefix (InvalidTag); a body that is not a Tagging document is MalformedXML.
 """
 from __future__ import annotations
 
 import unicodedata
 
+from urllib.parse import parse_qsl
+
 from flask import Response
 
-from app.s3.errors import InvalidTag, MalformedXML, NoSuchTagSet
+from app.s3.errors import InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import _Doc, _children, _local, _parse
 
 CONFIG = "tagging"
 MAX_TAGGING_XML = 64 * 1024
 MAX_BUCKET_TAGS = 50
+MAX_OBJECT_TAGS = 10
+TOO_MANY = {MAX_BUCKET_TAGS: "Bucket tag count cannot be greater than 50",
+            MAX_OBJECT_TAGS: "Object tags cannot be greater than 10"}
 MAX_KEY_CHARS = 128
 MAX_VALUE_CHARS = 256
 RESERVED_PREFIX = "aws:"
@@ -54,8 +61,13 @@ def parse_tagging(body: bytes, max_tags: int = MAX_BUCKET_TAGS) -> list[tuple[st
     for tag in _children(tag_sets[0], "Tag"):
         _only(tag, {"Key", "Value"})
         tags.append((_one_text(tag, "Key"), _one_text(tag, "Value")))
+    return valid_tags(tags, max_tags)
+
+
+def valid_tags(tags: list[tuple[str, str]], max_tags: int) -> list[tuple[str, str]]:
+    """``tags`` when they keep S3's limits (at most ``max_tags`` of them); InvalidTag otherwise."""
     if len(tags) > max_tags:
-        raise InvalidTag(f"Bucket tag count cannot be greater than {max_tags}")
+        raise InvalidTag(TOO_MANY.get(max_tags, f"Tag count cannot be greater than {max_tags}"))
     seen: set[str] = set()
     for key, value in tags:
         if not 1 <= len(key) <= MAX_KEY_CHARS or not _allowed(key):
@@ -96,4 +108,53 @@ def get_bucket_tagging(call: S3Call) -> Response:
 
 def delete_bucket_tagging(call: S3Call) -> Response:
     call.names.delete_bucket_config(call.tenant, call.bucket, CONFIG)
+    return empty_answer(204)
+
+
+# --- object tags ----------------------------------------------------------------------------------
+
+def header_tags(call: S3Call) -> list[list[str]] | None:
+    """The tags of ``x-amz-tagging`` (``k1=v1&k2=v2``, URL-encoded), validated; None without the header."""
+    raw = call.header("x-amz-tagging")
+    if raw is None:
+        return None
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict")  # "k" is k=""
+    except (ValueError, UnicodeDecodeError):
+        pairs = None
+    if pairs is None or len({k for k, _ in pairs}) != len(pairs):
+        raise InvalidArgument("The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query "
+                              "parameters without tag name duplicates.", ArgumentName="x-amz-tagging",
+                              ArgumentValue=raw)
+    return [list(t) for t in valid_tags(pairs, MAX_OBJECT_TAGS)] or None
+
+
+def tagging_count(tags) -> dict:
+    """``x-amz-tagging-count`` of a GET or HEAD, when the object has tags."""
+    return {"x-amz-tagging-count": str(len(tags))} if tags else {}
+
+
+def _check_version(call: S3Call) -> None:
+    from app.s3.objects import check_version  # app.s3.objects imports this module
+
+    check_version(call)
+
+
+def put_object_tagging(call: S3Call) -> Response:
+    _check_version(call)
+    call.names.head(call.tenant, call.bucket, call.key)  # NoSuchKey before the body
+    tags = parse_tagging(call.small_body(MAX_TAGGING_XML), MAX_OBJECT_TAGS)
+    call.names.set_tags(call.tenant, call.bucket, call.key, [list(t) for t in tags])
+    return empty_answer(200)
+
+
+def get_object_tagging(call: S3Call) -> Response:
+    _check_version(call)
+    info = call.names.head(call.tenant, call.bucket, call.key)
+    return xml_answer(tagging_xml(info.tags))
+
+
+def delete_object_tagging(call: S3Call) -> Response:
+    _check_version(call)
+    call.names.set_tags(call.tenant, call.bucket, call.key, None)
     return empty_answer(204)

@@ -440,11 +440,6 @@ def acl_xml(owner: Owner) -> bytes:
     return doc.el("Permission", "FULL_CONTROL").close("Grant").close("AccessControlList").bytes()
 
 
-def empty_tagging_xml() -> bytes:
-    """GetObjectTagging of an object without tags."""
-    return _Doc("Tagging").open("TagSet").close("TagSet").bytes()
-
-
 @dataclass(frozen=True)
 class ObjectPartEntry:
     part_number: int
