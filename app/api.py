@@ -14,7 +14,7 @@ from pipeline import usage
 from pipeline.chunkmap import chunk_page
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
                              StoreError, UploadTooLarge)
-from pipeline.metadata import FileDoc, parse_file_id
+from pipeline.metadata.model import FileDoc, parse_file_id
 from pipeline.names import valid_key
 from pipeline.objects import ObjectNames
 from pipeline.stats import store_stats, tenant_stats
@@ -129,7 +129,7 @@ def file_chunks(file_id: str):
     if not raw.isdigit() or len(raw) > 12:
         raise BadRequest("cursor must be a chunk index (the nextCursor of the previous page)")
     scope = None if is_operator() else tenant()
-    return jsonify(chunk_page(store().repo, f, int(raw), limit, tenant(), scope))
+    return jsonify(chunk_page(store().meta, f, int(raw), limit, tenant(), scope))
 
 
 @api.get("/files/<file_id>")

@@ -23,7 +23,7 @@ from pipeline.cache import records_generation
 from pipeline.credentials import S3Credentials, is_access_key_id
 from pipeline.errors import StoreError, Unauthorized
 from pipeline.keys import ApiKey, ApiKeys
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.store import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def challenge(response):
 def init_identify(app: Flask, settings: Settings) -> None:
     """Register identification; call before the rate limiter is set up."""
     store = app.extensions["minis3.store"]
-    app.extensions["minis3.auth"] = Authenticator(ApiKeys(store.repo), settings.auth)
+    app.extensions["minis3.auth"] = Authenticator(ApiKeys(store.meta), settings.auth)
     if settings.auth == "open":
         log.warning("MINIS3_AUTH=open: serving WITHOUT authentication")
     app.before_request(identify)
@@ -148,11 +148,11 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
         print("minis3: MINIS3_MONGO_URL is not set (`minis3 run` prints the embedded MongoDB's address)",
               file=sys.stderr)
         return 2
-    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db)
+    meta = Metadata.connect(settings.mongo_url, settings.mongo_db)
     try:
-        repo.ensure_indexes()
-        keys = ApiKeys(repo)
-        s3_keys = S3Credentials(repo, settings.secret_key or (load_or_create(settings.var_dir) if s3 else ""),
+        meta.ensure_indexes()
+        keys = ApiKeys(meta)
+        s3_keys = S3Credentials(meta, settings.secret_key or (load_or_create(settings.var_dir) if s3 else ""),
                                 records_generation(settings.redis_url))
         if action == "create" and s3:
             access_key_id, secret = s3_keys.create(tenant or "")
@@ -176,4 +176,4 @@ def keys_command(settings: Settings, action: str, tenant: str | None = None, key
         print(f"minis3: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        repo.client.close()
+        meta.client.close()

@@ -240,7 +240,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         _print_json_or(args, {"scrub": status}, [json.dumps(status, indent=2)])
         return 0
     bar = _Progress("scrub", args.json)
-    bar.total(store.repo.count_chunks())
+    bar.total(store.meta.chunks.count_chunks())
     try:
         report = run_slice(store, budget_s=None, mbps=args.mbps, full=True, progress=bar.step)
     finally:
@@ -282,7 +282,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         _print_json_or(args, report.to_json(), lines)
         return 0 if report.remaining == 0 else 1
     if action == "undrain":
-        store.repo.set_node_draining(args.node, False)
+        store.meta.operations.set_node_draining(args.node, False)
         print(f"node {args.node} takes new fragments again")
         return 0
     rows = nodes.node_table(store)

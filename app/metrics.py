@@ -81,8 +81,8 @@ class RedundancyCollector:
 
     def collect(self):
         try:
-            degraded = self.store.repo.count_needing_heal()
-            scrub = self.store.repo.last_event("scrub") or {}
+            degraded = self.store.meta.chunks.count_needing_heal()
+            scrub = self.store.meta.operations.last_event("scrub") or {}
         except Exception:  # metadata down: no sample rather than a failed scrape
             return
         gauge = GaugeMetricFamily("minis3_degraded_chunks", "Chunks missing fragments, waiting for heal")

@@ -36,14 +36,14 @@ def edited_copy(src: Path, dst: Path, at: int = 5000) -> None:
 
 def chunks_known(stack: Stack, file_id: str) -> tuple[int, int]:
     """(chunks of the file's manifest, distinct chunks)."""
-    with stack.metadata() as repo:
-        hashes = [h for page in repo.iter_manifest(file_id) for h in page.hashes]
+    with stack.metadata() as meta:
+        hashes = [h for page in meta.files.iter_manifest(file_id) for h in page.hashes]
     return len(hashes), len(set(hashes))
 
 
 def distinct_chunks(stack: Stack) -> int:
-    with stack.metadata() as repo:
-        return repo.chunks.count_documents({})
+    with stack.metadata() as meta:
+        return meta.db.chunks.count_documents({})
 
 
 def run(size: int, work: Path, log) -> list[Figure]:

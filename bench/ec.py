@@ -98,7 +98,7 @@ def scrub_rate(stack: Stack, seconds: float) -> Figure:
     store = ObjectStore.from_settings(stack.settings)
     report = run_slice(store, budget_s=seconds, full=True)
     limit = stack.settings.scrub_mbps
-    store.repo.client.close()
+    store.meta.client.close()
     return Figure(f"2+1: scrub rate over {report.bytes / MiB:.0f} MiB (limit {limit:g} MB/s)", report.mbps, "MB/s",
                   target=f"<= {limit:g} MB/s", ratio=report.mbps / limit, met=report.mbps <= limit * 1.05)
 

@@ -59,7 +59,7 @@ def main() -> None:
         top = s3.list_objects_v2(Bucket="listing", Delimiter="/", MaxKeys=1000)
         print(f"top level with '/': {len(top.get('CommonPrefixes', []))} common prefixes in "
               f"{(time.perf_counter() - t0) * 1000:.1f} ms")
-        store.repo.client.close()
+        store.meta.client.close()
     finally:
         stack.stop()
         backends.stop()

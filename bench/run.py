@@ -47,7 +47,7 @@ import requests  # noqa: E402
 
 from config import embedded  # noqa: E402
 from procgroups import CpuTimes, PeakRss, group_members  # noqa: E402  (bench/ is this script's directory)
-from pipeline.metadata import MetadataRepository  # noqa: E402
+from pipeline.metadata.repositories import Metadata  # noqa: E402
 from pipeline.objects import name_id  # noqa: E402
 from tests.s3clients import REGION  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
@@ -504,7 +504,7 @@ class S3Front:
         stack = store.stack
         self.url = stack.s3_url
         self.keys = stack.s3_credentials("bench")
-        self.repo = MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
+        self.meta = Metadata.connect(stack.settings.mongo_url, stack.settings.mongo_db)
         self.client = self.new_client()
         self.client.create_bucket(Bucket=S3_BUCKET)
         home = work / "aws"
@@ -524,7 +524,7 @@ class S3Front:
                                               aws_secret_access_key=self.keys[1])
 
     def close(self) -> None:
-        self.repo.client.close()
+        self.meta.client.close()
 
     def aws(self, *args: str) -> float:
         """Run aws-cli against the S3 port; returns its wall seconds."""
@@ -538,8 +538,8 @@ class S3Front:
 
     def file_status(self, key: str) -> str | None:
         """The status of the file an object's name points at (None: no such object)."""
-        doc = self.repo.get_object_name(name_id(S3_BUCKET, key))
-        f = self.repo.get_file(doc["file"]) if doc else None
+        doc = self.meta.namespace.get_object_name(name_id(S3_BUCKET, key))
+        f = self.meta.files.get_file(doc["file"]) if doc else None
         return f.status if f else None
 
     def wait_file_stored(self, key: str, timeout: float = 3600) -> float:

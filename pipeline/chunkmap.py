@@ -8,29 +8,30 @@ someone else stores the same content. An operator's view (``scope_tenant=None``)
 from __future__ import annotations
 
 from pipeline.chunkio import fragments, layout
-from pipeline.metadata import KIND_PART, LIVE_STATES, FileDoc, MetadataRepository
+from pipeline.metadata.model import KIND_PART, LIVE_STATES, FileDoc
+from pipeline.metadata.repositories import Metadata
 
 SHARE_SCAN = 200  # manifest pages read per chunk to count the files that share it
 SHARE_NAMES = 3  # how many of the tenant's own sharing files are named per chunk
 SPOOL = "spool"  # where a chunk not yet placed by ingest is read from
 
 
-def chunk_page(repo: MetadataRepository, f: FileDoc, start: int, limit: int, viewer: str,
+def chunk_page(meta: Metadata, f: FileDoc, start: int, limit: int, viewer: str,
                scope_tenant: str | None) -> dict:
     """Entries ``[start, start + limit)`` of a file's chunk list with their layout and sharing.
 
     ``viewer`` is the caller's tenant (only its files are named); ``scope_tenant`` is the tenant
     whose files are counted as sharing, or None for every tenant's (operators)."""
     entries: list[tuple[int, int, str, int]] = []
-    page = repo.manifest_page_at_index(f.id, start) if 0 <= start < f.chunk_count else None
+    page = meta.files.manifest_page_at_index(f.id, start) if 0 <= start < f.chunk_count else None
     while page is not None and len(entries) < limit:
         for index, offset, h, _, size in page.sized(f.chunk_size, f.size).entries():
             if index >= start and len(entries) < limit:
                 entries.append((index, offset, h, size))
-        page = repo.manifest_page(f.id, page.page + 1) if len(entries) < limit else None
-    docs = repo.chunk_docs(h for _, _, h, _ in entries)
-    naming = {h: repo.files_naming_chunk(h, SHARE_SCAN) for h in {h for _, _, h, _ in entries}}
-    others = repo.file_summaries({i for ids in naming.values() for i in ids} - {f.id})
+        page = meta.files.manifest_page(f.id, page.page + 1) if len(entries) < limit else None
+    docs = meta.chunks.chunk_docs(h for _, _, h, _ in entries)
+    naming = {h: meta.files.files_naming_chunk(h, SHARE_SCAN) for h in {h for _, _, h, _ in entries}}
+    others = meta.files.file_summaries({i for ids in naming.values() for i in ids} - {f.id})
 
     def counted(file_id: str) -> bool:
         s = others.get(file_id)

@@ -33,7 +33,7 @@ from pipeline.backends import translate_backend_errors
 from pipeline.cache import Generation, GenerationCache, Lru
 from pipeline.errors import NotFound, ServerSecretError
 from pipeline.keys import valid_tenant
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 
 ACCESS_KEY_PREFIX = "AKMS"
 ACCESS_KEY_ID = re.compile(r"AKMS[A-Z0-9]{16}")
@@ -77,10 +77,10 @@ class S3Key:
 
 @translate_backend_errors
 class S3Credentials:
-    def __init__(self, repo: MetadataRepository, server_secret: str, generation: Generation | None = None):
+    def __init__(self, meta: Metadata, server_secret: str, generation: Generation | None = None):
         """``generation``: the shared counter of cached records (without one nothing is cached, and
         a revocation here cannot reach other processes' caches before they expire)."""
-        self.repo = repo
+        self.meta = meta
         self._server_secret = server_secret or ""
         self._aead: AESGCM | None = None
         self.generation = generation or Generation(None)
@@ -116,7 +116,7 @@ class S3Credentials:
                    "ciphertext": base64.b64encode(sealed).decode("ascii"),
                    "created": time.time(), "revoked": None}
             try:
-                self.repo.insert_s3_credential(doc)
+                self.meta.access.insert_s3_credential(doc)
                 self.generation.bump()  # an id some process remembers as unknown exists now
                 return access_key_id, secret
             except DuplicateKeyError:
@@ -146,7 +146,7 @@ class S3Credentials:
         return found
 
     def _open(self, access_key_id: str) -> tuple[str, str] | None:
-        doc = self.repo.find_s3_credential(access_key_id)
+        doc = self.meta.access.find_s3_credential(access_key_id)
         if doc is None or doc.get("revoked") is not None:
             return None
         if doc.get("scheme") != SCHEME:
@@ -162,14 +162,14 @@ class S3Credentials:
 
     def list(self) -> list[S3Key]:
         """Every credential, without secrets."""
-        return [S3Key.from_mongo(d) for d in self.repo.list_s3_credentials()]
+        return [S3Key.from_mongo(d) for d in self.meta.access.list_s3_credentials()]
 
     def revoke(self, access_key_id: str) -> S3Key:
         """Revoke; idempotent; unknown ids raise NotFound. Every process's cached copy is dropped."""
         if is_access_key_id(access_key_id):
-            self.repo.revoke_s3_credential(access_key_id, time.time())
+            self.meta.access.revoke_s3_credential(access_key_id, time.time())
             self.generation.bump()
-            doc = self.repo.find_s3_credential(access_key_id)
+            doc = self.meta.access.find_s3_credential(access_key_id)
             if doc is not None:
                 return S3Key.from_mongo(doc)
         raise NotFound(f"no S3 access key {access_key_id!r}")

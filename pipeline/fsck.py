@@ -27,8 +27,8 @@ from typing import Callable, Iterator
 from pipeline.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.chunkstore import parse_name
 from pipeline.heal import HEALED, HEALTHY, batches, heal_chunk
-from pipeline.metadata import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
-from pipeline.metadata import CHUNK_STORED as STORED_CHUNK
+from pipeline.metadata.model import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
+from pipeline.metadata.model import CHUNK_STORED as STORED_CHUNK
 from pipeline.progress import Progress, ProgressCallback
 
 BATCH = 500
@@ -128,7 +128,7 @@ def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done:
     grace = store.settings.gc_grace_s
     for entries in batches(store.chunks.iter_all(), BATCH):
         names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
-        docs = store.repo.chunk_docs(p[0] for p in names.values() if p is not None)
+        docs = store.meta.chunks.chunk_docs(p[0] for p in names.values() if p is not None)
         for entry in entries:
             parsed = names[entry.chunk_hash]
             doc = docs.get(parsed[0]) if parsed else None
@@ -178,7 +178,7 @@ def _claimed(store, name: str, node: str) -> bool:
     parsed = parse_name(name)
     if parsed is None:
         return False
-    doc = store.repo.chunk_docs([parsed[0]]).get(parsed[0])
+    doc = store.meta.chunks.chunk_docs([parsed[0]]).get(parsed[0])
     return doc is not None and _named_fragment(doc, node, name) is not None
 
 
@@ -194,11 +194,11 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
     """
     lost: dict[str, str] = {}
     covered = 0
-    for page in store.repo.iter_manifest(f.id):
+    for page in store.meta.files.iter_manifest(f.id):
         covered = page.first_index + len(page.hashes)
         wanted = [h for offset, h in enumerate(page.hashes)
                   if not (spooled_counts and store.spool.chunk_path(f.id, page.first_index + offset).exists())]
-        docs = store.repo.chunk_docs(wanted)
+        docs = store.meta.chunks.chunk_docs(wanted)
         for h in wanted:
             doc = docs.get(h)
             if doc is None:
@@ -220,14 +220,14 @@ def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
 def _record_lost(store, report: FsckReport, f: FileDoc, lost: list[tuple[str, str]]) -> None:
     for h, reason in lost:
         report.missing.add(file=f.id, chunk=h, reason=reason)
-    if report.repair and store.repo.mark_failed(f.id, f"{len(lost)} chunk(s) lost (fsck)",
+    if report.repair and store.meta.files.mark_failed(f.id, f"{len(lost)} chunk(s) lost (fsck)",
                                                 [h for h, _ in lost if h != "-"]):
         report.repaired["failed"] += 1
 
 
 def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Progress) -> None:
     degraded: dict[str, tuple[int, int]] = {}
-    for f in store.repo.iter_files((STORED,)):
+    for f in store.meta.files.iter_files((STORED,)):
         done.advance()
         report.files_checked += 1
         lost = _lost_chunks(store, f, spooled_counts=False, degraded=degraded)
@@ -235,7 +235,7 @@ def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Prog
             lost = [(h, why) for h, why in lost if not _healed(store, h)]
         if not lost:
             continue
-        current = store.repo.get_file(f.id)
+        current = store.meta.files.get_file(f.id)
         if current is None or current.status != STORED:
             continue  # deleted while we looked: its manifest went with it
         _record_lost(store, report, f, lost)
@@ -262,14 +262,14 @@ def _heal_degraded(store, report: FsckReport, degraded: dict[str, tuple[int, int
 
 def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[[str], None] | None,
                        done: Progress) -> None:
-    for f in store.repo.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s):
+    for f in store.meta.files.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s):
         done.advance()
         report.stuck.add(file=f.id, status=f.status, idleSeconds=int(now - f.updated))
         lost = _lost_chunks(store, f, spooled_counts=True)
         if lost:
             _record_lost(store, report, f, lost)
         elif report.repair and enqueue is not None:
-            store.repo.touch_file(f.id)
+            store.meta.files.touch_file(f.id)
             enqueue(f.id)
             report.repaired["requeued"] += 1
 
@@ -277,10 +277,10 @@ def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[
 # --- chunk documents no manifest names ----------------------------------------------------------
 
 def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -> None:
-    live = (d for d in store.repo.all_chunks() if d.get("state") != CHUNK_DELETING)
+    live = (d for d in store.meta.chunks.all_chunks() if d.get("state") != CHUNK_DELETING)
     for docs in batches(live, BATCH):
         done.advance(len(docs))
-        referenced = store.repo.referenced_hashes([d["_id"] for d in docs])
+        referenced = store.meta.files.referenced_hashes([d["_id"] for d in docs])
         for d in docs:
             if d["_id"] not in referenced:
                 report.unreferenced.add(chunk=d["_id"], node=",".join(nodes_of(d)), size=d.get("size", 0),
@@ -295,7 +295,7 @@ def _check_held(store, report: FsckReport, now: float) -> None:
     period (a held copy is linked before its chunk's document says stored)."""
     held = list(store.spool.held())
     for batch in batches(held, BATCH):
-        docs = store.repo.chunk_docs(h for h, _ in batch)
+        docs = store.meta.chunks.chunk_docs(h for h, _ in batch)
         for h, since in batch:
             doc = docs.get(h)
             if doc is not None and (doc.get("state") != STORED_CHUNK or not store.chunkio.is_placed(doc)):

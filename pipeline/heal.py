@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 from pipeline.chunkio import Placed, fragments, layout, nodes_of
 from pipeline.chunkstore import fsync_dir
 from pipeline.errors import NotEnoughFragments
-from pipeline.metadata import CHUNK_STORED
+from pipeline.metadata.model import CHUNK_STORED
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class HealReport:
 
 def _load(store) -> dict[str, int]:
     """Fragments per node (for choosing the least loaded target)."""
-    return {n: v["chunks"] for n, v in store.repo.stats()["perNode"].items()}
+    return {n: v["chunks"] for n, v in store.meta.operations.stats()["perNode"].items()}
 
 
 def choose_targets(chunk_hash: str, want: Iterable[int], doc: dict, holding: set[str], usable: set[str],
@@ -99,7 +99,7 @@ def _absent_nodes(doc: dict, absent: list[int]) -> list[str]:
 
 def _undo(store, doc: dict, written: list[dict]) -> None:
     """Remove fragment files this run wrote that the chunk's current document does not name."""
-    current = store.repo.get_chunk(doc["_id"])
+    current = store.meta.chunks.get_chunk(doc["_id"])
     named = set()
     if current is not None and current.get("state") == CHUNK_STORED and layout(current) == layout(doc):
         named = {(f["i"], f["node"]) for f in fragments(current)}
@@ -115,7 +115,7 @@ def _sync(placed: Placed) -> None:
 
 def _stored(store, chunk_hash: str) -> dict | None:
     """The chunk's document while it is stored (not being written or collected)."""
-    doc = store.repo.get_chunk(chunk_hash)
+    doc = store.meta.chunks.get_chunk(chunk_hash)
     return doc if doc is not None and doc.get("state") == CHUNK_STORED else None
 
 
@@ -135,7 +135,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
                                          usable_now):
             # nowhere to put what is missing (a node is down and every other holds a fragment):
             # say so without reading the chunk, as a retry every minute would otherwise do
-            store.repo.flag_heal(chunk_hash)
+            store.meta.chunks.flag_heal(chunk_hash)
             return HealResult(chunk_hash, BLOCKED, reason=f"no usable node holds none of its other fragments "
                                                           f"(fragments {absent} missing)")
         found = lay.verify(doc)
@@ -143,14 +143,14 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         want = [i for i in range(k + m) if i not in found.good]
         if not want:
             if doc.get("needsHeal"):
-                store.repo.clear_heal_flag(doc)
+                store.meta.chunks.clear_heal_flag(doc)
             store.chunkio.release_held(chunk_hash)
             return HealResult(chunk_hash, HEALTHY, quarantined=quarantined)
         sources = found.good
         if len(found.good) < k:
             held = lay.read_held(doc)  # stored with no fragment to spare: its spooled copy
             if held is None:
-                store.repo.flag_heal(chunk_hash)
+                store.meta.chunks.flag_heal(chunk_hash)
                 reason = f"{len(found.good)} of the {k} fragments needed are readable"
                 log.error("heal: chunk %s cannot be rebuilt: %s", chunk_hash, reason)
                 return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=reason)
@@ -160,7 +160,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         holding = {f["node"] for f in fragments(doc) if f["i"] in found.good}
         targets = choose_targets(chunk_hash, want, doc, holding, usable_now, load)
         if not targets:
-            store.repo.flag_heal(chunk_hash)
+            store.meta.chunks.flag_heal(chunk_hash)
             reason = f"no usable node holds none of its other fragments (fragments {want} missing)"
             return HealResult(chunk_hash, BLOCKED, quarantined=quarantined, reason=reason)
         try:
@@ -172,7 +172,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         keep = [f for f in fragments(doc) if f["i"] in found.good]
         frags = sorted(keep + placed.frags, key=lambda f: f["i"])
         complete = len(frags) == k + m
-        if not store.repo.set_chunk_layout(doc, frags, needs_heal=not complete):
+        if not store.meta.chunks.set_chunk_layout(doc, frags, needs_heal=not complete):
             _undo(store, doc, placed.frags)
             continue
         for f in placed.frags:  # a fragment rebuilt elsewhere: its old file, if any, is not named any more
@@ -182,7 +182,7 @@ def heal_chunk(store, chunk_hash: str, usable: set[str] | None = None,
         if complete:
             store.chunkio.release_held(chunk_hash)
         done = [f["i"] for f in placed.frags]
-        store.repo.update_event("heal", inc={"fragments": len(done), "chunks": 1})
+        store.meta.operations.update_event("heal", inc={"fragments": len(done), "chunks": 1})
         log.info("heal: chunk %s fragments %s rebuilt on %s", chunk_hash, done, [f["node"] for f in placed.frags])
         status = HEALED if complete else PARTIAL
         reason = "" if complete else f"fragments {sorted(set(range(k + m)) - {f['i'] for f in frags})} still missing"
@@ -206,11 +206,11 @@ def chunks_to_heal(store, full_scan: bool = True) -> Iterable[str]:
     fragment on its node (a cheap check: no bytes read, a stat per fragment) and of every chunk
     whose spooled copy is still held (heal releases it once the chunk is fully redundant)."""
     seen: set[str] = set()
-    for doc in _paged(lambda after: store.repo.chunks_needing_heal(after, 500)):
+    for doc in _paged(lambda after: store.meta.chunks.chunks_needing_heal(after, 500)):
         seen.add(doc["_id"])
         yield doc["_id"]
     if full_scan:
-        for doc in _paged(lambda after: store.repo.stored_chunks(after, 500)):
+        for doc in _paged(lambda after: store.meta.chunks.stored_chunks(after, 500)):
             if doc["_id"] not in seen and not store.chunkio.is_placed(doc):
                 seen.add(doc["_id"])
                 yield doc["_id"]
@@ -226,7 +226,7 @@ def stale_held(store, now: float | None = None) -> Iterable[str]:
     what a crash in between leaves)."""
     now = time.time() if now is None else now
     for batch in batches(store.spool.held(), 500):
-        docs = store.repo.chunk_docs([h for h, _ in batch])
+        docs = store.meta.chunks.chunk_docs([h for h, _ in batch])
         for h, since in batch:
             doc = docs.get(h)
             if doc is None:
@@ -256,7 +256,7 @@ def heal_all(store, full_scan: bool = True, progress: Callable[[int], None] | No
     usable = store.usable_nodes()
     load = _load(store)
     if total is not None:
-        total(store.repo.count_chunks() if full_scan else store.repo.count_needing_heal())
+        total(store.meta.chunks.count_chunks() if full_scan else store.meta.chunks.count_needing_heal())
     for h in chunks_to_heal(store, full_scan):
         report.add(heal_chunk(store, h, usable, load))
         if progress is not None:
@@ -303,7 +303,7 @@ def move_fragment(store, chunk_hash: str, index: int, from_node: str, target: st
         _sync(placed)
         rest = [f for f in fragments(doc) if (f["i"], f["node"]) != (index, from_node)]
         frags = sorted(rest + placed.frags, key=lambda f: f["i"])
-        if not store.repo.set_chunk_layout(doc, frags, needs_heal=bool(doc.get("needsHeal"))):
+        if not store.meta.chunks.set_chunk_layout(doc, frags, needs_heal=bool(doc.get("needsHeal"))):
             _undo(store, doc, placed.frags)
             continue
         store.chunkio.delete_fragment(doc, frag)
@@ -342,7 +342,7 @@ def convert_chunk(store, chunk_hash: str, usable: set[str] | None = None) -> str
             _undo(store, new, placed.frags)
             raise NoTarget(f"chunk {chunk_hash}: only {len(placed.frags)} fragment(s) written: {placed.failed}")
         frags = sorted(placed.frags, key=lambda f: f["i"])
-        if not store.repo.set_chunk_layout(doc, frags, needs_heal=len(frags) < k + m, k=k, m=m):
+        if not store.meta.chunks.set_chunk_layout(doc, frags, needs_heal=len(frags) < k + m, k=k, m=m):
             _undo(store, new, placed.frags)
             continue
         for f in fragments(doc):  # the whole copy, no longer named

@@ -29,8 +29,9 @@ from typing import Callable
 from pipeline.chunkio import ChunkIO, fragments, layout, nodes_of
 from pipeline.chunkstore import Spool, fsync_dir
 from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
-from pipeline.metadata import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
-                               FileDoc, ManifestPage, MetadataRepository)
+from pipeline.metadata.model import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
+                                     FileDoc, ManifestPage)
+from pipeline.metadata.repositories import Metadata
 from pipeline.placement import RoundRobinPlacement
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ class SpoolLost(Exception):
 
 
 class Ingestor:
-    def __init__(self, repo: MetadataRepository, chunkio: ChunkIO, spool: Spool,
+    def __init__(self, meta: Metadata, chunkio: ChunkIO, spool: Spool,
                  placement: RoundRobinPlacement, usable_nodes: Callable[[], set[str]] | None = None,
                  on_degraded: Callable[[str], None] | None = None):
-        self.repo = repo
+        self.meta = meta
         self.chunkio = chunkio
         self.spool = spool
         self.placement = placement
@@ -75,24 +76,24 @@ class Ingestor:
 
     def ingest(self, file_id: str) -> IngestReport:
         started = time.monotonic()
-        doc = self.repo.start_processing(file_id)
+        doc = self.meta.files.start_processing(file_id)
         if doc is None:  # missing, stored, failed or deleted: a status never goes back to queued
-            final = self.repo.get_file(file_id)
+            final = self.meta.files.get_file(file_id)
             if final is None or final.status != FAILED:
                 self.spool.remove(file_id)
             return IngestReport(file_id, final.status if final else "missing")
         report = IngestReport(file_id, doc.status, chunks=doc.chunk_count)
         done = 0
         try:
-            for page in self.repo.manifest_pages(doc.id, doc.chunk_count):
+            for page in self.meta.files.manifest_pages(doc.id, doc.chunk_count):
                 self._ingest_page(doc, page.sized(doc.chunk_size, doc.size), report)
                 done = page.end_index
                 if done < doc.chunk_count:  # mark_stored sets the last page's progress
-                    self.repo.set_progress(file_id, done)
+                    self.meta.files.set_progress(file_id, done)
         except SpoolLost as exc:
-            current = self.repo.get_file(file_id)
+            current = self.meta.files.get_file(file_id)
             if current is None or current.status == DELETED:  # deleted meanwhile: its spool went with it
-                self.repo.drop_writing_claims(exc.unplaced_claims)
+                self.meta.chunks.drop_writing_claims(exc.unplaced_claims)
                 report.status = DELETED
                 log.info("ingest %s stopped: the file was deleted during ingest", file_id)
                 return report
@@ -100,27 +101,27 @@ class Ingestor:
                 report.status = STORED
                 return report
             report.missing = exc.missing
-            self.repo.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
+            self.meta.files.mark_failed(file_id, f"{len(exc.missing)} chunk(s) lost before ingest", exc.missing,
                                   stored_too=False)
             report.status = FAILED
             log.error("ingest %s failed: chunks lost %s", file_id, exc.missing[:10])
             return report
         except InsufficientStorage as exc:  # a node is full: fail visibly, keep no partial upload
-            self.repo.mark_failed(file_id, NODE_FULL, stored_too=False, code=exc.code)
+            self.meta.files.mark_failed(file_id, NODE_FULL, stored_too=False, code=exc.code)
             self.spool.remove(file_id)
             report.status = FAILED
             log.error("ingest %s failed: %s", file_id, exc.message)
             return report
         if done != doc.chunk_count:
             msg = f"manifest lists {done} of {doc.chunk_count} chunks"
-            self.repo.mark_failed(file_id, msg, stored_too=False)
+            self.meta.files.mark_failed(file_id, msg, stored_too=False)
             report.status = FAILED
             log.error("ingest %s failed: %s", file_id, msg)
             return report
-        if self.repo.mark_stored(file_id, doc.chunk_count):
+        if self.meta.files.mark_stored(file_id, doc.chunk_count):
             report.status = STORED
         else:
-            current = self.repo.get_file(file_id)
+            current = self.meta.files.get_file(file_id)
             report.status = current.status if current else "missing"
         self.spool.remove(file_id)
         report.seconds = time.monotonic() - started
@@ -139,8 +140,8 @@ class Ingestor:
         """
         started = time.monotonic()
         ids = list(dict.fromkeys(file_ids))
-        docs = self.repo.start_processing_many(ids)
-        pages = self.repo.first_manifest_pages(i for i in ids if i in docs)
+        docs = self.meta.files.start_processing_many(ids)
+        pages = self.meta.files.first_manifest_pages(i for i in ids if i in docs)
         together = [docs[i] for i in ids if i in pages and 0 < docs[i].chunk_count <= pages[i].end_index]
         if not together:
             return {}, ids
@@ -150,7 +151,7 @@ class Ingestor:
         try:
             self._ingest_entries(entries, reports)
         except SpoolLost as exc:
-            self.repo.drop_writing_claims(exc.unplaced_claims)
+            self.meta.chunks.drop_writing_claims(exc.unplaced_claims)
             return {}, ids
         except (ChunkBusy, NodesUnavailable, InsufficientStorage):
             return {}, ids
@@ -162,7 +163,7 @@ class Ingestor:
             if first_file.setdefault(h, file_id) != file_id and (file_id, h) not in counted:
                 counted.add((file_id, h))
                 reports[file_id].deduplicated += 1
-        stored = self.repo.mark_stored_many({f.id: f.chunk_count for f in together})
+        stored = self.meta.files.mark_stored_many({f.id: f.chunk_count for f in together})
         seconds = time.monotonic() - started
         done = {}
         for f in together:
@@ -207,7 +208,7 @@ class Ingestor:
 
         def report(h: str) -> IngestReport:
             return reports[first_at[h][0]]
-        existing = self.repo.chunk_docs(first_at)
+        existing = self.meta.chunks.chunk_docs(first_at)
 
         busy = [h for h, d in existing.items() if d["state"] == CHUNK_DELETING]
         if busy:
@@ -218,7 +219,7 @@ class Ingestor:
         # What keeps these from GC is our manifest, written before this file was queued: GC looks
         # for manifests again after its compare-and-set (pipeline.maintenance). The touch only
         # refreshes stale stamps and checks that GC holds none of them right now.
-        if stored and self.repo.touch_chunks(stored) != len(stored):
+        if stored and self.meta.chunks.touch_chunks(stored) != len(stored):
             raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
         to_write: dict[str, dict] = {h: d for h, d in existing.items() if d["state"] == CHUNK_WRITING}
         missing = []
@@ -250,14 +251,14 @@ class Ingestor:
             stripes = self.placement.next_stripes(len(new), k + m, usable)
             claims = [self.chunkio.new_document(h, size_of[h], xxh_of[h], stripe)
                       for h, stripe in zip(new, stripes)]
-            won = self.repo.claim_chunks(claims)
+            won = self.meta.chunks.claim_chunks(claims)
             claimed_here = won
             for c in claims:
                 if c["_id"] in won:
                     to_write[c["_id"]] = c
             lost_race = [h for h in new if h not in won]
             if lost_race:
-                found = self.repo.chunk_docs(lost_race)
+                found = self.meta.chunks.chunk_docs(lost_race)
                 for h in lost_race:
                     d = found.get(h)
                     if d is None or d["state"] == CHUNK_DELETING:  # GC took it since our claim
@@ -326,8 +327,8 @@ class Ingestor:
                                    + "; ".join(failed.values()), chunks=len(short))
         # GC may have taken a chunk between our read and our write: then it is not stored. When
         # every one was still writing, this update made them all stored and there is nothing to read.
-        if self.repo.mark_chunks_stored(written, layouts) != len(written):
-            after = self.repo.chunk_docs(written)
+        if self.meta.chunks.mark_chunks_stored(written, layouts) != len(written):
+            after = self.meta.chunks.chunk_docs(written)
             unstored = [h for h in written if after.get(h, {}).get("state") != CHUNK_STORED]
             if unstored:
                 raise ChunkBusy(f"chunk {unstored[0]} changed state during ingest")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.backends import translate_backend_errors
 from pipeline.errors import BadRequest, NotFound
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.timefmt import iso8601
 
 KEY_PREFIX = "ms3_"
@@ -58,8 +58,8 @@ class ApiKey:
 
 @translate_backend_errors
 class ApiKeys:
-    def __init__(self, repo: MetadataRepository):
-        self.repo = repo
+    def __init__(self, meta: Metadata):
+        self.meta = meta
 
     def create(self, tenant: str, admin: bool = False) -> tuple[str, ApiKey]:
         """A new key for ``tenant`` (an operator's with ``admin``): returns the plaintext (the only
@@ -68,18 +68,18 @@ class ApiKeys:
         plaintext = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         doc = {"_id": key_id, "hash": hash_key(plaintext), "tenant": valid_tenant(tenant),
                "admin": bool(admin), "created": time.time(), "revoked": None}
-        self.repo.insert_api_key(doc)
+        self.meta.access.insert_api_key(doc)
         return plaintext, ApiKey.from_mongo(doc)
 
     def list(self) -> list[ApiKey]:
-        return [ApiKey.from_mongo(d) for d in self.repo.list_api_keys()]
+        return [ApiKey.from_mongo(d) for d in self.meta.access.list_api_keys()]
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke by id (or by the whole key); idempotent; unknown ids raise NotFound."""
         if _KEY.match(key_id):
             key_id = key_id[len(KEY_PREFIX):len(KEY_PREFIX) + 12]
-        self.repo.revoke_api_key(key_id, time.time())
-        doc = self.repo.get_api_key(key_id)
+        self.meta.access.revoke_api_key(key_id, time.time())
+        doc = self.meta.access.get_api_key(key_id)
         if doc is None:
             raise NotFound(f"no API key with id {key_id!r}")
         return ApiKey.from_mongo(doc)
@@ -88,7 +88,7 @@ class ApiKeys:
         """The active key this plaintext is, or None (malformed, unknown or revoked)."""
         if not _KEY.match(plaintext):
             return None
-        doc = self.repo.find_api_key(hash_key(plaintext))
+        doc = self.meta.access.find_api_key(hash_key(plaintext))
         if doc is None:
             return None
         key = ApiKey.from_mongo(doc)
@@ -96,7 +96,7 @@ class ApiKeys:
 
     def any_exist(self) -> bool:
         """Whether any key was ever created (revoked ones count: auth stays on once it was on)."""
-        return self.repo.api_keys_exist()
+        return self.meta.access.api_keys_exist()
 
 
 def open_reason(settings) -> str | None:
@@ -111,12 +111,12 @@ def open_reason(settings) -> str | None:
         return "MINIS3_AUTH=open"
     if not settings.mongo_url:
         return "MINIS3_AUTH=auto and no metadata store to look for API keys in"
-    repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db, timeout_ms=5000)
+    meta = Metadata.connect(settings.mongo_url, settings.mongo_db, timeout_ms=5000)
     try:
-        if ApiKeys(repo).any_exist():
+        if ApiKeys(meta).any_exist():
             return None
         return "MINIS3_AUTH=auto and no API key exists yet"
     except Exception as exc:  # unknown: fail closed
         return f"MINIS3_AUTH=auto and the API keys could not be checked ({exc.__class__.__name__})"
     finally:
-        repo.client.close()
+        meta.client.close()

@@ -1,6 +1,6 @@
 """Chunk layouts: how one chunk is kept on nodes, one class per coding policy.
 
-A chunk document (``metadata.chunks``) records its layout: ``k`` data and ``m`` parity fragments,
+A chunk document (``pipeline.metadata.chunks``) records its layout: ``k`` data and ``m`` parity fragments,
 each ``{"i", "node", "size", "xxh3"}`` in ``frags``. ``WholeCopyLayout`` (``1+0``) keeps one whole
 copy, whose single fragment is the chunk itself, named by its hash; ``ErasureCodedLayout`` (``k+m``,
 Reed-Solomon, ``pipeline.erasure``) keeps fragment ``i`` as ``<h>.<i>`` on its own node. Documents

@@ -5,7 +5,7 @@ A manifest page names every chunk of its file from the moment the upload is spoo
 file is deleted, and every ingest reads or claims its chunks only after its manifest exists.
 ``lastRef`` says when a chunk was last referenced: a delete stamps it just before the manifest
 goes, so that the grace period counts from then; ingest and GC refresh it on chunks in use (a
-stamp younger than ``metadata.TOUCH_REFRESH_S`` is left as it is).
+stamp younger than ``pipeline.metadata.chunks.TOUCH_REFRESH_S`` is left as it is).
 
 For each candidate (``lastRef`` older than the grace period, no manifest names it) GC
 1. takes the chunk with a compare-and-set on ``(state, lastRef < cutoff)`` that moves it to
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from redis.exceptions import LockError
 
 from pipeline.chunkio import nodes_of
-from pipeline.metadata import CHUNK_STORED, DELETED, PROCESSING, QUEUED
+from pipeline.metadata.model import CHUNK_STORED, DELETED, PROCESSING, QUEUED
 from pipeline.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def collect_garbage(store, dry_run: bool = False, now: float | None = None,
                 lock.release()
             except LockError:  # expired: another GC may run now, which the protocol allows
                 pass
-        store.repo.record_event("gc", {"chunks": report.chunks, "bytes": report.bytes,
+        store.meta.operations.record_event("gc", {"chunks": report.chunks, "bytes": report.bytes,
                                        "seconds": round(report.seconds, 3),
                                        "stillReferenced": report.still_referenced,
                                        "givenBack": report.given_back,
@@ -123,14 +123,14 @@ def _collect(store, dry_run: bool, now: float, renew, done: Progress) -> GcRepor
     after = None
     while True:
         renew()
-        batch = store.repo.gc_candidates(cutoff, GC_BATCH, after)
+        batch = store.meta.chunks.gc_candidates(cutoff, GC_BATCH, after)
         if not batch:
             break
         after = batch[-1]["_id"]
-        referenced = store.repo.referenced_hashes([d["_id"] for d in batch])
+        referenced = store.meta.files.referenced_hashes([d["_id"] for d in batch])
         report.still_referenced += len(referenced)
         if referenced and not dry_run:
-            store.repo.touch_chunks(sorted(referenced))  # out of the next runs' candidates for a while
+            store.meta.chunks.touch_chunks(sorted(referenced))  # out of the next runs' candidates for a while
         for doc in batch:
             if doc["_id"] in referenced:
                 continue
@@ -151,29 +151,29 @@ def _collect(store, dry_run: bool, now: float, renew, done: Progress) -> GcRepor
 
 
 def _delete_chunk(store, doc: dict, cutoff: float) -> bool:
-    h, repo = doc["_id"], store.repo
-    if not repo.begin_chunk_delete(h, cutoff, doc["state"]):
+    h, meta = doc["_id"], store.meta
+    if not meta.chunks.begin_chunk_delete(h, cutoff, doc["state"]):
         return False  # an ingest stamped it since the plan
-    if repo.referenced_hashes([h]):
-        repo.cancel_chunk_delete(h, doc["state"])  # a manifest appeared since the plan
+    if meta.files.referenced_hashes([h]):
+        meta.chunks.cancel_chunk_delete(h, doc["state"])  # a manifest appeared since the plan
         return False
     store.chunkio.delete(doc)
-    repo.finish_chunk_delete(h)
+    meta.chunks.finish_chunk_delete(h)
     return True
 
 
 def _finish_interrupted(store, report: GcReport, now: float) -> None:
     """Chunks a killed GC left ``deleting``: delete them, or give back those named again."""
-    for doc in store.repo.chunks_being_deleted(since_before=now - store.settings.gc_lock_ttl_s):
+    for doc in store.meta.chunks.chunks_being_deleted(since_before=now - store.settings.gc_lock_ttl_s):
         h = doc["_id"]
-        if store.repo.referenced_hashes([h]) and store.chunkio.is_placed(doc):
+        if store.meta.files.referenced_hashes([h]) and store.chunkio.is_placed(doc):
             if not report.dry_run:
-                store.repo.cancel_chunk_delete(h, doc.get("prevState") or CHUNK_STORED)
+                store.meta.chunks.cancel_chunk_delete(h, doc.get("prevState") or CHUNK_STORED)
             report.given_back += 1
             continue
         if not report.dry_run:
             store.chunkio.delete(doc)
-            store.repo.finish_chunk_delete(h)
+            store.meta.chunks.finish_chunk_delete(h)
         report.add(doc)
 
 
@@ -181,9 +181,9 @@ def stuck_files(store, now: float | None = None) -> list[str]:
     """Files left queued or processing with no progress for ``stuck_after_s``; stamped, so each
     is re-queued once per period."""
     now = time.time() if now is None else now
-    stuck = store.repo.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s)
+    stuck = store.meta.files.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s)
     for f in stuck:
-        store.repo.touch_file(f.id)
+        store.meta.files.touch_file(f.id)
     return [f.id for f in stuck]
 
 
@@ -196,7 +196,7 @@ def clean_spool(store, now: float | None = None) -> list[str]:
                if now - mtime >= store.settings.spool_abandon_s]
     for i in range(0, len(entries), MANIFEST_BATCH):
         batch = entries[i:i + MANIFEST_BATCH]
-        states = store.repo.file_states([file_id for file_id, _ in batch])
+        states = store.meta.files.file_states([file_id for file_id, _ in batch])
         for file_id, _ in batch:
             if states.get(file_id) in (QUEUED, PROCESSING):
                 continue
@@ -213,14 +213,14 @@ def release_stale_manifests(store) -> list[str]:
     document before its spool goes, so a manifest with neither belongs to no live upload.
     """
     released = []
-    ids = store.repo.manifest_file_ids()
+    ids = store.meta.files.manifest_file_ids()
     for i in range(0, len(ids), MANIFEST_BATCH):
         batch = ids[i:i + MANIFEST_BATCH]
         unspooled = {file_id for file_id in batch if not store.spool.exists(file_id)}
-        states = store.repo.file_states(batch)
+        states = store.meta.files.file_states(batch)
         for file_id in batch:
             status = states.get(file_id)
             if status == DELETED or (status is None and file_id in unspooled):
-                store.repo.release_manifest(file_id)
+                store.meta.files.release_manifest(file_id)
                 released.append(file_id)
     return released

@@ -25,7 +25,7 @@ PAGE = 200
 
 def node_table(store) -> list[dict]:
     """Every node: state (up, down, full, draining), fragment count and bytes, free space."""
-    figures = store.repo.stats()["perNode"]
+    figures = store.meta.operations.stats()["perNode"]
     rows = []
     for status in store.node_states():
         n = status["node"]
@@ -58,15 +58,15 @@ def drain_node(store, node: str, progress: Callable[[int], None] | None = None,
     if node not in store.chunks.node_ids:
         raise StoreError(f"no node named {node!r}; nodes: {', '.join(store.chunks.node_ids)}")
     started = time.monotonic()
-    store.repo.set_node_draining(node, True)
+    store.meta.operations.set_node_draining(node, True)
     report = MoveReport(node)
     if total is not None:
-        total(store.repo.stats()["perNode"].get(node, {}).get("chunks", 0))
+        total(store.meta.operations.stats()["perNode"].get(node, {}).get("chunks", 0))
     usable = store.usable_nodes() - {node}
-    load = {n: v["chunks"] for n, v in store.repo.stats()["perNode"].items()}
+    load = {n: v["chunks"] for n, v in store.meta.operations.stats()["perNode"].items()}
     after = None
     while True:
-        page = store.repo.chunks_on_node(node, after, PAGE)
+        page = store.meta.chunks.chunks_on_node(node, after, PAGE)
         if not page:
             break
         after = page[-1]["_id"]
@@ -82,7 +82,7 @@ def drain_node(store, node: str, progress: Callable[[int], None] | None = None,
                     log.error("drain %s: chunk %s fragment %d not moved: %s", node, doc["_id"], frag["i"], exc)
                 if progress is not None:
                     progress(1)
-    report.remaining = store.repo.stats()["perNode"].get(node, {}).get("chunks", 0)
+    report.remaining = store.meta.operations.stats()["perNode"].get(node, {}).get("chunks", 0)
     report.seconds = time.monotonic() - started
     return report
 
@@ -95,7 +95,7 @@ def rebalance(store, progress: Callable[[int], None] | None = None,
     report = MoveReport()
     usable = store.usable_nodes()
     load = {n: 0 for n in usable}
-    load.update({n: v["chunks"] for n, v in store.repo.stats()["perNode"].items() if n in usable})
+    load.update({n: v["chunks"] for n, v in store.meta.operations.stats()["perNode"].items() if n in usable})
     if len(load) < 2:
         return report
     if total is not None:
@@ -109,7 +109,7 @@ def rebalance(store, progress: Callable[[int], None] | None = None,
             break
         moved = False
         while not moved:
-            page = store.repo.chunks_on_node(heavy, cursors[heavy], PAGE)
+            page = store.meta.chunks.chunks_on_node(heavy, cursors[heavy], PAGE)
             if not page:
                 exhausted.add(heavy)
                 break
@@ -159,15 +159,15 @@ def convert_all(store, progress: Callable[[int], None] | None = None,
     report = ConvertReport(layout=f"{k}+{m}")
     if (k, m) == (1, 0):
         return report
-    report.total = store.repo.count_chunks(whole_only=True)
+    report.total = store.meta.chunks.count_chunks(whole_only=True)
     if total is not None:
         total(report.total)
-    store.repo.update_event(CONVERT_EVENT, {"running": True, "layout": report.layout, "total": report.total,
+    store.meta.operations.update_event(CONVERT_EVENT, {"running": True, "layout": report.layout, "total": report.total,
                                             "converted": 0, "failed": 0, "started": time.time()})
     usable = store.usable_nodes()
     after = None
     while True:
-        page = store.repo.stored_chunks(after, PAGE, whole_only=True)
+        page = store.meta.chunks.stored_chunks(after, PAGE, whole_only=True)
         if not page:
             break
         after = page[-1]["_id"]
@@ -183,9 +183,9 @@ def convert_all(store, progress: Callable[[int], None] | None = None,
                 log.error("ec convert: chunk %s: %s", doc["_id"], exc)
             if progress is not None:
                 progress(1)
-        store.repo.update_event(CONVERT_EVENT, inc={"converted": report.converted - done_before[0],
+        store.meta.operations.update_event(CONVERT_EVENT, inc={"converted": report.converted - done_before[0],
                                                     "failed": report.failed - done_before[1]})
     report.seconds = time.monotonic() - started
-    store.repo.update_event(CONVERT_EVENT, {"running": False, "finished": time.time(),
-                                            "remaining": store.repo.count_chunks(whole_only=True)})
+    store.meta.operations.update_event(CONVERT_EVENT, {"running": False, "finished": time.time(),
+                                            "remaining": store.meta.chunks.count_chunks(whole_only=True)})
     return report

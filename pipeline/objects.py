@@ -24,7 +24,8 @@ from pipeline.cache import Generation, GenerationCache
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
                              PreconditionFailed)
-from pipeline.metadata import KIND_PART, QUEUED, FileDoc, prefix_end
+from pipeline.metadata.model import KIND_PART, QUEUED, FileDoc
+from pipeline.metadata.mongo import prefix_end
 from pipeline.names import valid_bucket_name, valid_key
 
 MIN_PART_SIZE = 5 << 20
@@ -172,7 +173,7 @@ class ObjectNames:
         """``enqueue(file)`` queues the ingest of a file that a completion or a copy composed from
         files not yet ingested (their spooled chunks); without it that file is ingested here."""
         self.store = store
-        self.repo = store.repo
+        self.meta = store.meta
         self.enqueue = enqueue
         # bucket -> its document, read on every call: cached until a bucket is deleted anywhere
         self._buckets = GenerationCache(Generation(store.redis))
@@ -191,9 +192,9 @@ class ObjectNames:
         doc = {"_id": valid_bucket_name(name), "tenant": tenant, "created": time.time(), "location": location}
         existing = None
         for _ in range(3):  # a bucket deleted between our insert and our read: insert again
-            if self.repo.insert_bucket(doc):
+            if self.meta.namespace.insert_bucket(doc):
                 return Bucket.from_mongo(doc), True
-            existing = self.repo.get_bucket(name)
+            existing = self.meta.namespace.get_bucket(name)
             if existing is not None:
                 break
         if existing is None:
@@ -203,7 +204,7 @@ class ObjectNames:
         return Bucket.from_mongo(existing), False
 
     def bucket(self, tenant: str, name: str) -> Bucket:
-        doc = self._buckets.get(name, lambda: self.repo.get_bucket(name))
+        doc = self._buckets.get(name, lambda: self.meta.namespace.get_bucket(name))
         if doc is None:
             raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
         if doc["tenant"] != tenant:
@@ -215,17 +216,17 @@ class ObjectNames:
         """The tenant's buckets by name; ``locations`` keeps those whose LocationConstraint is one of
         them ("" is the default region's)."""
         if not prefix and after is None and locations is None and limit is None:
-            return [Bucket.from_mongo(d) for d in self.repo.list_buckets(tenant)]
+            return [Bucket.from_mongo(d) for d in self.meta.namespace.list_buckets(tenant)]
         return [Bucket.from_mongo(d) for d in
-                self.repo.list_buckets_page(tenant, prefix, after, locations, limit or 10_000)]
+                self.meta.namespace.list_buckets_page(tenant, prefix, after, locations, limit or 10_000)]
 
     def delete_bucket(self, tenant: str, name: str) -> None:
         self.bucket(tenant, name)
-        if self.repo.bucket_has_objects(name):
+        if self.meta.namespace.bucket_has_objects(name):
             raise BucketNotEmpty(f"the bucket {name!r} is not empty", bucket=name)
-        for upload in self.repo.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
+        for upload in self.meta.namespace.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
             self._drop_upload(Upload.from_mongo(upload))
-        self.repo.delete_bucket(name)
+        self.meta.namespace.delete_bucket(name)
         self._buckets.generation.bump()
 
     # --- bucket configurations: one document per sub-resource (cors, tagging...) -------------
@@ -238,18 +239,18 @@ class ObjectNames:
     def applied_bucket_config(self, bucket: str, name: str) -> dict | None:
         """A configuration S3 applies to every request, whoever sends it (CORS); None when the
         bucket or the configuration does not exist."""
-        doc = self._buckets.get(bucket, lambda: self.repo.get_bucket(bucket))
+        doc = self._buckets.get(bucket, lambda: self.meta.namespace.get_bucket(bucket))
         return ((doc or {}).get("config") or {}).get(name)
 
     def put_bucket_config(self, tenant: str, bucket: str, name: str, value: dict) -> None:
         self.bucket(tenant, bucket)
-        if not self.repo.set_bucket_config(bucket, tenant, name, value):
+        if not self.meta.namespace.set_bucket_config(bucket, tenant, name, value):
             raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)  # deleted meanwhile
         self._buckets.generation.bump()  # cached bucket documents carry the configurations
 
     def delete_bucket_config(self, tenant: str, bucket: str, name: str) -> None:
         self.bucket(tenant, bucket)
-        if not self.repo.unset_bucket_config(bucket, tenant, name):
+        if not self.meta.namespace.unset_bucket_config(bucket, tenant, name):
             raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
         self._buckets.generation.bump()
 
@@ -276,7 +277,7 @@ class ObjectNames:
         If-Match on a missing key, PreconditionFailed otherwise. ``bind`` decides races."""
         if not condition:
             return
-        doc = self.repo.get_object_name(name_id(bucket, key))
+        doc = self.meta.namespace.get_object_name(name_id(bucket, key))
         if condition.if_match is not None:
             if doc is None:
                 raise NoSuchKey("no such key (If-Match)", key=key)
@@ -290,7 +291,7 @@ class ObjectNames:
         """Give a file uploaded through /api a name (it must carry its MD5)."""
         self.bucket(tenant, bucket)
         valid_key(key)
-        self.repo.set_file_name(f.id, bucket, key)
+        self.meta.files.set_file_name(f.id, bucket, key)
         return self.bind(f, bucket, key, f.md5, ObjectAttributes(content_type=content_type))
 
     def bind(self, f: FileDoc, bucket: str, key: str, etag: str, attrs: ObjectAttributes,
@@ -310,21 +311,21 @@ class ObjectNames:
             self.check_write(bucket, key, condition)
             raise NoSuchKey("no such key (If-Match)", key=key)
         if condition.if_match is not None:
-            previous = self.repo.replace_object_name_if(doc, condition.match_etags())
+            previous = self.meta.namespace.replace_object_name_if(doc, condition.match_etags())
             if previous is None:
                 self.store.discard(f.id)
-                if self.repo.get_object_name(doc["_id"]) is None:
+                if self.meta.namespace.get_object_name(doc["_id"]) is None:
                     raise NoSuchKey("no such key (If-Match)", key=key)
                 raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
             if previous["file"] != f.id:
                 self.store.discard(previous["file"])
             return ObjectInfo.from_mongo(doc)
         if condition.if_none_match:
-            if not self.repo.insert_object_name(doc):
+            if not self.meta.namespace.insert_object_name(doc):
                 self.store.discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
             return ObjectInfo.from_mongo(doc)
-        previous = self.repo.put_object_name(doc)
+        previous = self.meta.namespace.put_object_name(doc)
         if previous is not None and previous["file"] != f.id:
             self.store.discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
@@ -340,19 +341,19 @@ class ObjectNames:
                          "etag": etag, "created": time.time(), "partSizes": None, "uploadId": None,
                          **attrs.to_mongo()})
             if len(docs) >= batch:
-                made += self.repo.insert_object_names(docs)
+                made += self.meta.namespace.insert_object_names(docs)
                 docs = []
-        return made + (self.repo.insert_object_names(docs) if docs else 0)
+        return made + (self.meta.namespace.insert_object_names(docs) if docs else 0)
 
     def head(self, tenant: str, bucket: str, key: str) -> ObjectInfo:
         self.bucket(tenant, bucket)
-        doc = self.repo.get_object_name(name_id(bucket, key))
+        doc = self.meta.namespace.get_object_name(name_id(bucket, key))
         if doc is None:
             raise NoSuchKey("no such key", key=key)
         return ObjectInfo.from_mongo(doc)
 
     def file_of(self, info: ObjectInfo) -> FileDoc:
-        f = self.repo.get_file(info.file_id)
+        f = self.meta.files.get_file(info.file_id)
         if f is None or not f.readable:
             raise NotReady(f"the object's content is {f.status if f else 'missing'}")
         return f
@@ -363,7 +364,7 @@ class ObjectNames:
     def delete(self, tenant: str, bucket: str, key: str) -> bool:
         """Remove a name and delete its file; a missing key is not an error (S3 answers 204)."""
         self.bucket(tenant, bucket)
-        previous = self.repo.delete_object_name(name_id(bucket, key))
+        previous = self.meta.namespace.delete_object_name(name_id(bucket, key))
         if previous is None:
             return False
         self.store.discard(previous["file"])
@@ -413,7 +414,7 @@ class ObjectNames:
         batch = min(max_keys + 1, LIST_BATCH)
         while True:
             want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, LIST_BATCH) if not delimiter else batch
-            docs = self.repo.object_names(low, high, want, low_inclusive=inclusive)
+            docs = self.meta.namespace.object_names(low, high, want, low_inclusive=inclusive)
             skip_to, listed = None, 0  # skip_to: the end of the group being rolled up
             for doc in docs:
                 if skip_to is not None and doc["_id"] < skip_to:
@@ -452,12 +453,12 @@ class ObjectNames:
                "created": now, "updated": now, "attrs": attrs.to_mongo()}
         if checksum_algorithm:
             doc.update(checksumAlgorithm=checksum_algorithm, checksumType=checksum_type)
-        self.repo.insert_upload(doc)
+        self.meta.namespace.insert_upload(doc)
         return Upload.from_mongo(doc)
 
     def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
         self.bucket(tenant, bucket)
-        doc = self.repo.get_upload(upload_id)
+        doc = self.meta.namespace.get_upload(upload_id)
         if doc is None or doc["bucket"] != bucket or doc["key"] != key:
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload_id)
         return Upload.from_mongo(doc)
@@ -486,10 +487,10 @@ class ObjectNames:
                "checksum": checksum or None}
         # the upload is alive (not aborted or completed while the part arrived) and stamped active;
         # a completion or abort that races past this finds the part (or its file, for the sweep)
-        if not self.repo.touch_upload(upload.upload_id):
+        if not self.meta.namespace.touch_upload(upload.upload_id):
             self.store.discard(f.id)
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)
-        recorded, other = self.repo.put_part_if_newer(doc)
+        recorded, other = self.meta.namespace.put_part_if_newer(doc)
         if not recorded:
             self.store.discard(f.id)
         elif other is not None and other["file"] != f.id:
@@ -497,7 +498,7 @@ class ObjectNames:
         return Part.from_mongo(doc)
 
     def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
-        return [Part.from_mongo(d) for d in self.repo.list_parts(upload.upload_id, after_number, limit)]
+        return [Part.from_mongo(d) for d in self.meta.namespace.list_parts(upload.upload_id, after_number, limit)]
 
     def list_uploads(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
                      key_marker: str | None = None, upload_id_marker: str | None = None,
@@ -520,7 +521,7 @@ class ObjectNames:
                 low = max(low, prefix_end(group))
             elif key_marker >= low:
                 low, inclusive = key_marker, False
-                marker = self.repo.get_upload(upload_id_marker) if upload_id_marker else None
+                marker = self.meta.namespace.get_upload(upload_id_marker) if upload_id_marker else None
                 if marker is not None and marker["bucket"] == bucket and marker["key"] == key_marker \
                         and key_marker.startswith(prefix):
                     cursor = (key_marker, marker["created"], marker["_id"])
@@ -529,9 +530,9 @@ class ObjectNames:
             want = min(max_uploads - len(out.uploads) - len(out.prefixes) + 1, batch)
             from_cursor = cursor
             if cursor is not None:
-                docs = self.repo.uploads_of_key_after(bucket, *cursor, limit=want)
+                docs = self.meta.namespace.uploads_of_key_after(bucket, *cursor, limit=want)
             else:
-                docs = self.repo.upload_range(bucket, low, high, want, low_inclusive=inclusive)
+                docs = self.meta.namespace.upload_range(bucket, low, high, want, low_inclusive=inclusive)
             for doc in docs:
                 if len(out.uploads) + len(out.prefixes) >= max_uploads:
                     out.truncated = True
@@ -559,9 +560,9 @@ class ObjectNames:
 
     def _drop_upload(self, upload: Upload) -> None:
         """The upload record first (no part can be added after), then its parts' files."""
-        self.repo.delete_upload(upload.upload_id)
+        self.meta.namespace.delete_upload(upload.upload_id)
         self.store.discard_many([part.file_id for part in self.parts(upload)])
-        self.repo.delete_parts(upload.upload_id)
+        self.meta.namespace.delete_parts(upload.upload_id)
 
     def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
                  requested: list[tuple[int, str]], condition: WriteCondition | None = None,
@@ -573,7 +574,7 @@ class ObjectNames:
         try:
             upload = self.upload(tenant, bucket, key, upload_id)
         except NoSuchUpload:
-            done = self.repo.get_object_name(name_id(bucket, key))  # a repeated completion
+            done = self.meta.namespace.get_object_name(name_id(bucket, key))  # a repeated completion
             if done is not None and done.get("uploadId") == upload_id:
                 return ObjectInfo.from_mongo(done)
             raise
@@ -596,7 +597,7 @@ class ObjectNames:
                                      f"at least {MIN_PART_SIZE}", partNumber=part.number)
         digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
         etag = f"{digest}-{len(chosen)}"
-        found = self.repo.get_files(part.file_id for part in chosen)
+        found = self.meta.files.get_files(part.file_id for part in chosen)
         files = []
         for part in chosen:
             f = found.get(part.file_id)
@@ -620,13 +621,13 @@ class ObjectNames:
         gone (a completion or abort that stopped half-way); returns how many uploads were aborted."""
         now = time.time() if now is None else now
         aborted = 0
-        for doc in self.repo.abandoned_uploads(now - older_than_s):
+        for doc in self.meta.namespace.abandoned_uploads(now - older_than_s):
             self._drop_upload(Upload.from_mongo(doc))
             aborted += 1
-        for file_id, upload_id in self.repo.part_files(created_before=now - 3600):
-            if self.repo.get_upload(upload_id) is None:
+        for file_id, upload_id in self.meta.namespace.part_files(created_before=now - 3600):
+            if self.meta.namespace.get_upload(upload_id) is None:
                 self.store.discard(file_id)
-                self.repo.delete_parts(upload_id)
+                self.meta.namespace.delete_parts(upload_id)
         return aborted
 
     # --- object tags and lifecycle ----------------------------------------------------------
@@ -634,7 +635,7 @@ class ObjectNames:
     def set_tags(self, tenant: str, bucket: str, key: str, tags: list[list[str]] | None) -> ObjectInfo:
         """Replace an object's tags (None or [] removes them); its Last-Modified stays, as in S3."""
         self.bucket(tenant, bucket)
-        if not self.repo.set_object_tags(name_id(bucket, key), tags or None):
+        if not self.meta.namespace.set_object_tags(name_id(bucket, key), tags or None):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
 
@@ -642,7 +643,7 @@ class ObjectNames:
         """DeleteObject's path for a lifecycle expiration: remove the name while it still points at
         ``file_id`` (an object written since the rule matched stays), then delete its file."""
         self.bucket(tenant, bucket)
-        previous = self.repo.delete_object_name(name_id(bucket, key), file_id)
+        previous = self.meta.namespace.delete_object_name(name_id(bucket, key), file_id)
         if previous is None:
             return False
         self.store.discard(previous["file"])

@@ -14,7 +14,8 @@ from typing import Iterator
 from pipeline.cache import Lru
 from pipeline.chunkio import ChunkIO
 from pipeline.errors import ChunkUnavailable
-from pipeline.metadata import CHUNK_STORED, STORED, FileDoc, ManifestPage, MetadataRepository
+from pipeline.metadata.model import CHUNK_STORED, STORED, FileDoc, ManifestPage
+from pipeline.metadata.repositories import Metadata
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,21 @@ _pages = Lru(16)
 _page_starts = Lru(32)
 
 
-def _page(repo: MetadataRepository, file_id: str, number: int) -> ManifestPage | None:
+def _page(meta: Metadata, file_id: str, number: int) -> ManifestPage | None:
     page = _pages.get((file_id, number))
     if page is None:
-        page = repo.manifest_page(file_id, number)
+        page = meta.files.manifest_page(file_id, number)
         if page is not None:
             _pages.put((file_id, number), page)
     return page
 
 
-def _page_holding(repo: MetadataRepository, file_id: str, offset: int) -> int:
+def _page_holding(meta: Metadata, file_id: str, offset: int) -> int:
     """The number of the page holding byte ``offset`` (0 for pages written before entries carried
     sizes, which record no offsets)."""
     starts = _page_starts.get(file_id)
     if starts is None:
-        starts = repo.page_offsets(file_id)
+        starts = meta.files.page_offsets(file_id)
         _page_starts.put(file_id, starts)
     if not starts or any(o is None for o, _ in starts):
         return 0
@@ -51,14 +52,14 @@ def _page_holding(repo: MetadataRepository, file_id: str, offset: int) -> int:
     return starts[max(i, 0)][1]
 
 
-def iter_pages_from(repo: MetadataRepository, f: FileDoc, start: int) -> Iterator[ManifestPage]:
+def iter_pages_from(meta: Metadata, f: FileDoc, start: int) -> Iterator[ManifestPage]:
     """The file's manifest pages from the one holding byte ``start``, with their sizes."""
     number = 0
-    first = _page(repo, f.id, 0)
+    first = _page(meta, f.id, 0)
     if first is not None and first.end_index < f.chunk_count:
-        number = _page_holding(repo, f.id, start)
+        number = _page_holding(meta, f.id, start)
     while True:
-        page = first if number == 0 else _page(repo, f.id, number)
+        page = first if number == 0 else _page(meta, f.id, number)
         if page is None:
             return
         yield page.sized(f.chunk_size, f.size)
@@ -67,16 +68,16 @@ def iter_pages_from(repo: MetadataRepository, f: FileDoc, start: int) -> Iterato
         number += 1
 
 
-def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
+def iter_file(meta: Metadata, chunkio: ChunkIO, f: FileDoc,
               start: int = 0, stop: int | None = None) -> Iterator[bytes]:
     """Yield bytes ``[start, stop)`` of a readable file, one verified chunk at a time."""
     stop = f.size if stop is None else min(stop, f.size)
     if start >= stop:
         return
     spooled = f.status != STORED
-    for page in iter_pages_from(repo, f, start):
+    for page in iter_pages_from(meta, f, start):
         wanted = [(i, off, h, x, n) for i, off, h, x, n in page.entries() if off + n > start and off < stop]
-        docs = repo.chunk_docs(h for _, _, h, _, _ in wanted) if wanted else {}
+        docs = meta.chunks.chunk_docs(h for _, _, h, _, _ in wanted) if wanted else {}
         # damaged chunks of this page (a node is down: all of them) are flagged for heal in one go
         # when the page is done or the read stops, not with a MongoDB update between two chunks
         damaged: list[str] = []
@@ -87,9 +88,9 @@ def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
                 if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
                     data = chunkio.read_spooled(f.id, index, size, xxh3)
                     if data is None:  # ingest placed it since we looked
-                        doc = repo.chunk_docs([h]).get(h)
+                        doc = meta.chunks.chunk_docs([h]).get(h)
                 if data is None:
-                    data = _read_placed(repo, chunkio, h, doc, damaged)
+                    data = _read_placed(meta, chunkio, h, doc, damaged)
                 a = max(start - offset, 0)
                 b = min(stop - offset, size)
                 yield data if (a == 0 and b == size) else data[a:b]
@@ -99,14 +100,14 @@ def iter_file(repo: MetadataRepository, chunkio: ChunkIO, f: FileDoc,
             return
 
 
-def _read_placed(repo: MetadataRepository, chunkio: ChunkIO, h: str, doc: dict | None,
+def _read_placed(meta: Metadata, chunkio: ChunkIO, h: str, doc: dict | None,
                  damaged: list[str] | None = None) -> bytes:
     """Read a chunk from its layout; when that fails and its document changed since it was read
     (a heal, drain or conversion moved fragments meanwhile), read it again from the new one."""
     try:
         return chunkio.read(h, doc, damaged)
     except ChunkUnavailable:
-        fresh = repo.chunk_docs([h]).get(h)
+        fresh = meta.chunks.chunk_docs([h]).get(h)
         if fresh is None or doc is None or fresh.get("fv") == doc.get("fv") and fresh.get("frags") == doc.get("frags"):
             raise
         log.info("chunk %s moved during the read; reading its new layout", h)

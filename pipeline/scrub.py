@@ -90,7 +90,7 @@ def run_slice(store, budget_s: float | None = None, mbps: float | None = None, f
     started = time.monotonic()
     now = time.time() if now is None else now
     on_damage = on_damage or store.report_damage
-    state = store.repo.last_event(EVENT) or {}
+    state = store.meta.operations.last_event(EVENT) or {}
     cursor = state.get("cursor")
     report = ScrubReport(pass_started=state.get("passStarted"))
     if not state.get("inPass"):
@@ -99,10 +99,10 @@ def run_slice(store, budget_s: float | None = None, mbps: float | None = None, f
             report.idle = True
             return report
         cursor, report.pass_started = None, now
-        store.repo.update_event(EVENT, {"inPass": True, "cursor": None, "passStarted": now, "pass": {}})
+        store.meta.operations.update_event(EVENT, {"inPass": True, "cursor": None, "passStarted": now, "pass": {}})
     throttle = _Throttle(store.settings.scrub_mbps if mbps is None else mbps)
     while True:
-        page = store.repo.stored_chunks(cursor, page_size)
+        page = store.meta.chunks.stored_chunks(cursor, page_size)
         if not page:
             report.finished = True
             break
@@ -115,7 +115,7 @@ def run_slice(store, budget_s: float | None = None, mbps: float | None = None, f
         after = (report.chunks, report.fragments, report.bytes, report.corrupt, report.missing)
         inc = {f"pass.{name}": a - b for name, a, b in
                zip(("chunks", "fragments", "bytes", "corrupt", "missing"), after, before)}
-        store.repo.update_event(EVENT, {"cursor": cursor}, inc=inc)
+        store.meta.operations.update_event(EVENT, {"cursor": cursor}, inc=inc)
         if len(page) < page_size:
             report.finished = True
             break
@@ -123,10 +123,10 @@ def run_slice(store, budget_s: float | None = None, mbps: float | None = None, f
             break
     report.seconds = time.monotonic() - started
     if report.finished:
-        state = store.repo.last_event(EVENT) or {}
+        state = store.meta.operations.last_event(EVENT) or {}
         totals = state.get("pass") or {}
         elapsed = time.time() - (report.pass_started or now)
-        store.repo.update_event(EVENT, {
+        store.meta.operations.update_event(EVENT, {
             "inPass": False, "cursor": None,
             "lastPass": {"started": report.pass_started, "finished": time.time(), "seconds": round(elapsed, 3),
                          **{k: totals.get(k, 0) for k in ("chunks", "fragments", "bytes", "corrupt", "missing")}},
@@ -137,7 +137,7 @@ def run_slice(store, budget_s: float | None = None, mbps: float | None = None, f
 
 def scrub_status(store) -> dict | None:
     """What stats and health show: the pass in progress and the last finished one."""
-    state = store.repo.last_event(EVENT)
+    state = store.meta.operations.last_event(EVENT)
     if state is None:
         return None
     last = state.get("lastPass")

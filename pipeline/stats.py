@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipeline.backends import translated
-from pipeline.metadata import DELETED, FAILED, PROCESSING, QUEUED, STORED
+from pipeline.metadata.model import DELETED, FAILED, PROCESSING, QUEUED, STORED
 from pipeline.scrub import scrub_status
 from pipeline.timefmt import iso8601
 
@@ -38,8 +38,8 @@ def usage_figures(doc: dict) -> dict:
 def tenant_stats(store, tenant: str) -> dict:
     """One tenant's files by status and logical bytes, and its usage (the deduplication among its
     own files): nothing that other tenants' content moves."""
-    figures = store.repo.stats(tenant)
-    own = store.repo.get_usage(tenant)
+    figures = store.meta.operations.stats(tenant)
+    own = store.meta.operations.get_usage(tenant)
     return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
             "logicalBytes": figures["logicalBytes"], "usage": usage_figures(own[0]) if own else None}
 
@@ -56,7 +56,7 @@ def _space(store, node: str) -> dict:
 def store_stats(store, queue_depth: Callable[[], int]) -> dict:
     """The whole store's figures; ``queue_depth`` counts the ingests waiting (the task queue's
     owner supplies it: workers.queue.ingest_queue_depth)."""
-    figures = store.repo.stats()
+    figures = store.meta.operations.stats()
     recorded = figures["perNode"]
     # configured nodes first (an empty one shows zeros), then any node only the metadata knows
     names = list(store.chunks.node_ids) + sorted(n for n in recorded if n not in store.chunks.node_ids)
@@ -64,10 +64,10 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
               "bytes": recorded.get(n, {}).get("bytes", 0), **_space(store, n)} for n in names]
     logical = figures["logicalBytes"]
     physical = sum(n["bytes"] for n in nodes)
-    unique = store.repo.stored_chunk_bytes()
-    gc = store.repo.last_event("gc")
-    heal = store.repo.last_event("heal") or {}
-    convert = store.repo.last_event("ec_convert")
+    unique = store.meta.chunks.stored_chunk_bytes()
+    gc = store.meta.operations.last_event("gc")
+    heal = store.meta.operations.last_event("heal") or {}
+    convert = store.meta.operations.last_event("ec_convert")
     k, m = store.settings.ec_layout
     return {
         "scope": "store",
@@ -77,7 +77,7 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
         "uniqueBytes": unique,
         "dedupRatio": round(logical / unique, 4) if unique else None,
         "dedupSavedBytes": max(0, logical - unique),
-        "chunks": store.repo.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
+        "chunks": store.meta.chunks.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
         "fragments": sum(n["chunks"] for n in nodes),
         "nodes": nodes,
         "queueDepth": queue_depth(),
@@ -85,9 +85,9 @@ def store_stats(store, queue_depth: Callable[[], int]) -> dict:
             "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
             "seconds": gc.get("seconds"),
         },
-        "tenants": [usage_figures(u) for u in store.repo.get_usage()],
+        "tenants": [usage_figures(u) for u in store.meta.operations.get_usage()],
         "layout": f"{k}+{m}",
-        "degradedChunks": store.repo.count_needing_heal(),
+        "degradedChunks": store.meta.chunks.count_needing_heal(),
         "fragmentsHealed": heal.get("fragments", 0),
         "chunksHealed": heal.get("chunks", 0),
         "scrub": scrub_status(store),

@@ -18,7 +18,8 @@ from pipeline.chunkio import ChunkIO
 from pipeline.chunkstore import ChunkStore, Spool
 from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
 from pipeline.ingest import Ingestor, IngestReport
-from pipeline.metadata import (DELETED, KIND_FILE, QUEUED, STORED, FileDoc, MetadataRepository, parse_file_id)
+from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
+from pipeline.metadata.repositories import Metadata
 from pipeline.placement import RoundRobinPlacement
 from pipeline.readback import iter_file
 from pipeline.upload import ManifestWriter, receive_upload
@@ -30,9 +31,9 @@ DEFAULT_TENANT = "default"
 
 @translate_backend_errors
 class ObjectStore:
-    def __init__(self, settings: Settings, repo: MetadataRepository, redis_client: redis.Redis):
+    def __init__(self, settings: Settings, meta: Metadata, redis_client: redis.Redis):
         self.settings = settings
-        self.repo = repo
+        self.meta = meta
         self.redis = redis_client
         self.chunks = ChunkStore(settings.nodes)
         self.spool = Spool(settings.spool_dir)
@@ -42,24 +43,24 @@ class ObjectStore:
         self.chunkio.on_damages = self.report_damages
         # chunk hashes -> queue their heal (the web and the workers send one Celery task)
         self.heal_enqueue: Callable[..., None] | None = None
-        self.ingestor = Ingestor(repo, self.chunkio, self.spool, self.placement,
+        self.ingestor = Ingestor(meta, self.chunkio, self.spool, self.placement,
                                  usable_nodes=self.usable_nodes, on_degraded=self.queue_heal)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ObjectStore":
         if not settings.mongo_url or not settings.redis_url:
             raise ValueError("MINIS3_MONGO_URL and MINIS3_REDIS_URL must be set")
-        repo = MetadataRepository.connect(settings.mongo_url, settings.mongo_db,
+        meta = Metadata.connect(settings.mongo_url, settings.mongo_db,
                                           write_concern=settings.mongo_write_concern)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
                                       health_check_interval=30)
-        return cls(settings, repo, client)
+        return cls(settings, meta, client)
 
     def prepare(self) -> None:
         """Create directories and indexes; idempotent, run by every process at start."""
-        self.repo.ensure_indexes()
+        self.meta.ensure_indexes()
         # a node that held data and lost its directory stays down: only an operator puts it back
-        lost = [n for n in self.chunks.node_ids if not self.chunks.is_up(n) and self.repo.node_has_fragments(n)]
+        lost = [n for n in self.chunks.node_ids if not self.chunks.is_up(n) and self.meta.chunks.node_has_fragments(n)]
         self.chunks.ensure_dirs(keep_down=lost)
         self.spool.ensure_dir()
 
@@ -70,7 +71,7 @@ class ObjectStore:
                 kind: str = KIND_FILE, extra: dict | None = None, sha256: bool = True,
                 size_hint: int | None = None) -> FileDoc:
         return receive_upload(
-            self.repo, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
+            self.meta, self.spool, self.settings.chunk_size, self.settings.manifest_page_size,
             tenant, name, content_type, pieces, self.settings.max_upload_bytes, request_id,
             md5=md5, kind=kind, extra=extra, chunking=self.settings.chunking, sha256=sha256, size_hint=size_hint,
         )
@@ -88,15 +89,15 @@ class ObjectStore:
         pending = {src.id for src in sources if src.status != STORED}
         unlinked = set()
         file_id = str(ObjectId())
-        manifest = ManifestWriter(self.repo, file_id, self.settings.manifest_page_size)
+        manifest = ManifestWriter(self.meta, file_id, self.settings.manifest_page_size)
         size = count = 0
         try:
             if pending:
                 self.spool.create(file_id)
             # the sources' first pages in one query (all of most parts' manifest), the rest by file
-            firsts = self.repo.first_manifest_pages(src.id for src in sources)
+            firsts = self.meta.files.first_manifest_pages(src.id for src in sources)
             for src in sources:
-                for page in self.repo.manifest_pages(src.id, src.chunk_count, firsts.get(src.id)):
+                for page in self.meta.files.manifest_pages(src.id, src.chunk_count, firsts.get(src.id)):
                     for index, _, h, x, n in page.sized(src.chunk_size, src.size).entries():
                         manifest.add_entry(h, x, n)
                         if src.id in pending and not self.spool.link(src.id, index, file_id, count):
@@ -109,11 +110,11 @@ class ObjectStore:
                     self.ensure_stored(src)
             if pending:
                 self.spool.sync(file_id)
-            return self.repo.insert_file(ObjectId(file_id), tenant, name, content_type or "application/octet-stream",
+            return self.meta.files.insert_file(ObjectId(file_id), tenant, name, content_type or "application/octet-stream",
                                          size, sha256, count, self.settings.chunk_size, md5=md5, kind=kind,
                                          status=QUEUED if pending else STORED, extra=extra)
         except BaseException:
-            self.repo.release_manifest(file_id)
+            self.meta.files.release_manifest(file_id)
             self.spool.remove(file_id)
             raise
 
@@ -123,11 +124,11 @@ class ObjectStore:
             return f
         report = self.ingest(f.id)
         if report.status != STORED:
-            current = self.repo.get_file(f.id)
+            current = self.meta.files.get_file(f.id)
             if current is None or current.status != STORED:
                 raise ServiceUnavailable(f"file {f.id} could not be ingested ({report.status})")
             return current
-        return self.repo.get_file(f.id) or f
+        return self.meta.files.get_file(f.id) or f
 
     def ingest(self, file_id: str) -> IngestReport:
         return self.ingestor.ingest(file_id)
@@ -139,12 +140,12 @@ class ObjectStore:
         """The file disappears at once; its manifest goes next, so GC may reclaim its chunks once
         the grace period has passed. A crash in between leaves the manifest to the spool sweep."""
         parse_file_id(file_id)
-        f = self.repo.get_file(file_id, tenant)
-        if f is None or not self.repo.mark_deleted(file_id, tenant):
+        f = self.meta.files.get_file(file_id, tenant)
+        if f is None or not self.meta.files.mark_deleted(file_id, tenant):
             raise NotFound()
         if f.bucket is not None:  # the S3 name goes with its file
-            self.repo.delete_object_name(f"{f.bucket}/{f.key}", file_id)
-        self.repo.release_manifest(file_id)
+            self.meta.namespace.delete_object_name(f"{f.bucket}/{f.key}", file_id)
+        self.meta.files.release_manifest(file_id)
         self.spool.remove(file_id)
 
     def discard(self, file_id: str) -> None:
@@ -155,18 +156,18 @@ class ObjectStore:
     def discard_many(self, file_ids: list[str]) -> None:
         """``discard`` of several files (the parts of a completed or aborted multipart upload) with
         a few queries for all of them rather than a few per file."""
-        live = [f.id for f in self.repo.get_files(file_ids).values() if f.status != DELETED]
+        live = [f.id for f in self.meta.files.get_files(file_ids).values() if f.status != DELETED]
         if not live:
             return
-        self.repo.mark_deleted_many(live)
-        self.repo.release_manifests(live)
+        self.meta.files.mark_deleted_many(live)
+        self.meta.files.release_manifests(live)
         for file_id in live:
             self.spool.remove(file_id)
 
     # --- reads -------------------------------------------------------------------------
 
     def get(self, tenant: str, file_id: str) -> FileDoc:
-        f = self.repo.get_file(file_id, tenant)
+        f = self.meta.files.get_file(file_id, tenant)
         if f is None or f.status == "deleted":
             raise NotFound()
         return f
@@ -180,14 +181,14 @@ class ObjectStore:
         return f
 
     def get_by_hash(self, tenant: str, sha256: str) -> FileDoc:
-        f = self.repo.find_stored_by_hash(tenant, sha256.lower())
+        f = self.meta.files.find_stored_by_hash(tenant, sha256.lower())
         if f is None:
             raise NotFound("no stored file has that content hash")
         return f
 
     def list(self, tenant: str, limit: int, cursor: str | None,
              search: str | None = None) -> tuple[list[FileDoc], str | None]:
-        files = self.repo.list_files(tenant, limit + 1, cursor, search)
+        files = self.meta.files.list_files(tenant, limit + 1, cursor, search)
         more = len(files) > limit
         files = files[:limit]
         return files, (files[-1].id if more and files else None)
@@ -195,13 +196,13 @@ class ObjectStore:
     def read(self, f: FileDoc, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         if start < 0 or (f.size and start >= f.size):
             raise RangeNotSatisfiable()
-        return iter_file(self.repo, self.chunkio, f, start, stop)
+        return iter_file(self.meta, self.chunkio, f, start, stop)
 
     def wait_until_final(self, file_id: str, timeout_s: float) -> FileDoc:
         deadline = time.monotonic() + timeout_s
         delay = 0.02
         while True:
-            f = self.repo.get_file(file_id)
+            f = self.meta.files.get_file(file_id)
             if f is None or f.status not in ("queued", "processing") or time.monotonic() > deadline:
                 return f
             time.sleep(delay)
@@ -211,7 +212,7 @@ class ObjectStore:
 
     def node_states(self) -> list[dict]:
         """Each configured node: up, down, full or draining, with its free space."""
-        draining = self.repo.draining_nodes()
+        draining = self.meta.operations.draining_nodes()
         out = []
         for n in self.chunks.node_ids:
             status = self.chunks.node_status(n, full_below=self.settings.chunk_size * 2)
@@ -227,19 +228,19 @@ class ObjectStore:
     def queue_heal(self, chunk_hash: str) -> None:
         """Flag a chunk and queue its heal even when it was flagged already (ingest stores a
         chunk missing fragments with the flag set)."""
-        self.repo.flag_heal(chunk_hash)
+        self.meta.chunks.flag_heal(chunk_hash)
         if self.heal_enqueue is not None:
             self.heal_enqueue(chunk_hash)
 
     def report_damage(self, chunk_hash: str) -> None:
         """A read, an ingest or a scrub found a chunk missing fragments: flag it and queue its heal
         (once: while it stays flagged, later reports queue nothing)."""
-        if self.repo.flag_heal(chunk_hash) and self.heal_enqueue is not None:
+        if self.meta.chunks.flag_heal(chunk_hash) and self.heal_enqueue is not None:
             self.heal_enqueue(chunk_hash)
 
     def report_damages(self, hashes: list[str]) -> None:
         """``report_damage`` for many chunks (a read's page): two MongoDB calls and one task."""
-        flagged = self.repo.flag_heal_many(hashes)
+        flagged = self.meta.chunks.flag_heal_many(hashes)
         if flagged and self.heal_enqueue is not None:
             self.heal_enqueue(*flagged)
 
@@ -253,7 +254,7 @@ class ObjectStore:
         except redis.RedisError as exc:
             checks["redis"] = {"ok": False, "error": exc.__class__.__name__}
         try:
-            self.repo.ping()
+            self.meta.ping()
             checks["mongodb"] = {"ok": True}
         except Exception as exc:  # any driver error means not ready
             checks["mongodb"] = {"ok": False, "error": exc.__class__.__name__}
@@ -275,7 +276,7 @@ class ObjectStore:
                                                                   if len(writable) < k + 1 else ""))
         checks["layout"] = layout
         try:
-            degraded = self.repo.count_needing_heal()
+            degraded = self.meta.chunks.count_needing_heal()
             checks["chunks"] = {"ok": degraded == 0, "degraded": degraded}
         except Exception:
             pass

@@ -12,7 +12,8 @@ from bson import ObjectId
 from pipeline.chunking import ChunkingWriter, ChunkRecord, ContentDefinedWriter
 from pipeline.chunkstore import Spool
 from pipeline.errors import UploadTooLarge
-from pipeline.metadata import KIND_FILE, FileDoc, MetadataRepository
+from pipeline.metadata.model import KIND_FILE, FileDoc
+from pipeline.metadata.repositories import Metadata
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def display_name(raw: str | None) -> str:
 class ManifestWriter:
     """Collects chunk records into pages and writes each full page to MongoDB."""
 
-    def __init__(self, repo: MetadataRepository, file_id: str, page_size: int):
-        self.repo = repo
+    def __init__(self, meta: Metadata, file_id: str, page_size: int):
+        self.meta = meta
         self.file_id = file_id
         self.page_size = page_size
         self.page = 0
@@ -75,7 +76,7 @@ class ManifestWriter:
     def flush(self) -> None:
         if not self.hashes:
             return
-        self.repo.put_manifest_page(self.file_id, self.page, self.first_index, self.offset, self.hashes,
+        self.meta.files.put_manifest_page(self.file_id, self.page, self.first_index, self.offset, self.hashes,
                                     self.xxh3, self.sizes)
         self.page += 1
         self.first_index += len(self.hashes)
@@ -97,7 +98,7 @@ class _Limited:
             yield piece
 
 
-def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page_size: int,
+def receive_upload(meta: Metadata, spool: Spool, chunk_size: int, page_size: int,
                    tenant: str, name: str | None, content_type: str | None,
                    pieces: Iterable[bytes], max_bytes: int = 0, request_id: str | None = None,
                    md5: bool = False, kind: str = KIND_FILE, extra: dict | None = None,
@@ -116,7 +117,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
     """
     file_id = str(ObjectId())
     directory = spool.create(file_id)
-    manifest = ManifestWriter(repo, file_id, page_size)
+    manifest = ManifestWriter(meta, file_id, page_size)
     writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
     writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5,
                           sha256=sha256, size_hint=size_hint)
@@ -125,7 +126,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
             writer.write(piece)
         result = writer.finish()
         manifest.flush()
-        return repo.insert_file(
+        return meta.files.insert_file(
             ObjectId(file_id), tenant, display_name(name), media_type(content_type),
             result.size, result.sha256, result.chunk_count, chunk_size, request_id,
             md5=result.md5, kind=kind, extra={**(extra or {}), "chunking": chunking},
@@ -134,7 +135,7 @@ def receive_upload(repo: MetadataRepository, spool: Spool, chunk_size: int, page
         writer.close()
         spool.remove(file_id)
         try:
-            repo.delete_manifest(file_id)
+            meta.files.delete_manifest(file_id)
         except Exception:  # metadata down: the abandoned-upload sweep removes the pages later
             log.warning("could not remove manifest pages of failed upload %s", file_id)
         raise

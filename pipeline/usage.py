@@ -2,7 +2,7 @@
 
 Beat takes a sample every ``MINIS3_SAMPLE_INTERVAL_S``: ingest queue depth, the files and bytes
 that became stored since the previous sample (throughput), logical and physical bytes and bytes
-per node; samples are kept for two hours (``metadata.SAMPLES_KEPT_S``). The same run computes
+per node; samples are kept for two hours (``pipeline.metadata.operations.SAMPLES_KEPT_S``). The same run computes
 each tenant's usage: logical bytes (its stored files) and physical bytes (the distinct chunks
 of its own files, each once), so that a tenant sees what deduplication saves it without
 learning anything of other tenants' content. Walking manifests is bounded: past
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.stats import store_stats
 from pipeline.timefmt import iso8601
 
@@ -22,9 +22,9 @@ WINDOW_MAX_S = 3600.0  # a first sample, or one after a long pause, counts at mo
 
 def take_sample(store, queue_depth, now: float | None = None) -> dict:
     now = time.time() if now is None else now
-    prev = store.repo.last_sample()
+    prev = store.meta.operations.last_sample()
     since = max(prev["at"] if prev else now - store.settings.sample_interval_s, now - WINDOW_MAX_S)
-    files, stored_bytes = store.repo.stored_since(since, now)
+    files, stored_bytes = store.meta.files.stored_since(since, now)
     figures = store_stats(store, queue_depth)
     sample = {
         "at": now, "seconds": round(now - since, 3), "queueDepth": figures["queueDepth"],
@@ -33,21 +33,21 @@ def take_sample(store, queue_depth, now: float | None = None) -> dict:
         "uniqueBytes": figures["uniqueBytes"],
         "nodes": {n["node"]: n["bytes"] for n in figures["nodes"]},
     }
-    store.repo.add_sample(sample)
+    store.meta.operations.add_sample(sample)
     return sample
 
 
-def tenant_usage(repo: MetadataRepository, tenant: str, distinct_max: int = USAGE_DISTINCT_MAX,
+def tenant_usage(meta: Metadata, tenant: str, distinct_max: int = USAGE_DISTINCT_MAX,
                  now: float | None = None) -> dict:
     sizes: dict[str, int] = {}
     files = logical = entries = 0
     complete = True
-    for f in repo.stored_files_of(tenant):
+    for f in meta.files.stored_files_of(tenant):
         files += 1
         logical += f.size
         if not complete:
             continue
-        for page in repo.iter_manifest(f.id):
+        for page in meta.files.iter_manifest(f.id):
             for _, _, h, _, n in page.sized(f.chunk_size, f.size).entries():
                 sizes.setdefault(h, n)
                 entries += 1
@@ -63,12 +63,12 @@ def tenant_usage(repo: MetadataRepository, tenant: str, distinct_max: int = USAG
     }
 
 
-def refresh_usage(repo: MetadataRepository, now: float | None = None) -> list[str]:
+def refresh_usage(meta: Metadata, now: float | None = None) -> list[str]:
     """Recompute every tenant's usage; returns the tenants."""
-    tenants = repo.tenants()
+    tenants = meta.files.tenants()
     for tenant in tenants:
-        repo.put_usage(tenant, tenant_usage(repo, tenant, now=now))
-    repo.drop_usage_except(tenants)
+        meta.operations.put_usage(tenant, tenant_usage(meta, tenant, now=now))
+    meta.operations.drop_usage_except(tenants)
     return tenants
 
 
@@ -76,12 +76,12 @@ def history(store, window_s: float, events_per_kind: int = 50, now: float | None
     """Samples of the last ``window_s`` and the latest runs of each periodic job (GC, and scrub or
     heal where the store records them)."""
     now = time.time() if now is None else now
-    samples = store.repo.samples_since(now - window_s)
+    samples = store.meta.operations.samples_since(now - window_s)
     for s in samples:
         s["throughputBytesPerS"] = round(s["storedBytes"] / s["seconds"], 1) if s.get("seconds") else 0.0
         s["at"] = iso8601(s["at"])
     events = {}
-    for kind in store.repo.history_kinds():
-        events[kind] = [{**e, "at": iso8601(e["at"])} for e in store.repo.event_history(kind, events_per_kind)]
+    for kind in store.meta.operations.history_kinds():
+        events[kind] = [{**e, "at": iso8601(e["at"])} for e in store.meta.operations.event_history(kind, events_per_kind)]
     return {"windowSeconds": window_s, "sampleIntervalSeconds": store.settings.sample_interval_s,
             "samples": samples, "events": events}

@@ -41,8 +41,8 @@ def _store(settings: Settings):
     s.prepare()
     s.placement.key = "rr:" + settings.mongo_db
     yield s
-    s.repo.client.drop_database(settings.mongo_db)
-    s.repo.client.close()
+    s.meta.client.drop_database(settings.mongo_db)
+    s.meta.client.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import chunkstore
 from pipeline.keys import ApiKeys
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from tests.stack import Backends
 
 ALL_STATES = ("queued", "processing", "stored", "failed", "deleted")
@@ -53,13 +53,13 @@ def multipart(payload: bytes, boundary: str = "probeboundary", filename: str = "
     return head, payload, f"\r\n--{boundary}--\r\n".encode()
 
 
-def repo_of(stack) -> MetadataRepository:
-    return MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
+def repo_of(stack) -> Metadata:
+    return Metadata.connect(stack.settings.mongo_url, stack.settings.mongo_db)
 
 
-def file_ids(repo: MetadataRepository) -> set[str]:
+def file_ids(meta: Metadata) -> set[str]:
     """Every file document, whatever its state."""
-    return {f.id for f in repo.files_in_states(ALL_STATES, time.time() + 3600, limit=100_000)}
+    return {f.id for f in meta.files.files_in_states(ALL_STATES, time.time() + 3600, limit=100_000)}
 
 
 def spool_dirs(stack) -> list[str]:
@@ -79,11 +79,11 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool
 
 def create_key(stack, tenant: str, admin: bool = False) -> str:
     """A new API key in the stack's database, as `minis3 keys create [--admin]` makes it."""
-    repo = repo_of(stack)
+    meta = repo_of(stack)
     try:
-        return ApiKeys(repo).create(tenant, admin=admin)[0]
+        return ApiKeys(meta).create(tenant, admin=admin)[0]
     finally:
-        repo.client.close()
+        meta.client.close()
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from config import embedded
 from config.metrics import prepare_metrics_dir
 from config.settings import Settings
 from pipeline.credentials import S3Credentials
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.chunkio import fragment_name
 from pipeline.chunkstore import parse_name
 
@@ -169,18 +169,18 @@ class Stack:
         embedded.wait_for_port(self.settings.s3_port, timeout=60, proc=proc)
 
     @contextmanager
-    def metadata(self) -> Iterator[MetadataRepository]:
+    def metadata(self) -> Iterator[Metadata]:
         """This stack's metadata repository, for tests that look at MongoDB documents."""
-        repo = MetadataRepository.connect(self.settings.mongo_url, self.settings.mongo_db)
+        meta = Metadata.connect(self.settings.mongo_url, self.settings.mongo_db)
         try:
-            yield repo
+            yield meta
         finally:
-            repo.client.close()
+            meta.client.close()
 
     def s3_credentials(self, tenant: str) -> tuple[str, str]:
         """A new S3 access key id and secret for ``tenant``, made as `minis3 keys create --s3` makes them."""
-        with self.metadata() as repo:
-            return S3Credentials(repo, self.settings.secret_key).create(tenant)
+        with self.metadata() as meta:
+            return S3Credentials(meta, self.settings.secret_key).create(tenant)
 
     def start_worker(self, concurrency: int = 2) -> None:
         log = self.root / "worker.log"

@@ -35,7 +35,7 @@ def test_upload_answers_202_and_queues_the_file_id(client, queue, store):
     body = r.get_json()
     assert body["success"] is True and body["status"] == "queued"
     assert queue == [body["fileId"]]
-    doc = store.repo.files.find_one({"sha256": hashlib.sha256(data).hexdigest()})
+    doc = store.meta.db.files.find_one({"sha256": hashlib.sha256(data).hexdigest()})
     assert str(doc["_id"]) == body["fileId"] and doc["status"] == "queued" and doc["size"] == len(data)
     assert r.headers["X-Request-ID"]
 
@@ -53,7 +53,7 @@ def test_download_before_ingest_reads_from_the_spool(client, queue, store):
 
 def test_download_of_a_failed_file_is_409_with_the_status(client, queue, store):
     file_id = upload(client, b"hello").get_json()["fileId"]
-    store.repo.mark_failed(file_id, "lost")
+    store.meta.files.mark_failed(file_id, "lost")
     r = client.get(f"/api/files/{file_id}")
     assert r.status_code == 409
     assert r.get_json()["error"]["code"] == "not_ready"
@@ -163,7 +163,7 @@ def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(c
     r = client.post("/api/upload" + query, data={"file": (io.BytesIO(b"x" * 1000), "a.bin")},
                     content_type="multipart/form-data")
     assert (r.status_code, r.get_json()["error"]["code"]) == (status, code)
-    assert store.repo.files.count_documents({}) == 0
+    assert store.meta.db.files.count_documents({}) == 0
     assert list(settings.spool_dir.iterdir()) == []
 
 

@@ -34,20 +34,20 @@ def stack(tmp_path_factory, backends):
 
 
 @pytest.fixture
-def repo(stack):
+def meta(stack):
     r = repo_of(stack)
     yield r
     r.client.close()
 
 
 @pytest.fixture
-def nothing_left_behind(stack, repo):
+def nothing_left_behind(stack, meta):
     """Asserts, after the test, that it added no file document and left no spool directory."""
     assert wait_until(lambda: not spool_dirs(stack)), spool_dirs(stack)
-    before = file_ids(repo)
+    before = file_ids(meta)
     yield
     assert wait_until(lambda: not spool_dirs(stack)), f"spool not cleaned: {spool_dirs(stack)}"
-    assert file_ids(repo) == before
+    assert file_ids(meta) == before
 
 
 def post_raw(stack, content_type: str | None, body: bytes, **extra) -> tuple[int, dict, dict]:
@@ -175,7 +175,7 @@ def test_a_body_at_the_limit_is_accepted(stack):
     ("\u5831\u544a 2024\u5e74.pdf", "\u5831\u544a 2024\u5e74.pdf"),
     ("..", "file"),
 ])
-def test_filenames_become_safe_display_names_returned_rfc5987_encoded(stack, repo, sent, shown):
+def test_filenames_become_safe_display_names_returned_rfc5987_encoded(stack, meta, sent, shown):
     data = sent.encode("utf-8", "surrogatepass")[:64] + b"!"
     file_id = stack.put(data, name=sent)
     r = stack.download(file_id)
@@ -185,7 +185,7 @@ def test_filenames_become_safe_display_names_returned_rfc5987_encoded(stack, rep
     assert unquote(cd.split("filename*=UTF-8''", 1)[1], errors="strict") == shown
     ascii_fallback = cd.split('filename="', 1)[1].split('"', 1)[0]
     assert all(32 <= ord(c) < 127 for c in ascii_fallback) and "/" not in ascii_fallback
-    assert repo.get_file(file_id).name == shown
+    assert meta.files.get_file(file_id).name == shown
     listed = requests.get(stack.url("/api/files?limit=1000"), timeout=30).json()["files"]
     assert [f["name"] for f in listed if f["fileId"] == file_id] == [shown]
     root = Path(stack.root)

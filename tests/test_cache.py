@@ -48,8 +48,8 @@ def test_entries_expire_even_when_no_change_is_announced(settings):
 
 
 def test_revocation_and_bucket_deletion_reach_other_processes_caches(store):
-    server = S3Credentials(store.repo, "server secret", Generation(store.redis))
-    operator = S3Credentials(store.repo, "server secret", Generation(store.redis))
+    server = S3Credentials(store.meta, "server secret", Generation(store.redis))
+    operator = S3Credentials(store.meta, "server secret", Generation(store.redis))
     key_id, secret = operator.create("acme")
     assert server.lookup(key_id) == (secret, "acme")
     operator.revoke(key_id)

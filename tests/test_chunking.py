@@ -45,11 +45,11 @@ def test_fastcdc_deduplicates_a_file_with_bytes_inserted_near_its_start(store, s
     f1, first = put(cdc, original)
     f2, second = put(cdc, changed)
     assert second.deduplicated / second.chunks >= 0.9, (second.deduplicated, second.chunks)
-    sizes = [n for page in cdc.repo.iter_manifest(f1.id) for n in page.sizes]
+    sizes = [n for page in cdc.meta.files.iter_manifest(f1.id) for n in page.sizes]
     assert sum(sizes) == len(original)
     assert all(ContentDefinedWriter.MIN <= n <= ContentDefinedWriter.MAX for n in sizes[:-1])
-    assert cdc.repo.get_file(f2.id) is not None
-    stats = cdc.repo.stats()
+    assert cdc.meta.files.get_file(f2.id) is not None
+    stats = cdc.meta.operations.stats()
     assert stats["logicalBytes"] == len(original) + len(changed)
 
 

@@ -11,7 +11,7 @@ import pytest
 from app.cli import command_settings
 from config import embedded
 from pipeline.keys import ApiKeys
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT
 
 
@@ -49,9 +49,9 @@ def test_keys_create_in_a_second_shell_finds_the_embedded_metadata_store(cli_env
     created = subprocess.run([str(BIN / "minis3"), "keys", "create", "--tenant", "acme"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert created.returncode == 0, created.stderr
-    repo = MetadataRepository.connect(backends.mongo_url, db)
+    meta = Metadata.connect(backends.mongo_url, db)
     try:
-        assert ApiKeys(repo).authenticate(created.stdout.strip()).tenant == "acme"
+        assert ApiKeys(meta).authenticate(created.stdout.strip()).tenant == "acme"
     finally:
-        repo.client.drop_database(db)
-        repo.client.close()
+        meta.client.drop_database(db)
+        meta.client.close()

@@ -17,7 +17,8 @@ from bson import ObjectId
 from config import embedded
 from config.settings import Settings
 from pipeline.chunkio import nodes_of
-from pipeline.metadata import CHUNK_STORED, MetadataRepository
+from pipeline.metadata.model import CHUNK_STORED
+from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT, MiB, Stack, copies_on_nodes, each_once, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 
@@ -36,7 +37,7 @@ def crash_stack(tmp_path_factory, backends):
 
 @contextmanager
 def metadata_of(stack: Stack):
-    r = MetadataRepository.connect(stack.settings.mongo_url, stack.settings.mongo_db)
+    r = Metadata.connect(stack.settings.mongo_url, stack.settings.mongo_db)
     try:
         yield r
     finally:
@@ -44,7 +45,7 @@ def metadata_of(stack: Stack):
 
 
 @pytest.fixture(scope="module")
-def repo(crash_stack):
+def meta(crash_stack):
     with metadata_of(crash_stack) as r:
         yield r
 
@@ -76,9 +77,9 @@ def upload_held(s: Stack, size: int, seed: int) -> str:
     return r.json()["fileId"]
 
 
-def wait_mid_ingest(repo: MetadataRepository, file_id: str, chunk_count: int) -> dict:
+def wait_mid_ingest(meta: Metadata, file_id: str, chunk_count: int) -> dict:
     oid = ObjectId(file_id)
-    doc = wait_for(lambda: (d := repo.files.find_one({"_id": oid})) and d.get("chunksDone", 0) > 0 and d,
+    doc = wait_for(lambda: (d := meta.db.files.find_one({"_id": oid})) and d.get("chunksDone", 0) > 0 and d,
                    timeout=60, interval=0.001, what="ingest to start")
     assert doc["status"] == "processing" and doc["chunksDone"] < chunk_count, doc
     return doc
@@ -114,14 +115,14 @@ def task_done(s: Stack, task_id: str) -> bool:
     return f"[{task_id}] succeeded" in s.log("worker")
 
 
-def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash_stack, repo):
+def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash_stack, meta):
     s, size, seed = crash_stack, 200 * MiB, 7001
     hashes = chunk_hashes(size, seed)
     file_id = upload_held(s, size, seed)
-    wait_mid_ingest(repo, file_id, len(hashes))
+    wait_mid_ingest(meta, file_id, len(hashes))
     kill9(s.procs["worker"])
 
-    doc = repo.files.find_one({"_id": ObjectId(file_id)})
+    doc = meta.db.files.find_one({"_id": ObjectId(file_id)})
     assert doc["status"] == "processing"
     placed = sum(copies_on_nodes(s, hashes).values())
     assert 0 < placed < len(hashes) * (K + M)  # killed with part of the file on the nodes
@@ -132,7 +133,7 @@ def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash
     assert status["progress"] == {"chunksDone": 200, "chunksTotal": 200}
     assert_downloads_exactly(s, file_id, size, seed)
     assert copies_on_nodes(s, hashes) == each_once(s, hashes)  # no fragment orphaned or stored twice
-    docs = list(repo.chunks.find({"_id": {"$in": hashes}}))
+    docs = list(meta.db.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
     assert all(len(d["frags"]) == K + M and "needsHeal" not in d for d in docs)
     assert not (s.settings.spool_dir / file_id).exists()
@@ -143,7 +144,7 @@ def test_worker_killed_mid_ingest_then_a_new_worker_finishes_it_byte_exact(crash
     assert "clean" in checked.stdout
 
 
-def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(crash_stack, repo):
+def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(crash_stack, meta):
     s = crash_stack
     spool = s.settings.spool_dir
     before = set(os.listdir(spool))
@@ -165,7 +166,7 @@ def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(cr
     thread = threading.Thread(target=client)
     thread.start()
     upload = wait_for(lambda: next(iter(set(os.listdir(spool)) - before), None), what="spool directory")
-    wait_for(lambda: repo.manifests.count_documents({"file": upload}) > 0, what="first manifest page")
+    wait_for(lambda: meta.db.manifests.count_documents({"file": upload}) > 0, what="first manifest page")
     kill9(s.procs["web"])
     gate.set()
     thread.join(60)
@@ -175,8 +176,8 @@ def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(cr
     seen: list = []
 
     def cleaned() -> bool:
-        seen.append(repo.files.find_one({"_id": ObjectId(upload)}))
-        return not (spool / upload).exists() and repo.manifests.count_documents({"file": upload}) == 0
+        seen.append(meta.db.files.find_one({"_id": ObjectId(upload)}))
+        return not (spool / upload).exists() and meta.db.manifests.count_documents({"file": upload}) == 0
 
     wait_for(cleaned, timeout=60, interval=0.2, what="the abandoned spool to be cleaned")
     assert seen and all(doc is None for doc in seen)  # never recorded, let alone stored
@@ -185,15 +186,15 @@ def test_web_killed_mid_upload_never_stores_the_file_and_its_spool_is_cleaned(cr
     assert requests.get(s.url(f"/api/files/{upload}/status"), timeout=30).status_code == 404
 
 
-def snapshot(s: Stack, repo: MetadataRepository, hashes: list[str]):
+def snapshot(s: Stack, meta: Metadata, hashes: list[str]):
     files = sorted((Path(p).parts[-4], Path(p).name, n) for p, n in s.chunk_files().items()
                    if Path(p).name.partition(".")[0] in set(hashes))
     docs = sorted((d["_id"], nodes_of(d)[0], d["size"], d["state"])
-                  for d in repo.chunks.find({"_id": {"$in": hashes}}))
+                  for d in meta.db.chunks.find({"_id": {"$in": hashes}}))
     return files, docs
 
 
-def test_ingest_and_gc_delivered_twice_end_as_if_run_once(crash_stack, repo):
+def test_ingest_and_gc_delivered_twice_end_as_if_run_once(crash_stack, meta):
     s, celery = crash_stack, make_celery(crash_stack.settings)
     data = random_bytes(6 * MiB + 3, 7005)
     hashes = [hashlib.sha256(data[i:i + MiB]).hexdigest() for i in range(0, len(data), MiB)]
@@ -203,19 +204,19 @@ def test_ingest_and_gc_delivered_twice_end_as_if_run_once(crash_stack, repo):
         celery.send_task("minis3.ingest", args=[file_id])  # redelivered after a lost ack
         celery.send_task("minis3.ingest", args=[file_id])  # and retried
     assert s.wait_status(file_id)["status"] == "stored"
-    once = snapshot(s, repo, hashes)
+    once = snapshot(s, meta, hashes)
     assert len(once[0]) == 7 * (K + M) and len(once[1]) == 7 and {d[3] for d in once[1]} == {CHUNK_STORED}
 
     again = celery.send_task("minis3.ingest", args=[file_id])
     wait_for(lambda: task_done(s, again.id), what="the repeated ingest")
-    assert snapshot(s, repo, hashes) == once
+    assert snapshot(s, meta, hashes) == once
     assert s.download(file_id).content == data
 
     assert requests.delete(s.url(f"/api/files/{file_id}"), timeout=30).status_code == 204
-    wait_for(lambda: snapshot(s, repo, hashes) == ([], []), what="beat's GC to take the chunks")
+    wait_for(lambda: snapshot(s, meta, hashes) == ([], []), what="beat's GC to take the chunks")
     runs = [celery.send_task("minis3.gc") for _ in range(2)]
     wait_for(lambda: all(task_done(s, run.id) for run in runs), what="two more GC runs")
-    assert snapshot(s, repo, hashes) == ([], [])
+    assert snapshot(s, meta, hashes) == ([], [])
     assert fsck(s).returncode == 0
 
 
@@ -224,9 +225,9 @@ def test_redis_restarted_during_ingest_the_upload_still_completes(tmp_path, back
     # back with the restart and holds GC off until it expires, which no other test should meet
     s, size, seed = Stack(tmp_path, backends, **CRASH_TIMERS), 24 * MiB, 7004
     try:
-        with metadata_of(s) as repo:
+        with metadata_of(s) as meta:
             file_id = upload_held(s, size, seed)
-            wait_mid_ingest(repo, file_id, 24)
+            wait_mid_ingest(meta, file_id, 24)
         log_seen = len(s.log("worker"))
         kill9(s.redis)
         # the worker notices the outage before Redis is back

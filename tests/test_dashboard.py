@@ -13,7 +13,7 @@ import requests
 
 from pipeline import maintenance, usage
 from pipeline.keys import ApiKeys
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.store import ObjectStore
 from tests.browser import chromium
 from tests.stack import MiB, Stack, random_bytes, wait_for
@@ -23,13 +23,13 @@ from tests.stack import MiB, Stack, random_bytes, wait_for
 def dash(tmp_path_factory, backends):
     """A stack with beat sampling every 2 s and keys required: tenants acme and other, admin ops."""
     s = Stack(tmp_path_factory.mktemp("dash"), backends, beat=True, auth="required", sample_interval_s=2.0)
-    repo = MetadataRepository.connect(s.settings.mongo_url, s.settings.mongo_db)
-    keys = ApiKeys(repo)
+    meta = Metadata.connect(s.settings.mongo_url, s.settings.mongo_db)
+    keys = ApiKeys(meta)
     s.keys = {name: keys.create(name, admin=(name == "ops"))[0] for name in ("acme", "other", "ops")}
-    s.repo = repo
+    s.meta = meta
     yield s
     s.stop()
-    repo.client.close()
+    meta.client.close()
 
 
 def auth(stack, tenant: str) -> dict:
@@ -47,7 +47,7 @@ def test_search_finds_files_by_name_prefix_bucket_key_and_sha256_prefix_of_the_c
     a = dash.put(random_bytes(1000, 1), f"Quarterly-{tag}.pdf", headers=auth(dash, "acme"))
     b = dash.put(random_bytes(1000, 2), f"photo-{tag}.jpg", headers=auth(dash, "acme"))
     c = dash.put(random_bytes(1000, 1), f"Quarterly-{tag}.pdf", headers=auth(dash, "other"))  # same name & bytes
-    dash.repo.set_file_name(b, f"pics-{tag}", "2024/summer/photo.jpg")
+    dash.meta.files.set_file_name(b, f"pics-{tag}", "2024/summer/photo.jpg")
     sha_a = hashlib.sha256(random_bytes(1000, 1)).hexdigest()
 
     def ids(tenant, q, **kw):
@@ -101,7 +101,7 @@ def test_chunks_of_a_file_name_their_nodes_and_count_sharing_within_the_tenant_f
     assert [c["index"] for c in chunks] == [0, 1, 2]
     assert [c["offset"] for c in chunks] == [0, MiB, 2 * MiB]
     for c in chunks:
-        doc = dash.repo.chunks.find_one({"_id": c["sha256"]})
+        doc = dash.meta.db.chunks.find_one({"_id": c["sha256"]})
         assert c["state"] == "stored" and c["layout"] == f"{doc['k']}+{doc['m']}"
         assert [f["node"] for f in c["fragments"]] == [f["node"] for f in doc["frags"]]
     # the twin shares the first two chunks; the other tenant's copy of chunk 2 is not counted
@@ -130,15 +130,15 @@ def test_samples_record_queue_depth_and_throughput_and_each_tenant_sees_only_its
     store = ObjectStore.from_settings(dash.settings)
     try:
         sample = usage.take_sample(store, lambda: 0)
-        usage.refresh_usage(store.repo)
-        own = usage.tenant_usage(store.repo, "other")
-        files = list(dash.repo.files.find({"tenant": "other", "status": "stored"}))
+        usage.refresh_usage(store.meta)
+        own = usage.tenant_usage(store.meta, "other")
+        files = list(dash.meta.db.files.find({"tenant": "other", "status": "stored"}))
         assert own["logicalBytes"] == sum(f["size"] for f in files)
         assert own["physicalBytes"] < own["logicalBytes"]
         assert sample["queueDepth"] == 0 and sample["physicalBytes"] > 0
         maintenance.collect_garbage(store)
     finally:
-        store.repo.client.close()
+        store.meta.client.close()
 
     stats = get(dash, "/api/stats", "other").json()
     assert stats["scope"] == "tenant" and stats["usage"]["tenant"] == "other"
@@ -268,7 +268,7 @@ def test_dashboard_signs_in_uploads_20_mib_finds_opens_downloads_and_deletes_a_f
     assert len(chunk_rows) == 20
     for i, r in enumerate(chunk_rows):
         cells = [c.text_content() for c in r.query_selector_all("td")]
-        doc = dash.repo.chunks.find_one({"_id": {"$regex": f"^{cells[3]}"}})
+        doc = dash.meta.db.chunks.find_one({"_id": {"$regex": f"^{cells[3]}"}})
         assert cells[0] == str(i) and cells[2] == "1.0 MiB" and cells[4] == "stored"
         assert cells[6] == fragment_nodes(doc)
         assert cells[7] == ("1 file twin-of-dashboard.bin" if i < 2 else "none")
@@ -320,7 +320,7 @@ def test_dashboard_store_page_shows_an_admin_the_whole_store_with_charts(dash, b
     try:
         maintenance.collect_garbage(store)  # one GC run in the history
     finally:
-        store.repo.client.close()
+        store.meta.client.close()
     wait_for(lambda: len(get(dash, "/api/stats/history", "ops").json()["samples"]) >= 2, what="two samples")
     tab = Tab(browser, dash, tmp_path)
     page = tab.page

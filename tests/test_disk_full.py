@@ -13,7 +13,7 @@ import pytest
 from app import create_app
 from pipeline import chunking
 from pipeline.ingest import NODE_FULL
-from pipeline.metadata import parse_file_id
+from pipeline.metadata.model import parse_file_id
 from tests.probes import fill_node
 from tests.stack import random_bytes
 
@@ -34,8 +34,8 @@ def upload(client, data: bytes, wait: bool = False):
 
 def everything_in(store) -> tuple[set, set, list]:
     """(file ids, file ids with manifest pages, spool directories)."""
-    files = {f.id for f in store.repo.files_in_states(("queued", "processing", "stored", "failed"), 4e9)}
-    return files, set(store.repo.manifest_file_ids()), sorted(d for d, _ in store.spool.entries())
+    files = {f.id for f in store.meta.files.files_in_states(("queued", "processing", "stored", "failed"), 4e9)}
+    return files, set(store.meta.files.manifest_file_ids()), sorted(d for d, _ in store.spool.entries())
 
 
 class FullAfter:
@@ -108,9 +108,9 @@ def test_node_full_fails_the_file_with_a_reason_507_and_removes_its_spool(whole_
     failed_id = body["error"]["fileId"]
     status = client.get(f"/api/files/{failed_id}/status").get_json()
     assert status["status"] == "failed" and status["error"] == NODE_FULL
-    stored_doc = store.repo.files.find_one({"_id": parse_file_id(failed_id)})
+    stored_doc = store.meta.db.files.find_one({"_id": parse_file_id(failed_id)})
     assert stored_doc["errorCode"] == "insufficient_storage"  # the code a program compares, beside the text
-    assert store.repo.get_file(failed_id).error_code == "insufficient_storage"
+    assert store.meta.files.get_file(failed_id).error_code == "insufficient_storage"
     assert not store.spool.exists(failed_id)  # partial data removed
     assert client.get(f"/api/files/{failed_id}").status_code == 409
     monkeypatch.undo()

@@ -14,7 +14,7 @@ import requests
 import xxhash
 
 from pipeline.chunkio import fragment_name, fragments, layout
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 
 
@@ -27,8 +27,8 @@ def minis3(s: Stack, *args: str, timeout: float = 600) -> subprocess.CompletedPr
 def repo_of():
     repos = []
 
-    def connect(s: Stack) -> MetadataRepository:
-        r = MetadataRepository.connect(s.settings.mongo_url, s.settings.mongo_db)
+    def connect(s: Stack) -> Metadata:
+        r = Metadata.connect(s.settings.mongo_url, s.settings.mongo_db)
         repos.append(r)
         return r
 
@@ -64,8 +64,8 @@ def test_two_plus_one_loses_a_node_reads_degraded_then_heal_restores_everything(
     try:
         assert s.settings.ec == "2+1"
         files = put_files(s, [5 * MiB + 17, 3 * MiB, 1], 4100)
-        repo = repo_of(s)
-        count = repo.chunks.count_documents({})
+        meta = repo_of(s)
+        count = meta.db.chunks.count_documents({})
         node = Path(s.settings.nodes[1])
         shutil.rmtree(node)
         assert_all_exact(s, files)
@@ -129,10 +129,10 @@ def test_flipped_data_and_parity_fragments_read_exact_end_in_quarantine_and_are_
     try:
         data = random_bytes(4 * MiB, 4300)
         file_id = s.put(data)
-        repo = repo_of(s)
+        meta = repo_of(s)
         hashes = [hashlib.sha256(data[i:i + MiB]).hexdigest() for i in range(0, len(data), MiB)]
         victims = {hashes[0]: 1, hashes[2]: 2}  # a data fragment of one chunk, the parity of another
-        docs = {h: repo.chunks.find_one({"_id": h}) for h in victims}
+        docs = {h: meta.db.chunks.find_one({"_id": h}) for h in victims}
         paths = {}
         for h, i in victims.items():
             frag = next(f for f in fragments(docs[h]) if f["i"] == i)
@@ -160,9 +160,9 @@ def test_beat_scrub_finds_an_injected_corruption_within_one_pass_and_heals_it(tm
     try:
         data = random_bytes(3 * MiB, 4400)
         file_id = s.put(data)
-        repo = repo_of(s)
+        meta = repo_of(s)
         h = hashlib.sha256(data[MiB:2 * MiB]).hexdigest()
-        frag = next(f for f in fragments(repo.chunks.find_one({"_id": h})) if f["i"] == 2)
+        frag = next(f for f in fragments(meta.db.chunks.find_one({"_id": h})) if f["i"] == 2)
         node = Path(s.settings.nodes[int(frag["node"][-1]) - 1])
         path = node / h[:2] / h[2:4] / f"{h}.2"
         flip(path, 77)
@@ -172,7 +172,7 @@ def test_beat_scrub_finds_an_injected_corruption_within_one_pass_and_heals_it(tm
         stats = requests.get(s.url("/api/stats"), timeout=30).json()
         assert stats["fragmentsHealed"] >= 1 and stats["scrub"] is not None
         wait_for(lambda: (requests.get(s.url("/api/stats"), timeout=30).json()["scrub"]["lastPass"] or {})
-                 .get("corrupt", 0) >= 1 or repo.last_event("scrub")["pass"].get("corrupt", 0) >= 1,
+                 .get("corrupt", 0) >= 1 or meta.operations.last_event("scrub")["pass"].get("corrupt", 0) >= 1,
                  timeout=30, what="the scrub's findings in stats")
         metrics = requests.get(s.url("/metrics"), timeout=30).text
         assert "minis3_degraded_chunks" in metrics
@@ -240,13 +240,13 @@ def test_mixed_store_reads_both_layouts_and_ec_convert_re_encodes_the_old_chunks
         s.start_worker()
         s.start_web()
         new = put_files(s, [3 * MiB], 4710)
-        repo = repo_of(s)
-        assert sorted(layout(d) for d in repo.chunks.find({})) == [(1, 0)] * 5 + [(2, 1)] * 3
+        meta = repo_of(s)
+        assert sorted(layout(d) for d in meta.db.chunks.find({})) == [(1, 0)] * 5 + [(2, 1)] * 3
         assert_all_exact(s, {**old, **new})
         converted = minis3(s, "ec", "convert", "--wait", "--json")
         assert converted.returncode == 0, converted.stdout + converted.stderr
         assert '"converted": 5' in converted.stdout
-        assert sorted(layout(d) for d in repo.chunks.find({})) == [(2, 1)] * 8
+        assert sorted(layout(d) for d in meta.db.chunks.find({})) == [(2, 1)] * 8
         assert all("." in p.name for p in fragment_files(s))  # no whole copy left
         stats = requests.get(s.url("/api/stats"), timeout=30).json()
         assert stats["ecConvert"]["converted"] == 5 and stats["layout"] == "2+1"

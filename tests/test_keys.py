@@ -56,9 +56,9 @@ def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(settings, store):
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     assert key.startswith("ms3_")
-    docs = store.repo.list_api_keys()
+    docs = store.meta.access.list_api_keys()
     assert len(docs) == 1 and docs[0]["tenant"] == "acme"
-    stored = store.repo.find_api_key(hash_key(key))
+    stored = store.meta.access.find_api_key(hash_key(key))
     assert stored is not None and key not in json.dumps(stored, default=str)
     listed = minis3("list")
     assert listed.returncode == 0 and key not in listed.stdout
@@ -66,13 +66,13 @@ def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(settings, store):
     created_at = json.loads(listed.stdout)[0]["created"]
     assert ISO_8601.match(created_at) and json.loads(listed.stdout)[0]["revoked"] is None
     assert abs(datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp() - time.time()) < 120
-    assert ApiKeys(store.repo).authenticate(key).tenant == "acme"
+    assert ApiKeys(store.meta).authenticate(key).tenant == "acme"
     revoked = minis3("revoke", json.loads(listed.stdout)[0]["id"])
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["active"] is False
     assert json.loads(revoked.stdout)["created"] == created_at
     assert ISO_8601.match(json.loads(revoked.stdout)["revoked"])
-    assert isinstance(store.repo.list_api_keys()[0]["revoked"], float)  # MongoDB keeps epoch seconds
-    assert ApiKeys(store.repo).authenticate(key) is None
+    assert isinstance(store.meta.access.list_api_keys()[0]["revoked"], float)  # MongoDB keeps epoch seconds
+    assert ApiKeys(store.meta).authenticate(key) is None
     assert minis3("create", "--tenant", "../evil").returncode == 1
     assert minis3("revoke", "nosuchkey").returncode == 1
 
@@ -89,10 +89,10 @@ def test_keys_cli_creates_admin_keys_only_when_asked(settings, store):
     operator, said = create("--tenant", "ops", "--admin")
     tenant, _ = create("--tenant", "acme")
     assert "admin" in said
-    keys = ApiKeys(store.repo)
+    keys = ApiKeys(store.meta)
     assert keys.authenticate(operator).admin is True
     assert keys.authenticate(tenant).admin is False
-    assert {d["tenant"]: d["admin"] for d in store.repo.list_api_keys()} == {"ops": True, "acme": False}
+    assert {d["tenant"]: d["admin"] for d in store.meta.access.list_api_keys()} == {"ops": True, "acme": False}
     listed = subprocess.run([str(BIN / "minis3"), "keys", "list"], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert {k["tenant"]: k["admin"] for k in json.loads(listed.stdout)} == {"ops": True, "acme": False}
@@ -107,9 +107,9 @@ def test_a_key_shows_its_times_as_iso_8601_utc():
 
 
 def test_a_key_document_without_the_admin_field_is_not_an_admin(store):
-    plaintext, key = ApiKeys(store.repo).create("old")
-    store.repo.keys.update_one({"_id": key.id}, {"$unset": {"admin": ""}})  # made before the role existed
-    assert ApiKeys(store.repo).authenticate(plaintext).admin is False
+    plaintext, key = ApiKeys(store.meta).create("old")
+    store.meta.db.api_keys.update_one({"_id": key.id}, {"$unset": {"admin": ""}})  # made before the role existed
+    assert ApiKeys(store.meta).authenticate(plaintext).admin is False
 
 
 def test_open_service_listens_on_loopback_only(settings, store):
@@ -117,7 +117,7 @@ def test_open_service_listens_on_loopback_only(settings, store):
     assert listen_host(public.with_overrides(auth="open")) == "127.0.0.1"
     assert listen_host(public.with_overrides(auth="auto")) == "127.0.0.1"  # no key yet
     assert listen_host(public.with_overrides(auth="required")) == "0.0.0.0"
-    ApiKeys(store.repo).create("ops")
+    ApiKeys(store.meta).create("ops")
     assert listen_host(public.with_overrides(auth="auto")) == "0.0.0.0"
     down = f"mongodb://127.0.0.1:{embedded.free_port()}/"
     assert listen_host(public.with_overrides(auth="auto", mongo_url=down)) == "127.0.0.1"  # fail closed
@@ -141,25 +141,25 @@ def test_openapi_describes_every_api_route_and_method(settings, store):
               for m in r.methods - {"HEAD", "OPTIONS"}}
     assert routed == documented
     assert spec["security"][0] == {}  # open: no key exists yet, a key is optional
-    ApiKeys(store.repo).create("ops")
+    ApiKeys(store.meta).create("ops")
     assert client(settings, store).get("/api/openapi.json").get_json()["security"] == \
         describe(keys_required=True)["security"] == [{"bearer": []}, {"apiKey": []}]
 
 
 def test_open_mode_needs_no_key_but_honours_and_checks_one_that_is_sent(settings, store):
-    key = ApiKeys(store.repo).create("acme")[0]
+    key = ApiKeys(store.meta).create("acme")[0]
     c = client(settings.with_overrides(auth="open"), store)
     anonymous = c.post("/api/upload", data={"file": (io.BytesIO(b"anon"), "a.txt")},
                        content_type="multipart/form-data")
     assert anonymous.status_code == 202
-    assert store.repo.get_file(anonymous.get_json()["fileId"]).tenant == "default"
+    assert store.meta.files.get_file(anonymous.get_json()["fileId"]).tenant == "default"
     assert c.get("/api/files", headers={"Authorization": f"Bearer {key}"}).get_json()["files"] == []
     bad = c.get("/api/files", headers={"Authorization": "Bearer ms3_nope"})
     assert bad.status_code == 401 and bad.get_json()["error"]["code"] == "unauthorized"
 
 
 def test_auto_mode_requires_keys_once_the_first_exists_and_looks_again_only_after_its_period(store):
-    keys = ApiKeys(store.repo)
+    keys = ApiKeys(store.meta)
     patient, eager = Authenticator(keys, "auto", recheck_s=3600), Authenticator(keys, "auto", recheck_s=0)
     assert not patient.keys_required() and not eager.keys_required()
     keys.revoke(keys.create("acme")[1].id)  # a revoked key counts: auth never switches back off

@@ -19,7 +19,7 @@ from pipeline.chunkio import nodes_of
 from pipeline.errors import ChunkBusy, NotFound
 from pipeline.fsck import run_fsck
 from pipeline.maintenance import GC_LOCK, clean_spool, collect_garbage, stuck_files
-from pipeline.metadata import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
+from pipeline.metadata.model import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.stats import store_stats
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 from tests.test_pipeline import CHUNK, FRAGS, chunk_files, pieces, put, read_all
@@ -68,7 +68,7 @@ def test_deleted_file_disappears_at_once_but_its_chunks_stay_until_gc(store, set
     with pytest.raises(NotFound):
         store.get_by_hash("t1", f.sha256)
     assert store.list("t1", 10, None) == ([], None)
-    assert store.repo.manifests.count_documents({"file": f.id}) == 0
+    assert store.meta.db.manifests.count_documents({"file": f.id}) == 0
     assert names_on_nodes(settings) == hashes_of(data)
     with pytest.raises(NotFound):
         store.delete("t1", f.id)
@@ -87,7 +87,7 @@ def test_grace_period_counts_from_the_delete_not_from_the_last_upload(store, set
     data = random_bytes(4 * CHUNK, 3)
     f = put(store, data)
     long_ago = time.time() - 10 * settings.gc_grace_s
-    store.repo.chunks.update_many({}, {"$set": {"lastRef": long_ago}})  # stored long ago
+    store.meta.db.chunks.update_many({}, {"$set": {"lastRef": long_ago}})  # stored long ago
     store.delete("t1", f.id)
     assert collect_garbage(store)["chunks"] == 0
     assert names_on_nodes(settings) == hashes_of(data)
@@ -104,7 +104,7 @@ def test_deleting_one_of_two_files_sharing_chunks_leaves_exactly_the_other_files
     report = gc_after_grace(store)
     assert report["chunks"] == 2 and report["bytes"] == 2 * CHUNK
     assert names_on_nodes(settings) == hashes_of(c + d + e)
-    assert {doc["_id"] for doc in store.repo.chunks.find()} == hashes_of(c + d + e)
+    assert {doc["_id"] for doc in store.meta.db.chunks.find()} == hashes_of(c + d + e)
     assert read_all(store, store.get_readable("t1", second.id)) == c + d + e
 
 
@@ -116,18 +116,18 @@ def test_gc_after_deleting_everything_leaves_no_chunk_and_zero_physical_bytes(st
     report = gc_after_grace(store)
     assert report["chunks"] == 2 + 4 + 7
     assert chunk_files(settings) == []
-    assert store.repo.chunks.count_documents({}) == 0
+    assert store.meta.db.chunks.count_documents({}) == 0
     stats = store_stats(store, lambda: 0)
     assert stats["physicalBytes"] == 0 and stats["chunks"] == 0
     assert stats["lastGc"]["chunksFreed"] == 13 and stats["lastGc"]["bytesFreed"] == report["bytes"]
-    event = store.repo.last_event("gc")
+    event = store.meta.operations.last_event("gc")
     assert event["chunks"] == 13 and event["seconds"] >= 0 and event["stillReferenced"] == 0
 
 
 def test_gc_never_takes_a_chunk_a_live_file_references(store, settings):
     data = random_bytes(6 * CHUNK, 30)
     f = put(store, data)
-    store.repo.chunks.update_many({}, {"$set": {"lastRef": 0.0}})  # as old as can be
+    store.meta.db.chunks.update_many({}, {"$set": {"lastRef": 0.0}})  # as old as can be
     report = gc_after_grace(store)
     assert report["chunks"] == 0 and report["still_referenced"] == 6
     assert read_all(store, store.get_readable("t1", f.id)) == data
@@ -139,11 +139,11 @@ def test_gc_twice_is_the_same_as_once(store, settings):
     store.delete("t1", gone.id)
     now = time.time() + settings.gc_grace_s + 1
     first = collect_garbage(store, now=now)
-    files, docs = names_on_nodes(settings), list(store.repo.chunks.find({}, {"lastRef": 0}).sort("_id", 1))
+    files, docs = names_on_nodes(settings), list(store.meta.db.chunks.find({}, {"lastRef": 0}).sort("_id", 1))
     second = collect_garbage(store, now=now)
     assert first["chunks"] == 3 and second["chunks"] == 0
     assert names_on_nodes(settings) == files
-    assert list(store.repo.chunks.find({}, {"lastRef": 0}).sort("_id", 1)) == docs
+    assert list(store.meta.db.chunks.find({}, {"lastRef": 0}).sort("_id", 1)) == docs
     assert read_all(store, store.get_readable("t1", keep.id)) == random_bytes(3 * CHUNK, 40)
 
 
@@ -153,17 +153,17 @@ def test_gc_killed_midway_is_finished_or_undone_by_the_next_run(store, settings)
     store.delete("t1", gone.id)
     cutoff = time.time() + settings.gc_grace_s
     # the killed run had taken all three: deleted one file, not yet the other, and one chunk is named again
-    docs = {d["_id"]: d for d in store.repo.chunks.find()}
+    docs = {d["_id"]: d for d in store.meta.db.chunks.find()}
     for h, d in docs.items():
-        assert store.repo.begin_chunk_delete(h, cutoff + 1e6, d["state"])
+        assert store.meta.chunks.begin_chunk_delete(h, cutoff + 1e6, d["state"])
     first, second = sorted(hashes_of(random_bytes(2 * CHUNK, 50)))
     store.chunks.delete(nodes_of(docs[first])[0], first)
     # the next run starts once the killed run's lock has expired
     report = collect_garbage(store, now=time.time() + settings.gc_lock_ttl_s + settings.gc_grace_s + 1)
     assert report["chunks"] == 2 and report["given_back"] >= 1
-    assert store.repo.chunks.count_documents({"state": CHUNK_DELETING}) == 0
+    assert store.meta.db.chunks.count_documents({"state": CHUNK_DELETING}) == 0
     assert names_on_nodes(settings) == hashes_of(random_bytes(CHUNK, 51))
-    assert store.repo.chunk_docs(hashes_of(random_bytes(CHUNK, 51))).popitem()[1]["state"] == CHUNK_STORED
+    assert store.meta.chunks.chunk_docs(hashes_of(random_bytes(CHUNK, 51))).popitem()[1]["state"] == CHUNK_STORED
     assert read_all(store, store.get_readable("t1", kept.id)) == random_bytes(CHUNK, 51)
 
 
@@ -175,8 +175,8 @@ def test_gc_dry_run_reports_chunks_and_bytes_and_deletes_nothing(store, settings
     assert plan["dry_run"] is True and plan["chunks"] == 4 and plan["bytes"] == len(data)
     assert {c["chunk"] for c in plan["deleted"]} == hashes_of(data)
     assert names_on_nodes(settings) == hashes_of(data)
-    assert store.repo.chunks.count_documents({"state": CHUNK_STORED}) == 4
-    assert store.repo.last_event("gc") is None
+    assert store.meta.db.chunks.count_documents({"state": CHUNK_STORED}) == 4
+    assert store.meta.operations.last_event("gc") is None
     assert gc_after_grace(store) == {**plan, "dry_run": False, "seconds": pytest.approx(0, abs=60)}
 
 
@@ -214,13 +214,13 @@ def test_gc_lock_expires_so_a_killed_run_does_not_block_gc_forever(store, settin
     f = put(store, random_bytes(2 * CHUNK, 71))
     store.delete("t1", f.id)
     ttl_seen = []
-    real = store.repo.gc_candidates
+    real = store.meta.chunks.gc_candidates
 
     def spy(*args, **kw):
         ttl_seen.append(store.redis.pttl(GC_LOCK))
         return real(*args, **kw)
 
-    monkeypatch.setattr(store.repo, "gc_candidates", spy)
+    monkeypatch.setattr(store.meta.chunks, "gc_candidates", spy)
     dead = store.redis.lock(GC_LOCK, timeout=0.3)  # a run that was killed holding the lock
     assert dead.acquire(blocking=False)
     assert gc_after_grace(store)["skipped_locked"] is True
@@ -239,7 +239,7 @@ def test_upload_of_deleted_content_between_gc_plan_and_delete_keeps_its_chunks(s
     data = random_bytes(5 * CHUNK, 80)
     a = put(store, data)
     store.delete("t1", a.id)
-    real = store.repo.referenced_hashes
+    real = store.meta.files.referenced_hashes
     late: list[str] = []
 
     def plan_then_upload(hashes):
@@ -248,12 +248,12 @@ def test_upload_of_deleted_content_between_gc_plan_and_delete_keeps_its_chunks(s
             late.append(put(store, data, name="b").id)
         return found
 
-    monkeypatch.setattr(store.repo, "referenced_hashes", plan_then_upload)
+    monkeypatch.setattr(store.meta.files, "referenced_hashes", plan_then_upload)
     report = gc_after_grace(store)  # a cutoff after B's stamps: only the recheck can save B
     assert report["chunks"] == 0 and report["given_back"] == 5
     monkeypatch.undo()
     assert names_on_nodes(settings) == hashes_of(data)
-    assert store.repo.chunks.count_documents({"state": CHUNK_STORED}) == 5
+    assert store.meta.db.chunks.count_documents({"state": CHUNK_STORED}) == 5
     assert read_all(store, store.get_readable("t1", late[0])) == data
 
 
@@ -287,16 +287,16 @@ def test_ingest_stamp_after_gc_took_a_chunk_fails_and_retries(store, settings, m
     data = random_bytes(3 * CHUNK, 82)
     a = put(store, data)
     b = store.receive("t1", "b", None, pieces(data))
-    real_touch = store.repo.touch_chunks
+    real_touch = store.meta.chunks.touch_chunks
     taken = []
 
     def gc_first(hashes):
         if not taken:
-            for h, d in store.repo.chunk_docs(hashes).items():
-                taken.append(store.repo.begin_chunk_delete(h, time.time() + 1, d["state"]))
+            for h, d in store.meta.chunks.chunk_docs(hashes).items():
+                taken.append(store.meta.chunks.begin_chunk_delete(h, time.time() + 1, d["state"]))
         return real_touch(hashes)
 
-    monkeypatch.setattr(store.repo, "touch_chunks", gc_first)
+    monkeypatch.setattr(store.meta.chunks, "touch_chunks", gc_first)
     with pytest.raises(ChunkBusy):
         store.ingest(b.id)
     monkeypatch.undo()
@@ -311,15 +311,15 @@ def test_ingest_never_stores_a_file_over_a_chunk_that_vanished_after_its_claim_l
     data = random_bytes(2 * CHUNK, 83)
     f = store.receive("t1", "b", None, pieces(data))
     h = sorted(hashes_of(data))[0]
-    real_claim = store.repo.claim_chunks
+    real_claim = store.meta.chunks.claim_chunks
 
     def other_claims_then_gc_deletes(claims):
-        store.repo.claim_chunk({"_id": h, "size": CHUNK, "xxh3": "x", "node": "node-1"})
+        store.meta.chunks.claim_chunk({"_id": h, "size": CHUNK, "xxh3": "x", "node": "node-1"})
         won = real_claim(claims)
-        store.repo.chunks.delete_one({"_id": h})
+        store.meta.db.chunks.delete_one({"_id": h})
         return won
 
-    monkeypatch.setattr(store.repo, "claim_chunks", other_claims_then_gc_deletes)
+    monkeypatch.setattr(store.meta.chunks, "claim_chunks", other_claims_then_gc_deletes)
     with pytest.raises(ChunkBusy):
         store.ingest(f.id)
     monkeypatch.undo()
@@ -330,21 +330,21 @@ def test_ingest_never_stores_a_file_over_a_chunk_that_vanished_after_its_claim_l
 def test_ingest_finding_its_write_taken_by_gc_retries_and_leaves_chunks_stored(store, monkeypatch):
     data = random_bytes(2 * CHUNK, 84)
     f = store.receive("t1", "b", None, pieces(data))
-    real_mark = store.repo.mark_chunks_stored
+    real_mark = store.meta.chunks.mark_chunks_stored
 
     def gc_takes_them_first(hashes, *rest):
         for h in hashes:  # GC takes the claimed chunks; its recheck then finds the manifest
-            store.repo.begin_chunk_delete(h, time.time() + 1, CHUNK_WRITING)
+            store.meta.chunks.begin_chunk_delete(h, time.time() + 1, CHUNK_WRITING)
         real_mark(hashes, *rest)
         for h in hashes:
-            store.repo.cancel_chunk_delete(h, CHUNK_WRITING)
+            store.meta.chunks.cancel_chunk_delete(h, CHUNK_WRITING)
 
-    monkeypatch.setattr(store.repo, "mark_chunks_stored", gc_takes_them_first)
+    monkeypatch.setattr(store.meta.chunks, "mark_chunks_stored", gc_takes_them_first)
     with pytest.raises(ChunkBusy):
         store.ingest(f.id)
     monkeypatch.undo()
     assert store.ingest(f.id).status == "stored"
-    states = {d["state"] for d in store.repo.chunk_docs(hashes_of(data)).values()}
+    states = {d["state"] for d in store.meta.chunks.chunk_docs(hashes_of(data)).values()}
     assert states == {CHUNK_STORED}
     assert read_all(store, store.get_readable("t1", f.id)) == data
 
@@ -396,13 +396,13 @@ def test_ingest_marks_the_file_failed_when_a_known_chunk_is_on_no_node_and_not_i
     data = random_bytes(3 * CHUNK, 85)
     a = put(store, data)
     victim = sorted(hashes_of(data))[0]
-    store.chunkio.delete(store.repo.chunk_docs([victim])[victim])  # every fragment of it
+    store.chunkio.delete(store.meta.chunks.chunk_docs([victim])[victim])  # every fragment of it
     b = store.receive("t1", "b", None, pieces(data))
     index = [hashlib.sha256(data[i:i + CHUNK]).hexdigest() for i in range(0, len(data), CHUNK)].index(victim)
     store.spool.chunk_path(b.id, index).unlink()
     report = store.ingest(b.id)
     assert report.status == "failed" and report.missing == [victim]
-    assert store.repo.files.find_one({"_id": ObjectId(b.id)})["missingChunks"] == [victim]
+    assert store.meta.db.files.find_one({"_id": ObjectId(b.id)})["missingChunks"] == [victim]
     assert store.get("t1", a.id).status == "stored"  # only the file being ingested is failed
 
 
@@ -456,13 +456,13 @@ def test_abandoned_spool_and_its_manifest_go_after_the_timeout_live_ones_stay(st
     dead = "0" * 23 + "1"  # an upload whose web process died: spool and one manifest page, no file
     store.spool.create(dead)
     store.spool.chunk_path(dead, 0).write_bytes(b"x" * 10)
-    store.repo.put_manifest_page(dead, 0, 0, 0, ["e" * 64], ["x"], [1])
+    store.meta.files.put_manifest_page(dead, 0, 0, 0, ["e" * 64], ["x"], [1])
     queued = store.receive("t1", "q", None, pieces(random_bytes(2 * CHUNK, 90)))
     assert clean_spool(store) == []  # too young
     later = time.time() + settings.spool_abandon_s + 1
     assert clean_spool(store, now=later) == [dead]
     assert not store.spool.exists(dead)
-    assert store.repo.manifests.count_documents({"file": dead}) == 0
+    assert store.meta.db.manifests.count_documents({"file": dead}) == 0
     assert store.spool.exists(queued.id)  # a queued file still needs its spool
     assert store.ingest(queued.id).status == "stored"
 
@@ -470,10 +470,10 @@ def test_abandoned_spool_and_its_manifest_go_after_the_timeout_live_ones_stay(st
 def test_a_delete_interrupted_before_its_manifest_went_is_finished_by_the_sweep(store, settings):
     data = random_bytes(3 * CHUNK, 91)
     f = put(store, data)
-    assert store.repo.mark_deleted(f.id, "t1")  # the web process died right after this
+    assert store.meta.files.mark_deleted(f.id, "t1")  # the web process died right after this
     assert gc_after_grace(store)["chunks"] == 0
     clean_spool(store)
-    assert store.repo.manifests.count_documents({"file": f.id}) == 0
+    assert store.meta.db.manifests.count_documents({"file": f.id}) == 0
     assert gc_after_grace(store)["chunks"] == 3
     assert chunk_files(settings) == []
 
@@ -502,7 +502,7 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(whole
     data = random_bytes(3 * CHUNK, 101)
     f = put(store, data)
     victim = sorted(hashes_of(data))[1]
-    node = nodes_of(store.repo.chunk_docs([victim])[victim])[0]
+    node = nodes_of(store.meta.chunks.chunk_docs([victim])[victim])[0]
     path = store.chunks.path(node, victim)
     raw = bytearray(path.read_bytes())
     raw[7] ^= 0x01
@@ -518,7 +518,7 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(whole
     quarantined = list((settings.nodes[int(node[-1]) - 1] / ".quarantine").iterdir())
     assert [q.read_bytes() for q in quarantined] == [bytes(raw)]  # moved aside, never deleted
     assert store.get("t1", f.id).status == "failed"
-    assert store.repo.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
+    assert store.meta.db.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
     assert run_fsck(store).clean
 
 
@@ -527,7 +527,7 @@ def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
     data = random_bytes(4 * CHUNK, 102)
     f = put(store, data)
     victim = sorted(hashes_of(data))[2]
-    store.chunks.delete(nodes_of(store.repo.chunk_docs([victim])[victim])[0], victim)
+    store.chunks.delete(nodes_of(store.meta.chunks.chunk_docs([victim])[victim])[0], victim)
     report = run_fsck(store)
     assert report.missing.count == 1 and report.missing.sample[0]["chunk"] == victim
     assert store.get_readable("t1", f.id).status == "stored"  # no repair asked
@@ -535,7 +535,7 @@ def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
     assert repaired.repaired["failed"] == 1
     status = store.get("t1", f.id)
     assert status.status == "failed" and "lost" in status.error
-    assert store.repo.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
+    assert store.meta.db.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
     assert run_fsck(store).clean
 
 
@@ -586,7 +586,7 @@ def test_fsck_requeues_stuck_files_and_fails_those_whose_bytes_are_gone(store, s
     assert queued == [alive.id] and report.repaired == {"quarantined": 0, "removed": 0, "requeued": 1,
                                                         "failed": 1, "healed": 0}
     assert store.get("t1", lost.id).status == "failed"
-    assert len(store.repo.files.find_one({"_id": ObjectId(lost.id)})["missingChunks"]) == 1
+    assert len(store.meta.db.files.find_one({"_id": ObjectId(lost.id)})["missingChunks"]) == 1
     assert store.ingest(alive.id).status == "stored"
     assert run_fsck(store).clean
 

@@ -22,13 +22,13 @@ from pipeline.errors import NodesUnavailable
 from pipeline.fsck import run_fsck
 from pipeline.heal import BLOCKED, HEALED, heal_all, heal_chunk
 from pipeline.maintenance import clean_spool, collect_garbage
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes
 from tests.test_pipeline import CHUNK, pieces, put, read_all
 
 
 def hashes(store, f) -> list[str]:
-    return [h for page in store.repo.iter_manifest(f.id) for h in page.hashes]
+    return [h for page in store.meta.files.iter_manifest(f.id) for h in page.hashes]
 
 
 def take_away(store, node: str) -> Path:
@@ -64,7 +64,7 @@ def test_one_node_down_stores_each_chunk_on_k_nodes_flagged_with_its_missing_ind
     away = take_away(store, "node-2")
     data = random_bytes(5 * CHUNK + 77, 600)
     f = put(store, data)  # stored, not waiting for the node
-    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     for d in docs:
         assert sorted(nodes_of(d)) == ["node-1", "node-3"] and missing_indexes(d) == [2]  # the parity
         assert d["needsHeal"] and store.spool.is_held(d["_id"])
@@ -81,7 +81,7 @@ def test_one_node_down_stores_each_chunk_on_k_nodes_flagged_with_its_missing_ind
     assert report.under_replicated.count == 6 and report.missing.count == 0 and report.unknown.count == 0
     away.rename(store.chunks.node_dirs["node-2"])
     assert heal_all(store, full_scan=False).healed == 6  # the flagged chunks are found and healed
-    assert_fully_redundant(store.chunks, [store.repo.get_chunk(d["_id"]) for d in docs])
+    assert_fully_redundant(store.chunks, [store.meta.chunks.get_chunk(d["_id"]) for d in docs])
     assert not any(store.spool.is_held(d["_id"]) for d in docs)
     assert run_fsck(store).clean and read_all(store, f) == data
 
@@ -106,7 +106,7 @@ def test_a_write_refused_by_a_node_that_looked_up_is_a_fragment_left_for_heal(st
     monkeypatch.setattr(store.chunks, "write_fragment", read_only)
     data = random_bytes(3 * CHUNK, 602)
     f = put(store, data)
-    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     assert all(len(fragments(d)) == 2 and "node-3" not in nodes_of(d) and store.spool.is_held(d["_id"])
                for d in docs)
     monkeypatch.undo()
@@ -117,14 +117,14 @@ def test_the_held_copy_survives_a_second_node_lost_before_heal(store):
     take_away(store, "node-3")
     data = random_bytes(4 * CHUNK, 603)
     f = put(store, data)
-    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     shutil.rmtree(store.chunks.node_dirs["node-1"])  # a second disk dies: one fragment of two left
     assert read_all(store, f) == data  # served from the held copies, verified
     assert run_fsck(store).missing.count == 0  # rebuildable: not lost
     store.chunks.node_dirs["node-1"].mkdir()
     store.chunks.node_dirs["node-3"].with_name("node-3.away").rename(store.chunks.node_dirs["node-3"])
     assert [heal_chunk(store, d["_id"]).status for d in docs] == [HEALED] * 4
-    assert_fully_redundant(store.chunks, [store.repo.get_chunk(d["_id"]) for d in docs])
+    assert_fully_redundant(store.chunks, [store.meta.chunks.get_chunk(d["_id"]) for d in docs])
     assert not any(store.spool.is_held(d["_id"]) for d in docs)
     assert run_fsck(store).clean and read_all(store, f) == data
 
@@ -138,7 +138,7 @@ def test_gc_deletes_the_held_copy_with_its_chunk_and_fsck_reports_a_stray_one(st
     assert all(store.spool.is_held(h) for h in held)
     store.delete("t1", f.id)
     collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1)
-    assert store.repo.count_chunks() == 0 and not any(store.spool.is_held(h) for h in held)
+    assert store.meta.chunks.count_chunks() == 0 and not any(store.spool.is_held(h) for h in held)
     stray = store.spool.held_path("ab" * 32)  # a copy whose chunk is gone (a crash between the two)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"x")
@@ -182,11 +182,11 @@ def assert_exact(s: Stack, files: dict[str, bytes]) -> None:
 
 
 def chunk_docs(s: Stack) -> list[dict]:
-    repo = MetadataRepository.connect(s.settings.mongo_url, s.settings.mongo_db)
+    meta = Metadata.connect(s.settings.mongo_url, s.settings.mongo_db)
     try:
-        return list(repo.chunks.find({}))
+        return list(meta.db.chunks.find({}))
     finally:
-        repo.client.close()
+        meta.client.close()
 
 
 def node_down_then_back(tmp_path, backends, count: int, seed: int, take_down, bring_back) -> None:

@@ -10,7 +10,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed,
                              ServiceUnavailable)
 from pipeline.chunkstore import parse_name
-from pipeline.metadata import DELETED, STORED
+from pipeline.metadata.model import DELETED, STORED
 from pipeline.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
 from tests.stack import random_bytes
 
@@ -59,7 +59,7 @@ def test_put_is_readable_before_ingest_and_after(names, store):
     data = random_bytes(3 * CHUNK + 11, 1)
     info, f = names.put("t1", "photos", "a/b.bin", pieces(data), ObjectAttributes("image/png", {"k": "v"}))
     assert info.etag == hashlib.md5(data).hexdigest() and info.size == len(data)
-    assert store.repo.get_file(f.id).status == "queued"
+    assert store.meta.files.get_file(f.id).status == "queued"
     assert read_all(names, names.head("t1", "photos", "a/b.bin")) == data
     assert read_all(names, info, CHUNK - 3, 2 * CHUNK + 5) == data[CHUNK - 3:2 * CHUNK + 5]
     assert store.ingest(f.id).status == STORED
@@ -81,8 +81,8 @@ def test_read_survives_ingest_moving_the_chunk_mid_read(names, store):
 def test_overwrite_points_the_name_at_the_new_file_and_deletes_the_old(names, store):
     old, f_old = names.put("t1", "photos", "k", pieces(b"old bytes"), ObjectAttributes())
     new, f_new = names.put("t1", "photos", "k", pieces(b"new bytes!"), ObjectAttributes())
-    assert store.repo.get_file(f_old.id).status == DELETED
-    assert list(store.repo.iter_manifest(f_old.id)) == []
+    assert store.meta.files.get_file(f_old.id).status == DELETED
+    assert list(store.meta.files.iter_manifest(f_old.id)) == []
     assert read_all(names, names.head("t1", "photos", "k")) == b"new bytes!"
     with pytest.raises(PreconditionFailed):
         names.put("t1", "photos", "k", pieces(b"third"), ObjectAttributes(), if_none_match=True)
@@ -92,7 +92,7 @@ def test_overwrite_points_the_name_at_the_new_file_and_deletes_the_old(names, st
 def test_delete_removes_the_name_and_the_file_and_api_delete_removes_the_name(names, store):
     _, f = names.put("t1", "photos", "k", pieces(b"x" * 100), ObjectAttributes())
     assert names.delete("t1", "photos", "k") is True
-    assert store.repo.get_file(f.id).status == DELETED
+    assert store.meta.files.get_file(f.id).status == DELETED
     with pytest.raises(NoSuchKey):
         names.head("t1", "photos", "k")
     assert names.delete("t1", "photos", "k") is False  # S3 answers 204 all the same
@@ -168,14 +168,14 @@ def test_multipart_completion_concatenates_manifests_without_moving_bytes(names,
     for end in (len(parts[0]), len(parts[0]) + len(parts[1])):
         for a, b in ((end - 5, end + 3), (end - CHUNK - 1, end + 1), (end, end + 2)):
             assert read_all(names, info, a, b) == whole[a:b]
-    assert store.repo.get_file(info.file_id).status == STORED
+    assert store.meta.files.get_file(info.file_id).status == STORED
     # a repeated completion answers the same; the parts are gone
     assert names.complete("t1", "photos", "big", upload.upload_id, etags).etag == expected_etag
     with pytest.raises(NoSuchUpload):
         names.put_part("t1", "photos", "big", upload.upload_id, 9, pieces(b"late"))
     # the parts' files are deleted and their manifests released; the object's names every chunk
-    assert set(store.repo.file_states(part_files).values()) == {"deleted"}
-    assert store.repo.manifests.count_documents({"file": {"$in": part_files}}) == 0
+    assert set(store.meta.files.file_states(part_files).values()) == {"deleted"}
+    assert store.meta.db.manifests.count_documents({"file": {"$in": part_files}}) == 0
     assert read_all(names, names.head("t1", "photos", "big")) == whole
 
 
@@ -184,7 +184,7 @@ def test_completion_ingests_parts_no_worker_has_ingested_yet(names, store):
     part, _ = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(b"only part"))
     info = names.complete("t1", "photos", "k", upload.upload_id, [(1, f'"{part.etag}"')])
     assert read_all(names, info) == b"only part"
-    assert store.repo.get_file(info.file_id).status == STORED
+    assert store.meta.files.get_file(info.file_id).status == STORED
 
 
 def test_completion_links_spooled_parts_into_one_file_ingested_once(store, settings):
@@ -196,7 +196,7 @@ def test_completion_links_spooled_parts_into_one_file_ingested_once(store, setti
     etags, files = [], []
     for number, data in enumerate(parts, 1):
         part, f = names.put_part("t1", "photos", "big", upload.upload_id, number, pieces(data, 1 << 20))
-        assert f.sha256 is None and store.repo.get_file(f.id).status == "queued"  # parts are not ingested
+        assert f.sha256 is None and store.meta.files.get_file(f.id).status == "queued"  # parts are not ingested
         etags.append((number, part.etag))
         files.append(f)
     assert store.ingest(files[0].id).status == STORED  # one part a sweep ingested on its own
@@ -214,8 +214,8 @@ def test_completion_links_spooled_parts_into_one_file_ingested_once(store, setti
     assert store.ingest(info.file_id).status == STORED
     assert read_all(names, info) == whole
     assert not store.spool.exists(info.file_id)
-    assert all(store.repo.get_file(f.id).status == DELETED for f in files)
-    distinct = {h for p in store.repo.iter_manifest(info.file_id) for h in p.hashes}
+    assert all(store.meta.files.get_file(f.id).status == DELETED for f in files)
+    distinct = {h for p in store.meta.files.iter_manifest(info.file_id) for h in p.hashes}
     on_nodes = node_files(settings)
     k, m = store.chunkio.ec
     assert {parse_name(name)[0] for name in on_nodes} == distinct and len(on_nodes) == len(distinct) * (k + m)
@@ -230,7 +230,7 @@ def test_completion_with_a_part_whose_spool_left_meanwhile(store, settings):
     assert store.ingest(stale.id).status == STORED
     f = store.compose("t1", "k", None, [stale], None, None)
     assert store.ingest(f.id).status == STORED
-    assert b"".join(store.read(store.repo.get_file(f.id))) == random_bytes(3 * CHUNK, 22)
+    assert b"".join(store.read(store.meta.files.get_file(f.id))) == random_bytes(3 * CHUNK, 22)
     # a part whose spool was lost cannot be composed: the completion fails and leaves nothing
     _, lost = names.put_part("t1", "photos", "k", upload.upload_id, 2, pieces(b"lost bytes"))
     store.spool.remove(lost.id)
@@ -257,10 +257,10 @@ def test_abort_deletes_the_parts_and_a_replaced_part_is_deleted(names, store):
     upload = names.create_upload("t1", "photos", "k", ObjectAttributes())
     first, f1 = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(b"one"))
     second, f2 = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(b"uno"))
-    assert store.repo.get_file(f1.id).status == DELETED
+    assert store.meta.files.get_file(f1.id).status == DELETED
     assert [p.etag for p in names.parts(upload)] == [second.etag]
     names.abort("t1", "photos", "k", upload.upload_id)
-    assert store.repo.get_file(f2.id).status == DELETED
+    assert store.meta.files.get_file(f2.id).status == DELETED
     with pytest.raises(NoSuchUpload):
         names.upload("t1", "photos", "k", upload.upload_id)
 
@@ -270,7 +270,7 @@ def test_abandoned_uploads_are_aborted(names, store):
     _, f = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(b"one"))
     assert names.abort_abandoned(3600) == 0
     assert names.abort_abandoned(3600, now=upload.created + 7200) == 1
-    assert store.repo.get_file(f.id).status == DELETED
+    assert store.meta.files.get_file(f.id).status == DELETED
 
 
 def test_part_files_are_not_listed_in_the_api(names, store):
@@ -310,6 +310,6 @@ def test_completion_on_a_spool_without_hard_links_ingests_the_parts_instead(stor
     monkeypatch.setattr(chunkstore.os, "link", no_links)
     info = names.complete("t1", "photos", "k", upload.upload_id, [(1, part.etag)])
     monkeypatch.undo()
-    assert store.repo.get_file(f.id).status == DELETED  # ingested at completion, then released
+    assert store.meta.files.get_file(f.id).status == DELETED  # ingested at completion, then released
     assert read_all(names, info) == data
     assert store.ingest(info.file_id).status == STORED and read_all(names, info) == data

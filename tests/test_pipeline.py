@@ -14,7 +14,7 @@ from config.settings import Settings
 from pipeline.chunkio import fragment_name, fragments, nodes_of
 from pipeline.chunkstore import parse_name
 from pipeline.ingest import IngestReport
-from pipeline.metadata import MetadataRepository
+from pipeline.metadata.repositories import Metadata
 from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
 from pipeline.upload import display_name
 from tests.stack import random_bytes
@@ -61,7 +61,7 @@ def test_spool_directory_is_removed_after_ingest(store, settings):
 def test_long_manifest_is_paged(store):
     data = random_bytes(10 * CHUNK, 2)  # page size 4 in these settings: 3 pages
     f = put(store, data)
-    pages = list(store.repo.iter_manifest(f.id))
+    pages = list(store.meta.files.iter_manifest(f.id))
     assert [len(p.hashes) for p in pages] == [4, 4, 2]
     assert read_all(store, f, 5 * CHUNK - 3, 9 * CHUNK + 5) == data[5 * CHUNK - 3: 9 * CHUNK + 5]
 
@@ -72,7 +72,7 @@ def test_ranged_reads_of_a_one_page_file_ask_for_its_page_once(store):
     assert read_all(store, f, CHUNK, CHUNK + 10) == data[CHUNK:CHUNK + 10]
     # the page is immutable: later reads of the file take it from this process's copy (removed
     # from MongoDB here only to show that no query for it is made)
-    store.repo.delete_manifest(f.id)
+    store.meta.files.delete_manifest(f.id)
     assert read_all(store, f, 2 * CHUNK - 1, 3 * CHUNK + 2) == data[2 * CHUNK - 1:3 * CHUNK + 2]
     assert read_all(store, f) == data
 
@@ -85,7 +85,7 @@ def test_ranged_reads_of_a_paged_file_find_their_page_by_offset_and_ask_for_each
     for a, b in spans:
         assert read_all(store, f, a, b) == data[a:b]
     # pages and their offsets are immutable: later reads take them from this process's copies
-    store.repo.delete_manifest(f.id)
+    store.meta.files.delete_manifest(f.id)
     for a, b in spans + [(0, None)]:
         assert read_all(store, f, a, b) == data[a:b]
 
@@ -119,10 +119,10 @@ def test_ingest_twice_is_the_same_as_once(store, settings):
 def test_ingest_resumes_after_a_crash_halfway(store, settings):
     data = random_bytes(9 * CHUNK, 6)
     f = store.receive("t1", "x", None, pieces(data))
-    first_page = next(store.repo.iter_manifest(f.id))
+    first_page = next(store.meta.files.iter_manifest(f.id))
     # a worker died after placing the first page's chunks, before marking anything stored
-    store.ingestor._ingest_page(store.repo.get_file(f.id), first_page, IngestReport(f.id, "queued"))
-    assert store.repo.get_file(f.id).status == "queued"
+    store.ingestor._ingest_page(store.meta.files.get_file(f.id), first_page, IngestReport(f.id, "queued"))
+    assert store.meta.files.get_file(f.id).status == "queued"
     assert store.ingest(f.id).status == "stored"
     assert len(chunk_files(settings)) == 9 * FRAGS
     assert read_all(store, store.get_readable("t1", f.id)) == data
@@ -139,7 +139,7 @@ def test_concurrent_ingests_of_one_content_leave_one_copy(store, settings):
         t.join()
     assert results == ["stored"] * 6
     assert len(chunk_files(settings)) == 8 * FRAGS
-    assert store.repo.chunks.count_documents({}) == 8
+    assert store.meta.db.chunks.count_documents({}) == 8
     for i in ids:
         assert read_all(store, store.get_readable("t1", i)) == data
 
@@ -162,7 +162,7 @@ def test_round_robin_spreads_whole_copies_evenly(whole_store):
 def test_chunk_fragments_are_on_distinct_nodes_with_their_own_checksums(store):
     data = random_bytes(4 * CHUNK + 9, 11)
     f = put(store, data)
-    docs = store.repo.chunk_docs(next(store.repo.iter_manifest(f.id)).hashes)
+    docs = store.meta.chunks.chunk_docs(next(store.meta.files.iter_manifest(f.id)).hashes)
     for h, doc in docs.items():
         assert (doc["k"], doc["m"]) == (2, 1) and doc["state"] == "stored" and "needsHeal" not in doc
         assert sorted(f["i"] for f in fragments(doc)) == [0, 1, 2]
@@ -183,8 +183,8 @@ def _flip(path: Path, at: int = 100) -> None:
 def test_corrupt_fragment_is_read_around_quarantined_and_flagged_for_heal(store, index, caplog):
     data = random_bytes(3 * CHUNK, 12)
     f = put(store, data)
-    victim = next(store.repo.iter_manifest(f.id)).hashes[1]
-    doc = store.repo.chunk_docs([victim])[victim]
+    victim = next(store.meta.files.iter_manifest(f.id)).hashes[1]
+    doc = store.meta.chunks.chunk_docs([victim])[victim]
     frag = next(x for x in fragments(doc) if x["i"] == index)
     path = store.chunks.path(frag["node"], fragment_name(victim, index, 2, 1))
     _flip(path)
@@ -194,7 +194,7 @@ def test_corrupt_fragment_is_read_around_quarantined_and_flagged_for_heal(store,
     if index < 2:  # a data fragment is read, found corrupt, quarantined; parity replaces it
         assert not path.exists()
         assert [n for n in store.chunks.quarantined(frag["node"]) if n.startswith(f"{victim}.{index}.")]
-        assert store.repo.chunk_docs([victim])[victim].get("needsHeal")
+        assert store.meta.chunks.chunk_docs([victim])[victim].get("needsHeal")
         assert queued == [victim]
         assert read_all(store, f) == data and queued == [victim]  # flagged once, queued once
     else:  # parity is not read while every data fragment is good
@@ -203,8 +203,8 @@ def test_corrupt_fragment_is_read_around_quarantined_and_flagged_for_heal(store,
 
 def test_read_fails_when_fewer_than_k_fragments_remain(store):
     f = put(store, random_bytes(2 * CHUNK, 13))
-    h = next(store.repo.iter_manifest(f.id)).hashes[0]
-    doc = store.repo.chunk_docs([h])[h]
+    h = next(store.meta.files.iter_manifest(f.id)).hashes[0]
+    doc = store.meta.chunks.chunk_docs([h])[h]
     for frag in fragments(doc)[:2]:
         store.chunks.path(frag["node"], fragment_name(h, frag["i"], 2, 1)).unlink()
     with pytest.raises(ChunkUnavailable) as err:
@@ -226,9 +226,9 @@ def test_corrupt_chunk_aborts_read_and_names_the_chunk(whole_store, caplog):
     store = whole_store
     data = random_bytes(3 * CHUNK, 9)
     f = put(store, data)
-    page = next(store.repo.iter_manifest(f.id))
+    page = next(store.meta.files.iter_manifest(f.id))
     victim = page.hashes[1]
-    doc = store.repo.chunk_docs([victim])[victim]
+    doc = store.meta.chunks.chunk_docs([victim])[victim]
     path = store.chunks.path(nodes_of(doc)[0], victim)
     raw = bytearray(path.read_bytes())
     raw[100] ^= 0xFF
@@ -245,8 +245,8 @@ def test_corrupt_chunk_aborts_read_and_names_the_chunk(whole_store, caplog):
 def test_missing_chunk_aborts_read(whole_store):
     store = whole_store
     f = put(store, random_bytes(2 * CHUNK, 10))
-    h = next(store.repo.iter_manifest(f.id)).hashes[0]
-    node = nodes_of(store.repo.chunk_docs([h])[h])[0]
+    h = next(store.meta.files.iter_manifest(f.id)).hashes[0]
+    node = nodes_of(store.meta.chunks.chunk_docs([h])[h])[0]
     store.chunks.path(node, h).unlink()
     with pytest.raises(ChunkUnavailable):
         read_all(store, f)
@@ -266,8 +266,8 @@ def test_failed_upload_leaves_no_spool_and_no_manifest(store, settings):
     with pytest.raises(ConnectionError):
         store.receive("t1", "x", None, broken())
     assert list(settings.spool_dir.iterdir()) == []
-    assert store.repo.manifests.count_documents({}) == 0
-    assert store.repo.files.count_documents({}) == 0
+    assert store.meta.db.manifests.count_documents({}) == 0
+    assert store.meta.db.files.count_documents({}) == 0
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -297,8 +297,8 @@ def test_a_read_of_many_damaged_chunks_flags_them_together_and_queues_one_heal(s
     calls: list[tuple[str, ...]] = []
     store.heal_enqueue = lambda *hashes: calls.append(hashes)
     assert read_all(store, f) == data
-    hashes = [h for page in store.repo.iter_manifest(f.id) for h in page.hashes]
-    docs = store.repo.chunk_docs(hashes)
+    hashes = [h for page in store.meta.files.iter_manifest(f.id) for h in page.hashes]
+    docs = store.meta.chunks.chunk_docs(hashes)
     # parity is not read while the data fragments are good: the chunks found damaged are those
     # that had a data fragment on the lost node
     hit = sorted(h for h, d in docs.items() if any(x["node"] == "node-1" and x["i"] < 2 for x in fragments(d)))
@@ -322,11 +322,11 @@ class CommandCounter(pymongo.monitoring.CommandListener):
         pass
 
 
-def counted_repo(settings) -> tuple[MetadataRepository, CommandCounter]:
+def counted_repo(settings) -> tuple[Metadata, CommandCounter]:
     """A repository on the store's database whose client counts the commands it sends."""
     counter = CommandCounter()
     client = pymongo.MongoClient(settings.mongo_url, event_listeners=[counter], tz_aware=False)
-    return MetadataRepository(client, settings.mongo_db), counter
+    return Metadata(client, settings.mongo_db), counter
 
 
 def test_small_files_are_ingested_together_with_one_query_per_step(store, settings):
@@ -338,13 +338,13 @@ def test_small_files_are_ingested_together_with_one_query_per_step(store, settin
     big = store.receive("t1", "big", None, pieces(big_data)).id
     empty = store.receive("t1", "empty", None, pieces(b"")).id
 
-    repo, counter = counted_repo(settings)
-    store.ingestor.repo = repo
+    meta, counter = counted_repo(settings)
+    store.ingestor.meta = meta
     try:
         done, rest = store.ingest_many([*small, big, empty])
     finally:
-        store.ingestor.repo = store.repo
-        repo.client.close()
+        store.ingestor.meta = store.meta
+        meta.client.close()
     assert sorted(done) == sorted(small)
     assert rest == [big, empty]
     assert [(done[i].new_chunks, done[i].deduplicated) for i in small] == [(1, 0)] * 4 + [(0, 1), (0, 1)]
@@ -359,9 +359,9 @@ def test_small_files_are_ingested_together_with_one_query_per_step(store, settin
         assert read_all(store, f) == body
         assert not (settings.spool_dir / i).exists()
     assert len(chunk_files(settings)) == 5 * FRAGS  # the four new contents and the one before
-    assert store.repo.chunks.count_documents({"state": "stored"}) == 5
+    assert store.meta.db.chunks.count_documents({"state": "stored"}) == 5
     # the files the batch left are ingested one at a time, as always
-    assert store.repo.get_file(big).status == "processing"
+    assert store.meta.files.get_file(big).status == "processing"
     assert store.ingest(big).status == "stored" and store.ingest(empty).status == "stored"
     assert read_all(store, store.get_readable("t1", big)) == big_data
     assert read_all(store, before) == random_bytes(5000, 40)
@@ -373,7 +373,7 @@ def test_a_batch_with_a_lost_spooled_chunk_leaves_every_file_to_its_own_ingest(s
     store.spool.chunk_path(ids[1], 0).unlink()  # lost before ingest
     done, rest = store.ingest_many(ids)
     assert done == {} and rest == ids
-    assert not store.repo.chunks.count_documents({"state": "writing"})  # its claims went with it
+    assert not store.meta.db.chunks.count_documents({"state": "writing"})  # its claims went with it
     reports = [store.ingest(i) for i in ids]
     assert [r.status for r in reports] == ["stored", "failed", "stored"]
     for i in (0, 2):

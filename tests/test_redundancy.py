@@ -13,7 +13,7 @@ from pipeline.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.errors import NodesUnavailable
 from pipeline.fsck import run_fsck
 from pipeline.heal import BLOCKED, HEALED, HEALTHY, heal_all, heal_chunk
-from pipeline.metadata import PROCESSING
+from pipeline.metadata.model import PROCESSING
 from pipeline.nodes import convert_all, drain_node, node_table, rebalance
 from pipeline.scrub import run_slice
 from pipeline.store import ObjectStore
@@ -41,7 +41,7 @@ def store4(settings):
 
 
 def hashes(store, f) -> list[str]:
-    return [h for page in store.repo.iter_manifest(f.id) for h in page.hashes]
+    return [h for page in store.meta.files.iter_manifest(f.id) for h in page.hashes]
 
 
 def frag_path(store, doc: dict, index: int) -> Path:
@@ -59,17 +59,17 @@ def test_heal_rebuilds_a_lost_fragment_byte_exact_and_a_second_heal_changes_noth
     data = random_bytes(4 * CHUNK, 301)
     f = put(store, data)
     h = hashes(store, f)[2]
-    doc = store.repo.get_chunk(h)
+    doc = store.meta.chunks.get_chunk(h)
     path = frag_path(store, doc, 1)
     original = path.read_bytes()
     path.unlink()
     assert read_all(store, f) == data  # degraded read
-    assert store.repo.get_chunk(h).get("needsHeal")
+    assert store.meta.chunks.get_chunk(h).get("needsHeal")
     assert heal_chunk(store, h).status == HEALED
     assert path.read_bytes() == original  # back on its own node, same bytes
-    after = store.repo.get_chunk(h)
+    after = store.meta.chunks.get_chunk(h)
     assert "needsHeal" not in after and after["frags"] == doc["frags"] and after["fv"] == doc["fv"] + 1
-    assert heal_chunk(store, h).status == HEALTHY and store.repo.get_chunk(h) == after
+    assert heal_chunk(store, h).status == HEALTHY and store.meta.chunks.get_chunk(h) == after
     assert run_fsck(store).clean
 
 
@@ -77,7 +77,7 @@ def test_four_plus_two_survives_any_two_lost_nodes(store6):
     store = store6
     files = {seed: random_bytes(9 * CHUNK + 123, seed) for seed in (310, 311, 312)}
     ids = {seed: put(store, data) for seed, data in files.items()}
-    for doc in store.repo.stored_chunks():
+    for doc in store.meta.chunks.stored_chunks():
         assert len(set(nodes_of(doc))) == 6 and layout(doc) == (4, 2)
     for lost in (("node-1", "node-2"), ("node-3", "node-6")):
         aside = {n: store.chunks.node_dirs[n].rename(store.chunks.node_dirs[n].with_name(n + ".away")) for n in lost}
@@ -93,7 +93,7 @@ def test_ingest_skips_a_down_node_and_keeps_every_chunk_fully_redundant(store4, 
     data = random_bytes(12 * CHUNK, 320)
     f = put(store, data)
     for h in hashes(store, f):
-        doc = store.repo.get_chunk(h)
+        doc = store.meta.chunks.get_chunk(h)
         assert "node-2" not in nodes_of(doc) and len(set(nodes_of(doc))) == 3 and store.chunkio.is_placed(doc)
     assert not store.chunks.node_dirs["node-2"].exists()
     assert read_all(store, f) == data
@@ -107,7 +107,7 @@ def test_too_few_nodes_up_keeps_the_file_queued_then_stores_it_once_a_node_is_ba
     with pytest.raises(NodesUnavailable) as err:
         store.ingest(f.id)
     assert "needs 2 writable node(s); 1 of 3" in err.value.message
-    assert store.repo.get_file(f.id).status == PROCESSING and store.spool.exists(f.id)
+    assert store.meta.files.get_file(f.id).status == PROCESSING and store.spool.exists(f.id)
     health = store.health()
     assert not health["ok"] and "ingest waits" in health["layout"]["reason"]
     assert [n["state"] for n in health["nodes"]] == ["up", "down", "down"]
@@ -127,7 +127,7 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
     data = random_bytes(6 * CHUNK, 340)
     f = put(store, data)
     monkeypatch.undo()
-    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     assert all(len(fragments(d)) == 5 and "node-4" not in nodes_of(d) and d.get("needsHeal") for d in docs)
     assert sorted(queued) == sorted(d["_id"] for d in docs)
     assert read_all(store, f) == data
@@ -141,7 +141,7 @@ def test_a_full_node_among_three_stores_a_two_plus_one_upload_degraded_then_heal
     f = store.receive("t1", "f", None, pieces(data))
     fill_node(monkeypatch, store.chunks.node_dirs["node-2"])
     assert store.ingest(f.id).status == "stored"  # two fragments of three: k, stored and held
-    docs = [store.repo.get_chunk(h) for h in hashes(store, f)]
+    docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     assert all(len(fragments(d)) == 2 and "node-2" not in nodes_of(d) and d.get("needsHeal") for d in docs)
     assert all(store.spool.is_held(d["_id"]) for d in docs) and not store.spool.exists(f.id)
     monkeypatch.undo()
@@ -154,20 +154,20 @@ def test_heal_with_no_node_free_of_the_chunk_is_blocked_and_stays_flagged(store)
     data = random_bytes(2 * CHUNK, 345)
     f = put(store, data)
     h = hashes(store, f)[0]
-    doc = store.repo.get_chunk(h)
+    doc = store.meta.chunks.get_chunk(h)
     moved = store.chunks.node_dirs["node-1"].rename(store.chunks.node_dirs["node-1"].with_name("gone"))
     assert "node-1" in nodes_of(doc)  # 2+1 over three nodes: every node holds a fragment
     result = heal_chunk(store, h)
-    assert result.status == BLOCKED and store.repo.get_chunk(h).get("needsHeal")
+    assert result.status == BLOCKED and store.meta.chunks.get_chunk(h).get("needsHeal")
     assert read_all(store, f) == data
     moved.rename(store.chunks.node_dirs["node-1"])
-    assert heal_chunk(store, h).status == HEALTHY and "needsHeal" not in store.repo.get_chunk(h)
+    assert heal_chunk(store, h).status == HEALTHY and "needsHeal" not in store.meta.chunks.get_chunk(h)
 
 
 def test_corrupt_data_and_parity_fragments_are_quarantined_and_rewritten(store):
     data = random_bytes(5 * CHUNK, 350)
     f = put(store, data)
-    victims = [(store.repo.get_chunk(hashes(store, f)[1]), 0), (store.repo.get_chunk(hashes(store, f)[3]), 2)]
+    victims = [(store.meta.chunks.get_chunk(hashes(store, f)[1]), 0), (store.meta.chunks.get_chunk(hashes(store, f)[3]), 2)]
     originals = {}
     for doc, i in victims:
         originals[doc["_id"]] = raw = frag_path(store, doc, i).read_bytes()
@@ -187,7 +187,7 @@ def test_corrupt_data_and_parity_fragments_are_quarantined_and_rewritten(store):
 def test_scrub_finds_an_injected_corruption_in_one_pass_and_resumes_where_it_stopped(store):
     data = random_bytes(8 * CHUNK, 360)
     f = put(store, data)
-    victim = store.repo.get_chunk(hashes(store, f)[5])
+    victim = store.meta.chunks.get_chunk(hashes(store, f)[5])
     path = frag_path(store, victim, 2)  # parity: no read would find it
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0x01
@@ -195,12 +195,12 @@ def test_scrub_finds_an_injected_corruption_in_one_pass_and_resumes_where_it_sto
     queued: list[str] = []
     first = run_slice(store, budget_s=0, full=True, on_damage=queued.append, page_size=3)
     assert not first.finished and first.chunks == 3  # one page, then stopped (budget)
-    state = store.repo.last_event("scrub")
+    state = store.meta.operations.last_event("scrub")
     assert state["inPass"] and state["cursor"]
     rest = run_slice(store, budget_s=None, on_damage=queued.append, page_size=3)
     assert rest.finished and first.chunks + rest.chunks == 8
     assert queued == [victim["_id"]] and first.corrupt + rest.corrupt == 1
-    last = store.repo.last_event("scrub")["lastPass"]
+    last = store.meta.operations.last_event("scrub")["lastPass"]
     assert last["chunks"] == 8 and last["corrupt"] == 1 and last["fragments"] == 24
     assert run_slice(store).idle  # the next pass is due only after MINIS3_SCRUB_PERIOD_S
     assert heal_chunk(store, victim["_id"]).status == HEALED
@@ -217,7 +217,7 @@ def test_drain_moves_every_fragment_off_a_node_and_new_chunks_avoid_it(store4):
     assert report.failed == 0 and report.remaining == 0 and report.moved > 0
     assert files_per_node(store)["node-4"] == 0
     assert read_all(store, f) == data
-    for doc in store.repo.stored_chunks():
+    for doc in store.meta.chunks.stored_chunks():
         assert len(set(nodes_of(doc))) == 3 and "node-4" not in nodes_of(doc)
     assert {r["node"]: r["state"] for r in node_table(store)}["node-4"] == "draining"
     g = put(store, random_bytes(6 * CHUNK, 371))
@@ -246,15 +246,15 @@ def test_mixed_store_reads_both_layouts_and_convert_turns_whole_copies_into_frag
     coded.placement.key = whole_store.placement.key
     new = random_bytes(4 * CHUNK, 391)
     f_new = put(coded, new)
-    layouts = Counter(layout(d) for d in coded.repo.stored_chunks())
+    layouts = Counter(layout(d) for d in coded.meta.chunks.stored_chunks())
     assert layouts == Counter({(1, 0): 6, (2, 1): 4})
     assert read_all(coded, f_old) == old and read_all(coded, f_new) == new
     report = convert_all(coded)
     assert report.converted == 6 and report.failed == 0
-    assert Counter(layout(d) for d in coded.repo.stored_chunks()) == Counter({(2, 1): 10})
+    assert Counter(layout(d) for d in coded.meta.chunks.stored_chunks()) == Counter({(2, 1): 10})
     assert not [p for n in coded.chunks.node_dirs.values() for p in n.glob("??/??/*") if "." not in p.name]
     assert read_all(coded, f_old) == old
-    assert coded.repo.last_event("ec_convert")["converted"] == 6
+    assert coded.meta.operations.last_event("ec_convert")["converted"] == 6
     assert convert_all(coded).converted == 0  # resumable: nothing left
     assert run_fsck(coded).clean
 
@@ -267,5 +267,5 @@ def test_heal_all_finds_a_node_put_back_empty_and_restores_full_redundancy(store
         assert read_all(store, f) == files[s]
     store.chunks.node_dirs["node-2"].mkdir()
     report = heal_all(store)
-    assert report.healed == store.repo.count_chunks() and report.lost == 0
+    assert report.healed == store.meta.chunks.count_chunks() and report.lost == 0
     assert run_fsck(store).clean and files_per_node(store)["node-2"] == report.healed

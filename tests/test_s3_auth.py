@@ -15,7 +15,7 @@ STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 
 @pytest.fixture(scope="module")
-def repo(s3_stack):
+def meta(s3_stack):
     with s3_stack.metadata() as r:
         yield r
 
@@ -29,13 +29,13 @@ def s3(s3_stack, s3_keys):
 
 
 @pytest.fixture
-def nothing_stored(s3_stack, s3, repo):
+def nothing_stored(s3_stack, s3, meta):
     """Asserts after the test that no file, name or spool directory was added."""
-    files, names = repo.files.count_documents({}), repo.objects.count_documents({})
+    files, names = meta.db.files.count_documents({}), meta.db.objects.count_documents({})
     spooled = set(s3_stack.settings.spool_dir.iterdir())  # uploads of other tests may still be ingesting
     yield
-    assert repo.files.count_documents({}) == files
-    assert repo.objects.count_documents({}) == names
+    assert meta.db.files.count_documents({}) == files
+    assert meta.db.objects.count_documents({}) == names
     assert set(s3_stack.settings.spool_dir.iterdir()) <= spooled
 
 
@@ -142,7 +142,7 @@ def test_expired_presigned_url_is_refused(s3_stack, s3_keys, s3, nothing_stored)
     assert fresh.status_code == 200 and fresh.content == b"acme's"  # the same signer, in time
 
 
-def test_revoked_key_is_refused(s3_stack, s3, nothing_stored, repo):
+def test_revoked_key_is_refused(s3_stack, s3, nothing_stored, meta):
     keys = s3_stack.s3_credentials("acme")
     client = boto3_client(s3_stack, keys)
     assert client.head_bucket(Bucket="guarded")["ResponseMetadata"]["HTTPStatusCode"] == 200

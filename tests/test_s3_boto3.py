@@ -50,9 +50,9 @@ def test_put_object_is_ingested_into_chunks(s3_stack, s3):
     data = random_bytes(3 * MiB, seed=77)  # three distinct 1 MiB chunks nothing else shares
     before = set(s3_stack.chunk_files())
     s3.put_object(Bucket="data", Key="ingested.bin", Body=data)
-    with s3_stack.metadata() as repo:
-        file_id = repo.objects.find_one({"_id": name_id("data", "ingested.bin")})["file"]
-        wait_for(lambda: repo.get_file(file_id).status == "stored", what="the object's file stored")
+    with s3_stack.metadata() as meta:
+        file_id = meta.db.objects.find_one({"_id": name_id("data", "ingested.bin")})["file"]
+        wait_for(lambda: meta.files.get_file(file_id).status == "stored", what="the object's file stored")
     k, m = s3_stack.settings.ec_layout
     chunk = s3_stack.settings.chunk_size
     expected = {fragment_name(hashlib.sha256(data[at:at + chunk]).hexdigest(), i, k, m)
@@ -157,8 +157,8 @@ def test_listing_with_encoding_type_url_and_start_after(s3_stack, s3_keys, s3):
 def test_copy_object_copies_without_moving_bytes_and_replaces_metadata(s3_stack, s3):
     data = random_bytes(2 * MiB + 3, seed=5)
     s3.put_object(Bucket="data", Key="src.bin", Body=data, ContentType="text/plain", Metadata={"colour": "blue"})
-    with s3_stack.metadata() as repo:
-        wait_for(lambda: repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
+    with s3_stack.metadata() as meta:
+        wait_for(lambda: meta.db.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
                  what="the source ingested")
     before = set(s3_stack.chunk_files())
     out = s3.copy_object(Bucket="data", Key="dst.bin", CopySource={"Bucket": "data", "Key": "src.bin"})
@@ -364,9 +364,9 @@ def test_a_corrupt_fragment_read_through_s3_is_healed_at_once(s3_stack, s3):
     """No beat runs in this stack: only the heal the S3 read queues can repair the fragment."""
     data = random_bytes(2 * MiB, seed=4242)
     s3.put_object(Bucket="data", Key="to-heal.bin", Body=data)
-    with s3_stack.metadata() as repo:
-        file_id = repo.objects.find_one({"_id": name_id("data", "to-heal.bin")})["file"]
-        wait_for(lambda: repo.get_file(file_id).status == "stored", what="the object's file stored")
+    with s3_stack.metadata() as meta:
+        file_id = meta.db.objects.find_one({"_id": name_id("data", "to-heal.bin")})["file"]
+        wait_for(lambda: meta.files.get_file(file_id).status == "stored", what="the object's file stored")
     first = hashlib.sha256(data[:s3_stack.settings.chunk_size]).hexdigest()
     fragment = next(Path(p) for p in s3_stack.chunk_files() if Path(p).name == fragment_name(first, 0, 2, 1))
     good = fragment.read_bytes()

@@ -55,8 +55,8 @@ def xml_code(response) -> str:
 
 
 def bucket_doc(s3_stack, name: str) -> dict:
-    with s3_stack.metadata() as repo:
-        return repo.get_bucket(name)
+    with s3_stack.metadata() as meta:
+        return meta.namespace.get_bucket(name)
 
 
 def preflight(s3_stack, path: str, origin: str | None, method: str | None, headers: str | None = None):

@@ -33,15 +33,15 @@ def test_a_multipart_object_is_readable_at_completion_and_ingested_once_as_a_who
     assert s3.get_object(Bucket="parts", Key="big", Range="bytes=5242870-5242889")["Body"].read() == \
         data[5242870:5242890]  # across the first part's end
     assert idle_stack.chunk_files() == {}  # no byte on the nodes yet
-    with idle_stack.metadata() as repo:
-        name = repo.get_object_name("parts/big")
-        assert name["etag"].endswith("-3") and repo.get_file(name["file"]).status == "queued"
+    with idle_stack.metadata() as meta:
+        name = meta.namespace.get_object_name("parts/big")
+        assert name["etag"].endswith("-3") and meta.files.get_file(name["file"]).status == "queued"
         idle_stack.start_worker()
-        wait_for(lambda: repo.get_file(name["file"]).status == "stored", timeout=120, what="the object stored")
-        hashes = [h for page in repo.iter_manifest(name["file"]) for h in page.hashes]
+        wait_for(lambda: meta.files.get_file(name["file"]).status == "stored", timeout=120, what="the object stored")
+        hashes = [h for page in meta.files.iter_manifest(name["file"]) for h in page.hashes]
         assert len(hashes) == -(-len(data) // idle_stack.settings.chunk_size)
         assert copies_on_nodes(idle_stack, hashes) == each_once(idle_stack, hashes)  # each fragment once
-        parts = list(repo.files.find({"kind": "part"}))
+        parts = list(meta.db.files.find({"kind": "part"}))
         assert parts and all(p["status"] == "deleted" for p in parts)
     assert s3.get_object(Bucket="parts", Key="big")["Body"].read() == data
     idle_stack.stop_proc("worker")
@@ -54,17 +54,17 @@ def test_200_puts_each_read_back_at_once_with_the_worker_stopped_then_all_stored
         data = random_bytes(100 + i * 37, seed=i)
         s3.put_object(Bucket="raw", Key=f"obj/{i:03d}", Body=data)
         assert s3.get_object(Bucket="raw", Key=f"obj/{i:03d}")["Body"].read() == data
-    with idle_stack.metadata() as repo:
-        files = [d["file"] for d in repo.objects.find({"bucket": "raw"})]
+    with idle_stack.metadata() as meta:
+        files = [d["file"] for d in meta.db.objects.find({"bucket": "raw"})]
         assert len(files) == 200
-        assert set(repo.file_states(files).values()) == {"queued"}  # nothing ingested yet
+        assert set(meta.files.file_states(files).values()) == {"queued"}  # nothing ingested yet
         # one-chunk objects wait on the small-file list for one drain, not as 200 ingest tasks
         listed = redis.Redis.from_url(idle_stack.settings.redis_url).lrange(SmallFileQueue.LIST, 0, -1)
         assert sorted(item.decode().split()[0] for item in listed) == sorted(files)
         assert s3.get_object(Bucket="raw", Key="obj/150", Range="bytes=5-9")["Body"].read() == \
             random_bytes(100 + 150 * 37, seed=150)[5:10]
         idle_stack.start_worker()
-        wait_for(lambda: set(repo.file_states(files).values()) == {"stored"}, timeout=180,
+        wait_for(lambda: set(meta.files.file_states(files).values()) == {"stored"}, timeout=180,
                  what="all 200 objects stored")
         for i in (0, 99, 199):
             assert s3.get_object(Bucket="raw", Key=f"obj/{i:03d}")["Body"].read() == random_bytes(100 + i * 37, i)

@@ -24,7 +24,7 @@ def crash_stack(tmp_path_factory, backends):
 
 
 @pytest.fixture(scope="module")
-def repo(crash_stack):
+def meta(crash_stack):
     with crash_stack.metadata() as r:
         yield r
 
@@ -76,21 +76,21 @@ def fsck_clean(s: Stack) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_s3_server_killed_mid_put_leaves_nothing_visible(crash_stack, keys, repo):
+def test_s3_server_killed_mid_put_leaves_nothing_visible(crash_stack, keys, meta):
     s3 = boto3_client(crash_stack, keys)
     s3.put_object(Bucket="crash", Key="stays", Body=b"before the crash")
-    files = repo.files.count_documents({})
+    files = meta.db.files.count_documents({})
     put_killed_midway(crash_stack, keys, "/crash/killed-put", seed=9100)
     with pytest.raises(ClientError) as info:
         s3.head_object(Bucket="crash", Key="killed-put")
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="crash")["Contents"]] == ["stays"]
-    assert repo.files.count_documents({}) == files  # never recorded
+    assert meta.db.files.count_documents({}) == files  # never recorded
     assert s3.get_object(Bucket="crash", Key="stays")["Body"].read() == b"before the crash"
     fsck_clean(crash_stack)
 
 
-def test_s3_server_killed_mid_multipart_keeps_the_finished_parts_only(crash_stack, keys, repo):
+def test_s3_server_killed_mid_multipart_keeps_the_finished_parts_only(crash_stack, keys, meta):
     s3 = boto3_client(crash_stack, keys)
     uid = s3.create_multipart_upload(Bucket="crash", Key="killed-mp")["UploadId"]
     part1 = random_bytes(5 * MiB, seed=9200)

@@ -45,7 +45,7 @@ def test_same_50_mib_under_many_keys_tenants_multipart_and_copy_is_stored_once_a
     acme.copy_object(Bucket="acme-dedup", Key="copied.bin", CopySource="acme-dedup/copy-0.bin")
     store = open_store(s3_stack)
     try:
-        wait_for(lambda: store.repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
+        wait_for(lambda: store.meta.db.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
                  timeout=180, what="every upload ingested")
         # the space of one copy: 50 chunks of 1 MiB, each in the store's layout (k+m fragments) once
         k, m = s3_stack.settings.ec_layout
@@ -66,7 +66,7 @@ def test_same_50_mib_under_many_keys_tenants_multipart_and_copy_is_stored_once_a
         assert report["chunks"] == 50
         assert s3_stack.chunk_files() == {}
     finally:
-        store.repo.client.close()
+        store.meta.client.close()
 
 
 @pytest.fixture
@@ -83,13 +83,13 @@ def test_beat_aborts_an_abandoned_multipart_upload_and_its_parts(beat_stack):
     s3.upload_part(Bucket="slow", Key="never-finished", UploadId=uid, PartNumber=1, Body=b"p" * 1000)
     store = open_store(beat_stack)
     try:
-        part_file = store.repo.parts.find_one({"upload": uid})["file"]
+        part_file = store.meta.db.parts.find_one({"upload": uid})["file"]
         wait_for(lambda: not s3.list_multipart_uploads(Bucket="slow").get("Uploads"), timeout=60,
                  what="the upload aborted by beat")
         # the abort drops the upload's record first, then its parts: wait for the end of it
-        wait_for(lambda: store.repo.get_file(part_file).status == "deleted", timeout=30,
+        wait_for(lambda: store.meta.files.get_file(part_file).status == "deleted", timeout=30,
                  what="the part's file deleted by the abort")
-        wait_for(lambda: store.repo.parts.count_documents({"upload": uid}) == 0, timeout=30,
+        wait_for(lambda: store.meta.db.parts.count_documents({"upload": uid}) == 0, timeout=30,
                  what="the part records removed by the abort")
     finally:
-        store.repo.client.close()
+        store.meta.client.close()

@@ -58,8 +58,8 @@ def keys_of(s3, bucket: str) -> set[str]:
 
 
 def runs(stack) -> list[dict]:
-    with stack.metadata() as repo:
-        return repo.event_history(EVENT, 1000)
+    with stack.metadata() as meta:
+        return meta.operations.event_history(EVENT, 1000)
 
 
 def completed_pass_since(stack, bucket: str, since: float) -> bool:
@@ -161,8 +161,8 @@ def test_each_rule_removes_exactly_what_it_matches_and_each_run_is_recorded(beat
         s3.put_object(Bucket="rules", Key=key, Body=body, Tagging=tagging)
     old = s3.create_multipart_upload(Bucket="rules", Key="up/old")["UploadId"]
     fresh = s3.create_multipart_upload(Bucket="rules", Key="up/fresh")["UploadId"]
-    with beat_stack.metadata() as repo:  # initiated 1,000 lifecycle days (seconds) ago
-        repo.uploads.update_one({"_id": old}, {"$set": {"created": time.time() - 1000}})
+    with beat_stack.metadata() as meta:  # initiated 1,000 lifecycle days (seconds) ago
+        meta.db.uploads.update_one({"_id": old}, {"$set": {"created": time.time() - 1000}})
     s3.put_bucket_lifecycle_configuration(Bucket="rules", LifecycleConfiguration={"Rules": RULES})
     wait_for(lambda: keys_of(s3, "rules") == set(kept), timeout=90, what="the matching objects expired")
     gone = time.time()
@@ -190,7 +190,7 @@ def test_gc_reclaims_what_only_expired_objects_used_and_keeps_a_shared_chunk(bea
     store = ObjectStore.from_settings(beat_stack.settings)
     store.prepare()
     try:
-        wait_for(lambda: store.repo.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
+        wait_for(lambda: store.meta.db.files.count_documents({"status": {"$in": ["queued", "processing"]}}) == 0,
                  timeout=120, what="both objects ingested")
 
         def on_nodes() -> set[str]:
@@ -209,7 +209,7 @@ def test_gc_reclaims_what_only_expired_objects_used_and_keeps_a_shared_chunk(bea
         assert {digest["shared"], digest["kept"]} <= left
         assert s3.get_object(Bucket="dedup", Key="kept/y")["Body"].read() == shared + only_kept
     finally:
-        store.repo.client.close()
+        store.meta.client.close()
 
 
 # --- the walk, in-process: bounded batches from a saved cursor ---------------------------------
@@ -228,7 +228,7 @@ def test_a_run_looks_at_one_batch_of_names_per_bucket_and_the_next_resumes_there
         counts.append((summary["expired"], "walked" in summary["completed"]))
     # 25 names (k000..k023, then seed): 10, 10, then 5 (4 match) and the pass is complete; then it starts over
     assert counts == [(10, False), (10, False), (4, True), (0, True)]
-    assert [d["key"] for d in store.repo.object_names("walked/", "walked0", 100)] == ["seed"]
-    history = store.repo.event_history(EVENT, 10)
+    assert [d["key"] for d in store.meta.namespace.object_names("walked/", "walked0", 100)] == ["seed"]
+    history = store.meta.operations.event_history(EVENT, 10)
     assert [h["expired"] for h in history] == [0, 4, 10, 10]
     assert history[1]["rules"] == [{"bucket": "walked", "rule": "all-k", "expired": 4, "aborted": 0}]

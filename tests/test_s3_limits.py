@@ -34,7 +34,7 @@ def make_app(store, settings):
 
 @pytest.fixture
 def keys(store):
-    return S3Credentials(store.repo, SECRET).create("acme")
+    return S3Credentials(store.meta, SECRET).create("acme")
 
 
 @pytest.fixture
@@ -48,13 +48,13 @@ def address():
 def mongo_reads(store, monkeypatch):
     """Every MongoDB read of an S3 credential, by access key id."""
     reads: list[str] = []
-    find = store.repo.find_s3_credential
+    find = store.meta.access.find_s3_credential
 
     def counted(access_key_id):
         reads.append(access_key_id)
         return find(access_key_id)
 
-    monkeypatch.setattr(store.repo, "find_s3_credential", counted)
+    monkeypatch.setattr(store.meta.access, "find_s3_credential", counted)
     return reads
 
 
@@ -128,7 +128,7 @@ def test_a_key_created_under_a_remembered_unknown_id_works_at_once(make_app, sto
     wanted = "AKMS" + "N" * 16
     assert code(request(app, "GET", "/", address, (wanted, "secret"))) == "InvalidAccessKeyId"  # remembered
     monkeypatch.setattr(credentials_module, "_new_access_key_id", lambda: wanted)
-    _, secret = S3Credentials(store.repo, SECRET, Generation(store.redis)).create("acme")  # as `minis3 keys` does
+    _, secret = S3Credentials(store.meta, SECRET, Generation(store.redis)).create("acme")  # as `minis3 keys` does
     r = request(app, "GET", "/", address, (wanted, secret))
     assert r.status_code == 200, r.get_data(as_text=True)
 

@@ -459,7 +459,7 @@ def names(s3_stack):
 
     store = ObjectStore.from_settings(s3_stack.settings)
     yield ObjectNames(store)
-    store.repo.client.close()
+    store.meta.client.close()
 
 
 def fill(names, clients, bucket: str, keys) -> int:

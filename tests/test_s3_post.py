@@ -113,8 +113,8 @@ def test_exact_eq_and_starts_with_conditions_and_stored_attributes(s3_stack, s3)
     head = s3.head_object(Bucket="forms", Key="photos/cat.png")
     assert head["ContentType"] == "image/png" and head["Metadata"] == {"owner": "ann"}
     assert head["CacheControl"] == "max-age=60"
-    with s3_stack.metadata() as repo:
-        doc = repo.get_object_name("forms/photos/cat.png")
+    with s3_stack.metadata() as meta:
+        doc = meta.namespace.get_object_name("forms/photos/cat.png")
     assert doc["contentType"] == "image/png" and doc["meta"] == {"owner": "ann"} and doc["size"] == 7
 
 

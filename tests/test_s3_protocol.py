@@ -957,7 +957,7 @@ def test_keys_are_one_to_1024_bytes_of_utf8():
 # --- credentials ----------------------------------------------------------------------------------------
 
 def test_s3_credentials_are_created_looked_up_listed_and_revoked(store):
-    creds = S3Credentials(store.repo, "server secret one")
+    creds = S3Credentials(store.meta, "server secret one")
     access_key_id, secret = creds.create("acme")
     assert len(access_key_id) == 20 and access_key_id.startswith("AKMS") and access_key_id[4:].isalnum()
     assert access_key_id[4:] == access_key_id[4:].upper() and len(secret) == 40
@@ -978,20 +978,20 @@ def test_s3_credentials_are_created_looked_up_listed_and_revoked(store):
 
 
 def test_s3_secrets_are_not_stored_in_plaintext_and_a_wrong_server_key_is_a_clear_error(store):
-    access_key_id, secret = S3Credentials(store.repo, "the right key").create("acme")
-    doc = store.repo.s3_credentials.find_one({"_id": access_key_id})
+    access_key_id, secret = S3Credentials(store.meta, "the right key").create("acme")
+    doc = store.meta.db.s3_credentials.find_one({"_id": access_key_id})
     dumped = json.dumps(doc, default=str)
     assert secret not in dumped and base64.b64encode(secret.encode()).decode() not in dumped
     with pytest.raises(domain.ServerSecretError, match="MINIS3_SECRET_KEY"):
-        S3Credentials(store.repo, "the wrong key").lookup(access_key_id)
+        S3Credentials(store.meta, "the wrong key").lookup(access_key_id)
     with pytest.raises(domain.ServerSecretError):
-        S3Credentials(store.repo, "").lookup(access_key_id)
+        S3Credentials(store.meta, "").lookup(access_key_id)
     # a sealed secret moved onto another record does not open there
-    other_id, _ = S3Credentials(store.repo, "the right key").create("globex")
-    store.repo.s3_credentials.update_one({"_id": other_id}, {"$set": {"nonce": doc["nonce"],
+    other_id, _ = S3Credentials(store.meta, "the right key").create("globex")
+    store.meta.db.s3_credentials.update_one({"_id": other_id}, {"$set": {"nonce": doc["nonce"],
                                                                      "ciphertext": doc["ciphertext"]}})
     with pytest.raises(domain.ServerSecretError):
-        S3Credentials(store.repo, "the right key").lookup(other_id)
+        S3Credentials(store.meta, "the right key").lookup(other_id)
     assert s3e.s3_error_for(domain.ServerSecretError()).status == 500
 
 
@@ -1018,7 +1018,7 @@ def test_keys_cli_creates_lists_and_revokes_s3_keys(settings, store):
     assert api.returncode == 0 and created.returncode == 0, created.stderr
     lines = dict(line.split("=", 1) for line in created.stdout.split())
     access_key_id, secret = lines["AWS_ACCESS_KEY_ID"], lines["AWS_SECRET_ACCESS_KEY"]
-    creds = S3Credentials(store.repo, load_or_create(settings.var_dir))  # the CLI made the server secret here
+    creds = S3Credentials(store.meta, load_or_create(settings.var_dir))  # the CLI made the server secret here
     assert creds.lookup(access_key_id) == (secret, "acme")
     listed = minis3("list")
     assert listed.returncode == 0 and secret not in listed.stdout and api.stdout.strip() not in listed.stdout

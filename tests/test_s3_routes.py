@@ -31,7 +31,7 @@ def make_app(store, settings):
 
 @pytest.fixture
 def keys(store):
-    return S3Credentials(store.repo, SECRET).create("acme")
+    return S3Credentials(store.meta, SECRET).create("acme")
 
 
 def call(app, keys, method: str, path: str, body: bytes = b"", headers: dict | None = None,
@@ -157,7 +157,7 @@ def test_head_errors_have_no_body(make_app, keys):
 def test_another_owner_creating_the_same_bucket_is_refused(make_app, keys, store):
     app = make_app()
     assert call(app, keys, "PUT", "/shared-name").status_code == 200
-    other = S3Credentials(store.repo, SECRET).create("globex")
+    other = S3Credentials(store.meta, SECRET).create("globex")
     r = call(app, other, "PUT", "/shared-name")
     assert (code(r), r.status_code) == ("BucketAlreadyExists", 409)
     r = call(app, other, "GET", "/shared-name")

@@ -37,8 +37,8 @@ def tag_set(s3, key: str) -> list[dict]:
 
 
 def name_doc(s3_stack, key: str) -> dict:
-    with s3_stack.metadata() as repo:
-        return repo.get_object_name(name_id(BUCKET, key))
+    with s3_stack.metadata() as meta:
+        return meta.namespace.get_object_name(name_id(BUCKET, key))
 
 
 def test_put_get_delete_object_tagging_round_trip_and_keep_the_object(s3_stack, s3):

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from app.s3 import checksums
 from pipeline.errors import NoSuchKey, PreconditionFailed
-from pipeline.metadata import DELETED, KIND_FILE
+from pipeline.metadata.model import DELETED, KIND_FILE
 from pipeline.objects import ObjectAttributes, ObjectNames, WriteCondition
 from tests.s3clients import aws_chunked, boto3_client, encode_chunks, sign
 from tests.stack import BIN, MiB, random_bytes
@@ -40,14 +40,14 @@ def error_code(exc: ClientError) -> tuple[str, int]:
 
 def live_files(s3_stack, key: str) -> list[dict]:
     """The object files of a key that are not deleted (a losing write's file must be)."""
-    with s3_stack.metadata() as repo:
-        return list(repo.files.find({"bucket": BUCKET, "key": key, "kind": KIND_FILE,
+    with s3_stack.metadata() as meta:
+        return list(meta.db.files.find({"bucket": BUCKET, "key": key, "kind": KIND_FILE,
                                      "status": {"$ne": DELETED}}))
 
 
 def object_doc(s3_stack, key: str) -> dict:
-    with s3_stack.metadata() as repo:
-        return repo.get_object_name(f"{BUCKET}/{key}")
+    with s3_stack.metadata() as meta:
+        return meta.namespace.get_object_name(f"{BUCKET}/{key}")
 
 
 def race(s3_stack, s3_keys, n: int, write) -> list[tuple[int, object]]:
@@ -89,7 +89,7 @@ def interleaved(data: bytes, meanwhile):
 
 
 def files_of(store, key: str) -> dict[str, str]:
-    return {str(d["_id"]): d["status"] for d in store.repo.files.find({"bucket": "photos", "key": key})}
+    return {str(d["_id"]): d["status"] for d in store.meta.db.files.find({"bucket": "photos", "key": key})}
 
 
 @pytest.mark.parametrize("condition", ["if_match", "if_none_match"])
@@ -129,11 +129,11 @@ def test_the_part_upload_that_finished_last_wins_whatever_the_order_of_records(n
     names.record_part(upload, 1, late, late.md5, None, finished=200.0)
     names.record_part(upload, 1, early, early.md5, None, finished=100.0)  # recorded last, finished first
     assert [(p.etag, p.file_id) for p in names.parts(upload)] == [(late.md5, late.id)]
-    assert store.repo.get_file(early.id).status == DELETED
+    assert store.meta.files.get_file(early.id).status == DELETED
     newest = store.receive("t1", "k.part1", None, iter([b"newest"]), md5=True, sha256=False, kind="part")
     names.record_part(upload, 1, newest, newest.md5, None, finished=300.0)
     assert [p.file_id for p in names.parts(upload)] == [newest.id]
-    assert store.repo.get_file(late.id).status == DELETED
+    assert store.meta.files.get_file(late.id).status == DELETED
 
 
 def test_racing_if_match_puts_exactly_one_wins_and_losers_leave_no_file(s3_stack, s3_keys, s3):

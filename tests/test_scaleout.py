@@ -23,7 +23,8 @@ import requests
 from bson import ObjectId
 
 from config import embedded
-from pipeline.metadata import CHUNK_STORED, MetadataRepository
+from pipeline.metadata.model import CHUNK_STORED
+from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT, MiB, Stack, copies_on_nodes, each_once, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 
@@ -36,7 +37,7 @@ TIMERS = dict(stuck_after_s=3, gc_grace_s=1, gc_interval_s=3600, gc_lock_ttl_s=3
 class Hosts:
     a: Stack
     b: Stack
-    repo: MetadataRepository
+    meta: Metadata
 
     @property
     def both(self) -> tuple[Stack, Stack]:
@@ -55,15 +56,15 @@ def hosts(tmp_path_factory, backends):
                   spool_dir=root / "shared/spool",
                   nodes=tuple(root / f"shared/nodes/node-{i}" for i in (1, 2, 3)), **TIMERS)
     started: list[Stack] = []
-    repo = None
+    meta = None
     try:
         for host_id in ("host-a", "host-b"):
             started.append(Stack(root / host_id, backends, beat=True, host_id=host_id, **shared))
-        repo = MetadataRepository.connect(backends.mongo_url, shared["mongo_db"])
-        yield Hosts(*started, repo)
+        meta = Metadata.connect(backends.mongo_url, shared["mongo_db"])
+        yield Hosts(*started, meta)
     finally:
-        if repo is not None:
-            repo.client.close()
+        if meta is not None:
+            meta.client.close()
         for s in started:
             s.stop()
         embedded.stop(redis_proc)
@@ -160,7 +161,7 @@ def test_the_same_content_through_both_hosts_is_stored_once(both_workers):
         assert other.wait_status(file_id)["status"] == "stored"
         assert_reads_exactly(other, file_id, data)
     assert copies_on_nodes(hosts.a, hashes) == each_once(hosts.a, hashes)
-    docs = list(hosts.repo.chunks.find({"_id": {"$in": hashes}}))
+    docs = list(hosts.meta.db.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 3 and {d["state"] for d in docs} == {CHUNK_STORED}
 
 
@@ -231,11 +232,11 @@ def test_gc_runs_once_when_both_hosts_start_it_together(both_workers):
     assert skipped[0]["chunks"] == 0 and skipped[0]["deleted"] == []
     assert worked[0]["chunks"] == len(dead_only) and worked[0]["bytes"] == len(dead_only) * MiB
     assert {c["chunk"] for c in worked[0]["deleted"]} <= dead_only  # a sample of what went
-    event = hosts.repo.events.find_one({"_id": "gc"})
+    event = hosts.meta.db.events.find_one({"_id": "gc"})
     assert event["at"] >= started and event["chunks"] == len(dead_only)
 
     assert copies_on_nodes(hosts.a, dead_only) == Counter()
-    assert hosts.repo.chunks.count_documents({"_id": {"$in": sorted(dead_only)}}) == 0
+    assert hosts.meta.db.chunks.count_documents({"_id": {"$in": sorted(dead_only)}}) == 0
     assert copies_on_nodes(hosts.a, chunk_hashes(live)) == each_once(hosts.a, chunk_hashes(live))
     for s in hosts.both:
         assert_reads_exactly(s, live_id, live)
@@ -277,11 +278,11 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
     assert r.status_code == 202, r.text
     file_id = r.json()["fileId"]
     oid = ObjectId(file_id)
-    wait_for(lambda: (d := hosts.repo.files.find_one({"_id": oid})) and d.get("chunksDone", 0) > 0,
+    wait_for(lambda: (d := hosts.meta.db.files.find_one({"_id": oid})) and d.get("chunksDone", 0) > 0,
              timeout=60, interval=0.001, what="ingest to start")
     for w in workers:
         hold(w)  # whichever worker took the file stops mid-ingest
-    doc = hosts.repo.files.find_one({"_id": oid})
+    doc = hosts.meta.db.files.find_one({"_id": oid})
     assert doc["status"] == "processing" and 0 < doc["chunksDone"] < len(hashes), doc
 
     took = [s for s in hosts.both if "Task minis3.ingest[" in s.log("worker")[seen[s.settings.host_id]:]]
@@ -291,7 +292,7 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
     victim.procs["worker"].wait(10)
     release(survivor.procs["worker"])
 
-    assert hosts.repo.files.find_one({"_id": oid})["status"] == "processing"
+    assert hosts.meta.db.files.find_one({"_id": oid})["status"] == "processing"
     placed = sum(copies_on_nodes(survivor, hashes).values())
     assert 0 < placed < sum(each_once(survivor, hashes).values())  # killed with part of the file on the nodes
 
@@ -305,7 +306,7 @@ def test_a_worker_killed_mid_ingest_is_replaced_by_the_other_hosts_worker(both_w
     for s in hosts.both:
         assert_streams_exactly(s, file_id, size, sha256)
     assert copies_on_nodes(survivor, hashes) == each_once(survivor, hashes)  # no fragment stored twice
-    docs = list(hosts.repo.chunks.find({"_id": {"$in": hashes}}))
+    docs = list(hosts.meta.db.chunks.find({"_id": {"$in": hashes}}))
     assert len(docs) == 200 and {d["state"] for d in docs} == {CHUNK_STORED}
     assert not (survivor.settings.spool_dir / file_id).exists()
     # the killed worker may have left half-written fragments in a node's temporaries: GC sweeps

@@ -108,9 +108,9 @@ def test_cors_other_origins_get_no_cors_headers(secure, alpha):
 
 def test_requests_without_a_valid_key_get_401(secure, alpha):
     revoked = create_key(secure, "gamma")
-    repo = repo_of(secure)
-    ApiKeys(repo).revoke(revoked)
-    repo.client.close()
+    meta = repo_of(secure)
+    ApiKeys(meta).revoke(revoked)
+    meta.client.close()
     cases = {
         "none": {},
         "unknown": bearer("ms3_000000000000_" + "A" * 43),
@@ -153,9 +153,9 @@ def test_a_tenant_sees_only_its_own_files_and_dedup_stays_global(secure, alpha, 
     assert secure.download(a_id, headers=alpha).content == data  # beta's DELETE did nothing
     assert requests.delete(secure.url(f"/api/files/{b_id}"), headers=beta, timeout=30).status_code == 204
     assert secure.download(a_id, headers=alpha).content == data
-    repo = repo_of(secure)
-    assert repo.get_file(a_id).tenant == "alpha" and repo.get_file(b_id).tenant == "beta"
-    repo.client.close()
+    meta = repo_of(secure)
+    assert meta.files.get_file(a_id).tenant == "alpha" and meta.files.get_file(b_id).tenant == "beta"
+    meta.client.close()
 
 
 

@@ -113,7 +113,7 @@ def test_metrics_on_the_web_port_need_an_admin_key_when_keys_are_required(keyed)
 
 
 def test_an_open_service_shows_every_caller_the_store_wide_views(settings, store):
-    key = ApiKeys(store.repo).create("acme")[0]
+    key = ApiKeys(store.meta).create("acme")[0]
     client = create_app(settings.with_overrides(auth="open"), store=store, enqueue=lambda *a, **_: None).test_client()
     client.post("/api/upload", data={"file": (io.BytesIO(b"open"), "o.txt")}, content_type="multipart/form-data")
     for headers in ({}, bearer(key)):
@@ -123,7 +123,7 @@ def test_an_open_service_shows_every_caller_the_store_wide_views(settings, store
 
 
 def test_metrics_need_an_admin_key_in_auto_mode_once_a_key_exists(settings, store):
-    keys = ApiKeys(store.repo)
+    keys = ApiKeys(store.meta)
     tenant, admin = keys.create("acme")[0], keys.create("ops", admin=True)[0]
     client = create_app(settings, store=store, enqueue=lambda *a, **_: None).test_client()  # auto, a key exists
     assert client.get("/metrics").status_code == 401

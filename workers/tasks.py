@@ -108,7 +108,7 @@ def gc(self) -> dict:
 def sample(self) -> dict:
     """The store's figures now (queue depth, throughput, bytes) and each tenant's usage."""
     figures = usage.take_sample(self.store, ingest_queue_depth(self.app, self.store.redis))
-    usage.refresh_usage(self.store.repo)
+    usage.refresh_usage(self.store.meta)
     return {"queueDepth": figures["queueDepth"], "storedBytes": figures["storedBytes"]}
 
 

@@ -227,7 +227,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     store = build_store(settings, store=store, heal=enqueue is None)
     enqueue = enqueue or celery_enqueue(settings, store.redis)  # one-chunk objects: the small-file list
     names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
-    credentials = S3Credentials(store.repo, settings.secret_key or load_or_create(settings.var_dir),
+    credentials = S3Credentials(store.meta, settings.secret_key or load_or_create(settings.var_dir),
                                 Generation(store.redis))
     limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url, settings.s3_failed_rate_limit)
     app.extensions["minis3.store"] = store

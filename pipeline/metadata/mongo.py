@@ -1,0 +1,72 @@
+"""The one place that knows MongoDB as such: the client, the indexes, and the rules that keep
+every query shape accepted by real MongoDB and by the nx-27017 wire-protocol stand-in
+(``../shared/design.md``). Every repository of this package follows them:
+
+- chunks are claimed with ``insert_one``/``insert_many`` + DuplicateKeyError, never with a
+  ``find_one_and_update`` upsert (the stand-in ignores ``$setOnInsert`` there);
+- references to files are stored as 24-hex strings, never as ObjectId in a non-``_id`` field;
+- timestamps are epoch seconds (floats): a datetime written by ``$set`` reads back as a string
+  on the stand-in;
+- no compound index includes ``_id``;
+- an update's filter never uses ``$ne`` on a field that may be missing (the stand-in's updates
+  match nothing then; ``$exists`` works);
+- an array's element is matched through ``$in``, not equality (the stand-in matches it only so).
+
+Collections (and the repository that owns each): ``files`` and ``manifests`` (``files``),
+``chunks`` (``chunks``), ``buckets``, ``objects``, ``uploads`` and ``parts`` (``namespace``),
+``api_keys`` and ``s3_credentials`` (``access``), ``events``, ``history``, ``samples``, ``usage``
+and ``nodes`` (``operations``).
+"""
+from __future__ import annotations
+
+import pymongo
+from pymongo.database import Database
+
+
+def connect_client(url: str, timeout_ms: int = 3000, write_concern: str = "majority") -> pymongo.MongoClient:
+    """``write_concern`` (``MINIS3_MONGO_WRITE_CONCERN``): ``majority`` so that a write that
+    acknowledges an upload survives a replica-set failover; a number of members also works."""
+    w: str | int = int(write_concern) if write_concern.isdigit() else write_concern
+    return pymongo.MongoClient(
+        url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=60_000, retryWrites=True, tz_aware=False, connect=False, w=w,
+    )
+
+
+def ensure_indexes(db: Database) -> None:
+    """Every index of the store, created idempotently at start-up."""
+    files, manifests, chunks = db["files"], db["manifests"], db["chunks"]
+    files.create_index([("tenant", 1), ("created", -1)])
+    files.create_index([("tenant", 1), ("sha256", 1)])
+    files.create_index([("status", 1), ("updated", 1)])
+    manifests.create_index([("file", 1), ("page", 1)])
+    manifests.create_index([("file", 1), ("first", 1)])
+    manifests.create_index([("file", 1), ("offset", 1)])
+    manifests.create_index("hashes")
+    chunks.create_index([("state", 1), ("lastRef", 1)])
+    chunks.create_index("frags.node")
+    chunks.create_index("needsHeal", sparse=True)
+    db["api_keys"].create_index("hash", unique=True)
+    db["buckets"].create_index("tenant")
+    db["objects"].create_index("file")
+    db["uploads"].create_index([("bucket", 1), ("key", 1)])
+    db["uploads"].create_index("updated")
+    db["parts"].create_index([("upload", 1), ("number", 1)])
+    db["parts"].create_index("file")
+    files.create_index([("kind", 1), ("created", 1)])
+    db["s3_credentials"].create_index([("tenant", 1), ("created", 1)])
+    files.create_index([("tenant", 1), ("nameFold", 1)])  # search by name prefix
+    files.create_index([("tenant", 1), ("bucket", 1), ("key", 1)])  # search by bucket/key prefix
+    db["history"].create_index([("kind", 1), ("at", -1)])
+    db["samples"].create_index("at")
+
+
+def prefix_end(prefix: str) -> str:
+    """The least string greater than every string that starts with ``prefix`` (code-point order,
+    which is UTF-8 byte order): the prefix with its last character incremented."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if ord(prefix[i]) < 0x10FFFF:
+            nxt = ord(prefix[i]) + 1
+            return prefix[:i] + chr(0xE000 if 0xD800 <= nxt <= 0xDFFF else nxt)  # no surrogates in UTF-8
+    return "\U0010ffff" * (len(prefix) + 1)
+

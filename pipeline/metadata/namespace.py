@@ -1,0 +1,229 @@
+"""The namespace: buckets (``buckets``, with their configurations), S3 names (``objects``:
+``(bucket, key)`` pointing at one file), multipart uploads in progress (``uploads``) and their
+parts (``parts``; a part's bytes are a file of kind ``part``)."""
+from __future__ import annotations
+
+import time
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from pipeline.metadata.model import KIND_PART, LIVE_STATES
+from pipeline.metadata.mongo import prefix_end
+
+
+class NamespaceRepository:
+    """An object's _id is "<bucket>/<key>" (a bucket name has no "/"), so that a listing is a range
+    of _id in byte order, on real MongoDB and on the stand-in alike. A bucket's configurations
+    (CORS, tagging, lifecycle...) are fields of its document under ``config.<name>``: one read
+    serves them all, and they go with the bucket."""
+
+    def __init__(self, db: Database):
+        self.buckets = db["buckets"]
+        self.objects = db["objects"]
+        self.uploads = db["uploads"]
+        self.parts = db["parts"]
+        self.files = db["files"]  # part files, by kind
+
+    def insert_bucket(self, doc: dict) -> bool:
+        try:
+            self.buckets.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def get_bucket(self, name: str) -> dict | None:
+        return self.buckets.find_one({"_id": name})
+
+    def delete_bucket(self, name: str) -> bool:
+        return self.buckets.delete_one({"_id": name}).deleted_count == 1
+
+    def list_buckets(self, tenant: str) -> list[dict]:
+        return list(self.buckets.find({"tenant": tenant}).sort("_id", 1))
+
+    def list_buckets_page(self, tenant: str, prefix: str = "", after: str | None = None,
+                          locations: list[str] | None = None, limit: int = 10_000) -> list[dict]:
+        """A tenant's buckets by name: starting with ``prefix``, after ``after``, in ``locations``."""
+        query: dict = {"tenant": tenant}
+        name: dict = {}
+        if after is not None and after >= prefix:
+            name["$gt"] = after
+        elif prefix:
+            name["$gte"] = prefix
+        if prefix:
+            name["$lt"] = prefix_end(prefix)
+        if name:
+            query["_id"] = name
+        if locations is not None:
+            query["location"] = {"$in": locations}
+        return list(self.buckets.find(query).sort("_id", 1).limit(limit))
+
+    def bucket_has_objects(self, bucket: str) -> bool:
+        return self.objects.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
+
+    def set_bucket_config(self, bucket: str, tenant: str, name: str, value: dict) -> bool:
+        """Store one configuration of a tenant's bucket; False when no such bucket of that tenant."""
+        return self.buckets.update_one({"_id": bucket, "tenant": tenant},
+                                       {"$set": {f"config.{name}": value}}).matched_count == 1
+
+    def unset_bucket_config(self, bucket: str, tenant: str, name: str) -> bool:
+        """Drop one configuration of a tenant's bucket; False when no such bucket of that tenant."""
+        return self.buckets.update_one({"_id": bucket, "tenant": tenant},
+                                       {"$unset": {f"config.{name}": ""}}).matched_count == 1
+
+    def buckets_with_config(self, name: str, after: str | None, limit: int) -> list[dict]:
+        """Buckets that have configuration ``name`` (``config.<name>``), by name after ``after``."""
+        query: dict = {f"config.{name}": {"$exists": True}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return list(self.buckets.find(query).sort("_id", 1).limit(limit))
+
+    def set_lifecycle_cursor(self, bucket: str, cursor: dict) -> None:
+        """Where the next lifecycle run resumes in a bucket (``{"key": ..., "upload": ...}``, None:
+        from the start); kept in the bucket's document, so it goes with the bucket."""
+        self.buckets.update_one({"_id": bucket}, {"$set": {"lifecycleCursor": cursor}})
+
+    def put_object_name(self, doc: dict) -> dict | None:
+        """Point a name at a file; returns the document it replaced (its file is to be deleted)."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.objects.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
+                                                return_document=ReturnDocument.BEFORE)
+
+    def insert_object_name(self, doc: dict) -> bool:
+        """Create a name only where none exists (``If-None-Match: *``)."""
+        try:
+            self.objects.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def replace_object_name_if(self, doc: dict, etags: list[str] | None) -> dict | None:
+        """Point an existing name at a file only while its ETag is one of ``etags`` (any ETag when
+        None): the compare-and-set of ``If-Match``. Returns the document it replaced, None when the
+        name is missing or its ETag differs (nothing written)."""
+        query: dict = {"_id": doc["_id"]}
+        if etags is not None:
+            query["etag"] = {"$in": list(etags)}
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.objects.find_one_and_update(query, {"$set": fields}, return_document=ReturnDocument.BEFORE)
+
+    def insert_object_names(self, docs: list[dict]) -> int:
+        """Create many names at once; returns how many were created."""
+        return len(self.objects.insert_many(docs, ordered=True).inserted_ids)
+
+    def get_object_name(self, name_id: str) -> dict | None:
+        return self.objects.find_one({"_id": name_id})
+
+    def delete_object_name(self, name_id: str, file_id: str | None = None) -> dict | None:
+        """Remove a name (only while it points at ``file_id``, when given); returns what was removed."""
+        query: dict = {"_id": name_id}
+        if file_id is not None:
+            query["file"] = file_id
+        return self.objects.find_one_and_delete(query)
+
+    def object_names(self, low: str, high: str, limit: int, low_inclusive: bool = True) -> list[dict]:
+        """Names with ``low <= _id < high`` (``>`` when not inclusive), in byte order."""
+        query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
+        return list(self.objects.find(query).sort("_id", 1).limit(limit))
+
+    def set_object_tags(self, name_id: str, tags: list[list[str]] | None) -> bool:
+        """Replace the tags of a name (None: no tags); False when there is no such name."""
+        return self.objects.update_one({"_id": name_id}, {"$set": {"tags": tags}}).matched_count == 1
+
+    def insert_upload(self, doc: dict) -> None:
+        self.uploads.insert_one(doc)
+
+    def get_upload(self, upload_id: str) -> dict | None:
+        return self.uploads.find_one({"_id": upload_id})
+
+    def touch_upload(self, upload_id: str) -> bool:
+        """Stamp an upload as active now; False when it does not exist (aborted or completed)."""
+        return self.uploads.update_one({"_id": upload_id}, {"$set": {"updated": time.time()}}).matched_count == 1
+
+    def delete_upload(self, upload_id: str) -> bool:
+        return self.uploads.delete_one({"_id": upload_id}).deleted_count == 1
+
+    def list_uploads(self, bucket: str, prefix: str, after_key: str | None, limit: int) -> list[dict]:
+        query: dict = {"bucket": bucket}
+        if prefix or after_key is not None:
+            low = max(prefix, after_key or "")
+            key_range: dict = {"$gt" if after_key is not None and low == after_key else "$gte": low}
+            if prefix:
+                key_range["$lt"] = prefix_end(prefix)
+            query["key"] = key_range
+        return list(self.uploads.find(query).sort([("key", 1), ("created", 1)]).limit(limit))
+
+    def upload_range(self, bucket: str, low: str, high: str | None, limit: int,
+                     low_inclusive: bool = True) -> list[dict]:
+        """Uploads of keys ``low <= key < high`` (``>`` when not inclusive; no bound for None),
+        by key, then by initiation and id."""
+        key_range: dict = {"$gte" if low_inclusive else "$gt": low}
+        if high is not None:
+            key_range["$lt"] = high
+        return list(self.uploads.find({"bucket": bucket, "key": key_range})
+                    .sort([("key", 1), ("created", 1), ("_id", 1)]).limit(limit))
+
+    def uploads_of_key_after(self, bucket: str, key: str, created: float, upload_id: str,
+                             limit: int) -> list[dict]:
+        """Uploads of one key initiated after (``created``, ``upload_id``), in that order."""
+        query = {"bucket": bucket, "key": key,
+                 "$or": [{"created": {"$gt": created}}, {"created": created, "_id": {"$gt": upload_id}}]}
+        return list(self.uploads.find(query).sort([("created", 1), ("_id", 1)]).limit(limit))
+
+    def uploads_page(self, bucket: str, after_id: str | None, limit: int) -> list[dict]:
+        """A bucket's multipart uploads in progress by id, after ``after_id``."""
+        query: dict = {"bucket": bucket}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        return list(self.uploads.find(query).sort("_id", 1).limit(limit))
+
+    def abandoned_uploads(self, updated_before: float, limit: int = 500) -> list[dict]:
+        return list(self.uploads.find({"updated": {"$lt": updated_before}}).limit(limit))
+
+    def put_part(self, doc: dict) -> dict | None:
+        """Record a part (a file of kind part); returns the part it replaced, if any."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.parts.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
+                                              return_document=ReturnDocument.BEFORE)
+
+    def put_part_if_newer(self, doc: dict) -> tuple[bool, dict | None]:
+        """Record a part unless one recorded under its number finished later (``finished``): the
+        upload that finished last wins, whatever the order of the two records. (recorded, the part
+        it replaced, or the newer part that stays when not recorded)."""
+        try:
+            self.parts.insert_one(doc)
+            return True, None
+        except DuplicateKeyError:
+            pass
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        for _ in range(3):  # a part deleted between our insert and our update: insert again
+            previous = self.parts.find_one_and_update(
+                {"_id": doc["_id"], "finished": {"$lte": doc["finished"]}}, {"$set": fields},
+                return_document=ReturnDocument.BEFORE)
+            if previous is not None:
+                return True, previous
+            newer = self.parts.find_one({"_id": doc["_id"]})
+            if newer is not None and "finished" not in newer:  # recorded before parts carried the time
+                return True, self.put_part(doc)
+            if newer is not None:
+                return False, newer
+            try:
+                self.parts.insert_one(doc)
+                return True, None
+            except DuplicateKeyError:
+                continue
+        return False, self.parts.find_one({"_id": doc["_id"]})
+
+    def list_parts(self, upload_id: str, after_number: int = 0, limit: int = 10_000) -> list[dict]:
+        return list(self.parts.find({"upload": upload_id, "number": {"$gt": after_number}})
+                    .sort("number", 1).limit(limit))
+
+    def delete_parts(self, upload_id: str) -> int:
+        return self.parts.delete_many({"upload": upload_id}).deleted_count
+
+    def part_files(self, created_before: float, limit: int = 500) -> list[tuple[str, str]]:
+        """(file id, upload id) of live part files older than ``created_before``."""
+        cur = self.files.find({"kind": KIND_PART, "status": {"$in": list(LIVE_STATES)},
+                               "created": {"$lt": created_before}}, {"upload": 1}).limit(limit)
+        return [(str(d["_id"]), d.get("upload", "")) for d in cur]
