@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     from app.errors import register_error_handlers
     from app.openapi import openapi
     from app.security import init_security
-    from pipeline.objects import ObjectNames
+    from pipeline.namespace.objects import ObjectNames
     from workers.wiring import build_store
 
     settings = settings or Settings.from_env()

@@ -10,14 +10,14 @@ from werkzeug.http import parse_range_header
 
 from app.auth import is_operator
 from app.multipart import ClientGone, FilePart, discard_rest
-from pipeline import usage
-from pipeline.chunkmap import chunk_page
+from pipeline.maintenance import usage
+from pipeline.datapath.chunkmap import chunk_page
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
                              StoreError, UploadTooLarge)
 from pipeline.metadata.model import FileDoc, parse_file_id
-from pipeline.names import valid_key
-from pipeline.objects import ObjectNames
-from pipeline.stats import store_stats, tenant_stats
+from pipeline.namespace.names import valid_key
+from pipeline.namespace.objects import ObjectNames
+from pipeline.maintenance.stats import store_stats, tenant_stats
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def health():
 
 @api.get("/stats")
 def stats():
-    """Store-wide for operators; any other key gets its own tenant's figures (pipeline.stats)."""
+    """Store-wide for operators; any other key gets its own tenant's figures (pipeline.maintenance.stats)."""
     if is_operator():
         figures = store_stats(store(), current_app.extensions["minis3.queue_depth"])
         own = next((u for u in figures["tenants"] if u["tenant"] == tenant()), None)

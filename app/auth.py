@@ -20,9 +20,9 @@ from flask import Flask, current_app, g, request
 from config.secretkey import load_or_create
 from config.settings import Settings
 from pipeline.cache import records_generation
-from pipeline.credentials import S3Credentials, is_access_key_id
+from pipeline.access.credentials import S3Credentials, is_access_key_id
 from pipeline.errors import StoreError, Unauthorized
-from pipeline.keys import ApiKey, ApiKeys
+from pipeline.access.keys import ApiKey, ApiKeys
 from pipeline.metadata.repositories import Metadata
 from pipeline.store import DEFAULT_TENANT
 

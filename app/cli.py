@@ -139,7 +139,7 @@ def progress_bar(args: argparse.Namespace, what: str, unit: str):
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from pipeline.maintenance import collect_garbage
+    from pipeline.maintenance.garbage import collect_garbage
 
     store = _store()
     with progress_bar(args, "gc", " chunks") as progress:
@@ -161,7 +161,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     from app import celery_enqueue
-    from pipeline.fsck import run_fsck
+    from pipeline.maintenance.fsck import run_fsck
 
     store = _store()
     enqueue = celery_enqueue(store.settings) if args.repair else None
@@ -176,7 +176,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pipeline.stats import store_stats
+    from pipeline.maintenance.stats import store_stats
     from workers.celery import make_celery
     from workers.queue import ingest_queue_depth
 
@@ -213,7 +213,7 @@ def _print_json_or(args: argparse.Namespace, report: dict, lines) -> None:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from pipeline.heal import heal_all
+    from pipeline.maintenance.heal import heal_all
 
     store = _store()
     bar = _Progress("heal", args.json)
@@ -232,7 +232,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
-    from pipeline.scrub import run_slice, scrub_status
+    from pipeline.maintenance.scrub import run_slice, scrub_status
 
     store = _store()
     if not args.now:
@@ -264,7 +264,7 @@ def _size(n: int | None) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from pipeline import nodes
+    from pipeline.maintenance import nodes
 
     store = _store()
     action = getattr(args, "nodes_action", None)
@@ -294,7 +294,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_rebalance(args: argparse.Namespace) -> int:
-    from pipeline.nodes import rebalance
+    from pipeline.maintenance.nodes import rebalance
 
     store = _store()
     bar = _Progress("rebalance", args.json)
@@ -315,7 +315,7 @@ def cmd_ec(args: argparse.Namespace) -> int:
         print(f"ec convert: queued; whole-copy chunks are re-encoded to {store.settings.ec} in the background "
               f"(progress: `minis3 stats`, ecConvert)")
         return 0
-    from pipeline.nodes import convert_all
+    from pipeline.maintenance.nodes import convert_all
 
     bar = _Progress("ec convert", args.json)
     try:

@@ -14,7 +14,7 @@ from config import slowclients
 from config.logging import gunicorn_logconfig
 from config.metrics import MULTIPROC_ENV, prepare_metrics_dir
 from config.settings import Settings
-from pipeline.keys import open_reason
+from pipeline.access.keys import open_reason
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.erasure import Codec  # noqa: E402
+from pipeline.storage.erasure import Codec  # noqa: E402
 
 MB = 1_000_000
 MiB = 1 << 20

@@ -92,7 +92,7 @@ def run(size: int, work: Path, log, scrub_s: float) -> list[Figure]:
 
 def scrub_rate(stack: Stack, seconds: float) -> Figure:
     """Run the scrub in-process against the stack for ``seconds`` at its configured rate."""
-    from pipeline.scrub import run_slice
+    from pipeline.maintenance.scrub import run_slice
     from pipeline.store import ObjectStore
 
     store = ObjectStore.from_settings(stack.settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.objects import ObjectAttributes, ObjectNames  # noqa: E402
+from pipeline.namespace.objects import ObjectAttributes, ObjectNames  # noqa: E402
 from pipeline.store import ObjectStore  # noqa: E402
 from tests.s3clients import boto3_client  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402

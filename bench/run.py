@@ -48,7 +48,7 @@ import requests  # noqa: E402
 from config import embedded  # noqa: E402
 from procgroups import CpuTimes, PeakRss, group_members  # noqa: E402  (bench/ is this script's directory)
 from pipeline.metadata.repositories import Metadata  # noqa: E402
-from pipeline.objects import name_id  # noqa: E402
+from pipeline.namespace.objects import name_id  # noqa: E402
 from tests.s3clients import REGION  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
 

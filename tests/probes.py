@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import chunkstore
-from pipeline.keys import ApiKeys
+from pipeline.storage import chunkstore
+from pipeline.access.keys import ApiKeys
 from pipeline.metadata.repositories import Metadata
 from tests.stack import Backends
 

@@ -20,10 +20,10 @@ import requests
 from config import embedded
 from config.metrics import prepare_metrics_dir
 from config.settings import Settings
-from pipeline.credentials import S3Credentials
+from pipeline.access.credentials import S3Credentials
 from pipeline.metadata.repositories import Metadata
-from pipeline.chunkio import fragment_name
-from pipeline.chunkstore import parse_name
+from pipeline.storage.chunkio import fragment_name
+from pipeline.storage.chunkstore import parse_name
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

@@ -135,7 +135,7 @@ def test_every_domain_error_has_an_api_status_from_the_one_table():
     import inspect
 
     from app.errors import api_status
-    from pipeline import errors as domain
+    import pipeline.errors as domain
 
     internal = {"internal_error", "chunk_unavailable", "server_secret"}
     for _, cls in inspect.getmembers(domain, inspect.isclass):
@@ -155,7 +155,7 @@ def test_every_domain_error_has_an_api_status_from_the_one_table():
 ])
 def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(client, store, settings, query,
                                                                                status, code):
-    from pipeline.objects import ObjectNames
+    from pipeline.namespace.objects import ObjectNames
 
     names = ObjectNames(store)
     names.create_bucket("default", "mine")
@@ -168,7 +168,7 @@ def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(c
 
 
 def test_upload_under_a_name_is_an_s3_object_with_its_md5(client, store, queue):
-    from pipeline.objects import ObjectNames
+    from pipeline.namespace.objects import ObjectNames
 
     names = ObjectNames(store)
     names.create_bucket("default", "mine")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import redis
 
 from pipeline.cache import Generation, GenerationCache
-from pipeline.credentials import S3Credentials
-from pipeline.objects import ObjectNames
+from pipeline.access.credentials import S3Credentials
+from pipeline.namespace.objects import ObjectNames
 
 
 def counting(value):

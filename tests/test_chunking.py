@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.chunking import ContentDefinedWriter
+from pipeline.datapath.chunking import ContentDefinedWriter
 from pipeline.store import ObjectStore
 from tests.stack import random_bytes
 
@@ -84,7 +84,7 @@ def test_a_small_body_is_hashed_in_the_callers_thread_with_the_same_result(tmp_p
     import hashlib
     import threading
 
-    from pipeline.chunking import ChunkingWriter
+    from pipeline.datapath.chunking import ChunkingWriter
 
     data = random_bytes(3000 if hint != 100 else 9000, 7)
     records = []

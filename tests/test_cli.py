@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import command_settings
 from config import embedded
-from pipeline.keys import ApiKeys
+from pipeline.access.keys import ApiKeys
 from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT
 

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import requests
 
-from pipeline import maintenance, usage
-from pipeline.keys import ApiKeys
+from pipeline.maintenance import garbage, usage
+from pipeline.access.keys import ApiKeys
 from pipeline.metadata.repositories import Metadata
 from pipeline.store import ObjectStore
 from tests.browser import chromium
@@ -136,7 +136,7 @@ def test_samples_record_queue_depth_and_throughput_and_each_tenant_sees_only_its
         assert own["logicalBytes"] == sum(f["size"] for f in files)
         assert own["physicalBytes"] < own["logicalBytes"]
         assert sample["queueDepth"] == 0 and sample["physicalBytes"] > 0
-        maintenance.collect_garbage(store)
+        garbage.collect_garbage(store)
     finally:
         store.meta.client.close()
 
@@ -318,7 +318,7 @@ def test_dashboard_store_page_shows_an_admin_the_whole_store_with_charts(dash, b
     dash.put(random_bytes(2 * MiB, 61), "ops-file.bin", headers=auth(dash, "ops"))
     store = ObjectStore.from_settings(dash.settings)
     try:
-        maintenance.collect_garbage(store)  # one GC run in the history
+        garbage.collect_garbage(store)  # one GC run in the history
     finally:
         store.meta.client.close()
     wait_for(lambda: len(get(dash, "/api/stats/history", "ops").json()["samples"]) >= 2, what="two samples")

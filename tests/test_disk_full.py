@@ -11,8 +11,8 @@ import os
 import pytest
 
 from app import create_app
-from pipeline import chunking
-from pipeline.ingest import NODE_FULL
+from pipeline.datapath import chunking
+from pipeline.datapath.ingest import NODE_FULL
 from pipeline.metadata.model import parse_file_id
 from tests.probes import fill_node
 from tests.stack import random_bytes

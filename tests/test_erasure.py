@@ -9,8 +9,8 @@ import random
 import pytest
 import xxhash
 
-from pipeline import erasure
-from pipeline.erasure import Codec
+from pipeline.storage import erasure
+from pipeline.storage.erasure import Codec
 from pipeline.errors import NotEnoughFragments
 
 MiB = 1 << 20

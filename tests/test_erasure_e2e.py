@@ -13,7 +13,7 @@ import pytest
 import requests
 import xxhash
 
-from pipeline.chunkio import fragment_name, fragments, layout
+from pipeline.storage.chunkio import fragment_name, fragments, layout
 from pipeline.metadata.repositories import Metadata
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 

@@ -20,7 +20,7 @@ from app.serving import listen_host
 from app.openapi import describe
 from config import embedded
 from config.settings import SettingsError
-from pipeline.keys import ApiKey, ApiKeys, hash_key
+from pipeline.access.keys import ApiKey, ApiKeys, hash_key
 from tests.probes import private_backends as backends  # noqa: F401
 from tests.stack import BIN, ROOT
 

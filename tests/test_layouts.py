@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from pipeline.chunkstore import ChunkStore, Spool, fsync_dir
+from pipeline.storage.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.errors import ChunkUnavailable, NotEnoughFragments
-from pipeline.layouts import (ErasureCodedLayout, Layout, LayoutRouter, WholeCopyLayout, fragment_name, fragments,
+from pipeline.storage.layouts import (ErasureCodedLayout, Layout, LayoutRouter, WholeCopyLayout, fragment_name, fragments,
                               xxh3)
 
 POLICIES = [(1, 0), (2, 1), (4, 2)]

@@ -1,10 +1,10 @@
-"""Lifecycle rules alone (pipeline.lifecycle): checking a configuration as AWS does, matching and
+"""Lifecycle rules alone (pipeline.namespace.lifecycle): checking a configuration as AWS does, matching and
 timing, and the typed rules' round trip through MongoDB's shape. No service runs."""
 from __future__ import annotations
 
 import pytest
 
-from pipeline.lifecycle import (LifecycleInvalid, Rule, aborting_rule, day_boundary, expiring_rule, parse_rules,
+from pipeline.namespace.lifecycle import (LifecycleInvalid, Rule, aborting_rule, day_boundary, expiring_rule, parse_rules,
                                 rules_from_mongo, rules_to_mongo)
 
 DAY = 86400.0

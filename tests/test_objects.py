@@ -9,9 +9,9 @@ import pytest
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed,
                              ServiceUnavailable)
-from pipeline.chunkstore import parse_name
+from pipeline.storage.chunkstore import parse_name
 from pipeline.metadata.model import DELETED, STORED
-from pipeline.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
+from pipeline.namespace.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
 from tests.stack import random_bytes
 
 CHUNK = 64 * 1024  # the store fixture's chunk size
@@ -297,7 +297,7 @@ def test_completion_on_a_spool_without_hard_links_ingests_the_parts_instead(stor
     import errno
     import os
 
-    from pipeline import chunkstore
+    from pipeline.storage import chunkstore
 
     def no_links(src, dst, *a, **kw):
         raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(src))

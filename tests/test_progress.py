@@ -12,8 +12,8 @@ import subprocess
 import termios
 import time
 
-from pipeline.fsck import run_fsck
-from pipeline.maintenance import collect_garbage
+from pipeline.maintenance.fsck import run_fsck
+from pipeline.maintenance.garbage import collect_garbage
 from tests.stack import BIN, ROOT, random_bytes
 
 CHUNK = 64 * 1024

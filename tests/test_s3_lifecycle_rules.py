@@ -14,9 +14,9 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
-from pipeline.maintenance import collect_garbage
-from pipeline.objects import ObjectAttributes, ObjectNames
+from pipeline.namespace.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
+from pipeline.maintenance.garbage import collect_garbage
+from pipeline.namespace.objects import ObjectAttributes, ObjectNames
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client, sign
 from tests.stack import MiB, Stack, random_bytes, wait_for

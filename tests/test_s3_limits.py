@@ -14,9 +14,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from app.s3.routes import create_s3_app
-from pipeline import credentials as credentials_module
+from pipeline.access import credentials as credentials_module
 from pipeline.cache import Generation
-from pipeline.credentials import S3Credentials
+from pipeline.access.credentials import S3Credentials
 from tests.s3clients import presign, sign
 
 SECRET = "test-server-secret"

@@ -454,7 +454,7 @@ def aws(s3_stack, s3_keys, tmp_path_factory):
 @pytest.fixture(scope="module")
 def names(s3_stack):
     """This stack's names, for fixtures of many keys (one stored file behind all of them)."""
-    from pipeline.objects import ObjectNames
+    from pipeline.namespace.objects import ObjectNames
     from pipeline.store import ObjectStore
 
     store = ObjectStore.from_settings(s3_stack.settings)
@@ -473,7 +473,7 @@ def fill(names, clients, bucket: str, keys) -> int:
 
 
 def info_attrs(info):
-    from pipeline.objects import ObjectAttributes
+    from pipeline.namespace.objects import ObjectAttributes
 
     return ObjectAttributes(info.content_type, {}, {}, None)
 

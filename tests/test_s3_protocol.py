@@ -35,8 +35,8 @@ from app.s3 import checksums, errors as s3e, xmlio
 from app.s3.payload import PayloadReader
 from app.s3.sigv4 import EMPTY_SHA256, AuthContext, authenticate, canonical_query
 from config.secretkey import load_or_create
-from pipeline.credentials import S3Credentials
-from pipeline.names import valid_bucket_name, valid_key
+from pipeline.access.credentials import S3Credentials
+from pipeline.namespace.names import valid_bucket_name, valid_key
 from tests.stack import BIN, ROOT
 
 AK = "AKIAIOSFODNN7EXAMPLE"

@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from app.s3.routes import create_s3_app
-from pipeline.credentials import S3Credentials
+from pipeline.access.credentials import S3Credentials
 from tests.s3clients import sign
 
 SECRET = "test-server-secret"

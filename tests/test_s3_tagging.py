@@ -11,7 +11,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.objects import name_id
+from pipeline.namespace.objects import name_id
 from tests.s3clients import boto3_client, sign
 from tests.stack import BIN, MiB, random_bytes
 

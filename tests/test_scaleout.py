@@ -178,7 +178,7 @@ def minis3(host: Stack, *args: str) -> dict:
 GC_RUN = """
 import json, sys
 from config.settings import Settings
-from pipeline.maintenance import collect_garbage
+from pipeline.maintenance.garbage import collect_garbage
 from pipeline.store import ObjectStore
 store = ObjectStore.from_settings(Settings.from_env())
 store.prepare()

@@ -15,7 +15,7 @@ import requests
 
 from app.auth import KEYS_RECHECK_S
 from config import embedded
-from pipeline.keys import ApiKeys
+from pipeline.access.keys import ApiKeys
 from tests.probes import bearer, create_key, private_backends as backends, repo_of  # noqa: F401
 from tests.stack import BIN, ROOT, Backends, MiB, Stack, random_bytes
 

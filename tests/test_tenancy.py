@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from config.settings import Settings, SettingsError
-from pipeline.keys import ApiKeys
+from pipeline.access.keys import ApiKeys
 from tests.probes import bearer, create_key, private_backends as backends  # noqa: F401
 from tests.stack import MiB, Stack, random_bytes, wait_for
 

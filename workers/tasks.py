@@ -6,8 +6,8 @@ import time
 
 from celery import shared_task
 
-from pipeline import maintenance, usage
-from pipeline.objects import ObjectNames
+from pipeline.maintenance import garbage, usage
+from pipeline.namespace.objects import ObjectNames
 from workers import monitoring
 from config.logging import REQUEST_ID
 from workers.base import RETRYABLE, StoreTask
@@ -78,7 +78,7 @@ def ingest_small(self) -> int:
 
 @shared_task(name="minis3.requeue_stuck", base=StoreTask, bind=True)
 def requeue_stuck(self) -> list[str]:
-    ids = maintenance.stuck_files(self.store)
+    ids = garbage.stuck_files(self.store)
     enqueue = ingest_queue(self.app)
     for file_id in ids:
         enqueue(file_id)
@@ -91,7 +91,7 @@ def requeue_stuck(self) -> list[str]:
 
 @shared_task(name="minis3.clean_spool", base=StoreTask, bind=True)
 def clean_spool(self) -> list[str]:
-    removed = maintenance.clean_spool(self.store)
+    removed = garbage.clean_spool(self.store)
     if removed:
         log.info("removed %d abandoned spool director(y/ies)", len(removed))
     return removed
@@ -99,7 +99,7 @@ def clean_spool(self) -> list[str]:
 
 @shared_task(name="minis3.gc", base=StoreTask, bind=True)
 def gc(self) -> dict:
-    report = maintenance.collect_garbage(self.store)
+    report = garbage.collect_garbage(self.store)
     monitoring.observe_gc(report)
     return report
 
@@ -126,7 +126,7 @@ def abort_abandoned_uploads(self) -> int:
 def lifecycle(self) -> dict:
     """Apply the buckets' lifecycle rules: a bounded batch of names per bucket from each one's saved
     cursor; expired objects' chunks come back through GC. One run at a time."""
-    from pipeline.lifecycle import apply_lifecycle
+    from pipeline.namespace.lifecycle import apply_lifecycle
 
     settings = self.store.settings
     lock = self.store.redis.lock("minis3:lifecycle:lock", timeout=max(60.0, settings.lifecycle_interval_s * 4),
@@ -146,7 +146,7 @@ def lifecycle(self) -> dict:
 def heal(self, *chunk_hashes: str) -> list[dict]:
     """Heal these chunks, one after the other (a read that found a page of damaged chunks queues
     them in one task)."""
-    from pipeline.heal import heal_chunk
+    from pipeline.maintenance.heal import heal_chunk
 
     out = []
     for chunk_hash in chunk_hashes:
@@ -161,7 +161,7 @@ def heal(self, *chunk_hashes: str) -> list[dict]:
 @shared_task(name="minis3.heal_flagged", base=StoreTask, bind=True)
 def heal_flagged(self) -> dict:
     """Chunks flagged for heal whose task was lost or could not finish (a node was down)."""
-    from pipeline.heal import heal_all
+    from pipeline.maintenance.heal import heal_all
 
     lock = self.store.redis.lock("minis3:heal:lock", timeout=600, blocking=False, thread_local=False)
     if not lock.acquire(blocking=False):
@@ -181,7 +181,7 @@ def heal_flagged(self) -> dict:
 
 @shared_task(name="minis3.scrub", base=StoreTask, bind=True)
 def scrub(self, budget_s: float | None = None) -> dict:
-    from pipeline import scrub as scrubbing
+    from pipeline.maintenance import scrub as scrubbing
 
     budget = budget_s if budget_s is not None else scrub_slice_s(self.store.settings) * 0.8
     lock = self.store.redis.lock(scrubbing.LOCK, timeout=max(60, budget * 4), blocking=False, thread_local=False)
@@ -200,14 +200,14 @@ def scrub(self, budget_s: float | None = None) -> dict:
 
 @shared_task(name="minis3.ec_convert", base=StoreTask, bind=True)
 def ec_convert(self) -> dict:
-    from pipeline.nodes import convert_all
+    from pipeline.maintenance.nodes import convert_all
 
     return convert_all(self.store).to_json()
 
 
 @shared_task(name="minis3.drain", base=StoreTask, bind=True)
 def drain(self, node: str) -> dict:
-    from pipeline.nodes import drain_node
+    from pipeline.maintenance.nodes import drain_node
 
     return drain_node(self.store, node).to_json()
 

@@ -12,8 +12,8 @@ from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, acl_xml, check_encoding_type,
                           list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
                           location_xml, parse_create_bucket, versioning_xml)
-from pipeline.names import valid_bucket_name
-from pipeline.objects import Listing, ObjectInfo
+from pipeline.namespace.names import valid_bucket_name
+from pipeline.namespace.objects import Listing, ObjectInfo
 
 MAX_KEYS = 1000
 

@@ -1,7 +1,7 @@
 """Bucket lifecycle: PutBucketLifecycleConfiguration, GetBucketLifecycleConfiguration,
 DeleteBucketLifecycle (``?lifecycle``).
 
-This module reads and writes the XML; ``pipeline.lifecycle`` checks the rules (with AWS's codes and
+This module reads and writes the XML; ``pipeline.namespace.lifecycle`` checks the rules (with AWS's codes and
 messages) and applies them in beat. A PUT must carry ``Content-MD5`` or an ``x-amz-checksum-*``
 header or trailer, as AWS requires (both are verified); the configuration replaces any earlier one.
 """
@@ -13,7 +13,7 @@ from app.s3 import checksums
 from app.s3.errors import InvalidArgument, InvalidRequest, MalformedXML, NoSuchLifecycleConfiguration
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import _Doc, _local, _parse
-from pipeline.lifecycle import (CONFIG, Filter, LifecycleInvalid, Rule, Transition, parse_rules,
+from pipeline.namespace.lifecycle import (CONFIG, Filter, LifecycleInvalid, Rule, Transition, parse_rules,
                                 rules_from_mongo, rules_to_mongo)
 from pipeline.timefmt import iso8601
 

@@ -23,8 +23,8 @@ from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, Part
                           check_encoding_type, complete_multipart_checksum_xml, complete_multipart_xml,
                           copy_part_xml, initiate_multipart_xml, list_parts_xml, list_uploads_xml,
                           parse_complete_multipart, quote_etag, read_limited)
-from pipeline.names import valid_key
-from pipeline.objects import Part, Upload
+from pipeline.namespace.names import valid_key
+from pipeline.namespace.objects import Part, Upload
 
 _COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 

@@ -20,8 +20,8 @@ from app.s3.request import (S3Call, empty_answer, from_http_date, object_attribu
 from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, ObjectPartEntry, ObjectPartsPage, copy_object_xml,
                           delete_result_xml, object_attributes_xml, parse_delete, quote_etag, strip_etag)
 from pipeline.errors import StoreError
-from pipeline.names import valid_key
-from pipeline.objects import ObjectAttributes, ObjectInfo, WriteCondition
+from pipeline.namespace.names import valid_key
+from pipeline.namespace.objects import ObjectAttributes, ObjectInfo, WriteCondition
 
 # response-* query parameters of GetObject and the header each overrides
 RESPONSE_OVERRIDES = {

@@ -39,7 +39,7 @@ from app.s3.request import STORED_HEADERS, S3Call, empty_answer, xml_answer
 from app.s3.sigv4 import ALGORITHM, SERVICE, TERMINATOR, sign, signing_key
 from app.s3.xmlio import _Doc, quote_etag
 from pipeline.errors import MalformedUpload
-from pipeline.objects import ObjectAttributes
+from pipeline.namespace.objects import ObjectAttributes
 
 META_PREFIX = "x-amz-meta-"
 IGNORED_PREFIX = "x-ignore-"

@@ -19,7 +19,7 @@ from app.s3.payload import PayloadReader
 from app.s3.sigv4 import AuthContext
 from app.s3.xmlio import Owner, read_limited
 from config.settings import Settings
-from pipeline.objects import ObjectAttributes, ObjectNames
+from pipeline.namespace.objects import ObjectAttributes, ObjectNames
 
 META_PREFIX = "x-amz-meta-"
 # content headers an object keeps and returns as they were written

@@ -40,9 +40,9 @@ from config.logging import REQUEST_ID
 from config.secretkey import load_or_create
 from config.settings import Settings
 from pipeline.cache import Generation
-from pipeline.credentials import S3Credentials
+from pipeline.access.credentials import S3Credentials
 from pipeline.errors import StoreError
-from pipeline.objects import ObjectNames
+from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
 from workers.wiring import build_store
 

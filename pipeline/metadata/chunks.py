@@ -54,7 +54,7 @@ class ChunkRepository:
 
         Callers pass chunks that a manifest names and that they have just read as stored; such a
         document leaves ``stored`` only for GC's ``deleting`` (and GC deletes none that a manifest
-        names: pipeline.maintenance), so the count is of those not in another state. A chunk
+        names: pipeline.maintenance.garbage), so the count is of those not in another state. A chunk
         stamped less than ``TOUCH_REFRESH_S`` ago keeps its stamp. For a thousand chunks on
         nx-27017: rewriting every stamp took about 100 ms and reading every document back 25 ms;
         these two queries match few documents and take about 12 ms.

@@ -7,7 +7,7 @@ someone else stores the same content. An operator's view (``scope_tenant=None``)
 """
 from __future__ import annotations
 
-from pipeline.chunkio import fragments, layout
+from pipeline.storage.chunkio import fragments, layout
 from pipeline.metadata.model import KIND_PART, LIVE_STATES, FileDoc
 from pipeline.metadata.repositories import Metadata
 

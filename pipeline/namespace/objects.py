@@ -26,7 +26,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              PreconditionFailed)
 from pipeline.metadata.model import KIND_PART, QUEUED, FileDoc
 from pipeline.metadata.mongo import prefix_end
-from pipeline.names import valid_bucket_name, valid_key
+from pipeline.namespace.names import valid_bucket_name, valid_key
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000

@@ -32,7 +32,7 @@ from pymongo.errors import DuplicateKeyError
 from pipeline.backends import translate_backend_errors
 from pipeline.cache import Generation, GenerationCache, Lru
 from pipeline.errors import NotFound, ServerSecretError
-from pipeline.keys import valid_tenant
+from pipeline.access.keys import valid_tenant
 from pipeline.metadata.repositories import Metadata
 
 ACCESS_KEY_PREFIX = "AKMS"

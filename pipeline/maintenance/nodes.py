@@ -3,7 +3,7 @@ nodes were added, and re-encoding whole-copy chunks into the current layout.
 
 Draining marks the node (MongoDB ``nodes``) so that no new fragment goes there, then moves every
 fragment it holds to a node that holds none of the same chunk's, one compare-and-set at a time
-(``pipeline.heal.move_fragment``) while the store serves; it is resumable: a second run moves what
+(``pipeline.maintenance.heal.move_fragment``) while the store serves; it is resumable: a second run moves what
 is left. Conversion records its progress in the ``ec_convert`` state document (shown in stats).
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from pipeline.chunkio import fragments
+from pipeline.storage.chunkio import fragments
 from pipeline.errors import ChunkUnavailable, NotEnoughFragments, StoreError
-from pipeline.heal import NoTarget, convert_chunk, move_fragment
+from pipeline.maintenance.heal import NoTarget, convert_chunk, move_fragment
 
 log = logging.getLogger(__name__)
 

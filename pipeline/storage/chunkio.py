@@ -1,14 +1,14 @@
 """Every read and write of chunk bytes goes through here: spooled chunks of uploads in flight, and
 placed chunks on nodes in the layout their document records.
 
-``ChunkIO`` dispatches each placed chunk to its layout (``pipeline.layouts``: ``WholeCopyLayout``
+``ChunkIO`` dispatches each placed chunk to its layout (``pipeline.storage.layouts``: ``WholeCopyLayout``
 for ``1+0``, ``ErasureCodedLayout`` for ``k+m``), chosen by a ``LayoutRouter`` from the ``(k, m)``
 its document records; new chunks take the store's policy (``MINIS3_EC``). What is not one layout's
 own stays here: the spool's chunks of uploads in flight, held spooled copies, and reporting damage.
 ``fv`` counts changes of a document's ``frags``, so that heal, drain and convert change a layout
 with a compare-and-set.
 
-Every read is verified before its bytes are returned (``pipeline.layouts.fault``). A corrupt
+Every read is verified before its bytes are returned (``pipeline.storage.layouts.fault``). A corrupt
 fragment found by a read goes to its node's quarantine and ``on_damage(hash)`` is called so that
 the caller can queue a heal. A read that cannot be served raises ``ChunkUnavailable`` and is
 logged with the chunk's hash and node(s).
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.cache import Lru
-from pipeline.chunkstore import ChunkStore, Spool, StoredChunk, fsync_dir
-from pipeline.layouts import WHOLE, FragmentCheck, Layout, LayoutRouter, Placed, fault, layout, unavailable
+from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk, fsync_dir
+from pipeline.storage.layouts import WHOLE, FragmentCheck, Layout, LayoutRouter, Placed, fault, layout, unavailable
 # what callers read chunk documents with, from where they always have
-from pipeline.layouts import fragment_name, fragments, missing_indexes, nodes_of  # noqa: F401
+from pipeline.storage.layouts import fragment_name, fragments, missing_indexes, nodes_of  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from pipeline.backends import translated
 from pipeline.metadata.model import DELETED, FAILED, PROCESSING, QUEUED, STORED
-from pipeline.scrub import scrub_status
+from pipeline.maintenance.scrub import scrub_status
 from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
@@ -27,7 +27,7 @@ def _files(figures: dict) -> dict:
 
 
 def usage_figures(doc: dict) -> dict:
-    """A tenant's usage as the sampler last computed it (pipeline.usage): of its own files only."""
+    """A tenant's usage as the sampler last computed it (pipeline.maintenance.usage): of its own files only."""
     return {"tenant": doc["tenant"], "at": iso8601(doc.get("at")), "files": doc.get("files", 0),
             "logicalBytes": doc.get("logicalBytes", 0), "physicalBytes": doc.get("physicalBytes"),
             "dedupRatio": doc.get("dedupRatio"), "chunks": doc.get("chunks"),

@@ -3,15 +3,15 @@
 A chunk document (``pipeline.metadata.chunks``) records its layout: ``k`` data and ``m`` parity fragments,
 each ``{"i", "node", "size", "xxh3"}`` in ``frags``. ``WholeCopyLayout`` (``1+0``) keeps one whole
 copy, whose single fragment is the chunk itself, named by its hash; ``ErasureCodedLayout`` (``k+m``,
-Reed-Solomon, ``pipeline.erasure``) keeps fragment ``i`` as ``<h>.<i>`` on its own node. Documents
+Reed-Solomon, ``pipeline.storage.erasure``) keeps fragment ``i`` as ``<h>.<i>`` on its own node. Documents
 written before layouts existed carry a bare ``node``: they read as ``1+0``.
 
 Both classes answer one interface, ``Layout``: a new chunk's document, which fragments are on their
 nodes, write, read, verify, rebuild, delete. ``LayoutRouter`` picks the class once per policy, from
 ``(k, m)`` or from the layout a chunk document records, the way Swift's DiskFileRouter picks a
 diskfile class per storage policy; a store holds chunks of both after a conversion. Paths and
-atomic writes belong to ``pipeline.chunkstore``; reporting damage and the spool's uploads in flight
-belong to ``pipeline.chunkio``.
+atomic writes belong to ``pipeline.storage.chunkstore``; reporting damage and the spool's uploads in flight
+belong to ``pipeline.storage.chunkio``.
 
 Every byte read back is checked by ``fault``: a fragment against its own xxh3-128, a chunk against
 the xxh3-128 recorded at upload.
@@ -26,8 +26,8 @@ from typing import Callable, Mapping, Sequence
 
 import xxhash
 
-from pipeline.chunkstore import ChunkStore, Spool, StoredChunk
-from pipeline.erasure import Codec
+from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk
+from pipeline.storage.erasure import Codec
 from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailable, NotEnoughFragments
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Layout(ABC):
         read found fragments missing or corrupt."""
 
     def needs_hold(self, written: int) -> bool:
-        """A chunk stored with ``written`` fragments keeps its spooled copy (see ``pipeline.ingest``)."""
+        """A chunk stored with ``written`` fragments keeps its spooled copy (see ``pipeline.datapath.ingest``)."""
         return False
 
     # --- presence (a stat per fragment, no bytes read) ---------------------------------------

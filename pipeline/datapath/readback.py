@@ -12,7 +12,7 @@ from bisect import bisect_right
 from typing import Iterator
 
 from pipeline.cache import Lru
-from pipeline.chunkio import ChunkIO
+from pipeline.storage.chunkio import ChunkIO
 from pipeline.errors import ChunkUnavailable
 from pipeline.metadata.model import CHUNK_STORED, STORED, FileDoc, ManifestPage
 from pipeline.metadata.repositories import Metadata

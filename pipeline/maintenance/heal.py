@@ -19,8 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from pipeline.chunkio import Placed, fragments, layout, nodes_of
-from pipeline.chunkstore import fsync_dir
+from pipeline.storage.chunkio import Placed, fragments, layout, nodes_of
+from pipeline.storage.chunkstore import fsync_dir
 from pipeline.errors import NotEnoughFragments
 from pipeline.metadata.model import CHUNK_STORED
 

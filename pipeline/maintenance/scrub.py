@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from pipeline.chunkio import fragments
+from pipeline.storage.chunkio import fragments
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import xxhash
 
-from pipeline.chunkstore import datasync_file, fsync_dir, raise_if_full
+from pipeline.storage.chunkstore import datasync_file, fsync_dir, raise_if_full
 
 _END = object()
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread

@@ -4,7 +4,7 @@ Idempotent and crash-safe: every step can run again. Write order: chunk bytes du
 node, then the chunk document says ``stored``, then the file says ``stored``, then the spool
 directory goes. A chunk that any worker has claimed names its layout (the node of each fragment),
 and every worker that holds its bytes writes them to those paths, so concurrent uploads of one
-content leave one copy. Chunk bytes are read and written only through ``pipeline.chunkio``.
+content leave one copy. Chunk bytes are read and written only through ``pipeline.storage.chunkio``.
 
 A new chunk takes the layout of ``MINIS3_EC``: ``k+m`` fragments on ``k+m`` distinct nodes, the
 first taken round-robin from the shared counter. Nodes that are down, full or draining are
@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pipeline.chunkio import ChunkIO, fragments, layout, nodes_of
-from pipeline.chunkstore import Spool, fsync_dir
+from pipeline.storage.chunkio import ChunkIO, fragments, layout, nodes_of
+from pipeline.storage.chunkstore import Spool, fsync_dir
 from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
 from pipeline.metadata.model import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
                                      FileDoc, ManifestPage)
 from pipeline.metadata.repositories import Metadata
-from pipeline.placement import RoundRobinPlacement
+from pipeline.storage.placement import RoundRobinPlacement
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class Ingestor:
         stored = [h for h, d in existing.items() if d["state"] == CHUNK_STORED]
         heal_after: list[str] = []
         # What keeps these from GC is our manifest, written before this file was queued: GC looks
-        # for manifests again after its compare-and-set (pipeline.maintenance). The touch only
+        # for manifests again after its compare-and-set (pipeline.maintenance.garbage). The touch only
         # refreshes stale stamps and checks that GC holds none of them right now.
         if stored and self.meta.chunks.touch_chunks(stored) != len(stored):
             raise ChunkBusy("a chunk changed state during ingest")  # GC took one between our reads
