@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from pipeline.storage.chunkio import Placed, fragments, layout, nodes_of
 from pipeline.storage.chunkstore import fsync_dir
+from pipeline.maintenance.progress import TimedReport
 from pipeline.errors import NotEnoughFragments
 from pipeline.metadata.model import CHUNK_STORED
 
@@ -42,7 +43,7 @@ class HealResult:
 
 
 @dataclass
-class HealReport:
+class HealReport(TimedReport):
     chunks_checked: int = 0
     healthy: int = 0
     healed: int = 0
@@ -62,9 +63,6 @@ class HealReport:
             setattr(self, result.status, getattr(self, result.status) + 1)
         if result.status in (PARTIAL, LOST, BLOCKED) and len(self.problems) < 1000:
             self.problems.append({"chunk": result.chunk, "status": result.status, "reason": result.reason})
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def _load(store) -> dict[str, int]:

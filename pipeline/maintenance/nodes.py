@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline.storage.chunkio import fragments
+from pipeline.maintenance.progress import TimedReport
 from pipeline.errors import ChunkUnavailable, NotEnoughFragments, StoreError
 from pipeline.maintenance.heal import NoTarget, convert_chunk, move_fragment
 
@@ -39,16 +40,13 @@ def node_table(store) -> list[dict]:
 
 
 @dataclass
-class MoveReport:
+class MoveReport(TimedReport):
     node: str | None = None
     moved: int = 0
     failed: int = 0
     remaining: int = 0
     errors: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def drain_node(store, node: str, progress: Callable[[int], None] | None = None,
@@ -138,16 +136,13 @@ def rebalance(store, progress: Callable[[int], None] | None = None,
 
 
 @dataclass
-class ConvertReport:
+class ConvertReport(TimedReport):
     layout: str = ""
     total: int = 0
     converted: int = 0
     failed: int = 0
     errors: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def convert_all(store, progress: Callable[[int], None] | None = None,

@@ -5,9 +5,17 @@ None); the front end decides how to show it (``minis3`` draws a bar on a termina
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Callable
 
 ProgressCallback = Callable[[int, "int | None"], None]
+
+
+class TimedReport:
+    """The report of a job (a dataclass with ``seconds``), as JSON, its time rounded to the millisecond."""
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 class Progress:

@@ -8,9 +8,10 @@ from typing import Iterable, Iterator
 
 from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from pipeline.metadata.model import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
+from pipeline.metadata.mongo import insert_new
 
 TOUCH_REFRESH_S = 60.0  # a chunk stamped as referenced more recently is not stamped again
 
@@ -43,11 +44,7 @@ class ChunkRepository:
 
     def claim_chunk(self, doc: dict) -> bool:
         now = time.time()
-        try:
-            self.chunks.insert_one({**doc, "state": CHUNK_WRITING, "created": now, "lastRef": now})
-            return True
-        except DuplicateKeyError:
-            return False
+        return insert_new(self.chunks, {**doc, "state": CHUNK_WRITING, "created": now, "lastRef": now})
 
     def touch_chunks(self, hashes: list[str]) -> int:
         """Mark stored chunks as referenced now; returns how many of them are stored.

@@ -20,7 +20,9 @@ and ``nodes`` (``operations``).
 from __future__ import annotations
 
 import pymongo
+from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 
 def connect_client(url: str, timeout_ms: int = 3000, write_concern: str = "majority") -> pymongo.MongoClient:
@@ -59,6 +61,16 @@ def ensure_indexes(db: Database) -> None:
     files.create_index([("tenant", 1), ("bucket", 1), ("key", 1)])  # search by bucket/key prefix
     db["history"].create_index([("kind", 1), ("at", -1)])
     db["samples"].create_index("at")
+
+
+def insert_new(collection: Collection, doc: dict) -> bool:
+    """Insert ``doc`` unless a document with its ``_id`` exists (DuplicateKeyError, on MongoDB and
+    on the stand-in alike); True when this call inserted it."""
+    try:
+        collection.insert_one(doc)
+        return True
+    except DuplicateKeyError:
+        return False
 
 
 def prefix_end(prefix: str) -> str:

@@ -10,7 +10,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.metadata.model import KIND_PART, LIVE_STATES
-from pipeline.metadata.mongo import prefix_end
+from pipeline.metadata.mongo import insert_new, prefix_end
 
 
 class NamespaceRepository:
@@ -27,11 +27,7 @@ class NamespaceRepository:
         self.files = db["files"]  # part files, by kind
 
     def insert_bucket(self, doc: dict) -> bool:
-        try:
-            self.buckets.insert_one(doc)
-            return True
-        except DuplicateKeyError:
-            return False
+        return insert_new(self.buckets, doc)
 
     def get_bucket(self, name: str) -> dict | None:
         return self.buckets.find_one({"_id": name})
@@ -92,11 +88,7 @@ class NamespaceRepository:
 
     def insert_object_name(self, doc: dict) -> bool:
         """Create a name only where none exists (``If-None-Match: *``)."""
-        try:
-            self.objects.insert_one(doc)
-            return True
-        except DuplicateKeyError:
-            return False
+        return insert_new(self.objects, doc)
 
     def replace_object_name_if(self, doc: dict, etags: list[str] | None) -> dict | None:
         """Point an existing name at a file only while its ETag is one of ``etags`` (any ETag when

@@ -63,6 +63,20 @@ def datasync_file(path: Path) -> None:
         os.close(fd)
 
 
+def copy_durably(src: Path, final: Path) -> None:
+    """Copy ``src`` to ``final`` through a temporary name beside it, fsynced, then renamed: ``final``
+    is never half-written (the caller fsyncs the directory)."""
+    tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.rename(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def raise_if_full(exc: OSError) -> None:
     """Turn ENOSPC/EDQUOT into the domain's out-of-space error."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -220,15 +234,7 @@ class ChunkStore:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-                try:
-                    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 20)
-                        fout.flush()
-                        os.fsync(fout.fileno())
-                    os.rename(tmp, final)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                copy_durably(src, final)
                 src.unlink(missing_ok=True)
         except OSError as exc:
             raise_if_full(exc)
@@ -474,15 +480,7 @@ class Spool:
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
                     raise
-                tmp = dst.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
-                try:
-                    with open(self.chunk_path(file_id, index), "rb") as fin, open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 20)
-                        fout.flush()
-                        os.fsync(fout.fileno())
-                    os.rename(tmp, dst)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                copy_durably(self.chunk_path(file_id, index), dst)
         except OSError as exc:
             raise_if_full(exc)
             raise
