@@ -10,14 +10,14 @@ from werkzeug.http import parse_range_header
 
 from app.auth import is_operator
 from app.multipart import ClientGone, FilePart, discard_rest
-from pipeline.maintenance import usage
 from pipeline.datapath.chunkmap import chunk_page
+from pipeline.maintenance import usage
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
                              StoreError, UploadTooLarge)
+from pipeline.maintenance.stats import store_stats, tenant_stats
 from pipeline.metadata.model import FileDoc, parse_file_id
 from pipeline.namespace.names import valid_key
 from pipeline.namespace.objects import ObjectNames
-from pipeline.maintenance.stats import store_stats, tenant_stats
 
 log = logging.getLogger(__name__)
 

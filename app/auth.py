@@ -19,10 +19,10 @@ from flask import Flask, current_app, g, request
 
 from config.secretkey import load_or_create
 from config.settings import Settings
-from pipeline.cache import records_generation
 from pipeline.access.credentials import S3Credentials, is_access_key_id
-from pipeline.errors import StoreError, Unauthorized
 from pipeline.access.keys import ApiKey, ApiKeys
+from pipeline.cache import records_generation
+from pipeline.errors import StoreError, Unauthorized
 from pipeline.metadata.repositories import Metadata
 from pipeline.store import DEFAULT_TENANT
 

@@ -14,15 +14,15 @@ from config.settings import Settings
 from bson import ObjectId
 
 from pipeline.backends import translate_backend_errors
-from pipeline.storage.chunkio import ChunkIO
-from pipeline.storage.chunkstore import ChunkStore, Spool
-from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
 from pipeline.datapath.ingest import Ingestor, IngestReport
-from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
-from pipeline.metadata.repositories import Metadata
-from pipeline.storage.placement import RoundRobinPlacement
 from pipeline.datapath.readback import iter_file
 from pipeline.datapath.upload import ManifestWriter, receive_upload
+from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
+from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
+from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import ChunkIO
+from pipeline.storage.chunkstore import ChunkStore, Spool
+from pipeline.storage.placement import RoundRobinPlacement
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.storage import chunkstore
 from pipeline.access.keys import ApiKeys
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage import chunkstore
 from tests.stack import Backends
 
 ALL_STATES = ("queued", "processing", "stored", "failed", "deleted")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import redis
 
-from pipeline.cache import Generation, GenerationCache
 from pipeline.access.credentials import S3Credentials
+from pipeline.cache import Generation, GenerationCache
 from pipeline.namespace.objects import ObjectNames
 
 

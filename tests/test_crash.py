@@ -16,9 +16,9 @@ from bson import ObjectId
 
 from config import embedded
 from config.settings import Settings
-from pipeline.storage.chunkio import nodes_of
 from pipeline.metadata.model import CHUNK_STORED
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import nodes_of
 from tests.stack import BIN, ROOT, MiB, Stack, copies_on_nodes, each_once, random_bytes, random_chunks, wait_for
 from workers.celery import make_celery
 

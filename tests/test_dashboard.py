@@ -11,8 +11,8 @@ import uuid
 import pytest
 import requests
 
-from pipeline.maintenance import garbage, usage
 from pipeline.access.keys import ApiKeys
+from pipeline.maintenance import garbage, usage
 from pipeline.metadata.repositories import Metadata
 from pipeline.store import ObjectStore
 from tests.browser import chromium

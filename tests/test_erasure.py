@@ -9,9 +9,9 @@ import random
 import pytest
 import xxhash
 
+from pipeline.errors import NotEnoughFragments
 from pipeline.storage import erasure
 from pipeline.storage.erasure import Codec
-from pipeline.errors import NotEnoughFragments
 
 MiB = 1 << 20
 LAYOUTS = [(2, 1), (4, 2), (1, 0)]

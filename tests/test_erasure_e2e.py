@@ -13,8 +13,8 @@ import pytest
 import requests
 import xxhash
 
-from pipeline.storage.chunkio import fragment_name, fragments, layout
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import fragment_name, fragments, layout
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pipeline.storage.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.errors import ChunkUnavailable, NotEnoughFragments
+from pipeline.storage.chunkstore import ChunkStore, Spool, fsync_dir
 from pipeline.storage.layouts import (ErasureCodedLayout, Layout, LayoutRouter, WholeCopyLayout, fragment_name, fragments,
                               xxh3)
 

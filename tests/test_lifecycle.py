@@ -15,12 +15,12 @@ import pytest
 import requests
 from bson import ObjectId
 
-from pipeline.storage.chunkio import nodes_of
 from pipeline.errors import ChunkBusy, NotFound
 from pipeline.maintenance.fsck import run_fsck
 from pipeline.maintenance.garbage import GC_LOCK, clean_spool, collect_garbage, stuck_files
-from pipeline.metadata.model import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.maintenance.stats import store_stats
+from pipeline.metadata.model import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
+from pipeline.storage.chunkio import nodes_of
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
 from tests.test_pipeline import CHUNK, FRAGS, chunk_files, pieces, put, read_all
 

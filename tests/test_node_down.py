@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.storage.chunkio import fragment_name, fragments, layout, missing_indexes, nodes_of
-from pipeline.storage.chunkstore import ChunkStore
 from pipeline.errors import NodesUnavailable
 from pipeline.maintenance.fsck import run_fsck
-from pipeline.maintenance.heal import BLOCKED, HEALED, heal_all, heal_chunk
 from pipeline.maintenance.garbage import clean_spool, collect_garbage
+from pipeline.maintenance.heal import BLOCKED, HEALED, heal_all, heal_chunk
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import fragment_name, fragments, layout, missing_indexes, nodes_of
+from pipeline.storage.chunkstore import ChunkStore
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes
 from tests.test_pipeline import CHUNK, pieces, put, read_all
 

@@ -9,9 +9,9 @@ import pytest
 from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed,
                              ServiceUnavailable)
-from pipeline.storage.chunkstore import parse_name
 from pipeline.metadata.model import DELETED, STORED
 from pipeline.namespace.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
+from pipeline.storage.chunkstore import parse_name
 from tests.stack import random_bytes
 
 CHUNK = 64 * 1024  # the store fixture's chunk size

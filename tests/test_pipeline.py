@@ -11,12 +11,12 @@ import pytest
 import xxhash
 
 from config.settings import Settings
+from pipeline.datapath.ingest import IngestReport
+from pipeline.datapath.upload import display_name
+from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
+from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import fragment_name, fragments, nodes_of
 from pipeline.storage.chunkstore import parse_name
-from pipeline.datapath.ingest import IngestReport
-from pipeline.metadata.repositories import Metadata
-from pipeline.errors import ChunkUnavailable, RangeNotSatisfiable
-from pipeline.datapath.upload import display_name
 from tests.stack import random_bytes
 
 CHUNK = 64 * 1024

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.errors import NodesUnavailable
 from pipeline.maintenance.fsck import run_fsck
 from pipeline.maintenance.heal import BLOCKED, HEALED, HEALTHY, heal_all, heal_chunk
-from pipeline.metadata.model import PROCESSING
 from pipeline.maintenance.nodes import convert_all, drain_node, node_table, rebalance
 from pipeline.maintenance.scrub import run_slice
+from pipeline.metadata.model import PROCESSING
+from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.store import ObjectStore
 from tests.conftest import _store
 from tests.probes import fill_node

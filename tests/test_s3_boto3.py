@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.storage.chunkio import fragment_name
 from pipeline.namespace.objects import name_id
+from pipeline.storage.chunkio import fragment_name
 from tests.s3clients import boto3_client
 from tests.stack import MiB, random_bytes, wait_for
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.storage.erasure import Codec
 from pipeline.maintenance.garbage import collect_garbage
+from pipeline.storage.erasure import Codec
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client
 from tests.stack import MiB, Stack, random_chunks, wait_for

@@ -14,8 +14,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.namespace.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
 from pipeline.maintenance.garbage import collect_garbage
+from pipeline.namespace.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
 from pipeline.namespace.objects import ObjectAttributes, ObjectNames
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client, sign

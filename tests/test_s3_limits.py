@@ -15,8 +15,8 @@ import pytest
 
 from app.s3.routes import create_s3_app
 from pipeline.access import credentials as credentials_module
-from pipeline.cache import Generation
 from pipeline.access.credentials import S3Credentials
+from pipeline.cache import Generation
 from tests.s3clients import presign, sign
 
 SECRET = "test-server-secret"

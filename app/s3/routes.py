@@ -39,8 +39,8 @@ from app.security import HSTS, SECURE_HEADERS
 from config.logging import REQUEST_ID
 from config.secretkey import load_or_create
 from config.settings import Settings
-from pipeline.cache import Generation
 from pipeline.access.credentials import S3Credentials
+from pipeline.cache import Generation
 from pipeline.errors import StoreError
 from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pymongo.errors import DuplicateKeyError
 
+from pipeline.access.keys import valid_tenant
 from pipeline.backends import translate_backend_errors
 from pipeline.cache import Generation, GenerationCache, Lru
 from pipeline.errors import NotFound, ServerSecretError
-from pipeline.access.keys import valid_tenant
 from pipeline.metadata.repositories import Metadata
 
 ACCESS_KEY_PREFIX = "AKMS"

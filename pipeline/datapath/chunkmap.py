@@ -7,9 +7,9 @@ someone else stores the same content. An operator's view (``scope_tenant=None``)
 """
 from __future__ import annotations
 
-from pipeline.storage.chunkio import fragments, layout
 from pipeline.metadata.model import KIND_PART, LIVE_STATES, FileDoc
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import fragments, layout
 
 SHARE_SCAN = 200  # manifest pages read per chunk to count the files that share it
 SHARE_NAMES = 3  # how many of the tenant's own sharing files are named per chunk

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
 from pipeline.storage.chunkio import ChunkIO, fragments, layout, nodes_of
 from pipeline.storage.chunkstore import Spool, fsync_dir
-from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
 from pipeline.metadata.model import (CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, STORED,
                                      FileDoc, ManifestPage)
 from pipeline.metadata.repositories import Metadata

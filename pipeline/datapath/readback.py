@@ -12,10 +12,10 @@ from bisect import bisect_right
 from typing import Iterator
 
 from pipeline.cache import Lru
-from pipeline.storage.chunkio import ChunkIO
 from pipeline.errors import ChunkUnavailable
 from pipeline.metadata.model import CHUNK_STORED, STORED, FileDoc, ManifestPage
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkio import ChunkIO
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Iterable
 from bson import ObjectId
 
 from pipeline.datapath.chunking import ChunkingWriter, ChunkRecord, ContentDefinedWriter
-from pipeline.storage.chunkstore import Spool
 from pipeline.errors import UploadTooLarge
 from pipeline.metadata.model import KIND_FILE, FileDoc
 from pipeline.metadata.repositories import Metadata
+from pipeline.storage.chunkstore import Spool
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
-from pipeline.storage.chunkstore import parse_name
 from pipeline.maintenance.heal import HEALED, HEALTHY, batches, heal_chunk
+from pipeline.maintenance.progress import Progress, ProgressCallback
 from pipeline.metadata.model import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 from pipeline.metadata.model import CHUNK_STORED as STORED_CHUNK
-from pipeline.maintenance.progress import Progress, ProgressCallback
+from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
+from pipeline.storage.chunkstore import parse_name
 
 BATCH = 500
 SAMPLE = 1000  # findings listed per kind; the counts are exact

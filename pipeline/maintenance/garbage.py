@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 
 from redis.exceptions import LockError
 
-from pipeline.storage.chunkio import nodes_of
-from pipeline.metadata.model import CHUNK_STORED, DELETED, PROCESSING, QUEUED
 from pipeline.maintenance.progress import Progress, ProgressCallback
+from pipeline.metadata.model import CHUNK_STORED, DELETED, PROCESSING, QUEUED
+from pipeline.storage.chunkio import nodes_of
 
 log = logging.getLogger(__name__)
 

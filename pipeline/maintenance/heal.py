@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from pipeline.errors import NotEnoughFragments
+from pipeline.maintenance.progress import TimedReport
+from pipeline.metadata.model import CHUNK_STORED
 from pipeline.storage.chunkio import Placed, fragments, layout, nodes_of
 from pipeline.storage.chunkstore import fsync_dir
-from pipeline.maintenance.progress import TimedReport
-from pipeline.errors import NotEnoughFragments
-from pipeline.metadata.model import CHUNK_STORED
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pipeline.storage.chunkio import fragments
-from pipeline.maintenance.progress import TimedReport
 from pipeline.errors import ChunkUnavailable, NotEnoughFragments, StoreError
 from pipeline.maintenance.heal import NoTarget, convert_chunk, move_fragment
+from pipeline.maintenance.progress import TimedReport
+from pipeline.storage.chunkio import fragments
 
 log = logging.getLogger(__name__)
 

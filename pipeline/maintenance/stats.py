@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 from pipeline.backends import translated
-from pipeline.metadata.model import DELETED, FAILED, PROCESSING, QUEUED, STORED
 from pipeline.maintenance.scrub import scrub_status
+from pipeline.metadata.model import DELETED, FAILED, PROCESSING, QUEUED, STORED
 from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.metadata.repositories import Metadata
 from pipeline.maintenance.stats import store_stats
+from pipeline.metadata.repositories import Metadata
 from pipeline.timefmt import iso8601
 
 USAGE_DISTINCT_MAX = 1_000_000  # distinct chunks remembered per tenant (~150 MB of hashes)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pymongo
 
-from pipeline.metadata.mongo import connect_client, ensure_indexes
 from pipeline.metadata.access import AccessRepository
 from pipeline.metadata.chunks import ChunkRepository
 from pipeline.metadata.files import FileRepository
+from pipeline.metadata.mongo import connect_client, ensure_indexes
 from pipeline.metadata.namespace import NamespaceRepository
 from pipeline.metadata.operations import OperationsRepository
 

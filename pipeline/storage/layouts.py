@@ -26,9 +26,9 @@ from typing import Callable, Mapping, Sequence
 
 import xxhash
 
+from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailable, NotEnoughFragments
 from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk
 from pipeline.storage.erasure import Codec
-from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailable, NotEnoughFragments
 
 log = logging.getLogger(__name__)
 
