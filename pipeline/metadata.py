@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from pipeline.errors import InvalidId, ServiceUnavailable
 from pipeline.timefmt import iso8601
+from pipeline.version_store import VersionStore
 
 QUEUED, PROCESSING, STORED, FAILED, DELETED = "queued", "processing", "stored", "failed", "deleted"
 LIVE_STATES = (QUEUED, PROCESSING, STORED)
@@ -167,6 +168,7 @@ class MetadataRepository:
         self.samples = self.db["samples"]
         self.usage = self.db["usage"]
         self.nodes = self.db["nodes"]
+        self.version_store = VersionStore(self.db)  # the versions collection: its queries live there
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
@@ -194,6 +196,7 @@ class MetadataRepository:
         self.keys.create_index("hash", unique=True)
         self.buckets.create_index("tenant")
         self.objects.create_index("file")
+        self.version_store.ensure_indexes()
         self.uploads.create_index([("bucket", 1), ("key", 1)])
         self.uploads.create_index("updated")
         self.parts.create_index([("upload", 1), ("number", 1)])
