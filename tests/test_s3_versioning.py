@@ -5,6 +5,9 @@ across versions (chunks shared between versions, freed only when no version refe
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,10 +15,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline import maintenance
-from pipeline.objects import name_id
+from pipeline.lifecycle import apply_lifecycle
+from pipeline.objects import ObjectNames, name_id
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client
-from tests.stack import MiB, random_bytes, wait_for
+from tests.stack import BIN, MiB, random_bytes, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +282,51 @@ def test_version_documents_keep_the_current_object_in_objects(s3_stack, s3):
         assert current["versionId"] == vid
         version = repo.version_store.get(name_id(b, "k") + "\x00" + vid)
         assert version["file"] == current["file"] and version["key"] == "k"
+
+
+def test_lifecycle_expires_noncurrent_versions_and_lone_delete_markers(s3_stack, s3):
+    b = versioned(s3, "vlife")
+    ids = [s3.put_object(Bucket=b, Key="logs/a", Body=f"a{i}".encode())["VersionId"] for i in range(4)]
+    s3.delete_object(Bucket=b, Key="logs/gone")  # a delete marker and nothing under it
+    s3.put_object(Bucket=b, Key="logs/kept", Body=b"k")
+    s3.delete_object(Bucket=b, Key="logs/kept")  # a marker over the one noncurrent version kept
+    s3.put_object(Bucket=b, Key="other", Body=b"o1")
+    s3.put_object(Bucket=b, Key="other", Body=b"o2")
+    s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "old-logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}},
+        {"ID": "markers", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+         "Expiration": {"ExpiredObjectDeleteMarker": True}}]})
+    store = ObjectStore.from_settings(s3_stack.settings)
+    try:
+        names = ObjectNames(store)
+        first = apply_lifecycle(names, day_s=1.0, batch=100, now=time.time() + 10)
+        second = apply_lifecycle(names, day_s=1.0, batch=100, now=time.time() + 10)
+    finally:
+        store.repo.client.close()
+    assert first["expired"] == 3 and second["expired"] == 0
+    listing = s3.list_object_versions(Bucket=b)
+    assert [(v["Key"], v["VersionId"]) for v in listing["Versions"] if v["Key"] == "logs/a"] == [
+        ("logs/a", ids[3]), ("logs/a", ids[2])]  # the current one and one newer noncurrent kept
+    assert "logs/gone" not in {v["Key"] for v in listing["Versions"] + listing["DeleteMarkers"]}
+    assert [m["Key"] for m in listing["DeleteMarkers"]] == ["logs/kept"]
+    assert len([v for v in listing["Versions"] if v["Key"] == "other"]) == 2  # outside the rules' prefix
+    assert s3.get_object(Bucket=b, Key="logs/a", VersionId=ids[2])["Body"].read() == b"a2"
+
+
+def test_aws_cli_lists_object_versions(s3_stack, s3_keys, s3, tmp_path):
+    b = versioned(s3, "vcli")
+    first = s3.put_object(Bucket=b, Key="f.txt", Body=b"1")["VersionId"]
+    second = s3.put_object(Bucket=b, Key="f.txt", Body=b"22")["VersionId"]
+    marker = s3.delete_object(Bucket=b, Key="f.txt")["VersionId"]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": s3_keys[0], "AWS_SECRET_ACCESS_KEY": s3_keys[1],
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / "config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"), "HOME": str(tmp_path)}
+    done = subprocess.run([str(BIN / "aws"), "--endpoint-url", s3_stack.s3_url, "s3api", "list-object-versions",
+                           "--bucket", b], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert [(v["VersionId"], v["IsLatest"], v["Size"]) for v in listed["Versions"]] == [
+        (second, False, 2), (first, False, 1)]
+    assert [(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [(marker, True)]
+    assert s3.get_object_acl(Bucket=b, Key="f.txt", VersionId=first)["Grants"]
