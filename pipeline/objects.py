@@ -26,7 +26,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              PreconditionFailed)
 from pipeline.metadata import KIND_PART, QUEUED, FileDoc, prefix_end
 from pipeline.names import valid_bucket_name, valid_key
-from pipeline.versions import ENABLED, ObjectVersions, Removed
+from pipeline.versions import ObjectVersions, Removed
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000

@@ -22,6 +22,7 @@ def version_range(name_id: str) -> tuple[str, str]:
 class VersionStore:
     def __init__(self, db):
         self.versions = db["versions"]
+        self.objects = db["objects"]  # only to mark a current object as its key's null version
 
     def ensure_indexes(self) -> None:
         self.versions.create_index([("bucket", 1), ("key", 1), ("versionId", 1)])
@@ -33,6 +34,10 @@ class VersionStore:
     def upsert(self, doc: dict) -> None:
         fields = {k: v for k, v in doc.items() if k != "_id"}
         self.versions.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+
+    def mark_null_current(self, name_id: str, file_id: str) -> None:
+        """The current object of a bucket being versioned the first time is its key's null version."""
+        self.objects.update_one({"_id": name_id, "file": file_id}, {"$set": {"versionId": "null"}})
 
     def get(self, version_doc_id: str) -> dict | None:
         return self.versions.find_one({"_id": version_doc_id})

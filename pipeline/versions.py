@@ -91,16 +91,16 @@ class ObjectVersions:
             docs = self.repo.object_names(low, names_high, 1000, low_inclusive=inclusive)
             for doc in docs:
                 if doc.get("versionId") is None:
-                    self.versions.upsert({**doc, "_id": version_doc_id(doc["_id"], new_order(int(doc["created"] * 1e9))),
-                                          "versionId": NULL})
-                    self.repo.objects.update_one({"_id": doc["_id"], "file": doc["file"]},
-                                                 {"$set": {"versionId": NULL}})
+                    order = new_order(int(doc["created"] * 1e9))
+                    self.versions.upsert({**doc, "_id": version_doc_id(doc["_id"], order), "versionId": NULL})
+                    self.versions.mark_null_current(doc["_id"], doc["file"])
             if len(docs) < 1000:
                 return
             low, inclusive = docs[-1]["_id"], False
 
     @staticmethod
     def check_transition(current: str | None, wanted: str) -> None:
+        """Enabled and Suspended, from any state; never back to unversioned."""
         if wanted not in (ENABLED, SUSPENDED):
             raise IllegalVersioningState("The versioning status must be Enabled or Suspended")
 
@@ -209,12 +209,7 @@ class ObjectVersions:
             if group is not None:
                 low = max(low, base + prefix_end(group))
             else:
-                marker_doc = None
-                if version_id_marker:
-                    try:
-                        marker_doc = self.find(base + key_marker, version_id_marker)
-                    except InvalidVersionId:
-                        raise InvalidVersionId("Invalid version id specified", versionId=version_id_marker)
+                marker_doc = self.find(base + key_marker, version_id_marker) if version_id_marker else None
                 if marker_doc is not None and marker_doc["_id"] >= low:
                     low, inclusive, mid_key = marker_doc["_id"], False, key_marker
                 elif base + key_marker + "\x01" > low:

@@ -216,7 +216,7 @@ def test_list_object_versions_pages_with_key_and_version_markers(s3):
     while True:
         page = s3.list_object_versions(Bucket=b, MaxKeys=2, **args)
         entries = sorted(page.get("Versions", []) + page.get("DeleteMarkers", []),
-                         key=lambda e: (e["Key"], [x for x in expected if x[0] == e["Key"]].index((e["Key"], e["VersionId"]))))
+                         key=lambda e: expected.index((e["Key"], e["VersionId"])))
         seen += [(e["Key"], e["VersionId"]) for e in entries]
         if not page["IsTruncated"]:
             break

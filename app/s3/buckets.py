@@ -78,7 +78,8 @@ def get_acl(call: S3Call) -> Response:
     """The one ACL this store has: the owner holds FULL_CONTROL (bucket or object)."""
     if call.key:
         info = call.names.head(call.tenant, call.bucket, call.key, call.query.get("versionId") or None)
-        return xml_answer(acl_xml(call.owner), headers={"x-amz-version-id": info.version_id} if info.version_id else None)
+        headers = {"x-amz-version-id": info.version_id} if info.version_id else None
+        return xml_answer(acl_xml(call.owner), headers=headers)
     else:
         call.names.bucket(call.tenant, call.bucket)
     return xml_answer(acl_xml(call.owner))
