@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline import maintenance
+from pipeline.fsck import run_fsck
 from pipeline.lifecycle import apply_lifecycle
 from pipeline.objects import ObjectNames, name_id
 from pipeline.store import ObjectStore
@@ -232,10 +233,12 @@ def test_list_object_versions_pages_with_key_and_version_markers(s3):
 
 
 def collect_garbage(s3_stack) -> None:
-    """One GC run as if the grace period were over."""
+    """One GC run as if the grace period were over, then fsck, which must find every version's chunks."""
     store = ObjectStore.from_settings(s3_stack.settings)
     try:
         maintenance.collect_garbage(store, now=time.time() + s3_stack.settings.gc_grace_s + 60)
+        report = run_fsck(store)
+        assert report.missing.count == 0 and report.corrupt.count == 0, report
     finally:
         store.repo.client.close()
 
@@ -330,3 +333,23 @@ def test_aws_cli_lists_object_versions(s3_stack, s3_keys, s3, tmp_path):
         (second, False, 2), (first, False, 1)]
     assert [(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [(marker, True)]
     assert s3.get_object_acl(Bucket=b, Key="f.txt", VersionId=first)["Grants"]
+
+
+def test_versions_that_each_change_one_chunk_add_one_chunk_each(s3_stack, s3):
+    """The issue's promise, scaled down: six versions of an 8 MiB file, each changing one chunk."""
+    b = versioned(s3, "vten")
+    chunk = s3_stack.settings.chunk_size
+    data = bytearray(random_bytes(8 * MiB, seed=1810))
+    s3.put_object(Bucket=b, Key="big", Body=bytes(data))
+    settle(s3_stack)
+    before = set(s3_stack.chunk_files())
+    bodies = []
+    for i in range(1, 6):
+        at = i * chunk
+        data[at:at + chunk] = random_bytes(chunk, seed=1810 + i)
+        bodies.append((s3.put_object(Bucket=b, Key="big", Body=bytes(data))["VersionId"], bytes(data)))
+    settle(s3_stack)
+    k, m = s3_stack.settings.ec_layout
+    assert len(set(s3_stack.chunk_files()) - before) == 5 * (k + m)
+    for vid, body in bodies:
+        assert s3.get_object(Bucket=b, Key="big", VersionId=vid)["Body"].read() == body
