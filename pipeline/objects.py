@@ -370,6 +370,9 @@ class ObjectNames:
                 self.store.discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
             return ObjectInfo.from_mongo(doc)
+        if keep_previous:  # a version: current only if no newer version is
+            self.versions.versions.name_if_newer(doc)
+            return ObjectInfo.from_mongo(doc)
         previous = self.repo.put_object_name(doc)
         if previous is not None and previous["file"] != f.id and not keep_previous:
             self.store.discard(previous["file"])

@@ -10,6 +10,7 @@ by its own ``order``). The current object also stays in ``objects`` (ListObjects
 from __future__ import annotations
 
 import pymongo
+from pymongo.errors import DuplicateKeyError
 
 SEPARATOR = "\x00"  # sorts before every character of a key: all of a key's versions precede "key/..."
 
@@ -34,6 +35,25 @@ class VersionStore:
     def upsert(self, doc: dict) -> None:
         fields = {k: v for k, v in doc.items() if k != "_id"}
         self.versions.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+
+    @staticmethod
+    def _older_than(name_id: str, order: str) -> dict:
+        """The current object of ``name_id`` when it is older than the version of ``order`` (or was
+        written before versioning, without an order)."""
+        return {"_id": name_id, "$or": [{"order": {"$gt": order}}, {"order": {"$exists": False}}]}
+
+    def name_if_newer(self, doc: dict) -> None:
+        """Make ``doc`` (with its version's ``order``) the current object unless a newer version
+        already is: of two racing writes the newer version ends current, whichever lands last."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        try:
+            self.objects.update_one(self._older_than(doc["_id"], doc["order"]), {"$set": fields}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer version is current: this one is noncurrent from the start
+
+    def unname_if_older(self, name_id: str, order: str) -> None:
+        """A delete marker of ``order`` removes the current object unless a newer version is current."""
+        self.objects.delete_one(self._older_than(name_id, order))
 
     def mark_null_current(self, name_id: str, file_id: str) -> None:
         """The current object of a bucket being versioned the first time is its key's null version."""

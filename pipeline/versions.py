@@ -92,7 +92,8 @@ class ObjectVersions:
             for doc in docs:
                 if doc.get("versionId") is None:
                     order = new_order(int(doc["created"] * 1e9))
-                    self.versions.upsert({**doc, "_id": version_doc_id(doc["_id"], order), "versionId": NULL})
+                    self.versions.upsert({**doc, "_id": version_doc_id(doc["_id"], order), "versionId": NULL,
+                                          "order": order})
                     self.versions.mark_null_current(doc["_id"], doc["file"])
             if len(docs) < 1000:
                 return
@@ -111,6 +112,7 @@ class ObjectVersions:
         version references any more (a replaced ``null`` version's), to be deleted after the name is
         written."""
         order = new_order()
+        doc["order"] = order
         freed = []
         if status == SUSPENDED:
             doc["versionId"] = NULL
@@ -137,8 +139,8 @@ class ObjectVersions:
             old = self.versions.delete_null(name_id)
             freed = old.get("file") if old else None
         self.versions.insert({"_id": version_doc_id(name_id, order), "bucket": bucket, "key": key,
-                              "versionId": vid, "marker": True, "created": time.time()})
-        self.repo.delete_object_name(name_id)
+                              "versionId": vid, "marker": True, "created": time.time(), "order": order})
+        self.versions.unname_if_older(name_id, order)
         if freed:
             self.store.discard(freed)
         return Removed(vid, True)

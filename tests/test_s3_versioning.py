@@ -353,3 +353,17 @@ def test_versions_that_each_change_one_chunk_add_one_chunk_each(s3_stack, s3):
     assert len(set(s3_stack.chunk_files()) - before) == 5 * (k + m)
     for vid, body in bodies:
         assert s3.get_object(Bucket=b, Key="big", VersionId=vid)["Body"].read() == body
+
+
+def test_a_late_older_version_or_marker_never_replaces_a_newer_current_object(s3_stack, s3):
+    """Two racing writes: the one whose version is newer ends current, whichever lands last."""
+    b = versioned(s3, "vrace")
+    vid = s3.put_object(Bucket=b, Key="k", Body=b"newest")["VersionId"]
+    nid = name_id(b, "k")
+    older = "9" * 19 + "000000"  # the order of a version written long before
+    with s3_stack.metadata() as repo:
+        current = repo.objects.find_one({"_id": nid})
+        repo.version_store.name_if_newer({**current, "order": older, "versionId": older, "file": "elsewhere"})
+        repo.version_store.unname_if_older(nid, older)
+        assert repo.objects.find_one({"_id": nid})["versionId"] == vid
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"newest"
