@@ -99,6 +99,26 @@ class NoSuchKey(NotFound):
     code = "no_such_key"
 
 
+class NoSuchVersion(NotFound):
+    """The version of the object does not exist."""
+    code = "no_such_version"
+
+
+class InvalidVersionId(BadRequest):
+    """The version id is not one this store makes."""
+    code = "invalid_version_id"
+
+
+class DeleteMarkerFound(StoreError):
+    """The key's latest version (or the version asked for) is a delete marker."""
+    code = "delete_marker_found"
+
+
+class IllegalVersioningState(BadRequest):
+    """A versioning configuration this bucket cannot take."""
+    code = "illegal_versioning_state"
+
+
 class NoSuchUpload(NotFound):
     """The multipart upload does not exist: it may have been aborted or completed."""
     code = "no_such_upload"

@@ -1,5 +1,5 @@
 """Bucket operations: CreateBucket, HeadBucket, DeleteBucket, ListBuckets, GetBucketLocation,
-GetBucketVersioning, ListObjects (v1, v2), ListObjectVersions, and the fixed ACL answers."""
+Get/PutBucketVersioning, ListObjects (v1, v2), ListObjectVersions, and the fixed ACL answers."""
 from __future__ import annotations
 
 import base64
@@ -11,9 +11,10 @@ from app.s3.errors import FeatureNotImplemented, InvalidArgument
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, acl_xml, check_encoding_type,
                           list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
-                          location_xml, parse_create_bucket, versioning_xml)
+                          location_xml, parse_create_bucket, parse_versioning, versioning_xml)
+from pipeline.metadata.mongo import prefix_end
 from pipeline.namespace.names import valid_bucket_name
-from pipeline.namespace.objects import Listing, ObjectInfo
+from pipeline.namespace.objects import Listing, ObjectInfo, rollup
 
 MAX_KEYS = 1000
 
@@ -64,13 +65,22 @@ def get_location(call: S3Call) -> Response:
 
 def get_versioning(call: S3Call) -> Response:
     call.names.bucket(call.tenant, call.bucket)
-    return xml_answer(versioning_xml())
+    return xml_answer(versioning_xml(call.names.versioning(call.bucket)))
+
+
+def put_versioning(call: S3Call) -> Response:
+    call.names.bucket(call.tenant, call.bucket)
+    status = parse_versioning(call.small_body(64 << 10))
+    call.names.set_versioning(call.tenant, call.bucket, status)
+    return empty_answer(200)
 
 
 def get_acl(call: S3Call) -> Response:
     """The one ACL this store has: the owner holds FULL_CONTROL (bucket or object)."""
     if call.key:
-        call.names.head(call.tenant, call.bucket, call.key)
+        info = call.names.head(call.tenant, call.bucket, call.key, call.query.get("versionId") or None)
+        headers = {"x-amz-version-id": info.version_id} if info.version_id else None
+        return xml_answer(acl_xml(call.owner), headers=headers)
     else:
         call.names.bucket(call.tenant, call.bucket)
     return xml_answer(acl_xml(call.owner))
@@ -139,6 +149,8 @@ def list_versions(call: S3Call) -> Response:
     if version_id_marker and not key_marker:
         raise InvalidArgument("A version-id marker cannot be specified without a key marker.",
                               ArgumentName="version-id-marker", ArgumentValue=version_id_marker)
+    if call.names.versioning(call.bucket) is not None:
+        return _list_versioned(call, encoding, max_keys, key_marker, version_id_marker)
     listing = _listing(call, key_marker or None, max_keys)
     on_prefix = bool(listing.prefixes) and listing.prefixes[-1] == listing.next_marker
     return xml_answer(list_versions_xml(
@@ -146,3 +158,24 @@ def list_versions(call: S3Call) -> Response:
         delimiter=call.query.get("delimiter") or None, key_marker=key_marker, version_id_marker=version_id_marker,
         next_key_marker=listing.next_marker, next_version_id_marker=None if on_prefix else "null",
         max_keys=max_keys, is_truncated=listing.truncated, encoding_type=encoding, owner=call.owner))
+
+
+def _list_versioned(call: S3Call, encoding: str | None, max_keys: int, key_marker: str,
+                    version_id_marker: str) -> Response:
+    """ListObjectVersions of a bucket that was ever versioned: every version and delete marker."""
+    call.names.bucket(call.tenant, call.bucket)
+    prefix, delimiter = call.query.get("prefix", ""), call.query.get("delimiter") or ""
+    listing = call.names.versions.list(call.bucket, prefix, delimiter, key_marker, version_id_marker,
+                                       max_keys, rollup, prefix_end)
+    entries = []
+    for e in listing.entries:
+        d = e.doc
+        checksum = d.get("checksum")
+        entries.append(ObjectEntry(d["key"], d["created"], d.get("etag") or "", d.get("size") or 0,
+                                   checksum_algorithm=checksum["algorithm"] if checksum else None,
+                                   version_id=d["versionId"], is_latest=e.is_latest, delete_marker=e.marker))
+    return xml_answer(list_versions_xml(
+        call.bucket, entries, listing.prefixes, prefix=prefix, delimiter=delimiter or None, key_marker=key_marker,
+        version_id_marker=version_id_marker, next_key_marker=listing.next_key_marker,
+        next_version_id_marker=listing.next_version_id_marker, max_keys=max_keys,
+        is_truncated=listing.truncated, encoding_type=encoding, owner=call.owner))

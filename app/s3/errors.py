@@ -217,6 +217,15 @@ class InvalidPartNumber(S3Error):
     code, status, default_message = "InvalidPartNumber", 400, "The requested partnumber is not satisfiable"
 
 
+class NoSuchVersion(S3Error):
+    code, status, default_message = "NoSuchVersion", 404, "The specified version does not exist."
+
+
+class IllegalVersioningConfiguration(S3Error):
+    code, status = "IllegalVersioningConfigurationException", 400
+    default_message = "The versioning configuration specified in the request is invalid."
+
+
 class MethodNotAllowed(S3Error):
     code, status = "MethodNotAllowed", 405
     default_message = "The specified method is not allowed against this resource."
@@ -281,6 +290,10 @@ DOMAIN_TO_S3: dict[str, tuple[str, int]] = {
     "bucket_owned_by_you": ("BucketAlreadyOwnedByYou", 409),
     "bucket_not_empty": ("BucketNotEmpty", 409),
     "no_such_upload": ("NoSuchUpload", 404),
+    "no_such_version": ("NoSuchVersion", 404),
+    "delete_marker_found": ("NoSuchKey", 404),  # 405 MethodNotAllowed when a marker is asked for by id
+    "invalid_version_id": ("InvalidArgument", 400),
+    "illegal_versioning_state": ("IllegalVersioningConfigurationException", 400),
     "invalid_part": ("InvalidPart", 400),
     "invalid_part_order": ("InvalidPartOrder", 400),
     "entity_too_small": ("EntityTooSmall", 400),
@@ -299,6 +312,8 @@ def s3_error_for(exc: StoreError) -> S3Error:
     # a code not in the table takes its nearest listed ancestor's (a new BadRequest is InvalidRequest)
     code = next((DOMAIN_TO_S3[c.code][0] for c in type(exc).__mro__ if getattr(c, "code", None) in DOMAIN_TO_S3),
                 "InternalError")
+    if exc.code == "delete_marker_found" and "versionId" in exc.details:
+        return _delete_marker_error(exc)
     extra = {}
     if "bucket" in exc.details and isinstance(exc.details["bucket"], str):
         extra["BucketName"] = exc.details["bucket"]
@@ -309,6 +324,22 @@ def s3_error_for(exc: StoreError) -> S3Error:
     else:
         err = S3Error.for_code(code, exc.message, **extra)
     err.retry_after = exc.retry_after
+    return err
+
+
+def _delete_marker_error(exc: StoreError) -> S3Error:
+    """GET/HEAD of a key whose latest version is a delete marker (404), or of a marker by its
+    version id (405): both say so in headers."""
+    from email.utils import formatdate
+
+    if exc.details.get("method_not_allowed"):
+        err: S3Error = MethodNotAllowed(Method="GET", ResourceType="DeleteMarker")
+        headers = {"Allow": "DELETE"}
+    else:
+        err, headers = NoSuchKey(Key=exc.details.get("key")), {}
+    headers.update({"x-amz-delete-marker": "true", "x-amz-version-id": exc.details["versionId"],
+                    "Last-Modified": formatdate(exc.details["lastModified"], usegmt=True)})
+    err.headers = headers
     return err
 
 

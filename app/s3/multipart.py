@@ -14,7 +14,8 @@ from werkzeug.datastructures import Headers
 from app.s3 import checksums
 from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange, S3Error,
                            InvalidRequest)
-from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source, object_location,
+from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source_version, object_location,
+                            version_headers,
                             write_condition)
 from app.s3.payload import PayloadReader
 from app.s3.tagging import header_tags
@@ -87,8 +88,8 @@ def upload_part_copy(call: S3Call) -> Response:
     """The source's bytes (or the x-amz-copy-source-range of them) streamed through a new part."""
     number = _part_number(call)
     upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])  # before any byte moves
-    src_bucket, src_key = copy_source(call)
-    src = call.names.head(call.tenant, src_bucket, src_key)
+    src_bucket, src_key, src_version = copy_source_version(call)
+    src = call.names.head(call.tenant, src_bucket, src_key, src_version)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     start, stop = 0, src.size
     wanted = call.header("x-amz-copy-source-range")
@@ -180,7 +181,7 @@ def complete_upload(call: S3Call) -> Response:
                                                info.checksum.get("type") or checksums.FULL_OBJECT)
     else:
         body = complete_multipart_xml(location, call.bucket, info.key, info.etag)
-    return xml_answer(body, headers={"ETag": quote_etag(info.etag)})
+    return xml_answer(body, headers={"ETag": quote_etag(info.etag), **version_headers(info)})
 
 
 def object_checksum(upload: Upload, sent: list[CompletedPart], chosen: list[Part], whole: tuple[str, str] | None,

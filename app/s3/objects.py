@@ -18,7 +18,7 @@ from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNu
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
 from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, ObjectPartEntry, ObjectPartsPage, copy_object_xml,
-                          delete_result_xml, object_attributes_xml, parse_delete, quote_etag, strip_etag)
+                          delete_result_xml, object_attributes_xml, DeletedEntry, parse_delete, quote_etag, strip_etag)
 from pipeline.errors import StoreError
 from pipeline.namespace.names import valid_key
 from pipeline.namespace.objects import ObjectAttributes, ObjectInfo, WriteCondition
@@ -82,11 +82,17 @@ def etag_matches(header: str, etag: str) -> bool:
     return "*" in candidates or any(strip_etag(c) == etag for c in candidates if c)
 
 
-def check_version(call: S3Call) -> None:
-    """Buckets are never versioned: the only version of a key is ``null``."""
+def check_version(call: S3Call) -> str | None:
+    """The ``versionId`` a call names (None when it names none); an empty one is refused as S3 does."""
     version = call.query.get("versionId")
-    if version is not None and version != "null":
-        raise InvalidArgument("Invalid version id specified", ArgumentName="versionId", ArgumentValue=version)
+    if version == "":
+        raise InvalidArgument("Version id cannot be the empty string", ArgumentName="versionId", ArgumentValue="")
+    return version
+
+
+def version_headers(info: ObjectInfo) -> dict:
+    """x-amz-version-id of an object of a versioned bucket; nothing in a bucket never versioned."""
+    return {"x-amz-version-id": info.version_id} if info.version_id else {}
 
 
 def object_headers(info: ObjectInfo) -> dict:
@@ -96,6 +102,7 @@ def object_headers(info: ObjectInfo) -> dict:
     for name, value in info.metadata.items():
         headers["x-amz-meta-" + name] = value
     headers.update(tagging_count(info.tags))
+    headers.update(version_headers(info))
     return headers
 
 
@@ -142,8 +149,8 @@ def _byte_range(value: str, size: int) -> tuple[int, int] | None:
 
 
 def get_object(call: S3Call, head_only: bool = False) -> Response:
-    check_version(call)
-    info = call.names.head(call.tenant, call.bucket, call.key)
+    version = check_version(call)
+    info = call.names.head(call.tenant, call.bucket, call.key, version)
     check_preconditions(call, info)
     headers = object_headers(info)
     size, start, stop, status, whole = info.size, 0, info.size, 200, True
@@ -202,39 +209,59 @@ def put_object(call: S3Call) -> Response:
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
                              request_id=call.request_id, size_hint=reader.length, condition=condition)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
-    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum)}
+    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum), **version_headers(info)}
     if info.checksum:
         headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
     return empty_answer(200, headers)
 
 
 def delete_object(call: S3Call) -> Response:
-    check_version(call)
-    call.names.delete(call.tenant, call.bucket, call.key)
-    return empty_answer(204)
+    removed = call.names.remove(call.tenant, call.bucket, call.key, check_version(call))
+    headers = {}
+    if removed.version_id is not None:
+        headers["x-amz-version-id"] = removed.version_id
+    if removed.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return empty_answer(204, headers)
 
 
 def delete_objects(call: S3Call) -> Response:
     request = parse_delete(call.small_body(MAX_DELETE_XML))
     call.names.bucket(call.tenant, call.bucket)  # an unknown or foreign bucket fails the whole call
-    deleted: list[str] = []
+    deleted: list = []
     errors: list[DeleteError] = []
-    for key in request.keys:
+    versions = request.versions or [None] * len(request.keys)
+    for key, version in zip(request.keys, versions):
         try:
-            call.names.delete(call.tenant, call.bucket, valid_key(key))
-            deleted.append(key)
+            removed = call.names.remove(call.tenant, call.bucket, valid_key(key), version)
+            if version is None and removed.version_id is None:
+                deleted.append(key)
+            elif version is None:
+                deleted.append(DeletedEntry(key, None, removed.delete_marker, removed.version_id))
+            else:
+                deleted.append(DeletedEntry(key, version, removed.delete_marker,
+                                            version if removed.delete_marker else None))
         except StoreError as exc:
             err = s3_error_for(exc)
-            errors.append(DeleteError(key, err.code, err.message))
+            errors.append(DeleteError(key, err.code, err.message, version))
     return xml_answer(delete_result_xml(deleted, errors, quiet=request.quiet))
 
 
 def copy_source(call: S3Call) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source``: ``[/]bucket/key[?versionId=null]``, URL-encoded."""
+    """(bucket, key) of ``x-amz-copy-source``: ``[/]bucket/key[?versionId=...]``, URL-encoded."""
+    return copy_source_version(call)[:2]
+
+
+def copy_source_version(call: S3Call) -> tuple[str, str, str | None]:
+    """(bucket, key, version id or None) of ``x-amz-copy-source``."""
     raw = call.header("x-amz-copy-source") or ""
-    path, _, version = raw.partition("?")
-    if version and version not in ("versionId=null", "versionId="):
-        raise InvalidArgument("Invalid version id specified", ArgumentName="x-amz-copy-source")
+    path, _, query = raw.partition("?")
+    version = None
+    if query:
+        name, _, value = query.partition("=")
+        if name != "versionId":
+            raise InvalidArgument("Invalid version id specified", ArgumentName="x-amz-copy-source")
+        version = value or None
     try:
         path = unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
@@ -243,12 +270,12 @@ def copy_source(call: S3Call) -> tuple[str, str]:
     if not bucket or not key:
         raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                               ArgumentName="x-amz-copy-source", ArgumentValue=raw)
-    return bucket, key
+    return bucket, key, version
 
 
 def copy_object(call: S3Call) -> Response:
     key = valid_key(call.key)
-    src_bucket, src_key = copy_source(call)
+    src_bucket, src_key, src_version = copy_source_version(call)
     directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
@@ -258,9 +285,9 @@ def copy_object(call: S3Call) -> Response:
         raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                               ArgumentValue=tagging)
     tags = header_tags(call) if tagging == "REPLACE" else None
-    src = call.names.head(call.tenant, src_bucket, src_key)
+    src = call.names.head(call.tenant, src_bucket, src_key, src_version)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
-    if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" \
+    if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" and src_version is None \
             and call.header("x-amz-storage-class") is None:
         raise InvalidRequest("This copy request is illegal because it is trying to copy an object to itself "
                              "without changing the object's metadata, storage class, website redirect location "
@@ -273,8 +300,12 @@ def copy_object(call: S3Call) -> Response:
         attrs = attrs or ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
         attrs.tags = tags if tagging == "REPLACE" else [list(t) for t in src.tags] or None
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
-                           condition=write_condition(call))
-    return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))
+                           condition=write_condition(call), src_version=src_version)
+    headers = version_headers(info)
+    if src.version_id:
+        headers["x-amz-copy-source-version-id"] = src.version_id
+    return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)),
+                      headers=headers)
 
 
 def object_location(call: S3Call, key: str) -> str:
@@ -287,7 +318,7 @@ OBJECT_ATTRIBUTES = {"etag": "ETag", "checksum": "Checksum", "objectparts": "Obj
 
 def get_object_attributes(call: S3Call) -> Response:
     """GetObjectAttributes: what ``x-amz-object-attributes`` names, in one XML answer."""
-    check_version(call)
+    version = check_version(call)
     wanted = set()
     for name in (call.header("x-amz-object-attributes") or "").split(","):
         if not name.strip():
@@ -300,7 +331,7 @@ def get_object_attributes(call: S3Call) -> Response:
     if not wanted:
         raise InvalidRequest("The x-amz-object-attributes header specifying the attributes to be retrieved "
                              "is either missing or empty")
-    info = call.names.head(call.tenant, call.bucket, call.key)
+    info = call.names.head(call.tenant, call.bucket, call.key, version)
     parts = None
     if "ObjectParts" in wanted and info.part_sizes:
         parts = _object_parts(call, info)
@@ -311,7 +342,7 @@ def get_object_attributes(call: S3Call) -> Response:
         etag=strip_etag(info.etag) if "ETag" in wanted else None, checksum=checksum, parts=parts,
         storage_class="STANDARD" if "StorageClass" in wanted else None,
         size=info.size if "ObjectSize" in wanted else None),
-        headers={"Last-Modified": to_http_date(info.last_modified)})
+        headers={"Last-Modified": to_http_date(info.last_modified), **version_headers(info)})
 
 
 def _header_int(call: S3Call, name: str, default: int, high: int) -> int:

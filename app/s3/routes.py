@@ -62,6 +62,7 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", None): buckets.list_objects,
     ("GET", "location"): buckets.get_location,
     ("GET", "versioning"): buckets.get_versioning,
+    ("PUT", "versioning"): buckets.put_versioning,
     ("GET", "versions"): buckets.list_versions,
     ("GET", "uploads"): multipart.list_uploads,
     ("POST", "delete"): objects.delete_objects,

@@ -134,27 +134,30 @@ def tagging_count(tags) -> dict:
     return {"x-amz-tagging-count": str(len(tags))} if tags else {}
 
 
-def _check_version(call: S3Call) -> None:
+def _check_version(call: S3Call) -> str | None:
     from app.s3.objects import check_version  # app.s3.objects imports this module
 
-    check_version(call)
+    return check_version(call)
+
+
+def _version_header(info) -> dict:
+    return {"x-amz-version-id": info.version_id} if info.version_id else {}
 
 
 def put_object_tagging(call: S3Call) -> Response:
-    _check_version(call)
-    call.names.head(call.tenant, call.bucket, call.key)  # NoSuchKey before the body
+    version = _check_version(call)
+    call.names.head(call.tenant, call.bucket, call.key, version)  # NoSuchKey before the body
     tags = parse_tagging(call.small_body(MAX_TAGGING_XML), MAX_OBJECT_TAGS)
-    call.names.set_tags(call.tenant, call.bucket, call.key, [list(t) for t in tags])
-    return empty_answer(200)
+    info = call.names.set_tags(call.tenant, call.bucket, call.key, [list(t) for t in tags], version)
+    return empty_answer(200, _version_header(info))
 
 
 def get_object_tagging(call: S3Call) -> Response:
-    _check_version(call)
-    info = call.names.head(call.tenant, call.bucket, call.key)
-    return xml_answer(tagging_xml(info.tags))
+    version = _check_version(call)
+    info = call.names.head(call.tenant, call.bucket, call.key, version)
+    return xml_answer(tagging_xml(info.tags), headers=_version_header(info))
 
 
 def delete_object_tagging(call: S3Call) -> Response:
-    _check_version(call)
-    call.names.set_tags(call.tenant, call.bucket, call.key, None)
-    return empty_answer(204)
+    info = call.names.set_tags(call.tenant, call.bucket, call.key, None, _check_version(call))
+    return empty_answer(204, _version_header(info))

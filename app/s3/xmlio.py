@@ -16,7 +16,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from app.s3.errors import InvalidArgument, MalformedXML
+from app.s3.errors import InvalidArgument, InvalidRequest, MalformedXML
 from pipeline.timefmt import iso8601_seconds
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -158,6 +158,7 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
 class DeleteRequest(NamedTuple):
     quiet: bool
     keys: list[str]
+    versions: list[str | None] = []  # each key's VersionId, None where it names none
 
 
 def parse_delete(body: bytes) -> DeleteRequest:
@@ -165,17 +166,18 @@ def parse_delete(body: bytes) -> DeleteRequest:
     quiet = (_child_text(element, "Quiet") or "false").strip().lower()
     if quiet not in ("true", "false"):
         raise MalformedXML("Quiet must be true or false.")
-    keys = []
+    keys, versions = [], []
     for obj in _children(element, "Object"):
         key = _child_text(obj, "Key")
         if key is None:
             raise MalformedXML("Each Object needs a Key.")
         keys.append(key)
+        versions.append(_child_text(obj, "VersionId"))
     if not keys:
         raise MalformedXML("Delete names no Object.")
     if len(keys) > MAX_DELETE_KEYS:
         raise MalformedXML(f"Delete names more than {MAX_DELETE_KEYS} objects.")
-    return DeleteRequest(quiet == "true", keys)
+    return DeleteRequest(quiet == "true", keys, versions)
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -201,6 +203,9 @@ class ObjectEntry:
     size: int
     storage_class: str = "STANDARD"
     checksum_algorithm: str | None = None
+    version_id: str = "null"  # ListObjectVersions only
+    is_latest: bool = True
+    delete_marker: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,7 @@ class DeleteError:
     key: str
     code: str
     message: str
+    version_id: str | None = None
 
 
 class _Doc:
@@ -290,7 +296,7 @@ def _object(doc: _Doc, o: ObjectEntry, owner: Owner | None, element: str = "Cont
             version: bool = False) -> None:
     doc.open(element).name("Key", o.key)
     if version:
-        doc.el("VersionId", "null").el("IsLatest", True)
+        doc.el("VersionId", o.version_id).el("IsLatest", o.is_latest)
     doc.el("LastModified", iso8601_seconds(o.last_modified)).el("ETag", quote_etag(o.etag))
     if o.checksum_algorithm and not version:
         doc.el("ChecksumAlgorithm", o.checksum_algorithm)
@@ -352,7 +358,11 @@ def list_versions_xml(bucket: str, contents: Iterable[ObjectEntry], common_prefi
         doc.name("NextKeyMarker", next_key_marker).el("NextVersionIdMarker", next_version_id_marker)
     doc.el("EncodingType", encoding_type)
     for o in contents:
-        _object(doc, o, owner, element="Version", version=True)
+        if o.delete_marker:
+            doc.open("DeleteMarker").name("Key", o.key).el("VersionId", o.version_id).el("IsLatest", o.is_latest)
+            doc.el("LastModified", iso8601_seconds(o.last_modified)).owner(owner).close("DeleteMarker")
+        else:
+            _object(doc, o, owner, element="Version", version=True)
     return doc.common_prefixes(common_prefixes).bytes()
 
 
@@ -364,9 +374,21 @@ def location_xml(region: str | None) -> bytes:
     return doc.bytes()
 
 
-def versioning_xml() -> bytes:
-    """GetBucketVersioning of a bucket that was never versioned."""
-    return _Doc("VersioningConfiguration").bytes()
+def versioning_xml(status: str | None = None) -> bytes:
+    """GetBucketVersioning: no Status for a bucket that was never versioned."""
+    return _Doc("VersioningConfiguration").el("Status", status).bytes()
+
+
+def parse_versioning(body: bytes) -> str:
+    """PutBucketVersioning's Status (MFADelete, when Disabled, is accepted and ignored)."""
+    element = _parse(body, 64 << 10, "VersioningConfiguration")
+    status = _child_text(element, "Status")
+    mfa = _child_text(element, "MfaDelete")
+    if status not in ("Enabled", "Suspended") or (mfa is not None and mfa not in ("Disabled", "Enabled")):
+        raise MalformedXML()
+    if mfa == "Enabled":
+        raise InvalidRequest("MFA delete is not supported by this store")
+    return status
 
 
 def initiate_multipart_xml(bucket: str, key: str, upload_id: str) -> bytes:
@@ -421,14 +443,33 @@ def copy_part_xml(etag: str, last_modified: float, checksums: dict | None = None
             .el("ETag", quote_etag(etag)).checksums(checksums).bytes())
 
 
-def delete_result_xml(deleted: Iterable[str], errors: Iterable[DeleteError], quiet: bool = False) -> bytes:
+@dataclass(frozen=True)
+class DeletedEntry:
+    """One Deleted element of a versioned bucket: the version named, or the marker written."""
+    key: str
+    version_id: str | None = None  # the version the request named
+    delete_marker: bool = False
+    marker_version_id: str | None = None  # the delete marker written or removed
+
+
+def delete_result_xml(deleted: Iterable["str | DeletedEntry"], errors: Iterable[DeleteError],
+                      quiet: bool = False) -> bytes:
     """DeleteResult; quiet mode lists only the errors."""
     doc = _Doc("DeleteResult")
     if not quiet:
-        for key in deleted:
-            doc.open("Deleted").el("Key", key).close("Deleted")
+        for d in deleted:
+            if isinstance(d, str):
+                doc.open("Deleted").el("Key", d).close("Deleted")
+                continue
+            doc.open("Deleted").el("Key", d.key).el("VersionId", d.version_id)
+            if d.delete_marker:
+                doc.el("DeleteMarker", True).el("DeleteMarkerVersionId", d.marker_version_id)
+            doc.close("Deleted")
     for e in errors:
-        doc.open("Error").el("Key", e.key).el("Code", e.code).el("Message", e.message).close("Error")
+        doc.open("Error").el("Key", e.key)
+        if getattr(e, "version_id", None):
+            doc.el("VersionId", e.version_id)
+        doc.el("Code", e.code).el("Message", e.message).close("Error")
     return doc.bytes()
 
 

@@ -9,11 +9,12 @@ from pipeline.metadata.files import FileRepository
 from pipeline.metadata.mongo import connect_client, ensure_indexes
 from pipeline.metadata.namespace import NamespaceRepository
 from pipeline.metadata.operations import OperationsRepository
+from pipeline.metadata.versions import VersionStore
 
 
 class Metadata:
     """``files`` (files and manifests), ``chunks``, ``namespace`` (buckets, names, uploads, parts),
-    ``access`` (API keys, S3 credentials) and ``operations`` (events, samples, usage, nodes)."""
+    ``access`` (API keys, S3 credentials) and ``operations`` (events, samples, usage, nodes) and ``versions`` (object versions)."""
 
     def __init__(self, client: pymongo.MongoClient, db_name: str):
         self.client = client
@@ -23,6 +24,7 @@ class Metadata:
         self.namespace = NamespaceRepository(self.db)
         self.access = AccessRepository(self.db)
         self.operations = OperationsRepository(self.db)
+        self.versions = VersionStore(self.db)
 
     @classmethod
     def connect(cls, url: str, db_name: str, timeout_ms: int = 3000,
@@ -31,6 +33,7 @@ class Metadata:
 
     def ensure_indexes(self) -> None:
         ensure_indexes(self.db)
+        self.versions.ensure_indexes()
 
     def ping(self) -> None:
         self.client.admin.command("ping")

@@ -7,11 +7,10 @@ is checked as AWS checks it: the first fault found is the answer, a ``LifecycleI
 ``invalid_request``, with AWS's message. It is stored as ``{"rules": [Rule.to_mongo(), ...]}``
 in the bucket's ``lifecycle`` configuration.
 
-What acts: ``Expiration`` by ``Days`` or ``Date`` on current objects, and
-``AbortIncompleteMultipartUpload``. ``NoncurrentVersionExpiration`` and
-``ExpiredObjectDeleteMarker`` are kept and returned but act on nothing until buckets are
-versioned; ``Transition``s are checked, kept and returned, and never taken: this store has one
-storage class.
+What acts: ``Expiration`` by ``Days`` or ``Date`` on current objects (in a versioned bucket it
+writes a delete marker), ``NoncurrentVersionExpiration`` and ``ExpiredObjectDeleteMarker`` on a
+versioned bucket's version stacks, and ``AbortIncompleteMultipartUpload``. ``Transition``s are
+checked, kept and returned, and never taken: this store has one storage class.
 
 A lifecycle "day" is ``MINIS3_LIFECYCLE_DAY_S`` seconds (86,400). As S3, an object expires at
 the first day boundary (midnight UTC for real days) at or after its last-modified time plus the
@@ -521,6 +520,10 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
     else:
         run.pass_complete = True
         cursor["key"] = None
+    if names.versioning(bucket) is not None and any(
+            r.noncurrent_days is not None or r.expired_object_delete_marker for r in rules):
+        run.pass_complete = _expire_versions(names, bucket, rules, cursor, now, day_s, batch, run) \
+            and run.pass_complete
     if any(r.abort_days is not None for r in rules):
         after_upload = cursor.get("upload")
         uploads = meta.namespace.uploads_page(bucket, after_upload, batch)
@@ -534,3 +537,42 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
         run.pass_complete = run.pass_complete and len(uploads) < batch
     meta.namespace.set_lifecycle_cursor(bucket, cursor)
     return run
+
+
+def _expire_versions(names, bucket: str, rules: list[Rule], cursor: dict, now: float, day_s: float,
+                     batch: int, run: BucketRun) -> bool:
+    """NoncurrentVersionExpiration (``NoncurrentDays`` after the version became noncurrent, keeping
+    ``NewerNoncurrentVersions`` newer ones) and ExpiredObjectDeleteMarker (a marker left alone), over
+    whole keys' version stacks from ``cursor["versionKey"]``; True when the walk reached the end."""
+    versions = names.versions
+    after_key = cursor.get("versionKey")
+    low = bucket + "/" + (after_key + "\x01" if after_key is not None else "")
+    docs = versions.versions.page(low, bucket + "0", batch)
+    complete = len(docs) < batch
+    stacks: dict[str, list[dict]] = {}
+    for doc in docs:
+        stacks.setdefault(doc["key"], []).append(doc)
+    if not complete and len(stacks) > 1:
+        stacks.popitem()  # the last key's stack may go on past this batch: the next run takes it whole
+    for key, stack in stacks.items():
+        nid = f"{bucket}/{key}"
+        became_noncurrent = stack[0]["created"]  # newest first: each version is noncurrent from its successor
+        kept = 1
+        for number, doc in enumerate(stack[1:], start=1):
+            rule = next((r for r in rules if r.noncurrent_days is not None and r.filter.matches(
+                key, doc.get("size") or 0, dict(doc.get("tags") or ()))), None)
+            due = rule is not None and day_boundary(became_noncurrent + rule.noncurrent_days * day_s, day_s) <= now
+            became_noncurrent = doc["created"]
+            if due and number > (rule.newer_noncurrent_versions or 0) and not under_legal_hold_or_retention(doc):
+                versions.delete_version(nid, doc["versionId"])
+                run.expired[rule.id] = run.expired.get(rule.id, 0) + 1
+            else:
+                kept += 1
+        latest = stack[0]
+        if kept == 1 and latest.get("marker"):
+            rule = next((r for r in rules if r.expired_object_delete_marker and key.startswith(r.filter.prefix)), None)
+            if rule is not None:
+                versions.delete_version(nid, latest["versionId"])
+                run.expired[rule.id] = run.expired.get(rule.id, 0) + 1
+    cursor["versionKey"] = None if complete or not stacks else next(reversed(stacks))
+    return complete

@@ -27,6 +27,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
 from pipeline.metadata.model import KIND_PART, QUEUED, FileDoc
 from pipeline.metadata.mongo import prefix_end
 from pipeline.namespace.names import valid_bucket_name, valid_key
+from pipeline.namespace.versions import ObjectVersions, Removed
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
@@ -108,13 +109,14 @@ class ObjectInfo:
     upload_id: str | None = None
     part_checksums: list[str | None] | None = None  # multipart objects: each part's checksum (base64)
     tags: tuple[tuple[str, str], ...] = ()
+    version_id: str | None = None  # None in a bucket never versioned (no x-amz-version-id)
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ObjectInfo":
         return cls(doc["bucket"], doc["key"], doc["file"], doc["size"], doc["etag"], doc["created"],
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
                    doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
-                   doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()))
+                   doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()), doc.get("versionId"))
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class ObjectNames:
         self.enqueue = enqueue
         # bucket -> its document, read on every call: cached until a bucket is deleted anywhere
         self._buckets = GenerationCache(Generation(store.redis))
+        self.versions = ObjectVersions(self.meta, store)
 
     def _ingest_later(self, f: FileDoc) -> None:
         if f.status == QUEUED:
@@ -222,7 +225,7 @@ class ObjectNames:
 
     def delete_bucket(self, tenant: str, name: str) -> None:
         self.bucket(tenant, name)
-        if self.meta.namespace.bucket_has_objects(name):
+        if self.meta.namespace.bucket_has_objects(name) or self.versions.versions.bucket_has_versions(name):
             raise BucketNotEmpty(f"the bucket {name!r} is not empty", bucket=name)
         for upload in self.meta.namespace.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
             self._drop_upload(Upload.from_mongo(upload))
@@ -253,6 +256,33 @@ class ObjectNames:
         if not self.meta.namespace.unset_bucket_config(bucket, tenant, name):
             raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
         self._buckets.generation.bump()
+
+    # --- versioning -----------------------------------------------------------------------
+
+    def versioning(self, bucket: str) -> str | None:
+        """``Enabled``, ``Suspended``, or None for a bucket never versioned."""
+        return (self.applied_bucket_config(bucket, "versioning") or {}).get("status")
+
+    def set_versioning(self, tenant: str, bucket: str, status: str) -> None:
+        """PutBucketVersioning; the first time, each existing object becomes its key's null version."""
+        self.bucket(tenant, bucket)
+        ObjectVersions.check_transition(self.versioning(bucket), status)
+        first = self.versioning(bucket) is None
+        self.put_bucket_config(tenant, bucket, "versioning", {"status": status})
+        if first:
+            self.versions.enable(bucket, bucket + "/", bucket + "0")
+
+    def remove(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> Removed:
+        """DeleteObject: without a version id, a delete marker in a versioned bucket (the name and
+        its file go in one never versioned); with one, that version for good."""
+        self.bucket(tenant, bucket)
+        status = self.versioning(bucket)
+        if version_id is not None and (status is not None or version_id != "null"):
+            return self.versions.delete_version(name_id(bucket, key), version_id)
+        if status is None:
+            self.delete(tenant, bucket, key)
+            return Removed(None, False)
+        return self.versions.delete_current(status, name_id(bucket, key), bucket, key)
 
     # --- objects --------------------------------------------------------------------------
 
@@ -310,6 +340,22 @@ class ObjectNames:
             self.store.discard(f.id)
             self.check_write(bucket, key, condition)
             raise NoSuchKey("no such key (If-Match)", key=key)
+        status = self.versioning(bucket)
+        if status is not None:  # the version first; earlier versions keep their files
+            freed = self.versions.write(status, doc)
+            try:
+                info = self._bind_name(f, doc, key, condition, keep_previous=True)
+            except Exception:
+                self.versions.unwrite(doc)
+                raise
+            finally:
+                for file_id in freed:  # a replaced null version's file: no version names it any more
+                    self.store.discard(file_id)
+            return info
+        return self._bind_name(f, doc, key, condition, keep_previous=False)
+
+    def _bind_name(self, f: FileDoc, doc: dict, key: str, condition: WriteCondition,
+                   keep_previous: bool) -> ObjectInfo:
         if condition.if_match is not None:
             previous = self.meta.namespace.replace_object_name_if(doc, condition.match_etags())
             if previous is None:
@@ -317,7 +363,7 @@ class ObjectNames:
                 if self.meta.namespace.get_object_name(doc["_id"]) is None:
                     raise NoSuchKey("no such key (If-Match)", key=key)
                 raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
-            if previous["file"] != f.id:
+            if previous["file"] != f.id and not keep_previous:
                 self.store.discard(previous["file"])
             return ObjectInfo.from_mongo(doc)
         if condition.if_none_match:
@@ -325,8 +371,11 @@ class ObjectNames:
                 self.store.discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
             return ObjectInfo.from_mongo(doc)
+        if keep_previous:  # a version: current only if no newer version is
+            self.versions.versions.name_if_newer(doc)
+            return ObjectInfo.from_mongo(doc)
         previous = self.meta.namespace.put_object_name(doc)
-        if previous is not None and previous["file"] != f.id:
+        if previous is not None and previous["file"] != f.id and not keep_previous:
             self.store.discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
 
@@ -345,10 +394,16 @@ class ObjectNames:
                 docs = []
         return made + (self.meta.namespace.insert_object_names(docs) if docs else 0)
 
-    def head(self, tenant: str, bucket: str, key: str) -> ObjectInfo:
+    def head(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        """The current object, or one version of it (``null`` names the object of a bucket never versioned)."""
         self.bucket(tenant, bucket)
-        doc = self.meta.namespace.get_object_name(name_id(bucket, key))
+        nid = name_id(bucket, key)
+        if version_id is not None and (version_id != "null" or self.versioning(bucket) is not None):
+            return ObjectInfo.from_mongo(self.versions.get(nid, key, version_id))
+        doc = self.meta.namespace.get_object_name(nid)
         if doc is None:
+            if self.versioning(bucket) is not None:
+                self.versions.missing(nid, key)
             raise NoSuchKey("no such key", key=key)
         return ObjectInfo.from_mongo(doc)
 
@@ -371,11 +426,12 @@ class ObjectNames:
         return True
 
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
-             attrs: ObjectAttributes | None, condition: WriteCondition | None = None) -> ObjectInfo:
+             attrs: ObjectAttributes | None, condition: WriteCondition | None = None,
+             src_version: str | None = None) -> ObjectInfo:
         """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
         ``attrs`` None copies the source's attributes (metadata directive COPY). ``condition``
         is the destination's (If-Match / If-None-Match of the copy request)."""
-        src = self.head(tenant, src_bucket, src_key)
+        src = self.head(tenant, src_bucket, src_key, src_version)
         self.bucket(tenant, dst_bucket)
         valid_key(dst_key)
         self.check_write(dst_bucket, dst_key, condition)
@@ -632,9 +688,20 @@ class ObjectNames:
 
     # --- object tags and lifecycle ----------------------------------------------------------
 
-    def set_tags(self, tenant: str, bucket: str, key: str, tags: list[list[str]] | None) -> ObjectInfo:
+    def set_tags(self, tenant: str, bucket: str, key: str, tags: list[list[str]] | None,
+                 version_id: str | None = None) -> ObjectInfo:
         """Replace an object's tags (None or [] removes them); its Last-Modified stays, as in S3."""
         self.bucket(tenant, bucket)
+        if self.versioning(bucket) is not None:
+            nid = name_id(bucket, key)
+            if version_id is None:
+                current = self.meta.namespace.get_object_name(nid)
+                if current is None:
+                    self.versions.missing(nid, key)
+                version_id = current["versionId"]
+            return ObjectInfo.from_mongo(self.versions.set_tags(nid, key, version_id, tags or None))
+        if version_id not in (None, "null"):
+            self.versions.get(name_id(bucket, key), key, version_id)
         if not self.meta.namespace.set_object_tags(name_id(bucket, key), tags or None):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
@@ -643,6 +710,13 @@ class ObjectNames:
         """DeleteObject's path for a lifecycle expiration: remove the name while it still points at
         ``file_id`` (an object written since the rule matched stays), then delete its file."""
         self.bucket(tenant, bucket)
+        status = self.versioning(bucket)
+        if status is not None:  # S3's Expiration of a current version in a versioned bucket: a delete marker
+            current = self.meta.namespace.get_object_name(name_id(bucket, key))
+            if current is None or current["file"] != file_id:
+                return False
+            self.versions.delete_current(status, name_id(bucket, key), bucket, key)
+            return True
         previous = self.meta.namespace.delete_object_name(name_id(bucket, key), file_id)
         if previous is None:
             return False

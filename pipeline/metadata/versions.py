@@ -1,0 +1,91 @@
+"""MongoDB queries of object versions: the ``versions`` collection.
+
+One document per version (or delete marker) of a key in a bucket that has ever been versioned.
+``_id`` is ``"<bucket>/<key>\\x00<order>"`` where ``order`` is 19 digits of a descending clock
+and 6 random hex digits: byte order of ``_id`` is (key ascending, newest version first), so a
+page of ListObjectVersions is one range query on ``_id``, and a key's latest version is the first
+document of its range. A version's id is its ``order`` (or ``"null"``, whose document still sorts
+by its own ``order``). The current object also stays in ``objects`` (ListObjects reads only that).
+"""
+from __future__ import annotations
+
+import pymongo
+from pymongo.errors import DuplicateKeyError
+
+SEPARATOR = "\x00"  # sorts before every character of a key: all of a key's versions precede "key/..."
+
+
+def version_range(name_id: str) -> tuple[str, str]:
+    """[low, high) of the ``_id`` of every version of one name."""
+    return name_id + SEPARATOR, name_id + "\x01"
+
+
+class VersionStore:
+    def __init__(self, db):
+        self.versions = db["versions"]
+        self.objects = db["objects"]  # only to mark a current object as its key's null version
+
+    def ensure_indexes(self) -> None:
+        self.versions.create_index([("bucket", 1), ("key", 1), ("versionId", 1)])
+        self.versions.create_index("file", sparse=True)
+
+    def insert(self, doc: dict) -> None:
+        self.versions.insert_one(doc)
+
+    def upsert(self, doc: dict) -> None:
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        self.versions.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+
+    @staticmethod
+    def _older_than(name_id: str, order: str) -> dict:
+        """The current object of ``name_id`` when it is older than the version of ``order`` (or was
+        written before versioning, without an order)."""
+        return {"_id": name_id, "$or": [{"order": {"$gt": order}}, {"order": {"$exists": False}}]}
+
+    def name_if_newer(self, doc: dict) -> None:
+        """Make ``doc`` (with its version's ``order``) the current object unless a newer version
+        already is: of two racing writes the newer version ends current, whichever lands last."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        try:
+            self.objects.update_one(self._older_than(doc["_id"], doc["order"]), {"$set": fields}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer version is current: this one is noncurrent from the start
+
+    def unname_if_older(self, name_id: str, order: str) -> None:
+        """A delete marker of ``order`` removes the current object unless a newer version is current."""
+        self.objects.delete_one(self._older_than(name_id, order))
+
+    def mark_null_current(self, name_id: str, file_id: str) -> None:
+        """The current object of a bucket being versioned the first time is its key's null version."""
+        self.objects.update_one({"_id": name_id, "file": file_id}, {"$set": {"versionId": "null"}})
+
+    def get(self, version_doc_id: str) -> dict | None:
+        return self.versions.find_one({"_id": version_doc_id})
+
+    def get_null(self, name_id: str) -> dict | None:
+        low, high = version_range(name_id)
+        return self.versions.find_one({"_id": {"$gte": low, "$lt": high}, "versionId": "null"})
+
+    def delete_null(self, name_id: str) -> dict | None:
+        """Remove a key's ``null`` version (Suspended writes replace it); returns what was removed."""
+        low, high = version_range(name_id)
+        return self.versions.find_one_and_delete({"_id": {"$gte": low, "$lt": high}, "versionId": "null"})
+
+    def delete(self, version_doc_id: str) -> dict | None:
+        return self.versions.find_one_and_delete({"_id": version_doc_id})
+
+    def latest(self, name_id: str) -> dict | None:
+        low, high = version_range(name_id)
+        found = list(self.versions.find({"_id": {"$gte": low, "$lt": high}}).sort("_id", 1).limit(1))
+        return found[0] if found else None
+
+    def page(self, low: str, high: str, limit: int, low_inclusive: bool = True) -> list[dict]:
+        """Versions with ``low <= _id < high`` (``>`` when not inclusive), key ascending, newest first."""
+        query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
+        return list(self.versions.find(query).sort("_id", pymongo.ASCENDING).limit(limit))
+
+    def bucket_has_versions(self, bucket: str) -> bool:
+        return self.versions.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
+
+    def set_tags(self, version_doc_id: str, tags: list[list[str]] | None) -> bool:
+        return self.versions.update_one({"_id": version_doc_id}, {"$set": {"tags": tags}}).matched_count == 1

@@ -1,0 +1,252 @@
+"""Object versions: a name becomes a stack of versions once its bucket is versioned.
+
+A bucket's versioning is ``None`` (never versioned), ``Enabled`` or ``Suspended``; it never goes
+back to ``None``. In a versioned bucket every version (and delete marker) of a key is a document of
+the ``versions`` collection (``pipeline.metadata.versions``), and the current version, when it is not a
+delete marker, is also the key's document in ``objects``, which ListObjects, GET and HEAD read as
+before. A version points at exactly one file, and only deleting the version (or replacing the
+``null`` version while versioning is suspended) deletes that file: GC's liveness of files and chunks
+needs nothing more, and versions that repeat content share chunks through global dedup.
+
+Write order keeps every chunk referenced: the new version is written before the name points at it;
+a removed version's file is deleted after both documents stop naming it.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from pipeline.errors import (DeleteMarkerFound, IllegalVersioningState, InvalidVersionId, NoSuchKey,
+                             NoSuchVersion)
+from pipeline.metadata.versions import SEPARATOR, VersionStore
+
+ENABLED, SUSPENDED = "Enabled", "Suspended"
+NULL = "null"
+_VERSION_ID = re.compile(r"\d{19}[0-9a-f]{6}")
+_CLOCK_TOP = 1 << 62  # the descending clock: newer versions get smaller orders
+
+
+def new_order(now_ns: int | None = None) -> str:
+    """The sort order (and id) of a new version: later writes sort first."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return f"{_CLOCK_TOP - now_ns:019d}{secrets.token_hex(3)}"
+
+
+def valid_version_id(version_id: str) -> str:
+    if version_id != NULL and not _VERSION_ID.fullmatch(version_id or ""):
+        raise InvalidVersionId("Invalid version id specified", versionId=version_id)
+    return version_id
+
+
+def version_doc_id(name_id: str, order: str) -> str:
+    return name_id + SEPARATOR + order
+
+
+def order_of(doc: dict) -> str:
+    return doc["_id"].rsplit(SEPARATOR, 1)[1]
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a DeleteObject did: the version id it wrote or removed, and whether that is a marker."""
+    version_id: str | None
+    delete_marker: bool
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    doc: dict  # the version's document: a marker has no file
+    is_latest: bool
+
+    @property
+    def marker(self) -> bool:
+        return bool(self.doc.get("marker"))
+
+
+@dataclass
+class VersionListing:
+    entries: list[VersionEntry]
+    prefixes: list[str]
+    truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
+
+
+class ObjectVersions:
+    """The version stacks of names; used by ``ObjectNames`` for buckets that were ever versioned."""
+
+    def __init__(self, meta, store):
+        self.names = meta.namespace  # the objects collection
+        self.versions: VersionStore = meta.versions
+        self.store = store  # ObjectStore: discards files
+
+    # --- bucket state --------------------------------------------------------------------
+
+    def enable(self, bucket: str, names_low: str, names_high: str) -> None:
+        """First versioning of a bucket: each existing object becomes its key's ``null`` version."""
+        low, inclusive = names_low, True
+        while True:
+            docs = self.names.object_names(low, names_high, 1000, low_inclusive=inclusive)
+            for doc in docs:
+                if doc.get("versionId") is None:
+                    order = new_order(int(doc["created"] * 1e9))
+                    self.versions.upsert({**doc, "_id": version_doc_id(doc["_id"], order), "versionId": NULL,
+                                          "order": order})
+                    self.versions.mark_null_current(doc["_id"], doc["file"])
+            if len(docs) < 1000:
+                return
+            low, inclusive = docs[-1]["_id"], False
+
+    @staticmethod
+    def check_transition(current: str | None, wanted: str) -> None:
+        """Enabled and Suspended, from any state; never back to unversioned."""
+        if wanted not in (ENABLED, SUSPENDED):
+            raise IllegalVersioningState("The versioning status must be Enabled or Suspended")
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def write(self, status: str, doc: dict) -> list[str]:
+        """Record ``doc`` (a name's document) as the key's newest version; returns the files no
+        version references any more (a replaced ``null`` version's), to be deleted after the name is
+        written."""
+        order = new_order()
+        doc["order"] = order
+        freed = []
+        if status == SUSPENDED:
+            doc["versionId"] = NULL
+            old = self.versions.delete_null(doc["_id"])
+            if old is not None and old.get("file") and old["file"] != doc["file"]:
+                freed.append(old["file"])
+        else:
+            doc["versionId"] = order
+        self.versions.insert({**doc, "_id": version_doc_id(doc["_id"], order)})
+        return freed
+
+    def unwrite(self, doc: dict) -> None:
+        """Undo ``write`` of a conditional write that lost its compare-and-set."""
+        latest = self.versions.latest(doc["_id"])
+        if latest is not None and latest.get("file") == doc["file"]:
+            self.versions.delete(latest["_id"])
+
+    def delete_current(self, status: str, name_id: str, bucket: str, key: str) -> Removed:
+        """DeleteObject without a version id: a delete marker becomes the key's latest version."""
+        order = new_order()
+        vid = NULL if status == SUSPENDED else order
+        freed = None
+        if status == SUSPENDED:
+            old = self.versions.delete_null(name_id)
+            freed = old.get("file") if old else None
+        self.versions.insert({"_id": version_doc_id(name_id, order), "bucket": bucket, "key": key,
+                              "versionId": vid, "marker": True, "created": time.time(), "order": order})
+        self.versions.unname_if_older(name_id, order)
+        if freed:
+            self.store.discard(freed)
+        return Removed(vid, True)
+
+    def find(self, name_id: str, version_id: str) -> dict | None:
+        valid_version_id(version_id)
+        if version_id == NULL:
+            return self.versions.get_null(name_id)
+        return self.versions.get(version_doc_id(name_id, version_id))
+
+    def delete_version(self, name_id: str, version_id: str) -> Removed:
+        """Remove one version for good; the next one (if any, and not a marker) becomes current.
+        A missing version is not an error, as in S3."""
+        doc = self.find(name_id, version_id)
+        if doc is None:
+            return Removed(version_id, False)
+        self.versions.delete(doc["_id"])
+        current = self.names.get_object_name(name_id)
+        if current is None or current.get("versionId") == version_id:
+            latest = self.versions.latest(name_id)
+            if latest is None or latest.get("marker"):
+                if current is not None:
+                    self.names.delete_object_name(name_id, current["file"])
+            elif current is None or current["file"] != latest["file"]:
+                self.names.put_object_name({k: v for k, v in latest.items() if k != "_id"} | {"_id": name_id})
+        if doc.get("file"):
+            self.store.discard(doc["file"])
+        return Removed(doc["versionId"], bool(doc.get("marker")))
+
+    def get(self, name_id: str, key: str, version_id: str) -> dict:
+        """The document of one version that has content: NoSuchVersion, or DeleteMarkerFound for a marker."""
+        doc = self.find(name_id, version_id)
+        if doc is None:
+            raise NoSuchVersion("The specified version does not exist.", key=key, versionId=version_id)
+        if doc.get("marker"):
+            raise DeleteMarkerFound("The specified method is not allowed against a delete marker.", key=key,
+                                    versionId=doc["versionId"], lastModified=doc["created"], method_not_allowed=True)
+        return doc
+
+    def missing(self, name_id: str, key: str) -> None:
+        """A key without a current object: NoSuchKey, saying so when its latest version is a marker."""
+        latest = self.versions.latest(name_id)
+        if latest is not None and latest.get("marker"):
+            raise DeleteMarkerFound("The specified key does not exist.", key=key, versionId=latest["versionId"],
+                                    lastModified=latest["created"], method_not_allowed=False)
+        raise NoSuchKey("no such key", key=key)
+
+    def set_tags(self, name_id: str, key: str, version_id: str, tags) -> dict:
+        doc = self.get(name_id, key, version_id)
+        self.versions.set_tags(doc["_id"], tags)
+        current = self.names.get_object_name(name_id)
+        if current is not None and current.get("versionId") == doc["versionId"]:
+            self.names.set_object_tags(name_id, tags)
+        return {**doc, "tags": tags}
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list(self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: str,
+             max_keys: int, rollup, prefix_end) -> VersionListing:
+        """ListObjectVersions: keys in byte order, each key's versions newest first, common prefixes
+        counting once; one range query per batch on ``_id``."""
+        base = bucket + "/"
+        high = base + prefix_end(prefix) if prefix else bucket + "0"
+        low, inclusive = base + prefix, True
+        mid_key = None  # the key whose first listed version is not its latest
+        if key_marker:
+            group = rollup(key_marker, prefix, delimiter)
+            if group is not None:
+                low = max(low, base + prefix_end(group))
+            else:
+                marker_doc = self.find(base + key_marker, version_id_marker) if version_id_marker else None
+                if marker_doc is not None and marker_doc["_id"] >= low:
+                    low, inclusive, mid_key = marker_doc["_id"], False, key_marker
+                elif base + key_marker + "\x01" > low:
+                    low, inclusive = base + key_marker + "\x01", True
+        out = VersionListing([], [], False, None, None)
+        if max_keys <= 0:
+            return out
+        last_key = mid_key
+        batch = min(max_keys + 1, 1001)
+        while True:
+            docs = self.versions.page(low, high, batch, low_inclusive=inclusive)
+            skip_to = None
+            for doc in docs:
+                if skip_to is not None and doc["_id"] < skip_to:
+                    continue
+                skip_to = None
+                key = doc["key"]
+                cp = rollup(key, prefix, delimiter)
+                if cp is not None and out.prefixes and out.prefixes[-1] == cp:
+                    continue
+                if len(out.entries) + len(out.prefixes) >= max_keys:
+                    out.truncated = True
+                    return out
+                if cp is not None:
+                    out.prefixes.append(cp)
+                    out.next_key_marker, out.next_version_id_marker = cp, None
+                    skip_to = base + prefix_end(cp)
+                    last_key = None
+                    continue
+                out.entries.append(VersionEntry(doc, is_latest=key != last_key))
+                last_key = key
+                out.next_key_marker, out.next_version_id_marker = key, doc["versionId"]
+            if len(docs) < batch:
+                return out
+            if skip_to is not None:
+                low, inclusive = skip_to, True
+            else:
+                low, inclusive = docs[-1]["_id"], False
