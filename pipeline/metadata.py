@@ -1036,6 +1036,12 @@ class MetadataRepository:
         """Replace the tags of a name (None: no tags); False when there is no such name."""
         return self.objects.update_one({"_id": name_id}, {"$set": {"tags": tags}}).matched_count == 1
 
+    # --- object ACLs (pipeline.permissions): the "acl" field of a name document ----------------------
+
+    def set_object_acl(self, name_id: str, acl: dict | None) -> bool:
+        """Replace the ACL of a name (None: the default, its owner's FULL_CONTROL); False when there is no such name."""
+        return self.objects.update_one({"_id": name_id}, {"$set": {"acl": acl}}).matched_count == 1
+
     def buckets_with_config(self, name: str, after: str | None, limit: int) -> list[dict]:
         """Buckets that have configuration ``name`` (``config.<name>``), by name after ``after``."""
         query: dict = {f"config.{name}": {"$exists": True}}

@@ -12,6 +12,7 @@ from flask import Response, stream_with_context
 from werkzeug.http import parse_range_header
 
 from app.s3 import checksums
+from app.s3.access import request_acl_doc, require
 from app.s3.tagging import header_tags, tagging_count
 from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
@@ -197,6 +198,7 @@ def put_object(call: S3Call) -> Response:
     condition = write_condition(call)
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # InvalidTag before the body is read
+    attrs.acl = request_acl_doc(call, call.tenant)
     reader = call.body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
@@ -258,6 +260,7 @@ def copy_object(call: S3Call) -> Response:
         raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                               ArgumentValue=tagging)
     tags = header_tags(call) if tagging == "REPLACE" else None
+    require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
     src = call.names.head(call.tenant, src_bucket, src_key)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" \
@@ -272,8 +275,10 @@ def copy_object(call: S3Call) -> Response:
     if tagging == "REPLACE" or attrs is not None:  # the tags follow their own directive
         attrs = attrs or ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
         attrs.tags = tags if tagging == "REPLACE" else [list(t) for t in src.tags] or None
+    if attrs is not None:
+        attrs.acl = None  # the copy's ACL is its request's, never the source's
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
-                           condition=write_condition(call))
+                           condition=write_condition(call), acl=request_acl_doc(call, call.tenant))
     return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))
 
 
