@@ -380,12 +380,13 @@ class ObjectNames:
 
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
              attrs: ObjectAttributes | None, condition: WriteCondition | None = None,
-             acl: dict | None = None) -> ObjectInfo:
+             acl: dict | None = None, src_tenant: str | None = None) -> ObjectInfo:
         """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
         ``attrs`` None copies the source's attributes (metadata directive COPY). ``condition``
         is the destination's (If-Match / If-None-Match of the copy request). The copy never takes
-        the source's ACL: ``acl`` is the copy's (None: private), as in S3."""
-        src = self.head(tenant, src_bucket, src_key)
+        the source's ACL: ``acl`` is the copy's (None: private), as in S3. ``src_tenant`` owns the
+        source's bucket when it is not ``tenant`` (a copy its caller may read)."""
+        src = self.head(src_tenant or tenant, src_bucket, src_key)
         self.bucket(tenant, dst_bucket)
         valid_key(dst_key)
         self.check_write(dst_bucket, dst_key, condition)

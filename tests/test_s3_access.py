@@ -249,3 +249,28 @@ def test_bad_acl_requests(acme):
     assert refused(acme.put_bucket_acl, Bucket="acl-errors", AccessControlPolicy={
         "Owner": {"ID": "acme"}, "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": "acme"},
                                              "Permission": "EVERYTHING"}]}) == ("MalformedACLError", 400)
+
+
+def test_delete_objects_decides_each_key(acme, globex):
+    acme.create_bucket(Bucket="bulk-delete")
+    for key in ("tmp/a", "keep/b"):
+        acme.put_object(Bucket="bulk-delete", Key=key, Body=b"x")
+    acme.put_bucket_policy(Bucket="bulk-delete", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "globex"}, "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::bulk-delete/tmp/*"}))
+    answer = globex.delete_objects(Bucket="bulk-delete", Delete={"Objects": [{"Key": "tmp/a"}, {"Key": "keep/b"}]})
+    assert [d["Key"] for d in answer["Deleted"]] == ["tmp/a"]
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [("keep/b", "AccessDenied")]
+    assert [o["Key"] for o in acme.list_objects_v2(Bucket="bulk-delete")["Contents"]] == ["keep/b"]
+
+
+def test_a_tenant_copies_from_a_bucket_it_may_read_into_its_own(acme, globex):
+    acme.create_bucket(Bucket="copy-source")
+    acme.put_object(Bucket="copy-source", Key="open", Body=b"readable", ACL="public-read")
+    acme.put_object(Bucket="copy-source", Key="closed", Body=b"private")
+    globex.create_bucket(Bucket="globex-copies")
+    globex.copy_object(Bucket="globex-copies", Key="mine", CopySource="copy-source/open")
+    assert body(globex, "globex-copies", "mine") == b"readable"
+    assert refused(globex.copy_object, Bucket="globex-copies", Key="nope",
+                   CopySource="copy-source/closed") == ("AccessDenied", 403)
+    assert refused(acme.get_object, Bucket="globex-copies", Key="mine") == ("AccessDenied", 403)

@@ -33,12 +33,15 @@ GRANT_HEADERS = {"x-amz-grant-read": "READ", "x-amz-grant-write": "WRITE", "x-am
                  "x-amz-grant-write-acp": "WRITE_ACP", "x-amz-grant-full-control": "FULL_CONTROL"}
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
+# DeleteObjects is decided key by key, as s3:DeleteObject of each (its handler asks): the call
+# itself only needs the bucket to exist
+DELETE_OBJECTS = "s3:DeleteObjects"
 # the action of each call: (level, method, sub-resource) -> IAM action; level is service/bucket/object
 ACTIONS = {
     ("bucket", "HEAD", None): "s3:ListBucket", ("bucket", "GET", None): "s3:ListBucket",
     ("bucket", "DELETE", None): "s3:DeleteBucket", ("bucket", "GET", "location"): "s3:GetBucketLocation",
     ("bucket", "GET", "versioning"): "s3:GetBucketVersioning", ("bucket", "GET", "versions"): "s3:ListBucketVersions",
-    ("bucket", "GET", "uploads"): "s3:ListBucketMultipartUploads", ("bucket", "POST", "delete"): "s3:DeleteObject",
+    ("bucket", "GET", "uploads"): "s3:ListBucketMultipartUploads", ("bucket", "POST", "delete"): DELETE_OBJECTS,
     ("bucket", "GET", "acl"): "s3:GetBucketAcl", ("bucket", "PUT", "acl"): "s3:PutBucketAcl",
     ("bucket", "GET", "policy"): "s3:GetBucketPolicy", ("bucket", "PUT", "policy"): "s3:PutBucketPolicy",
     ("bucket", "DELETE", "policy"): "s3:DeleteBucketPolicy",
@@ -105,8 +108,11 @@ def authorize(call: S3Call, sub: str | None, creates_bucket: bool) -> None:
         if call.requester is None:
             raise AccessDenied("Access Denied: the request is not signed (use AWS Signature Version 4)")
         return
-    key = call.key if call.key is not None else ("" if sub == "delete" else None)
-    call.bucket_owner = require(call, action_of(call, sub), call.bucket, key)
+    action = action_of(call, sub)
+    if action == DELETE_OBJECTS:
+        call.bucket_owner = call.names.find_bucket(call.bucket).tenant
+        return
+    call.bucket_owner = require(call, action, call.bucket, call.key)
 
 
 # --- ACLs from a request ------------------------------------------------------------------------

@@ -90,8 +90,8 @@ def upload_part_copy(call: S3Call) -> Response:
     number = _part_number(call)
     upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])  # before any byte moves
     src_bucket, src_key = copy_source(call)
-    require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
-    src = call.names.head(call.tenant, src_bucket, src_key)
+    src_owner = require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
+    src = call.names.head(src_owner, src_bucket, src_key)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     start, stop = 0, src.size
     wanted = call.header("x-amz-copy-source-range")

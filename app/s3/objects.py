@@ -14,7 +14,7 @@ from werkzeug.http import parse_range_header
 from app.s3 import checksums
 from app.s3.access import request_acl_doc, require
 from app.s3.tagging import header_tags, tagging_count
-from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
+from app.s3.errors import (AccessDenied, FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
@@ -218,10 +218,15 @@ def delete_object(call: S3Call) -> Response:
 
 def delete_objects(call: S3Call) -> Response:
     request = parse_delete(call.small_body(MAX_DELETE_XML))
-    call.names.bucket(call.tenant, call.bucket)  # an unknown or foreign bucket fails the whole call
+    call.names.bucket(call.tenant, call.bucket)  # an unknown bucket fails the whole call
     deleted: list[str] = []
     errors: list[DeleteError] = []
     for key in request.keys:
+        try:
+            require(call, "s3:DeleteObject", call.bucket, key)  # each key on its own, as S3
+        except AccessDenied as err:
+            errors.append(DeleteError(key, err.code, err.message))
+            continue
         try:
             call.names.delete(call.tenant, call.bucket, valid_key(key))
             deleted.append(key)
@@ -260,8 +265,8 @@ def copy_object(call: S3Call) -> Response:
         raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                               ArgumentValue=tagging)
     tags = header_tags(call) if tagging == "REPLACE" else None
-    require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
-    src = call.names.head(call.tenant, src_bucket, src_key)
+    src_owner = require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
+    src = call.names.head(src_owner, src_bucket, src_key)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" \
             and call.header("x-amz-storage-class") is None:
@@ -278,7 +283,8 @@ def copy_object(call: S3Call) -> Response:
     if attrs is not None:
         attrs.acl = None  # the copy's ACL is its request's, never the source's
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
-                           condition=write_condition(call), acl=request_acl_doc(call, call.tenant))
+                           condition=write_condition(call), acl=request_acl_doc(call, call.tenant),
+                           src_tenant=src_owner)
     return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)))
 
 
