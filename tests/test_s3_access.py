@@ -6,6 +6,8 @@ multipart uploads. Each case asserts what the client sees: the status, the error
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import boto3
 import pytest
@@ -15,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from pipeline.objects import name_id
 from tests.s3clients import REGION, boto3_client
-from tests.stack import MiB, random_bytes
+from tests.stack import BIN, MiB, random_bytes
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -274,3 +276,41 @@ def test_a_tenant_copies_from_a_bucket_it_may_read_into_its_own(acme, globex):
     assert refused(globex.copy_object, Bucket="globex-copies", Key="nope",
                    CopySource="copy-source/closed") == ("AccessDenied", 403)
     assert refused(acme.get_object, Bucket="globex-copies", Key="mine") == ("AccessDenied", 403)
+
+
+def test_aws_cli_acls_and_policy_then_a_plain_curl_reads_what_is_public(s3_stack, s3_keys, tmp_path):
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": s3_keys[0], "AWS_SECRET_ACCESS_KEY": s3_keys[1],
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / "config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"), "HOME": str(tmp_path)}
+    page = tmp_path / "index.html"
+    page.write_bytes(b"<h1>public</h1>")
+
+    def aws(*args: str) -> str:
+        done = subprocess.run([str(BIN / "aws"), "--endpoint-url", s3_stack.s3_url, "s3api", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def curl(path: str) -> tuple[str, bytes]:
+        done = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", s3_stack.s3_url + path],
+                              capture_output=True, timeout=60)
+        content, _, status = done.stdout.rpartition(b"\n")
+        return status.decode(), content
+
+    aws("create-bucket", "--bucket", "site", "--acl", "public-read")
+    aws("put-object", "--bucket", "site", "--key", "index.html", "--body", str(page), "--acl", "public-read")
+    aws("put-object", "--bucket", "site", "--key", "draft.html", "--body", str(page))
+    assert curl("/site/index.html") == ("200", b"<h1>public</h1>")
+    status, content = curl("/site/draft.html")
+    assert status == "403" and b"<Code>AccessDenied</Code>" in content
+    status, content = curl("/site?list-type=2")
+    assert status == "200" and b"<Key>draft.html</Key>" in content
+    aws("put-bucket-acl", "--bucket", "site", "--grant-read", "id=globex", "--grant-full-control", "id=acme")
+    acl = json.loads(aws("get-bucket-acl", "--bucket", "site"))
+    assert {(g["Grantee"]["ID"], g["Permission"]) for g in acl["Grants"]} == {("globex", "READ"),
+                                                                                ("acme", "FULL_CONTROL")}
+    assert curl("/site?list-type=2")[0] == "403"
+    aws("put-bucket-policy", "--bucket", "site", "--policy", policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*"}))
+    assert json.loads(aws("get-bucket-policy-status", "--bucket", "site"))["PolicyStatus"]["IsPublic"] is True
+    assert curl("/site/draft.html") == ("200", b"<h1>public</h1>")

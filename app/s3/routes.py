@@ -6,10 +6,11 @@ Routing is S3's, not Werkzeug's: the bucket and key come from the raw request pa
 by method, level (service, bucket, object) and sub-resource query parameter from the tables
 below; a sub-resource this store does not implement answers 501 NotImplemented.
 
-Every request is authenticated with SigV4, then rate limited per access key, before it is
+Every signed request is authenticated with SigV4, then rate limited per access key, before it is
 dispatched; unsigned requests and failed authentications are rate limited per client address
-instead (app.s3.ratelimit). Whatever refuses a request (authentication, the rate limits, an
-unknown or foreign bucket) does so before the first byte of its body is read, so that a client
+instead (app.s3.ratelimit). Then app.s3.access decides, once, whether the caller (a tenant, or
+anonymous) may make the call (ACLs, bucket policy). Whatever refuses a request (authentication,
+the rate limits, an unknown bucket, the permission check) does so before the first byte of its body is read, so that a client
 waiting for ``100 Continue`` never sends it (app.s3.continuation). Every answer carries a request
 id and the API's security headers; every failure is an S3 XML error (no body for HEAD).
 """
