@@ -314,3 +314,27 @@ def test_aws_cli_acls_and_policy_then_a_plain_curl_reads_what_is_public(s3_stack
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*"}))
     assert json.loads(aws("get-bucket-policy-status", "--bucket", "site"))["PolicyStatus"]["IsPublic"] is True
     assert curl("/site/draft.html") == ("200", b"<h1>public</h1>")
+
+
+def test_a_missing_key_is_no_such_key_only_to_who_may_list(acme, anonymous):
+    acme.create_bucket(Bucket="listable")
+    acme.put_bucket_acl(Bucket="listable", ACL="public-read")
+    assert refused(anonymous.get_object, Bucket="listable", Key="missing") == ("NoSuchKey", 404)
+    assert refused(anonymous.head_object, Bucket="listable", Key="missing")[1] == 404
+    acme.put_bucket_acl(Bucket="listable", ACL="private")
+    assert refused(anonymous.get_object, Bucket="listable", Key="missing") == ("AccessDenied", 403)
+    assert refused(acme.put_bucket_acl, Bucket="listable", ACL="everyone-everything") == ("InvalidArgument", 400)
+
+
+def test_a_browser_form_upload_needs_write_permission_and_sets_its_acl(acme, globex, anonymous):
+    import requests
+
+    acme.create_bucket(Bucket="forms")
+    form = acme.generate_presigned_post("forms", "up/${filename}", Fields={"acl": "public-read"},
+                                        Conditions=[{"acl": "public-read"}, ["starts-with", "$key", "up/"]])
+    r = requests.post(form["url"], data=form["fields"], files={"file": ("cat.txt", b"meow")}, timeout=30)
+    assert r.status_code == 204, r.text
+    assert body(anonymous, "forms", "up/cat.txt") == b"meow"
+    theirs = globex.generate_presigned_post("forms", "up/${filename}")
+    r = requests.post(theirs["url"], data=theirs["fields"], files={"file": ("dog.txt", b"woof")}, timeout=30)
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text

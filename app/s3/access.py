@@ -80,22 +80,30 @@ def bucket_policy(call: S3Call, bucket: str) -> tuple[Statement, ...]:
     return tuple(Statement.from_mongo(s) for s in (config or {}).get("statements") or ())
 
 
-def require(call: S3Call, action: str, bucket: str, key: str | None = None) -> str:
-    """Refuse (AccessDenied) unless the caller may do ``action`` on ``bucket`` (and ``key``); the
-    bucket owner's tenant otherwise. NoSuchBucket when there is no such bucket, whoever asks."""
+_CALLER = object()
+
+
+def require(call: S3Call, action: str, bucket: str, key: str | None = None, requester=_CALLER) -> str:
+    """Refuse (AccessDenied) unless the caller (or ``requester``: a tenant, None for anonymous)
+    may do ``action`` on ``bucket`` (and ``key``); the bucket owner's tenant otherwise.
+    NoSuchBucket when there is no such bucket, whoever asks."""
     owner = call.names.find_bucket(bucket).tenant
-    requester = call.requester
-    object_acl = None
+    requester = call.requester if requester is _CALLER else requester
+    bucket_acl = Acl.from_mongo(call.names.applied_bucket_config(bucket, ACL_CONFIG), owner)
+    policy = bucket_policy(call, bucket)
+    object_acl, missing = None, False
     if requester != owner and action in permissions.OBJECT_ACL_ACTIONS and key is not None:
         try:
             object_acl = Acl.from_mongo(call.names.head(owner, bucket, key).acl, owner)
         except StoreError:
-            object_acl = None  # a missing key is no grant: AccessDenied, as S3 answers without s3:ListBucket
+            missing = True
     request = Request(requester, action, bucket, key, source_ip(call),
                       call.query.get("prefix") if action in ("s3:ListBucket", "s3:ListBucketVersions") else None)
-    decision = permissions.decide(request, owner, Acl.from_mongo(call.names.applied_bucket_config(bucket, ACL_CONFIG),
-                                                                 owner),
-                                  bucket_policy(call, bucket), object_acl)
+    decision = permissions.decide(request, owner, bucket_acl, policy, object_acl)
+    if not decision and missing and not decision.explicit:
+        # a missing key: NoSuchKey (from the handler) to whoever may list the bucket, else AccessDenied, as S3
+        listing = Request(requester, "s3:ListBucket", bucket, None, source_ip(call))
+        decision = permissions.decide(listing, owner, bucket_acl, policy)
     if not decision:
         raise AccessDenied("Access Denied")
     return owner

@@ -290,7 +290,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         bucket, key = locate(path, host, settings.s3_domain)
         call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
                       headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
-                      settings=settings, names=names, enqueue=enqueue)
+                      settings=settings, names=names, enqueue=enqueue, remote_addr=request.remote_addr)
         if request.method == "OPTIONS":
             handler = cors.preflight
         else:
