@@ -22,6 +22,7 @@ from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import _Doc, _children, _child_text, _local, _parse
 from pipeline import permissions
 from pipeline.errors import StoreError
+from pipeline.keys import valid_tenant
 from pipeline.permissions import (ALL_USERS, AUTHENTICATED_USERS, CANNED_ACLS, PERMISSIONS, Acl, Grant, Request,
                                   Statement)
 
@@ -297,8 +298,12 @@ def _principals(value) -> tuple[str, ...]:
                 continue
             arn = _TENANT_ARN.match(name)
             tenant = arn.group(1) if arn and kind == "AWS" else name
-            if name.startswith("arn:") and not arn or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", tenant):
+            if name.startswith("arn:") and not arn:
                 raise MalformedPolicy("Invalid principal in policy")
+            try:
+                valid_tenant(tenant)
+            except StoreError:
+                raise MalformedPolicy("Invalid principal in policy") from None
             found.append(tenant)
     return tuple(found)
 
@@ -308,8 +313,8 @@ def _actions(value) -> tuple[str, ...]:
     known = ["s3:" + a.lower() for a in permissions.POLICY_ACTIONS]
     for action in actions:
         low = action.lower()
-        if not low.startswith("s3:") or not any(permissions.wildcard_match(low, k) for k in known) \
-                and "*" not in low and "?" not in low:
+        names_one = any(permissions.wildcard_match(low, k) for k in known) or "*" in low or "?" in low
+        if not low.startswith("s3:") or not names_one:
             raise MalformedPolicy("Policy has invalid action")
     return tuple(a.lower() for a in actions)
 
