@@ -120,7 +120,9 @@ def test_content_md5_mismatch_is_bad_digest_and_stores_nothing(make_app, keys):
     ("GET", "/bkt/%FF%FE", b"", ("InvalidArgument", 400)),
     ("PUT", "/bkt/" + "k" * 1025, b"x", ("KeyTooLongError", 400)),
     ("GET", "/bkt/k?versionId=v1", b"", ("InvalidArgument", 400)),
-    ("GET", "/bkt?policy", b"", ("NotImplemented", 501)),
+    ("GET", "/bkt?policy", b"", ("NoSuchBucketPolicy", 404)),
+    ("PUT", "/bkt?policy", b"[]", ("MalformedPolicy", 400)),
+    ("PUT", "/bkt?acl", b"<nope/>", ("MalformedACLError", 400)),
     ("PUT", "/bkt/k?retention", b"", ("NotImplemented", 501)),
     ("PATCH", "/bkt/k", b"", ("MethodNotAllowed", 405)),
 ])

@@ -1,5 +1,5 @@
 """Bucket operations: CreateBucket, HeadBucket, DeleteBucket, ListBuckets, GetBucketLocation,
-Get/PutBucketVersioning, ListObjects (v1, v2), ListObjectVersions, and the fixed ACL answers."""
+Get/PutBucketVersioning, ListObjects (v1, v2), ListObjectVersions."""
 from __future__ import annotations
 
 import base64
@@ -7,9 +7,10 @@ import binascii
 
 from flask import Response
 
+from app.s3.access import ACL_CONFIG, request_acl
 from app.s3.errors import FeatureNotImplemented, InvalidArgument
 from app.s3.request import S3Call, empty_answer, xml_answer
-from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, acl_xml, check_encoding_type,
+from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, check_encoding_type,
                           list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
                           location_xml, parse_create_bucket, parse_versioning, versioning_xml)
 from pipeline.metadata.mongo import prefix_end
@@ -43,8 +44,11 @@ def create_bucket(call: S3Call) -> Response:
     name = valid_bucket_name(call.bucket)
     if (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true":
         raise FeatureNotImplemented("Object lock is not implemented")
+    acl = request_acl(call, call.tenant)  # x-amz-acl / x-amz-grant-*: refused before the bucket exists
     location = parse_create_bucket(call.small_body(MAX_CREATE_BUCKET_XML)) or ""
     call.names.create_bucket(call.tenant, name, location)
+    if acl is not None:
+        call.names.put_bucket_config(call.tenant, name, ACL_CONFIG, acl.to_mongo())
     return empty_answer(200, {"Location": "/" + name})
 
 
@@ -73,17 +77,6 @@ def put_versioning(call: S3Call) -> Response:
     status = parse_versioning(call.small_body(64 << 10))
     call.names.set_versioning(call.tenant, call.bucket, status)
     return empty_answer(200)
-
-
-def get_acl(call: S3Call) -> Response:
-    """The one ACL this store has: the owner holds FULL_CONTROL (bucket or object)."""
-    if call.key:
-        info = call.names.head(call.tenant, call.bucket, call.key, call.query.get("versionId") or None)
-        headers = {"x-amz-version-id": info.version_id} if info.version_id else None
-        return xml_answer(acl_xml(call.owner), headers=headers)
-    else:
-        call.names.bucket(call.tenant, call.bucket)
-    return xml_answer(acl_xml(call.owner))
 
 
 def _entry(info: ObjectInfo) -> ObjectEntry:

@@ -114,6 +114,19 @@ class InvalidPolicyDocument(S3Error):
     default_message = "The content of the form does not meet the conditions specified in the policy document."
 
 
+class MalformedPolicy(S3Error):
+    code, status, default_message = "MalformedPolicy", 400, "Policies must be valid JSON and the first byte must be '{'"
+
+
+class MalformedACLError(S3Error):
+    code, status = "MalformedACLError", 400
+    default_message = "The XML you provided was not well-formed or did not validate against our published schema"
+
+
+class NoSuchBucketPolicy(S3Error):
+    code, status, default_message = "NoSuchBucketPolicy", 404, "The bucket policy does not exist"
+
+
 class MalformedPOSTRequest(S3Error):
     code, status = "MalformedPOSTRequest", 400
     default_message = "The body of your POST request is not well-formed multipart/form-data."

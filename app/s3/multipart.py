@@ -12,6 +12,7 @@ from flask import Response
 from werkzeug.datastructures import Headers
 
 from app.s3 import checksums
+from app.s3.access import request_acl_doc, require
 from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange, S3Error,
                            InvalidRequest)
 from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source_version, object_location,
@@ -36,6 +37,7 @@ def create_upload(call: S3Call) -> Response:
                                                 call.header("x-amz-checksum-type"))
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # applied to the object at completion
+    attrs.acl = request_acl_doc(call, call.tenant)  # so is the ACL
     upload = call.names.create_upload(call.tenant, call.bucket, key, attrs, algorithm, kind)
     headers = {}
     if algorithm:
@@ -89,7 +91,8 @@ def upload_part_copy(call: S3Call) -> Response:
     number = _part_number(call)
     upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])  # before any byte moves
     src_bucket, src_key, src_version = copy_source_version(call)
-    src = call.names.head(call.tenant, src_bucket, src_key, src_version)
+    src_owner = require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
+    src = call.names.head(src_owner, src_bucket, src_key, src_version)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     start, stop = 0, src.size
     wanted = call.header("x-amz-copy-source-range")

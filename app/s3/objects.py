@@ -12,8 +12,9 @@ from flask import Response, stream_with_context
 from werkzeug.http import parse_range_header
 
 from app.s3 import checksums
+from app.s3.access import request_acl_doc, require
 from app.s3.tagging import header_tags, tagging_count
-from app.s3.errors import (FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
+from app.s3.errors import (AccessDenied, FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
@@ -204,6 +205,7 @@ def put_object(call: S3Call) -> Response:
     condition = write_condition(call)
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # InvalidTag before the body is read
+    attrs.acl = request_acl_doc(call, call.tenant)
     reader = call.body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
@@ -227,11 +229,16 @@ def delete_object(call: S3Call) -> Response:
 
 def delete_objects(call: S3Call) -> Response:
     request = parse_delete(call.small_body(MAX_DELETE_XML))
-    call.names.bucket(call.tenant, call.bucket)  # an unknown or foreign bucket fails the whole call
+    call.names.bucket(call.tenant, call.bucket)  # an unknown bucket fails the whole call
     deleted: list = []
     errors: list[DeleteError] = []
     versions = request.versions or [None] * len(request.keys)
     for key, version in zip(request.keys, versions):
+        try:
+            require(call, "s3:DeleteObject", call.bucket, key)  # each key on its own, as S3
+        except AccessDenied as err:
+            errors.append(DeleteError(key, err.code, err.message))
+            continue
         try:
             removed = call.names.remove(call.tenant, call.bucket, valid_key(key), version)
             if version is None and removed.version_id is None:
@@ -285,7 +292,8 @@ def copy_object(call: S3Call) -> Response:
         raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                               ArgumentValue=tagging)
     tags = header_tags(call) if tagging == "REPLACE" else None
-    src = call.names.head(call.tenant, src_bucket, src_key, src_version)
+    src_owner = require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
+    src = call.names.head(src_owner, src_bucket, src_key, src_version)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
     if (src_bucket, src_key) == (call.bucket, key) and directive == "COPY" and src_version is None \
             and call.header("x-amz-storage-class") is None:
@@ -299,8 +307,11 @@ def copy_object(call: S3Call) -> Response:
     if tagging == "REPLACE" or attrs is not None:  # the tags follow their own directive
         attrs = attrs or ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum)
         attrs.tags = tags if tagging == "REPLACE" else [list(t) for t in src.tags] or None
+    if attrs is not None:
+        attrs.acl = None  # the copy's ACL is its request's, never the source's
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
-                           condition=write_condition(call), src_version=src_version)
+                           condition=write_condition(call), src_version=src_version,
+                           acl=request_acl_doc(call, call.tenant), src_tenant=src_owner)
     headers = version_headers(info)
     if src.version_id:
         headers["x-amz-copy-source-version-id"] = src.version_id

@@ -34,12 +34,14 @@ from werkzeug.http import parse_options_header
 from app.multipart import ClientGone, FilePart
 from app.s3.errors import (AccessDenied, EntityTooLarge, EntityTooSmall, InvalidAccessKeyId, InvalidArgument,
                            InvalidPolicyDocument, MalformedPOSTRequest, PreconditionFailed, SignatureDoesNotMatch)
+from app.s3.access import require
 from app.s3.objects import object_location
 from app.s3.request import STORED_HEADERS, S3Call, empty_answer, xml_answer
 from app.s3.sigv4 import ALGORITHM, SERVICE, TERMINATOR, sign, signing_key
 from app.s3.xmlio import _Doc, quote_etag
 from pipeline.errors import MalformedUpload
 from pipeline.namespace.objects import ObjectAttributes
+from pipeline.access.permissions import CANNED_ACLS, canned
 
 META_PREFIX = "x-amz-meta-"
 IGNORED_PREFIX = "x-ignore-"
@@ -274,8 +276,13 @@ def post_object(call: S3Call) -> Response:
         filename = (part.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
         key = key.replace("${filename}", filename)
     check_policy(policy, {**fields, "key": key, "bucket": call.bucket}, time.time())
-    call.names.bucket(tenant, call.bucket)  # NoSuchBucket / AccessDenied before the bytes
-    info, f = call.names.put(tenant, call.bucket, key, _sized(part, policy.length_range), _attributes(fields),
+    owner = require(call, "s3:PutObject", call.bucket, key, requester=tenant)  # before the bytes
+    attrs = _attributes(fields)
+    if fields.get("acl"):
+        if fields["acl"] not in CANNED_ACLS:
+            raise InvalidArgument(None, ArgumentName="acl", ArgumentValue=fields["acl"])
+        attrs.acl = canned(fields["acl"], owner).to_mongo()
+    info, f = call.names.put(owner, call.bucket, key, _sized(part, policy.length_range), attrs,
                              request_id=call.request_id)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
     location = object_location(call, key)

@@ -40,16 +40,24 @@ class S3Call:
     settings: Settings
     names: ObjectNames
     enqueue: Callable[..., None]  # (file id, request id, small=False): queue a file's ingest
-    auth: AuthContext | None = None
+    auth: AuthContext | None = None  # None: an anonymous (unsigned) request
     extra_headers: dict = field(default_factory=dict)
+    bucket_owner: str | None = None  # set once app.s3.access.authorize has let the call in
+    remote_addr: str | None = None  # the client's address (aws:SourceIp)
+
+    @property
+    def requester(self) -> str | None:
+        """The tenant that signed the call; None when it is anonymous."""
+        return self.auth.tenant if self.auth is not None else None
 
     @property
     def tenant(self) -> str:
-        return self.auth.tenant
+        """Whose names the call acts on: the bucket's owner once authorized, else the caller's."""
+        return self.bucket_owner or self.auth.tenant
 
     @property
     def owner(self) -> Owner:
-        return Owner(self.auth.tenant, self.auth.tenant)
+        return Owner(self.tenant, self.tenant)
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)

@@ -6,10 +6,11 @@ Routing is S3's, not Werkzeug's: the bucket and key come from the raw request pa
 by method, level (service, bucket, object) and sub-resource query parameter from the tables
 below; a sub-resource this store does not implement answers 501 NotImplemented.
 
-Every request is authenticated with SigV4, then rate limited per access key, before it is
+Every signed request is authenticated with SigV4, then rate limited per access key, before it is
 dispatched; unsigned requests and failed authentications are rate limited per client address
-instead (app.s3.ratelimit). Whatever refuses a request (authentication, the rate limits, an
-unknown or foreign bucket) does so before the first byte of its body is read, so that a client
+instead (app.s3.ratelimit). Then app.s3.access decides, once, whether the caller (a tenant, or
+anonymous) may make the call (ACLs, bucket policy). Whatever refuses a request (authentication,
+the rate limits, an unknown bucket, the permission check) does so before the first byte of its body is read, so that a client
 waiting for ``100 Continue`` never sends it (app.s3.continuation). Every answer carries a request
 id and the API's security headers; every failure is an S3 XML error (no body for HEAD).
 """
@@ -28,9 +29,9 @@ from werkzeug.routing import PathConverter
 
 from app import celery_enqueue
 from app.multipart import discard_rest
-from app.s3 import buckets, cors, lifecycle, multipart, objects, post, tagging
-from app.s3.continuation import DeferredContinue, has_body, pending_continue
-from app.s3.errors import (AccessDenied, IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
+from app.s3 import access, buckets, cors, lifecycle, multipart, objects, post, tagging
+from app.s3.continuation import DeferredContinue, pending_continue
+from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
                            FeatureNotImplemented, S3Error, SlowDown, error_xml, s3_error_for)
 from app.s3.ratelimit import S3RateLimit
 from app.s3.request import S3Call
@@ -66,7 +67,12 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", "versions"): buckets.list_versions,
     ("GET", "uploads"): multipart.list_uploads,
     ("POST", "delete"): objects.delete_objects,
-    ("GET", "acl"): buckets.get_acl,
+    ("GET", "acl"): access.get_bucket_acl,
+    ("PUT", "acl"): access.put_bucket_acl,
+    ("GET", "policy"): access.get_bucket_policy,
+    ("PUT", "policy"): access.put_bucket_policy,
+    ("DELETE", "policy"): access.delete_bucket_policy,
+    ("GET", "policyStatus"): access.get_bucket_policy_status,
     ("PUT", "cors"): cors.put_bucket_cors,
     ("GET", "cors"): cors.get_bucket_cors,
     ("DELETE", "cors"): cors.delete_bucket_cors,
@@ -88,7 +94,8 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", "uploadId"): multipart.list_parts,
     ("DELETE", "uploadId"): multipart.abort_upload,
     ("POST", "uploadId"): multipart.complete_upload,
-    ("GET", "acl"): buckets.get_acl,
+    ("GET", "acl"): access.get_object_acl,
+    ("PUT", "acl"): access.put_object_acl,
     ("GET", "tagging"): tagging.get_object_tagging,
     ("PUT", "tagging"): tagging.put_object_tagging,
     ("DELETE", "tagging"): tagging.delete_object_tagging,
@@ -113,9 +120,13 @@ S3_SECURE_HEADERS = {name: SECURE_HEADERS[name] for name in (
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 
+def subresource(call: S3Call) -> str | None:
+    return next((name for name in SUBRESOURCES if name in call.query), None) if call.bucket is not None else None
+
+
 def route(call: S3Call) -> Handler:
     """The handler of a call: by level, method and sub-resource."""
-    sub = next((name for name in SUBRESOURCES if name in call.query), None)
+    sub = subresource(call)
     if call.bucket is None:
         table = SERVICE_ROUTES
         sub = None
@@ -177,23 +188,6 @@ def presented_access_key(headers, query: dict[str, str]) -> str | None:
     return match.group(1) if match else None
 
 
-# the tenant no bucket belongs to: what an anonymous request is checked as
-ANONYMOUS = "\0anonymous"
-
-
-def refuse_anonymous(names: ObjectNames, method: str, bucket: str | None, key: str | None) -> None:
-    """What AWS answers an unsigned request when nothing is public: 404 NoSuchBucket for a bucket
-    that does not exist, 403 AccessDenied for anything else (an existing bucket, any key in it,
-    the service, a bucket to create)."""
-    if bucket is not None and not (method == "PUT" and key is None):
-        try:
-            names.bucket(ANONYMOUS, bucket)  # NoSuchBucket when there is none
-        except StoreError as exc:
-            if exc.code != "forbidden":
-                raise
-    raise AccessDenied("Access Denied: the request is not signed (use AWS Signature Version 4)")
-
-
 # --- errors --------------------------------------------------------------------------------------
 
 def as_s3_error(exc: BaseException) -> S3Error:
@@ -235,13 +229,14 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     app.extensions["minis3.names"] = names
     app.extensions["minis3.credentials"] = credentials  # a POST form's policy is signed with one
 
-    def verify(path: str, raw_query: str, query: dict[str, str], host: str) -> AuthContext:
+    def verify(path: str, raw_query: str, query: dict[str, str], host: str) -> AuthContext | None:
         """The caller, verified, and counted against its access key's limit; an unsigned or failed
-        request counts against its address's budget of failures instead."""
+        request counts against its address's budget of failures instead. None: anonymous (what it
+        may do, app.s3.access decides)."""
         address = request.remote_addr or "-"
         if not is_signed(request.headers, query):
             limits.count_failure(address)
-            refuse_anonymous(names, request.method, *locate(path, host, settings.s3_domain))
+            return None
 
         def lookup(access_key: str):  # a key no cache knows costs a MongoDB read: not past the budget
             return credentials.lookup(access_key, before_read=lambda: limits.require_failure_budget(address))
@@ -266,10 +261,10 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
         call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
                       headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
-                      settings=settings, names=names, enqueue=enqueue, auth=auth)
+                      settings=settings, names=names, enqueue=enqueue, auth=auth, remote_addr=request.remote_addr)
         handler = route(call)
-        if bucket is not None and handler is not buckets.create_bucket and has_body(request.environ):
-            names.bucket(auth.tenant, bucket)  # unknown or foreign: refused before the body is read
+        # who may do what, decided once, before the body is read
+        access.authorize(call, subresource(call), creates_bucket=handler is buckets.create_bucket)
         return handler(call)
 
     app.url_map.converters["anypath"] = AnyPath
@@ -296,7 +291,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         bucket, key = locate(path, host, settings.s3_domain)
         call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
                       headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
-                      settings=settings, names=names, enqueue=enqueue)
+                      settings=settings, names=names, enqueue=enqueue, remote_addr=request.remote_addr)
         if request.method == "OPTIONS":
             handler = cors.preflight
         else:

@@ -473,14 +473,6 @@ def delete_result_xml(deleted: Iterable["str | DeletedEntry"], errors: Iterable[
     return doc.bytes()
 
 
-def acl_xml(owner: Owner) -> bytes:
-    """GetBucketAcl / GetObjectAcl of a store without ACLs: the owner holds FULL_CONTROL."""
-    doc = _Doc("AccessControlPolicy").owner(owner).open("AccessControlList").open("Grant")
-    doc._parts.append('<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">')
-    doc.el("ID", owner.id).el("DisplayName", owner.display_name).close("Grantee")
-    return doc.el("Permission", "FULL_CONTROL").close("Grant").close("AccessControlList").bytes()
-
-
 @dataclass(frozen=True)
 class ObjectPartEntry:
     part_number: int

@@ -123,6 +123,12 @@ class NamespaceRepository:
         """Replace the tags of a name (None: no tags); False when there is no such name."""
         return self.objects.update_one({"_id": name_id}, {"$set": {"tags": tags}}).matched_count == 1
 
+    # --- object ACLs (pipeline.access.permissions): the "acl" field of a name document ---------------
+
+    def set_object_acl(self, name_id: str, acl: dict | None) -> bool:
+        """Replace the ACL of a name (None: the default, its owner's FULL_CONTROL); False when there is no such name."""
+        return self.objects.update_one({"_id": name_id}, {"$set": {"acl": acl}}).matched_count == 1
+
     def insert_upload(self, doc: dict) -> None:
         self.uploads.insert_one(doc)
 

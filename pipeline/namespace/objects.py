@@ -71,11 +71,12 @@ class ObjectAttributes:
     headers: dict[str, str] = field(default_factory=dict)  # Cache-Control, Content-Disposition, ...
     checksum: dict | None = None  # {"algorithm": "CRC32", "value": base64}
     tags: list[list[str]] | None = None  # [[key, value], ...]: object tags (x-amz-tagging)
+    acl: dict | None = None  # pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL
 
     def to_mongo(self) -> dict:
-        # "tags" always written: a name overwritten without tags loses the old ones, as in S3
+        # "tags" and "acl" always written: a name overwritten without them loses the old ones, as in S3
         return {"contentType": self.content_type or "binary/octet-stream", "meta": self.metadata,
-                "headers": self.headers, "checksum": self.checksum, "tags": self.tags or None}
+                "headers": self.headers, "checksum": self.checksum, "tags": self.tags or None, "acl": self.acl}
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,15 @@ class ObjectInfo:
     part_checksums: list[str | None] | None = None  # multipart objects: each part's checksum (base64)
     tags: tuple[tuple[str, str], ...] = ()
     version_id: str | None = None  # None in a bucket never versioned (no x-amz-version-id)
+    acl: dict | None = None  # pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ObjectInfo":
         return cls(doc["bucket"], doc["key"], doc["file"], doc["size"], doc["etag"], doc["created"],
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
                    doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
-                   doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()), doc.get("versionId"))
+                   doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()), doc.get("versionId"),
+                   doc.get("acl"))
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,13 @@ class ObjectNames:
         if existing["tenant"] != tenant:
             raise BucketExists(f"the bucket name {name!r} is taken")
         return Bucket.from_mongo(existing), False
+
+    def find_bucket(self, name: str) -> Bucket:
+        """A bucket whoever owns it (the permission check reads its owner); NoSuchBucket when there is none."""
+        doc = self._buckets.get(name, lambda: self.meta.namespace.get_bucket(name))
+        if doc is None:
+            raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
+        return Bucket.from_mongo(doc)
 
     def bucket(self, tenant: str, name: str) -> Bucket:
         doc = self._buckets.get(name, lambda: self.meta.namespace.get_bucket(name))
@@ -427,11 +437,14 @@ class ObjectNames:
 
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
              attrs: ObjectAttributes | None, condition: WriteCondition | None = None,
-             src_version: str | None = None) -> ObjectInfo:
+             src_version: str | None = None, acl: dict | None = None,
+             src_tenant: str | None = None) -> ObjectInfo:
         """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
         ``attrs`` None copies the source's attributes (metadata directive COPY). ``condition``
-        is the destination's (If-Match / If-None-Match of the copy request)."""
-        src = self.head(tenant, src_bucket, src_key, src_version)
+        is the destination's (If-Match / If-None-Match of the copy request). The copy never takes
+        the source's ACL: ``acl`` is the copy's (None: private), as in S3. ``src_tenant`` owns the
+        source's bucket when it is not ``tenant`` (a copy its caller may read)."""
+        src = self.head(src_tenant or tenant, src_bucket, src_key, src_version)
         self.bucket(tenant, dst_bucket)
         valid_key(dst_key)
         self.check_write(dst_bucket, dst_key, condition)
@@ -439,6 +452,7 @@ class ObjectNames:
         if attrs is None:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum,
                                      [list(t) for t in src.tags] or None)
+        attrs.acl = acl
         f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
@@ -663,7 +677,8 @@ class ObjectNames:
         checksum = checksum_of(upload, chosen) if checksum_of is not None else None
         part_checksums = [p.checksum["value"] if p.checksum else None for p in chosen]
         attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
-                                 upload.attributes.get("headers") or {}, checksum, upload.attributes.get("tags"))
+                                 upload.attributes.get("headers") or {}, checksum, upload.attributes.get("tags"),
+                                 upload.attributes.get("acl"))
         f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id,
@@ -703,6 +718,13 @@ class ObjectNames:
         if version_id not in (None, "null"):
             self.versions.get(name_id(bucket, key), key, version_id)
         if not self.meta.namespace.set_object_tags(name_id(bucket, key), tags or None):
+            raise NoSuchKey("no such key", key=key)
+        return self.head(tenant, bucket, key)
+
+    def set_acl(self, tenant: str, bucket: str, key: str, acl: dict | None) -> ObjectInfo:
+        """Replace an object's ACL (None: its owner's FULL_CONTROL); its Last-Modified stays, as in S3."""
+        self.bucket(tenant, bucket)
+        if not self.meta.namespace.set_object_acl(name_id(bucket, key), acl):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
 
