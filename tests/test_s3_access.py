@@ -218,9 +218,9 @@ def test_a_copy_takes_the_acl_of_its_request_never_the_sources(s3_stack, acme, a
     acme.copy_object(Bucket="copies", Key="public", CopySource="copies/src", ACL="public-read")
     assert refused(anonymous.get_object, Bucket="copies", Key="plain") == ("AccessDenied", 403)
     assert body(anonymous, "copies", "public") == b"copied bytes"
-    with s3_stack.metadata() as repo:
-        assert repo.get_object_name(name_id("copies", "plain"))["acl"] is None
-        assert repo.get_object_name(name_id("copies", "public"))["acl"]["grants"] == [
+    with s3_stack.metadata() as meta:
+        assert meta.namespace.get_object_name(name_id("copies", "plain"))["acl"] is None
+        assert meta.namespace.get_object_name(name_id("copies", "public"))["acl"]["grants"] == [
             ["acme", "FULL_CONTROL"], [ALL_USERS, "READ"]]
 
 
