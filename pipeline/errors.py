@@ -109,8 +109,9 @@ class InvalidVersionId(BadRequest):
     code = "invalid_version_id"
 
 
-class DeleteMarkerFound(StoreError):
-    """The key's latest version (or the version asked for) is a delete marker."""
+class DeleteMarkerFound(NotFound):
+    """The key's latest version (or the version asked for) is a delete marker: not found, with
+    the marker's headers (S3 answers 405 to a marker asked for by its id)."""
     code = "delete_marker_found"
 
 
