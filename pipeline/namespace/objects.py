@@ -276,10 +276,10 @@ class ObjectNames:
     def set_versioning(self, tenant: str, bucket: str, status: str) -> None:
         """PutBucketVersioning; the first time, each existing object becomes its key's null version."""
         self.bucket(tenant, bucket)
-        ObjectVersions.check_transition(self.versioning(bucket), status)
-        first = self.versioning(bucket) is None
+        before = self.versioning(bucket)
+        ObjectVersions.check_transition(before, status)
         self.put_bucket_config(tenant, bucket, "versioning", {"status": status})
-        if first:
+        if before is None:
             self.versions.enable(bucket, bucket + "/", bucket + "0")
 
     def remove(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> Removed:
@@ -385,7 +385,7 @@ class ObjectNames:
             self.versions.versions.name_if_newer(doc)
             return ObjectInfo.from_mongo(doc)
         previous = self.meta.namespace.put_object_name(doc)
-        if previous is not None and previous["file"] != f.id and not keep_previous:
+        if previous is not None and previous["file"] != f.id:
             self.store.discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
 
