@@ -192,6 +192,31 @@ def test_tagging_with_version_id(s3):
     assert s3.get_object(Bucket=b, Key="k")["TagCount"] == 1
 
 
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def public(s3, bucket: str, version: str | None = None) -> bool:
+    args = {"VersionId": version} if version else {}
+    grants = s3.get_object_acl(Bucket=bucket, Key="k", **args)["Grants"]
+    return any(g["Grantee"].get("URI") == ALL_USERS and g["Permission"] == "READ" for g in grants)
+
+
+def test_object_acl_with_version_id(s3):
+    """An ACL set without a version id is the current version's, read back by its id too; one set
+    with a version id is that version's alone."""
+    b = versioned(s3, "vacls")
+    v1 = s3.put_object(Bucket=b, Key="k", Body=b"1")["VersionId"]
+    v2 = s3.put_object(Bucket=b, Key="k", Body=b"2")["VersionId"]
+    answer = s3.put_object_acl(Bucket=b, Key="k", ACL="public-read")
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-amz-version-id"] == v2
+    assert (public(s3, b), public(s3, b, v2), public(s3, b, v1)) == (True, True, False)
+    s3.put_object_acl(Bucket=b, Key="k", VersionId=v1, ACL="public-read")
+    s3.put_object_acl(Bucket=b, Key="k", VersionId=v2, ACL="private")
+    assert (public(s3, b), public(s3, b, v2), public(s3, b, v1)) == (False, False, True)
+    assert failure(s3.put_object_acl, Bucket=b, Key="k", VersionId="0" * 25, ACL="private")[:2] == \
+        ("NoSuchVersion", 404)
+
+
 def test_delete_objects_with_version_ids(s3):
     b = versioned(s3, "vmulti")
     v1 = s3.put_object(Bucket=b, Key="a", Body=b"a1")["VersionId"]

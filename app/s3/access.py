@@ -263,10 +263,12 @@ def get_object_acl(call: S3Call) -> Response:
 
 
 def put_object_acl(call: S3Call) -> Response:
-    _check_version(call)
-    call.names.head(call.tenant, call.bucket, call.key)  # NoSuchKey before the body
+    version = _check_version(call)
+    call.names.head(call.tenant, call.bucket, call.key, version)  # NoSuchKey / NoSuchVersion before the body
     acl = put_acl_of(call, call.tenant)
-    call.names.set_acl(call.tenant, call.bucket, call.key, acl.to_mongo())
+    info = call.names.set_acl(call.tenant, call.bucket, call.key, acl.to_mongo(), version)
+    if info.version_id:
+        return empty_answer(200, {"x-amz-version-id": info.version_id})
     return empty_answer(200)
 
 

@@ -119,15 +119,14 @@ class NamespaceRepository:
         query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
         return list(self.objects.find(query).sort("_id", 1).limit(limit))
 
-    def set_object_tags(self, name_id: str, tags: list[list[str]] | None) -> bool:
-        """Replace the tags of a name (None: no tags); False when there is no such name."""
-        return self.objects.update_one({"_id": name_id}, {"$set": {"tags": tags}}).matched_count == 1
+    # the attributes of a name set apart from its bytes: "tags" (None: no tags) and "acl"
+    # (pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL)
+    OBJECT_ATTRIBUTES = ("tags", "acl")
 
-    # --- object ACLs (pipeline.access.permissions): the "acl" field of a name document ---------------
-
-    def set_object_acl(self, name_id: str, acl: dict | None) -> bool:
-        """Replace the ACL of a name (None: the default, its owner's FULL_CONTROL); False when there is no such name."""
-        return self.objects.update_one({"_id": name_id}, {"$set": {"acl": acl}}).matched_count == 1
+    def set_object_attribute(self, name_id: str, field: str, value) -> bool:
+        """Replace the tags or the ACL of a name; False when there is no such name."""
+        assert field in self.OBJECT_ATTRIBUTES, field
+        return self.objects.update_one({"_id": name_id}, {"$set": {field: value}}).matched_count == 1
 
     def insert_upload(self, doc: dict) -> None:
         self.uploads.insert_one(doc)

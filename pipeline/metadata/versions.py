@@ -87,5 +87,7 @@ class VersionStore:
     def bucket_has_versions(self, bucket: str) -> bool:
         return self.versions.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
 
-    def set_tags(self, version_doc_id: str, tags: list[list[str]] | None) -> bool:
-        return self.versions.update_one({"_id": version_doc_id}, {"$set": {"tags": tags}}).matched_count == 1
+    def set_attribute(self, version_doc_id: str, field: str, value) -> bool:
+        """Replace the tags or the ACL of one version (the fields a name document has too)."""
+        assert field in ("tags", "acl"), field
+        return self.versions.update_one({"_id": version_doc_id}, {"$set": {field: value}}).matched_count == 1

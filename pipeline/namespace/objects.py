@@ -706,6 +706,17 @@ class ObjectNames:
     def set_tags(self, tenant: str, bucket: str, key: str, tags: list[list[str]] | None,
                  version_id: str | None = None) -> ObjectInfo:
         """Replace an object's tags (None or [] removes them); its Last-Modified stays, as in S3."""
+        return self._set_attribute(tenant, bucket, key, "tags", tags or None, version_id)
+
+    def set_acl(self, tenant: str, bucket: str, key: str, acl: dict | None,
+                version_id: str | None = None) -> ObjectInfo:
+        """Replace an object's ACL (None: its owner's FULL_CONTROL); its Last-Modified stays, as in S3."""
+        return self._set_attribute(tenant, bucket, key, "acl", acl, version_id)
+
+    def _set_attribute(self, tenant: str, bucket: str, key: str, field: str, value,
+                       version_id: str | None) -> ObjectInfo:
+        """Tags or ACL of the current object or of one version (in a versioned bucket, the version's
+        own document and, when it is current, the name)."""
         self.bucket(tenant, bucket)
         if self.versioning(bucket) is not None:
             nid = name_id(bucket, key)
@@ -714,17 +725,10 @@ class ObjectNames:
                 if current is None:
                     self.versions.missing(nid, key)
                 version_id = current["versionId"]
-            return ObjectInfo.from_mongo(self.versions.set_tags(nid, key, version_id, tags or None))
+            return ObjectInfo.from_mongo(self.versions.set_attribute(nid, key, version_id, field, value))
         if version_id not in (None, "null"):
             self.versions.get(name_id(bucket, key), key, version_id)
-        if not self.meta.namespace.set_object_tags(name_id(bucket, key), tags or None):
-            raise NoSuchKey("no such key", key=key)
-        return self.head(tenant, bucket, key)
-
-    def set_acl(self, tenant: str, bucket: str, key: str, acl: dict | None) -> ObjectInfo:
-        """Replace an object's ACL (None: its owner's FULL_CONTROL); its Last-Modified stays, as in S3."""
-        self.bucket(tenant, bucket)
-        if not self.meta.namespace.set_object_acl(name_id(bucket, key), acl):
+        if not self.meta.namespace.set_object_attribute(name_id(bucket, key), field, value):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
 

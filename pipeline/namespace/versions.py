@@ -188,13 +188,14 @@ class ObjectVersions:
                                     lastModified=latest["created"], method_not_allowed=False)
         raise NoSuchKey("no such key", key=key)
 
-    def set_tags(self, name_id: str, key: str, version_id: str, tags) -> dict:
+    def set_attribute(self, name_id: str, key: str, version_id: str, field: str, value) -> dict:
+        """Replace the tags or the ACL of one version, and of the current name when it is that version."""
         doc = self.get(name_id, key, version_id)
-        self.versions.set_tags(doc["_id"], tags)
+        self.versions.set_attribute(doc["_id"], field, value)
         current = self.names.get_object_name(name_id)
         if current is not None and current.get("versionId") == doc["versionId"]:
-            self.names.set_object_tags(name_id, tags)
-        return {**doc, "tags": tags}
+            self.names.set_object_attribute(name_id, field, value)
+        return {**doc, field: value}
 
     # --- listing ---------------------------------------------------------------------------
 
