@@ -11,7 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pipeline.maintenance import garbage
@@ -215,6 +218,17 @@ def test_object_acl_with_version_id(s3):
     assert (public(s3, b), public(s3, b, v2), public(s3, b, v1)) == (False, False, True)
     assert failure(s3.put_object_acl, Bucket=b, Key="k", VersionId="0" * 25, ACL="private")[:2] == \
         ("NoSuchVersion", 404)
+
+
+def test_an_anonymous_read_of_a_version_is_decided_by_that_versions_acl(s3_stack, s3):
+    anonymous = boto3.client("s3", endpoint_url=s3_stack.s3_url, region_name="us-east-1",
+                             config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+    b = versioned(s3, "vpublic")
+    v1 = s3.put_object(Bucket=b, Key="k", Body=b"public one", ACL="public-read")["VersionId"]
+    v2 = s3.put_object(Bucket=b, Key="k", Body=b"private two")["VersionId"]
+    assert anonymous.get_object(Bucket=b, Key="k", VersionId=v1)["Body"].read() == b"public one"
+    assert failure(anonymous.get_object, Bucket=b, Key="k", VersionId=v2)[:2] == ("AccessDenied", 403)
+    assert failure(anonymous.get_object, Bucket=b, Key="k")[:2] == ("AccessDenied", 403)
 
 
 def test_delete_objects_with_version_ids(s3):

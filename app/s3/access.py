@@ -95,7 +95,9 @@ def require(call: S3Call, action: str, bucket: str, key: str | None = None, requ
     object_acl, missing = None, False
     if requester != owner and action in permissions.OBJECT_ACL_ACTIONS and key is not None:
         try:
-            object_acl = Acl.from_mongo(call.names.head(owner, bucket, key).acl, owner)
+            # a request that names a version is decided by that version's ACL, as S3
+            version = call.query.get("versionId") or None if (bucket, key) == (call.bucket, call.key) else None
+            object_acl = Acl.from_mongo(call.names.head(owner, bucket, key, version).acl, owner)
         except StoreError:
             missing = True
     request = Request(requester, action, bucket, key, source_ip(call),
