@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import re
 import time
 from collections import Counter
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,24 @@ def test_a_run_looks_at_one_batch_of_names_per_bucket_and_the_next_resumes_there
     history = store.meta.operations.event_history(EVENT, 10)
     assert [h["expired"] for h in history] == [0, 4, 10, 10]
     assert history[1]["rules"] == [{"bucket": "walked", "rule": "all-k", "expired": 4, "aborted": 0}]
+
+
+def test_puts_and_reads_tell_when_a_rule_will_expire_the_object(s3):
+    """x-amz-expiration on PUT, GET and HEAD: the soonest enabled rule that matches the object, its
+    date at a lifecycle-day boundary (this stack's day is one second); nothing where none matches."""
+    s3.create_bucket(Bucket="tells")
+    rules = [{"ID": "later", "Filter": {"Prefix": "docs/"}, "Status": "Enabled", "Expiration": {"Days": 2000}},
+             {"ID": "soon", "Filter": {"Prefix": "docs/"}, "Status": "Enabled", "Expiration": {"Days": 1000}},
+             {"ID": "off", "Filter": {"Prefix": "docs/"}, "Status": "Disabled", "Expiration": {"Days": 10}}]
+    s3.put_bucket_lifecycle_configuration(Bucket="tells", LifecycleConfiguration={"Rules": rules})
+    before = time.time()
+    put = s3.put_object(Bucket="tells", Key="docs/a", Body=b"a")
+    after = time.time()
+    for answer in (put, s3.head_object(Bucket="tells", Key="docs/a"), s3.get_object(Bucket="tells", Key="docs/a")):
+        header = answer["ResponseMetadata"]["HTTPHeaders"]["x-amz-expiration"]
+        date, rule = re.fullmatch(r'expiry-date="(.+)", rule-id="(.+)"', header).groups()
+        assert rule == "soon"
+        assert int(before) + 1000 <= parsedate_to_datetime(date).timestamp() <= math.ceil(after) + 1000
+    outside = s3.put_object(Bucket="tells", Key="other/a", Body=b"o")
+    assert "x-amz-expiration" not in outside["ResponseMetadata"]["HTTPHeaders"]
+    assert "x-amz-expiration" not in s3.head_object(Bucket="tells", Key="other/a")["ResponseMetadata"]["HTTPHeaders"]

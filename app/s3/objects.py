@@ -107,6 +107,16 @@ def object_headers(info: ObjectInfo) -> dict:
     return headers
 
 
+def expiration_header(call: S3Call, info: ObjectInfo) -> dict:
+    """x-amz-expiration: when the bucket's lifecycle rules expire this current object, and by which rule."""
+    if "versionId" in call.query:  # a version named by id: noncurrent versions expire by their own rules
+        return {}
+    expiry = call.names.expiration(call.bucket, info, call.settings.lifecycle_day_s)
+    if expiry is None:
+        return {}
+    return {"x-amz-expiration": f'expiry-date="{to_http_date(expiry[0])}", rule-id="{expiry[1]}"'}
+
+
 def check_preconditions(call: S3Call, info: ObjectInfo, prefix: str = "") -> None:
     """RFC 7232 order, as S3 applies it: If-Match before If-Unmodified-Since, If-None-Match before
     If-Modified-Since. ``prefix`` "x-amz-copy-source-" checks a copy's source (412 only)."""
@@ -154,6 +164,7 @@ def get_object(call: S3Call, head_only: bool = False) -> Response:
     info = call.names.head(call.tenant, call.bucket, call.key, version)
     check_preconditions(call, info)
     headers = object_headers(info)
+    headers.update(expiration_header(call, info))
     size, start, stop, status, whole = info.size, 0, info.size, 200, True
     if "partNumber" in call.query:
         number = call.int_param("partNumber", 1, 1, 10_000)
@@ -211,7 +222,8 @@ def put_object(call: S3Call) -> Response:
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
                              request_id=call.request_id, size_hint=reader.length, condition=condition)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
-    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum), **version_headers(info)}
+    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum), **version_headers(info),
+               **expiration_header(call, info)}
     if info.checksum:
         headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
     return empty_answer(200, headers)

@@ -441,6 +441,20 @@ def expiring_rule(rules: list[Rule], key: str, size: int, tags: dict[str, str], 
     return None
 
 
+def current_expiration(rules: list[Rule], key: str, size: int, tags: dict[str, str], last_modified: float,
+                       day_s: float) -> tuple[float, str] | None:
+    """When a current object will expire and under which rule (the earliest of the enabled rules
+    that match it): what S3 answers in ``x-amz-expiration``. None when no rule expires it."""
+    soonest: tuple[float, str] | None = None
+    for rule in rules:
+        if not rule.enabled or not rule.expires_current or not rule.filter.matches(key, size, tags):
+            continue
+        at = rule.expires_at(last_modified, day_s)
+        if at is not None and (soonest is None or at < soonest[0]):
+            soonest = (at, rule.id)
+    return soonest
+
+
 def aborting_rule(rules: list[Rule], key: str, initiated: float, now: float, day_s: float) -> Rule | None:
     """The first enabled rule under which an incomplete upload of ``key`` is due to be aborted."""
     for rule in rules:

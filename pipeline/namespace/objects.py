@@ -26,6 +26,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              PreconditionFailed)
 from pipeline.metadata.model import KIND_PART, QUEUED, FileDoc
 from pipeline.metadata.mongo import prefix_end
+from pipeline.namespace import lifecycle
 from pipeline.namespace.names import valid_bucket_name, valid_key
 from pipeline.namespace.versions import ObjectVersions, Removed
 
@@ -731,6 +732,14 @@ class ObjectNames:
         if not self.meta.namespace.set_object_attribute(name_id(bucket, key), field, value):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
+
+    def expiration(self, bucket: str, info: "ObjectInfo", day_s: float) -> tuple[float, str] | None:
+        """When the bucket's lifecycle rules will expire this current object, and by which rule
+        (S3's ``x-amz-expiration``); None without such a rule. The rules come with the cached bucket."""
+        rules = lifecycle.rules_from_mongo(self.applied_bucket_config(bucket, lifecycle.CONFIG))
+        if not rules:
+            return None
+        return lifecycle.current_expiration(rules, info.key, info.size, dict(info.tags), info.last_modified, day_s)
 
     def expire(self, tenant: str, bucket: str, key: str, file_id: str) -> bool:
         """DeleteObject's path for a lifecycle expiration: remove the name while it still points at
