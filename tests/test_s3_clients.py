@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import random
 import subprocess
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -112,6 +115,35 @@ def test_rclone_copy_sync_and_check_with_md5(rclone, tmp_path):
     listed = rclone("lsf", "-R", "--files-only", "minis3:rclone/tree").splitlines()
     assert sorted(listed) == sorted(tree_of(src))
     rclone("purge", "minis3:rclone")
+
+
+def test_rclone_backs_up_into_a_versioned_bucket_and_restores_every_version(rclone, tmp_path):
+    """A backup tool's use of versions: rclone turns versioning on, overwrites and deletes; its
+    --s3-versions listing shows each old version, and --s3-version-at restores the tree as it was."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rclone("mkdir", "minis3:rclone-versions")
+    assert "Enabled" in rclone("backend", "versioning", "minis3:rclone-versions", "Enabled")
+    (src / "doc.txt").write_bytes(b"first draft")
+    (src / "gone.txt").write_bytes(b"deleted later")
+    rclone("sync", str(src), "minis3:rclone-versions")
+    first_state = time.time()
+    while time.time() < math.floor(first_state) + 1:  # later writes get a later Last-Modified second
+        time.sleep(0.05)
+    (src / "doc.txt").write_bytes(b"second draft, longer")
+    (src / "gone.txt").unlink()
+    rclone("sync", str(src), "minis3:rclone-versions")  # overwrites doc.txt, deletes gone.txt (a marker)
+    assert sorted(rclone("lsf", "minis3:rclone-versions").split()) == ["doc.txt"]
+    versions = rclone("lsf", "--s3-versions", "minis3:rclone-versions").split()
+    assert "doc.txt" in versions and "gone.txt" not in versions
+    old = [v for v in versions if v.startswith("doc-v") and v.endswith(".txt")]
+    assert len(old) == 1, versions  # the first draft, named by its time
+    assert rclone("cat", "--s3-versions", f"minis3:rclone-versions/{old[0]}").encode() == b"first draft"
+    restored = tmp_path / "restored"
+    rclone("copy", "--s3-version-at", datetime.fromtimestamp(first_state, timezone.utc).isoformat(), "minis3:rclone-versions", str(restored))
+    assert (restored / "doc.txt").read_bytes() == b"first draft"
+    assert (restored / "gone.txt").read_bytes() == b"deleted later"
+    assert rclone("cat", "minis3:rclone-versions/doc.txt").encode() == b"second draft, longer"
 
 
 # --- s3cmd ----------------------------------------------------------------------------------------
