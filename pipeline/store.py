@@ -18,6 +18,13 @@ from pipeline.datapath.ingest import Ingestor, IngestReport
 from pipeline.datapath.readback import iter_file
 from pipeline.datapath.upload import ManifestWriter, receive_upload
 from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
+from pipeline.maintenance.fsck import Fsck
+from pipeline.maintenance.garbage import GarbageCollector
+from pipeline.maintenance.heal import Healer
+from pipeline.maintenance.nodes import NodeOperations
+from pipeline.maintenance.scrub import Scrubber
+from pipeline.maintenance.stats import Stats
+from pipeline.maintenance.usage import Usage
 from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
 from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import ChunkIO
@@ -243,6 +250,34 @@ class ObjectStore:
         flagged = self.meta.chunks.flag_heal_many(hashes)
         if flagged and self.heal_enqueue is not None:
             self.heal_enqueue(*flagged)
+
+    # --- maintenance: each operation built from the parts it uses ---------------------------------
+    # built per call, so that each one sees the store's settings and parts as they are now
+
+    def garbage_collector(self) -> GarbageCollector:
+        return GarbageCollector(self.meta.files, self.meta.chunks, self.meta.operations, self.chunkio, self.chunks,
+                                self.spool, self.redis, self.settings)
+
+    def healer(self) -> Healer:
+        return Healer(self.meta.chunks, self.meta.operations, self.chunkio, self.spool, self.placement,
+                      self.usable_nodes, self.settings)
+
+    def scrubber(self) -> Scrubber:
+        return Scrubber(self.meta.chunks, self.meta.operations, self.chunkio, self.report_damage, self.settings)
+
+    def fsck(self) -> Fsck:
+        return Fsck(self.meta.files, self.meta.chunks, self.chunks, self.chunkio, self.spool, self.healer(),
+                    self.settings)
+
+    def node_operations(self) -> NodeOperations:
+        return NodeOperations(self.meta.chunks, self.meta.operations, self.chunks, self.chunkio, self.healer(),
+                              self.node_states, self.usable_nodes)
+
+    def stats(self) -> Stats:
+        return Stats(self.meta.chunks, self.meta.operations, self.chunks, self.scrubber(), self.settings)
+
+    def usage(self) -> Usage:
+        return Usage(self.meta.files, self.meta.operations, self.stats(), self.settings)
 
     # --- operations ----------------------------------------------------------------------
 
