@@ -1,6 +1,7 @@
 """The object store: one facade over metadata, chunk store, spool and placement.
 
-The web app and the workers translate HTTP requests and task calls into calls on this class.
+The web app and the workers translate HTTP requests and task calls into calls on this class, and
+ask it for the maintenance operations, which it builds from those parts.
 """
 from __future__ import annotations
 
