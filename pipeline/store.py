@@ -253,32 +253,38 @@ class ObjectStore:
             self.heal_enqueue(*flagged)
 
     # --- maintenance: each operation built from the parts it uses ---------------------------------
-    # built per call, so that each one sees the store's settings and parts as they are now
+    # afresh at each call, so that each one sees the store's settings and parts as they are now
 
     def garbage_collector(self) -> GarbageCollector:
-        return GarbageCollector(self.meta.files, self.meta.chunks, self.meta.operations, self.chunkio, self.chunks,
-                                self.spool, self.redis, self.settings)
+        return GarbageCollector(files=self.meta.files, chunks=self.meta.chunks, operations=self.meta.operations,
+                                chunkio=self.chunkio, nodes=self.chunks, spool=self.spool, redis=self.redis,
+                                settings=self.settings)
 
     def healer(self) -> Healer:
-        return Healer(self.meta.chunks, self.meta.operations, self.chunkio, self.spool, self.placement,
-                      self.usable_nodes, self.settings)
+        return Healer(chunks=self.meta.chunks, operations=self.meta.operations, chunkio=self.chunkio,
+                      spool=self.spool, placement=self.placement, usable_nodes=self.usable_nodes,
+                      settings=self.settings)
 
     def scrubber(self) -> Scrubber:
-        return Scrubber(self.meta.chunks, self.meta.operations, self.chunkio, self.report_damage, self.settings)
+        return Scrubber(chunks=self.meta.chunks, operations=self.meta.operations, chunkio=self.chunkio,
+                        report_damage=self.report_damage, settings=self.settings)
 
     def fsck(self) -> Fsck:
-        return Fsck(self.meta.files, self.meta.chunks, self.chunks, self.chunkio, self.spool, self.healer(),
-                    self.settings)
+        return Fsck(files=self.meta.files, chunks=self.meta.chunks, nodes=self.chunks, chunkio=self.chunkio,
+                    spool=self.spool, healer=self.healer(), settings=self.settings)
 
     def node_operations(self) -> NodeOperations:
-        return NodeOperations(self.meta.chunks, self.meta.operations, self.chunks, self.chunkio, self.healer(),
-                              self.node_states, self.usable_nodes)
+        return NodeOperations(chunks=self.meta.chunks, operations=self.meta.operations, nodes=self.chunks,
+                              chunkio=self.chunkio, healer=self.healer(), node_states=self.node_states,
+                              usable_nodes=self.usable_nodes)
 
     def stats(self) -> Stats:
-        return Stats(self.meta.chunks, self.meta.operations, self.chunks, self.scrubber(), self.settings)
+        return Stats(chunks=self.meta.chunks, operations=self.meta.operations, nodes=self.chunks,
+                     scrubber=self.scrubber(), settings=self.settings)
 
     def usage(self) -> Usage:
-        return Usage(self.meta.files, self.meta.operations, self.stats(), self.settings)
+        return Usage(files=self.meta.files, operations=self.meta.operations, stats=self.stats(),
+                     settings=self.settings)
 
     # --- operations ----------------------------------------------------------------------
 

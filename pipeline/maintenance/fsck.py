@@ -112,18 +112,17 @@ def _named_fragment(doc: dict, node: str, name: str) -> dict | None:
                  if f.get("node") == node and fragment_name(doc["_id"], f["i"], k, m) == name), None)
 
 
+@dataclass
 class Fsck:
     """The check of files, manifests, chunk documents and node directories against each other."""
 
-    def __init__(self, files: FileRepository, chunks: ChunkRepository, nodes: ChunkStore, chunkio: ChunkIO,
-                 spool: Spool, healer: Healer, settings: Settings):
-        self.files = files
-        self.chunks = chunks
-        self.nodes = nodes
-        self.chunkio = chunkio
-        self.spool = spool
-        self.healer = healer
-        self.settings = settings
+    files: FileRepository
+    chunks: ChunkRepository
+    nodes: ChunkStore
+    chunkio: ChunkIO
+    spool: Spool
+    healer: Healer
+    settings: Settings
 
     def run(self, repair: bool = False, enqueue: Callable[[str], None] | None = None,
             now: float | None = None, progress: ProgressCallback | None = None) -> FsckReport:

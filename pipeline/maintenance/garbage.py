@@ -78,19 +78,18 @@ class GcReport:
         return asdict(self)
 
 
+@dataclass
 class GarbageCollector:
     """GC of unreferenced chunks, stuck files and abandoned spool directories."""
 
-    def __init__(self, files: FileRepository, chunks: ChunkRepository, operations: OperationsRepository,
-                 chunkio: ChunkIO, nodes: ChunkStore, spool: Spool, redis_client: redis.Redis, settings: Settings):
-        self.files = files
-        self.chunks = chunks
-        self.operations = operations
-        self.chunkio = chunkio
-        self.nodes = nodes
-        self.spool = spool
-        self.redis = redis_client
-        self.settings = settings
+    files: FileRepository
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    chunkio: ChunkIO
+    nodes: ChunkStore
+    spool: Spool
+    redis: redis.Redis
+    settings: Settings
 
     def collect(self, dry_run: bool = False, now: float | None = None,
                 progress: ProgressCallback | None = None) -> dict:

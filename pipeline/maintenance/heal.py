@@ -126,18 +126,17 @@ class NoTarget(Exception):
     """No node can take a fragment (every usable node already holds one of the chunk's)."""
 
 
+@dataclass
 class Healer:
     """Heal, and the moves of fragments that drain, rebalance and convert are made of."""
 
-    def __init__(self, chunks: ChunkRepository, operations: OperationsRepository, chunkio: ChunkIO, spool: Spool,
-                 placement: RoundRobinPlacement, usable_nodes: Callable[[], set[str]], settings: Settings):
-        self.chunks = chunks
-        self.operations = operations
-        self.chunkio = chunkio
-        self.spool = spool
-        self.placement = placement
-        self.usable_nodes = usable_nodes  # up, not full, not draining: asked at each run
-        self.settings = settings
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    chunkio: ChunkIO
+    spool: Spool
+    placement: RoundRobinPlacement
+    usable_nodes: Callable[[], set[str]]  # up, not full, not draining: asked at each run
+    settings: Settings
 
     def _load(self) -> dict[str, int]:
         """Fragments per node (for choosing the least loaded target)."""

@@ -36,6 +36,11 @@ class MoveReport(TimedReport):
     errors: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
+    def not_moved(self, chunk: str, fragment: int, exc: Exception) -> None:
+        self.failed += 1
+        if len(self.errors) < 100:
+            self.errors.append({"chunk": chunk, "fragment": fragment, "error": str(exc)})
+
 
 @dataclass
 class ConvertReport(TimedReport):
@@ -47,19 +52,17 @@ class ConvertReport(TimedReport):
     seconds: float = 0.0
 
 
+@dataclass
 class NodeOperations:
     """What an operator does to nodes: list them, drain one, rebalance, convert to the current layout."""
 
-    def __init__(self, chunks: ChunkRepository, operations: OperationsRepository, nodes: ChunkStore,
-                 chunkio: ChunkIO, healer: Healer, node_states: Callable[[], list[dict]],
-                 usable_nodes: Callable[[], set[str]]):
-        self.chunks = chunks
-        self.operations = operations
-        self.nodes = nodes
-        self.chunkio = chunkio
-        self.healer = healer  # moves and re-encodes one chunk at a time
-        self.node_states = node_states  # each configured node: up, down, full or draining
-        self.usable_nodes = usable_nodes
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    nodes: ChunkStore
+    chunkio: ChunkIO
+    healer: Healer  # moves and re-encodes one chunk at a time
+    node_states: Callable[[], list[dict]]  # each configured node: up, down, full or draining
+    usable_nodes: Callable[[], set[str]]
 
     def node_table(self) -> list[dict]:
         """Every node: state (up, down, full, draining), fragment count and bytes, free space."""
@@ -100,9 +103,7 @@ class NodeOperations:
                         self.healer.move_fragment(doc["_id"], frag["i"], node, usable=usable, load=load)
                         report.moved += 1
                     except (NoTarget, NotEnoughFragments, ChunkUnavailable) as exc:
-                        report.failed += 1
-                        if len(report.errors) < 100:
-                            report.errors.append({"chunk": doc["_id"], "fragment": frag["i"], "error": str(exc)})
+                        report.not_moved(doc["_id"], frag["i"], exc)
                         log.error("drain %s: chunk %s fragment %d not moved: %s", node, doc["_id"], frag["i"], exc)
                     if progress is not None:
                         progress(1)
@@ -150,9 +151,7 @@ class NodeOperations:
                         report.moved += 1
                         moved = True
                     except (NoTarget, NotEnoughFragments, ChunkUnavailable) as exc:
-                        report.failed += 1
-                        if len(report.errors) < 100:
-                            report.errors.append({"chunk": doc["_id"], "fragment": frag["i"], "error": str(exc)})
+                        report.not_moved(doc["_id"], frag["i"], exc)
                     if progress is not None:
                         progress(1)
                     if moved:

@@ -64,16 +64,15 @@ class _Throttle:
                 time.sleep(ahead)
 
 
+@dataclass
 class Scrubber:
     """The background scrub: passes over every stored chunk, a slice at a time."""
 
-    def __init__(self, chunks: ChunkRepository, operations: OperationsRepository, chunkio: ChunkIO,
-                 report_damage: Callable[[str], None], settings: Settings):
-        self.chunks = chunks
-        self.operations = operations
-        self.chunkio = chunkio
-        self.report_damage = report_damage  # flags a damaged chunk and queues its heal
-        self.settings = settings
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    chunkio: ChunkIO
+    report_damage: Callable[[str], None]  # flags a damaged chunk and queues its heal
+    settings: Settings
 
     def scrub_chunk(self, doc: dict, report: ScrubReport, on_damage: Callable[[str], None]) -> int:
         """Read and verify every fragment of one chunk; returns the bytes read."""

@@ -11,6 +11,7 @@ A tenant's view therefore holds only figures of its own files.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from config.settings import Settings
@@ -38,16 +39,15 @@ def usage_figures(doc: dict) -> dict:
             "distinctChunks": doc.get("distinctChunks")}
 
 
+@dataclass
 class Stats:
     """The store's figures, and one tenant's."""
 
-    def __init__(self, chunks: ChunkRepository, operations: OperationsRepository, nodes: ChunkStore,
-                 scrubber: Scrubber, settings: Settings):
-        self.chunks = chunks
-        self.operations = operations
-        self.nodes = nodes
-        self.scrubber = scrubber
-        self.settings = settings
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    nodes: ChunkStore
+    scrubber: Scrubber  # the scrub's progress, shown with the figures
+    settings: Settings
 
     @translated
     def of_tenant(self, tenant: str) -> dict:

@@ -11,6 +11,7 @@ learning anything of other tenants' content. Walking manifests is bounded: past
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from config.settings import Settings
@@ -23,14 +24,14 @@ USAGE_DISTINCT_MAX = 1_000_000  # distinct chunks remembered per tenant (~150 MB
 WINDOW_MAX_S = 3600.0  # a first sample, or one after a long pause, counts at most the last hour
 
 
+@dataclass
 class Usage:
     """Samples of the store's figures over time, and each tenant's usage."""
 
-    def __init__(self, files: FileRepository, operations: OperationsRepository, stats: Stats, settings: Settings):
-        self.files = files
-        self.operations = operations
-        self.stats = stats
-        self.settings = settings
+    files: FileRepository
+    operations: OperationsRepository
+    stats: Stats
+    settings: Settings
 
     def take_sample(self, queue_depth: Callable[[], int], now: float | None = None) -> dict:
         now = time.time() if now is None else now
