@@ -11,10 +11,8 @@ from werkzeug.http import parse_range_header
 from app.auth import is_operator
 from app.multipart import ClientGone, FilePart, discard_rest
 from pipeline.datapath.chunkmap import chunk_page
-from pipeline.maintenance import usage
 from pipeline.errors import (BadRequest, Forbidden, InsufficientStorage, MalformedUpload, RangeNotSatisfiable,
                              StoreError, UploadTooLarge)
-from pipeline.maintenance.stats import store_stats, tenant_stats
 from pipeline.metadata.model import FileDoc, parse_file_id
 from pipeline.namespace.names import valid_key
 from pipeline.namespace.objects import ObjectNames
@@ -176,10 +174,10 @@ def health():
 def stats():
     """Store-wide for operators; any other key gets its own tenant's figures (pipeline.maintenance.stats)."""
     if is_operator():
-        figures = store_stats(store(), current_app.extensions["minis3.queue_depth"])
+        figures = store().stats().of_store(current_app.extensions["minis3.queue_depth"])
         own = next((u for u in figures["tenants"] if u["tenant"] == tenant()), None)
         return jsonify({"success": True, **figures, "tenant": tenant(), "usage": own})
-    return jsonify({"success": True, **tenant_stats(store(), tenant())})
+    return jsonify({"success": True, **store().stats().of_tenant(tenant())})
 
 
 @api.get("/stats/history")
@@ -188,7 +186,7 @@ def stats_history():
     if not is_operator():
         raise Forbidden("the store's history needs an admin key (minis3 keys create --tenant NAME --admin)")
     window = int_arg("window", 3600, *HISTORY_WINDOW_S)
-    return jsonify({"success": True, **usage.history(store(), float(window))})
+    return jsonify({"success": True, **store().usage().history(float(window))})
 
 
 def content_disposition(name: str) -> str:

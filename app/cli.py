@@ -139,11 +139,9 @@ def progress_bar(args: argparse.Namespace, what: str, unit: str):
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from pipeline.maintenance.garbage import collect_garbage
-
     store = _store()
     with progress_bar(args, "gc", " chunks") as progress:
-        report = collect_garbage(store, dry_run=args.dry_run, progress=progress)
+        report = store.garbage_collector().collect(dry_run=args.dry_run, progress=progress)
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["skipped_locked"]:
@@ -161,12 +159,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     from app import celery_enqueue
-    from pipeline.maintenance.fsck import run_fsck
 
     store = _store()
     enqueue = celery_enqueue(store.settings) if args.repair else None
     with progress_bar(args, "fsck", " items") as progress:
-        report = run_fsck(store, repair=args.repair, enqueue=enqueue, progress=progress)
+        report = store.fsck().run(repair=args.repair, enqueue=enqueue, progress=progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -176,12 +173,11 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pipeline.maintenance.stats import store_stats
     from workers.celery import make_celery
     from workers.queue import ingest_queue_depth
 
     store = _store()
-    print(json.dumps(store_stats(store, ingest_queue_depth(make_celery(store.settings), store.redis)), indent=2))
+    print(json.dumps(store.stats().of_store(ingest_queue_depth(make_celery(store.settings), store.redis)), indent=2))
     return 0
 
 
@@ -213,12 +209,10 @@ def _print_json_or(args: argparse.Namespace, report: dict, lines) -> None:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from pipeline.maintenance.heal import heal_all
-
     store = _store()
     bar = _Progress("heal", args.json)
     try:
-        report = heal_all(store, full_scan=not args.flagged, progress=bar.step, total=bar.total)
+        report = store.healer().heal_all(full_scan=not args.flagged, progress=bar.step, total=bar.total)
     finally:
         bar.close()
     out = report.to_json()
@@ -232,17 +226,15 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
-    from pipeline.maintenance.scrub import run_slice, scrub_status
-
     store = _store()
     if not args.now:
-        status = scrub_status(store)
+        status = store.scrubber().status()
         _print_json_or(args, {"scrub": status}, [json.dumps(status, indent=2)])
         return 0
     bar = _Progress("scrub", args.json)
     bar.total(store.meta.chunks.count_chunks())
     try:
-        report = run_slice(store, budget_s=None, mbps=args.mbps, full=True, progress=bar.step)
+        report = store.scrubber().run_slice(budget_s=None, mbps=args.mbps, full=True, progress=bar.step)
     finally:
         bar.close()
     lines = [f"damaged  chunk {d['chunk']}: corrupt fragments {d['corrupt']}, missing {d['missing']} (heal queued)"
@@ -264,14 +256,13 @@ def _size(n: int | None) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from pipeline.maintenance import nodes
-
     store = _store()
+    nodes = store.node_operations()
     action = getattr(args, "nodes_action", None)
     if action == "drain":
         bar = _Progress(f"drain {args.node}", args.json)
         try:
-            report = nodes.drain_node(store, args.node, progress=bar.step, total=bar.total)
+            report = nodes.drain_node(args.node, progress=bar.step, total=bar.total)
         finally:
             bar.close()
         lines = [f"not moved: chunk {e['chunk']} fragment {e['fragment']}: {e['error']}" for e in report.errors]
@@ -285,7 +276,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         store.meta.operations.set_node_draining(args.node, False)
         print(f"node {args.node} takes new fragments again")
         return 0
-    rows = nodes.node_table(store)
+    rows = nodes.node_table()
     lines = [f"{'NODE':16} {'STATE':9} {'FRAGMENTS':>10} {'BYTES':>11} {'FREE':>11}  PATH"]
     lines += [f"{r['node']:16} {r['state']:9} {r['fragments']:>10} {_size(r['bytes']):>11} "
               f"{_size(r['freeBytes']):>11}  {r['path'] or '-'}" for r in rows]
@@ -294,12 +285,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_rebalance(args: argparse.Namespace) -> int:
-    from pipeline.maintenance.nodes import rebalance
-
     store = _store()
     bar = _Progress("rebalance", args.json)
     try:
-        report = rebalance(store, progress=bar.step, total=bar.total)
+        report = store.node_operations().rebalance(progress=bar.step, total=bar.total)
     finally:
         bar.close()
     _print_json_or(args, report.to_json(), [f"rebalance: {report.moved} fragment(s) moved, {report.failed} failed"])
@@ -315,11 +304,9 @@ def cmd_ec(args: argparse.Namespace) -> int:
         print(f"ec convert: queued; whole-copy chunks are re-encoded to {store.settings.ec} in the background "
               f"(progress: `minis3 stats`, ecConvert)")
         return 0
-    from pipeline.maintenance.nodes import convert_all
-
     bar = _Progress("ec convert", args.json)
     try:
-        report = convert_all(store, progress=bar.step, total=bar.total)
+        report = store.node_operations().convert_all(progress=bar.step, total=bar.total)
     finally:
         bar.close()
     lines = [f"not converted: chunk {e['chunk']}: {e['error']}" for e in report.errors]

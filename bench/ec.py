@@ -92,11 +92,10 @@ def run(size: int, work: Path, log, scrub_s: float) -> list[Figure]:
 
 def scrub_rate(stack: Stack, seconds: float) -> Figure:
     """Run the scrub in-process against the stack for ``seconds`` at its configured rate."""
-    from pipeline.maintenance.scrub import run_slice
     from pipeline.store import ObjectStore
 
     store = ObjectStore.from_settings(stack.settings)
-    report = run_slice(store, budget_s=seconds, full=True)
+    report = store.scrubber().run_slice(budget_s=seconds, full=True)
     limit = stack.settings.scrub_mbps
     store.meta.client.close()
     return Figure(f"2+1: scrub rate over {report.bytes / MiB:.0f} MiB (limit {limit:g} MB/s)", report.mbps, "MB/s",

@@ -1,6 +1,7 @@
 """The object store: one facade over metadata, chunk store, spool and placement.
 
-The web app and the workers translate HTTP requests and task calls into calls on this class.
+The web app and the workers translate HTTP requests and task calls into calls on this class, and
+ask it for the maintenance operations, which it builds from those parts.
 """
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from pipeline.datapath.ingest import Ingestor, IngestReport
 from pipeline.datapath.readback import iter_file
 from pipeline.datapath.upload import ManifestWriter, receive_upload
 from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
+from pipeline.maintenance.fsck import Fsck
+from pipeline.maintenance.garbage import GarbageCollector
+from pipeline.maintenance.heal import Healer
+from pipeline.maintenance.nodes import NodeOperations
+from pipeline.maintenance.scrub import Scrubber
+from pipeline.maintenance.stats import Stats
+from pipeline.maintenance.usage import Usage
 from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
 from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import ChunkIO
@@ -243,6 +251,40 @@ class ObjectStore:
         flagged = self.meta.chunks.flag_heal_many(hashes)
         if flagged and self.heal_enqueue is not None:
             self.heal_enqueue(*flagged)
+
+    # --- maintenance: each operation built from the parts it uses ---------------------------------
+    # afresh at each call, so that each one sees the store's settings and parts as they are now
+
+    def garbage_collector(self) -> GarbageCollector:
+        return GarbageCollector(files=self.meta.files, chunks=self.meta.chunks, operations=self.meta.operations,
+                                chunkio=self.chunkio, nodes=self.chunks, spool=self.spool, redis=self.redis,
+                                settings=self.settings)
+
+    def healer(self) -> Healer:
+        return Healer(chunks=self.meta.chunks, operations=self.meta.operations, chunkio=self.chunkio,
+                      spool=self.spool, placement=self.placement, usable_nodes=self.usable_nodes,
+                      settings=self.settings)
+
+    def scrubber(self) -> Scrubber:
+        return Scrubber(chunks=self.meta.chunks, operations=self.meta.operations, chunkio=self.chunkio,
+                        report_damage=self.report_damage, settings=self.settings)
+
+    def fsck(self) -> Fsck:
+        return Fsck(files=self.meta.files, chunks=self.meta.chunks, nodes=self.chunks, chunkio=self.chunkio,
+                    spool=self.spool, healer=self.healer(), settings=self.settings)
+
+    def node_operations(self) -> NodeOperations:
+        return NodeOperations(chunks=self.meta.chunks, operations=self.meta.operations, nodes=self.chunks,
+                              chunkio=self.chunkio, healer=self.healer(), node_states=self.node_states,
+                              usable_nodes=self.usable_nodes)
+
+    def stats(self) -> Stats:
+        return Stats(chunks=self.meta.chunks, operations=self.meta.operations, nodes=self.chunks,
+                     scrubber=self.scrubber(), settings=self.settings)
+
+    def usage(self) -> Usage:
+        return Usage(files=self.meta.files, operations=self.meta.operations, stats=self.stats(),
+                     settings=self.settings)
 
     # --- operations ----------------------------------------------------------------------
 

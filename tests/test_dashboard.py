@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from pipeline.access.keys import ApiKeys
-from pipeline.maintenance import garbage, usage
 from pipeline.metadata.repositories import Metadata
 from pipeline.store import ObjectStore
 from tests.browser import chromium
@@ -129,14 +128,14 @@ def test_samples_record_queue_depth_and_throughput_and_each_tenant_sees_only_its
     dash.put(data, "u2.bin", headers=auth(dash, "other"))  # same bytes: other's own dedup is 2x here
     store = ObjectStore.from_settings(dash.settings)
     try:
-        sample = usage.take_sample(store, lambda: 0)
-        usage.refresh_usage(store.meta)
-        own = usage.tenant_usage(store.meta, "other")
+        sample = store.usage().take_sample(lambda: 0)
+        store.usage().refresh_usage()
+        own = store.usage().tenant_usage("other")
         files = list(dash.meta.db.files.find({"tenant": "other", "status": "stored"}))
         assert own["logicalBytes"] == sum(f["size"] for f in files)
         assert own["physicalBytes"] < own["logicalBytes"]
         assert sample["queueDepth"] == 0 and sample["physicalBytes"] > 0
-        garbage.collect_garbage(store)
+        store.garbage_collector().collect()
     finally:
         store.meta.client.close()
 
@@ -318,7 +317,7 @@ def test_dashboard_store_page_shows_an_admin_the_whole_store_with_charts(dash, b
     dash.put(random_bytes(2 * MiB, 61), "ops-file.bin", headers=auth(dash, "ops"))
     store = ObjectStore.from_settings(dash.settings)
     try:
-        garbage.collect_garbage(store)  # one GC run in the history
+        store.garbage_collector().collect()  # one GC run in the history
     finally:
         store.meta.client.close()
     wait_for(lambda: len(get(dash, "/api/stats/history", "ops").json()["samples"]) >= 2, what="two samples")

@@ -16,9 +16,7 @@ import requests
 from bson import ObjectId
 
 from pipeline.errors import ChunkBusy, NotFound
-from pipeline.maintenance.fsck import run_fsck
-from pipeline.maintenance.garbage import GC_LOCK, clean_spool, collect_garbage, stuck_files
-from pipeline.maintenance.stats import store_stats
+from pipeline.maintenance.garbage import GC_LOCK
 from pipeline.metadata.model import CHUNK_DELETING, CHUNK_STORED, CHUNK_WRITING
 from pipeline.storage.chunkio import nodes_of
 from tests.stack import BIN, ROOT, MiB, Stack, random_bytes, wait_for
@@ -36,7 +34,7 @@ def names_on_nodes(settings) -> set[str]:
 
 def gc_after_grace(store, **kw) -> dict:
     """One GC run as if the grace period had passed since every delete so far."""
-    return collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1, **kw)
+    return store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 1, **kw)
 
 
 def ingest_until_final(store, file_id: str, attempts: int = 200) -> str:
@@ -89,7 +87,7 @@ def test_grace_period_counts_from_the_delete_not_from_the_last_upload(store, set
     long_ago = time.time() - 10 * settings.gc_grace_s
     store.meta.db.chunks.update_many({}, {"$set": {"lastRef": long_ago}})  # stored long ago
     store.delete("t1", f.id)
-    assert collect_garbage(store)["chunks"] == 0
+    assert store.garbage_collector().collect()["chunks"] == 0
     assert names_on_nodes(settings) == hashes_of(data)
     report = gc_after_grace(store)
     assert report["chunks"] == 4 and report["bytes"] == len(data)
@@ -110,14 +108,14 @@ def test_deleting_one_of_two_files_sharing_chunks_leaves_exactly_the_other_files
 
 def test_gc_after_deleting_everything_leaves_no_chunk_and_zero_physical_bytes(store, settings):
     ids = [put(store, random_bytes(n * CHUNK + 7, 20 + n)).id for n in (1, 3, 6)]
-    assert store_stats(store, lambda: 0)["physicalBytes"] > 0
+    assert store.stats().of_store(lambda: 0)["physicalBytes"] > 0
     for file_id in ids:
         store.delete("t1", file_id)
     report = gc_after_grace(store)
     assert report["chunks"] == 2 + 4 + 7
     assert chunk_files(settings) == []
     assert store.meta.db.chunks.count_documents({}) == 0
-    stats = store_stats(store, lambda: 0)
+    stats = store.stats().of_store(lambda: 0)
     assert stats["physicalBytes"] == 0 and stats["chunks"] == 0
     assert stats["lastGc"]["chunksFreed"] == 13 and stats["lastGc"]["bytesFreed"] == report["bytes"]
     event = store.meta.operations.last_event("gc")
@@ -138,9 +136,9 @@ def test_gc_twice_is_the_same_as_once(store, settings):
     gone = put(store, random_bytes(3 * CHUNK, 41))
     store.delete("t1", gone.id)
     now = time.time() + settings.gc_grace_s + 1
-    first = collect_garbage(store, now=now)
+    first = store.garbage_collector().collect(now=now)
     files, docs = names_on_nodes(settings), list(store.meta.db.chunks.find({}, {"lastRef": 0}).sort("_id", 1))
-    second = collect_garbage(store, now=now)
+    second = store.garbage_collector().collect(now=now)
     assert first["chunks"] == 3 and second["chunks"] == 0
     assert names_on_nodes(settings) == files
     assert list(store.meta.db.chunks.find({}, {"lastRef": 0}).sort("_id", 1)) == docs
@@ -159,7 +157,7 @@ def test_gc_killed_midway_is_finished_or_undone_by_the_next_run(store, settings)
     first, second = sorted(hashes_of(random_bytes(2 * CHUNK, 50)))
     store.chunks.delete(nodes_of(docs[first])[0], first)
     # the next run starts once the killed run's lock has expired
-    report = collect_garbage(store, now=time.time() + settings.gc_lock_ttl_s + settings.gc_grace_s + 1)
+    report = store.garbage_collector().collect(now=time.time() + settings.gc_lock_ttl_s + settings.gc_grace_s + 1)
     assert report["chunks"] == 2 and report["given_back"] >= 1
     assert store.meta.db.chunks.count_documents({"state": CHUNK_DELETING}) == 0
     assert names_on_nodes(settings) == hashes_of(random_bytes(CHUNK, 51))
@@ -422,7 +420,7 @@ def test_gc_racing_a_new_upload_of_the_deleted_content_never_loses_a_byte(store,
                 start.wait()
                 time.sleep(rng.random() * 0.01)
                 store.delete("t1", a.id)
-                collect_garbage(store)
+                store.garbage_collector().collect()
             except BaseException as exc:
                 errors.append(exc)
 
@@ -443,10 +441,10 @@ def test_gc_racing_a_new_upload_of_the_deleted_content_never_loses_a_byte(store,
             t.join()
         assert errors == []
         assert read_all(store, store.get_readable("t1", b_ids[0])) == data, f"round {round_}"
-        collect_garbage(store)  # B still names every chunk: nothing of it may go now either
+        store.garbage_collector().collect()  # B still names every chunk: nothing of it may go now either
         assert read_all(store, store.get_readable("t1", b_ids[0])) == data, f"round {round_}"
         store.delete("t1", b_ids[0])
-    collect_garbage(store, now=time.time() + 1)
+    store.garbage_collector().collect(now=time.time() + 1)
     assert chunk_files(settings) == []
 
 
@@ -458,9 +456,9 @@ def test_abandoned_spool_and_its_manifest_go_after_the_timeout_live_ones_stay(st
     store.spool.chunk_path(dead, 0).write_bytes(b"x" * 10)
     store.meta.files.put_manifest_page(dead, 0, 0, 0, ["e" * 64], ["x"], [1])
     queued = store.receive("t1", "q", None, pieces(random_bytes(2 * CHUNK, 90)))
-    assert clean_spool(store) == []  # too young
+    assert store.garbage_collector().clean_spool() == []  # too young
     later = time.time() + settings.spool_abandon_s + 1
-    assert clean_spool(store, now=later) == [dead]
+    assert store.garbage_collector().clean_spool(now=later) == [dead]
     assert not store.spool.exists(dead)
     assert store.meta.db.manifests.count_documents({"file": dead}) == 0
     assert store.spool.exists(queued.id)  # a queued file still needs its spool
@@ -472,7 +470,7 @@ def test_a_delete_interrupted_before_its_manifest_went_is_finished_by_the_sweep(
     f = put(store, data)
     assert store.meta.files.mark_deleted(f.id, "t1")  # the web process died right after this
     assert gc_after_grace(store)["chunks"] == 0
-    clean_spool(store)
+    store.garbage_collector().clean_spool()
     assert store.meta.db.manifests.count_documents({"file": f.id}) == 0
     assert gc_after_grace(store)["chunks"] == 3
     assert chunk_files(settings) == []
@@ -480,17 +478,18 @@ def test_a_delete_interrupted_before_its_manifest_went_is_finished_by_the_sweep(
 
 def test_stuck_files_are_found_once_per_period(store, settings):
     f = store.receive("t1", "q", None, pieces(random_bytes(CHUNK, 92)))
-    assert stuck_files(store) == []
+    gc = store.garbage_collector()
+    assert gc.stuck_files() == []
     later = time.time() + settings.stuck_after_s + 1
-    assert stuck_files(store, now=later) == [f.id]
-    assert stuck_files(store, now=time.time() + settings.stuck_after_s / 2) == []  # stamped when re-queued
+    assert gc.stuck_files(now=later) == [f.id]
+    assert gc.stuck_files(now=time.time() + settings.stuck_after_s / 2) == []  # stamped when re-queued
 
 
 # --- fsck ----------------------------------------------------------------------------------------
 
 def test_fsck_of_a_healthy_store_is_clean_and_the_command_exits_0(store, settings):
     put(store, random_bytes(5 * CHUNK, 100))
-    report = run_fsck(store)
+    report = store.fsck().run()
     assert report.clean and report.files_checked == 1 and report.chunk_files_checked == 5 * FRAGS
     done = cli(settings, "fsck")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -512,14 +511,14 @@ def test_fsck_quarantines_a_corrupt_chunk_and_fails_the_files_that_need_it(whole
     assert checked.returncode == 1 and f"corrupt       chunk {victim} on {node}" in checked.stdout
     assert path.exists()  # a check alone changes nothing
 
-    report = run_fsck(store, repair=True)
+    report = store.fsck().run(repair=True)
     assert report.corrupt.count == 1 and report.repaired["quarantined"] == 1
     assert not path.exists()
     quarantined = list((settings.nodes[int(node[-1]) - 1] / ".quarantine").iterdir())
     assert [q.read_bytes() for q in quarantined] == [bytes(raw)]  # moved aside, never deleted
     assert store.get("t1", f.id).status == "failed"
     assert store.meta.db.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
@@ -528,15 +527,15 @@ def test_fsck_fails_a_stored_file_whose_chunk_is_missing(whole_store):
     f = put(store, data)
     victim = sorted(hashes_of(data))[2]
     store.chunks.delete(nodes_of(store.meta.chunks.chunk_docs([victim])[victim])[0], victim)
-    report = run_fsck(store)
+    report = store.fsck().run()
     assert report.missing.count == 1 and report.missing.sample[0]["chunk"] == victim
     assert store.get_readable("t1", f.id).status == "stored"  # no repair asked
-    repaired = run_fsck(store, repair=True)
+    repaired = store.fsck().run(repair=True)
     assert repaired.repaired["failed"] == 1
     status = store.get("t1", f.id)
     assert status.status == "failed" and "lost" in status.error
     assert store.meta.db.files.find_one({"_id": ObjectId(f.id)})["missingChunks"] == [victim]
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_fsck_removes_only_unknown_files_older_than_the_grace_period(store, settings):
@@ -546,14 +545,14 @@ def test_fsck_removes_only_unknown_files_older_than_the_grace_period(store, sett
     temp = store.chunks.path("node-3", stray_hash).parent / ".tmp-leftover"
     temp.parent.mkdir(parents=True)
     temp.write_bytes(b"half a chunk")
-    report = run_fsck(store, repair=True)
+    report = store.fsck().run(repair=True)
     assert report.unknown.count == 2 and report.repaired["removed"] == 0  # young: maybe in flight
     assert store.chunks.exists("node-2", stray_hash) and temp.exists()
     later = time.time() + settings.gc_grace_s + 1
-    report = run_fsck(store, repair=True, now=later)
+    report = store.fsck().run(repair=True, now=later)
     assert report.unknown.count == 2 and report.repaired["removed"] == 2
     assert not store.chunks.exists("node-2", stray_hash) and not temp.exists()
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_stray_claimed_while_being_removed_is_put_back(store):
@@ -569,11 +568,11 @@ def test_stray_claimed_while_being_removed_is_put_back(store):
 def test_fsck_reports_chunks_no_file_references_until_gc_takes_them(store, settings):
     f = put(store, random_bytes(2 * CHUNK, 104))
     store.delete("t1", f.id)
-    report = run_fsck(store)
+    report = store.fsck().run()
     assert report.unreferenced.count == 2 and not report.clean
     assert cli(settings, "fsck").returncode == 1
     gc_after_grace(store)
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_fsck_requeues_stuck_files_and_fails_those_whose_bytes_are_gone(store, settings):
@@ -581,19 +580,19 @@ def test_fsck_requeues_stuck_files_and_fails_those_whose_bytes_are_gone(store, s
     lost = store.receive("t1", "lost", None, pieces(random_bytes(2 * CHUNK, 106)))
     store.spool.chunk_path(lost.id, 1).unlink()  # e.g. the spool disk lost it
     queued: list[str] = []
-    report = run_fsck(store, repair=True, enqueue=queued.append, now=time.time() + settings.stuck_after_s + 1)
+    report = store.fsck().run(repair=True, enqueue=queued.append, now=time.time() + settings.stuck_after_s + 1)
     assert report.stuck.count == 2
     assert queued == [alive.id] and report.repaired == {"quarantined": 0, "removed": 0, "requeued": 1,
                                                         "failed": 1, "healed": 0}
     assert store.get("t1", lost.id).status == "failed"
     assert len(store.meta.db.files.find_one({"_id": ObjectId(lost.id)})["missingChunks"]) == 1
     assert store.ingest(alive.id).status == "stored"
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_fsck_does_not_count_a_file_being_ingested_right_now_as_stuck(store, settings):
     store.receive("t1", "fresh", None, pieces(random_bytes(CHUNK, 107)))
-    assert run_fsck(store).stuck.count == 0
+    assert store.fsck().run().stuck.count == 0
 
 
 # --- over HTTP, with beat collecting on its own -------------------------------------------------------

@@ -17,9 +17,7 @@ import pytest
 import requests
 
 from pipeline.errors import NodesUnavailable
-from pipeline.maintenance.fsck import run_fsck
-from pipeline.maintenance.garbage import clean_spool, collect_garbage
-from pipeline.maintenance.heal import BLOCKED, HEALED, heal_all, heal_chunk
+from pipeline.maintenance.heal import BLOCKED, HEALED
 from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import fragment_name, fragments, layout, missing_indexes, nodes_of
 from pipeline.storage.chunkstore import ChunkStore
@@ -75,15 +73,15 @@ def test_one_node_down_stores_each_chunk_on_k_nodes_flagged_with_its_missing_ind
     aside = store.spool.held_root.rename(store.spool.held_root.with_name("held.aside"))
     assert read_all(store, f) == data  # from the nodes alone, not from the held copies
     aside.rename(store.spool.held_root)
-    assert {heal_chunk(store, d["_id"]).status for d in docs} == {BLOCKED}  # nowhere to put fragment 2 yet
+    assert {store.healer().heal_chunk(d["_id"]).status for d in docs} == {BLOCKED}  # nowhere to put fragment 2 yet
     assert store.spool.is_held(docs[0]["_id"])
-    report = run_fsck(store)
+    report = store.fsck().run()
     assert report.under_replicated.count == 6 and report.missing.count == 0 and report.unknown.count == 0
     away.rename(store.chunks.node_dirs["node-2"])
-    assert heal_all(store, full_scan=False).healed == 6  # the flagged chunks are found and healed
+    assert store.healer().heal_all(full_scan=False).healed == 6  # the flagged chunks are found and healed
     assert_fully_redundant(store.chunks, [store.meta.chunks.get_chunk(d["_id"]) for d in docs])
     assert not any(store.spool.is_held(d["_id"]) for d in docs)
-    assert run_fsck(store).clean and read_all(store, f) == data
+    assert store.fsck().run().clean and read_all(store, f) == data
 
 
 def test_two_nodes_down_of_three_is_too_few_for_two_plus_one(store):
@@ -110,7 +108,7 @@ def test_a_write_refused_by_a_node_that_looked_up_is_a_fragment_left_for_heal(st
     assert all(len(fragments(d)) == 2 and "node-3" not in nodes_of(d) and store.spool.is_held(d["_id"])
                for d in docs)
     monkeypatch.undo()
-    assert heal_all(store).healed == 3 and run_fsck(store).clean and read_all(store, f) == data
+    assert store.healer().heal_all().healed == 3 and store.fsck().run().clean and read_all(store, f) == data
 
 
 def test_the_held_copy_survives_a_second_node_lost_before_heal(store):
@@ -120,13 +118,13 @@ def test_the_held_copy_survives_a_second_node_lost_before_heal(store):
     docs = [store.meta.chunks.get_chunk(h) for h in hashes(store, f)]
     shutil.rmtree(store.chunks.node_dirs["node-1"])  # a second disk dies: one fragment of two left
     assert read_all(store, f) == data  # served from the held copies, verified
-    assert run_fsck(store).missing.count == 0  # rebuildable: not lost
+    assert store.fsck().run().missing.count == 0  # rebuildable: not lost
     store.chunks.node_dirs["node-1"].mkdir()
     store.chunks.node_dirs["node-3"].with_name("node-3.away").rename(store.chunks.node_dirs["node-3"])
-    assert [heal_chunk(store, d["_id"]).status for d in docs] == [HEALED] * 4
+    assert [store.healer().heal_chunk(d["_id"]).status for d in docs] == [HEALED] * 4
     assert_fully_redundant(store.chunks, [store.meta.chunks.get_chunk(d["_id"]) for d in docs])
     assert not any(store.spool.is_held(d["_id"]) for d in docs)
-    assert run_fsck(store).clean and read_all(store, f) == data
+    assert store.fsck().run().clean and read_all(store, f) == data
 
 
 def test_gc_deletes_the_held_copy_with_its_chunk_and_fsck_reports_a_stray_one(store):
@@ -134,18 +132,19 @@ def test_gc_deletes_the_held_copy_with_its_chunk_and_fsck_reports_a_stray_one(st
     f = put(store, random_bytes(2 * CHUNK, 604))
     held = hashes(store, f)
     assert all(store.spool.is_held(h) for h in held)
-    clean_spool(store, now=time.time() + store.settings.spool_abandon_s + 1)  # the spool sweep skips them
+    # the spool sweep skips them
+    store.garbage_collector().clean_spool(now=time.time() + store.settings.spool_abandon_s + 1)
     assert all(store.spool.is_held(h) for h in held)
     store.delete("t1", f.id)
-    collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1)
+    store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 1)
     assert store.meta.chunks.count_chunks() == 0 and not any(store.spool.is_held(h) for h in held)
     stray = store.spool.held_path("ab" * 32)  # a copy whose chunk is gone (a crash between the two)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"x")
-    report = run_fsck(store)
+    report = store.fsck().run()
     assert report.unknown.count == 1 and report.unknown.sample[0]["path"] == str(stray)
     later = time.time() + store.settings.gc_grace_s + 1
-    assert run_fsck(store, repair=True, now=later).repaired["removed"] == 1 and not stray.exists()
+    assert store.fsck().run(repair=True, now=later).repaired["removed"] == 1 and not stray.exists()
 
 
 # --- real processes: 50 uploads through /api with a node down ----------------------------------

@@ -12,8 +12,6 @@ import subprocess
 import termios
 import time
 
-from pipeline.maintenance.fsck import run_fsck
-from pipeline.maintenance.garbage import collect_garbage
 from tests.stack import BIN, ROOT, random_bytes
 
 CHUNK = 64 * 1024
@@ -29,7 +27,7 @@ def test_fsck_reports_each_chunk_file_file_and_chunk_document_it_looks_at(store)
     put(store, random_bytes(3 * CHUNK + 5, 901), "a.bin")  # 4 chunks
     put(store, random_bytes(2 * CHUNK, 902), "b.bin")  # 2 chunks
     calls: list[tuple[int, int | None]] = []
-    report = run_fsck(store, progress=lambda done, total: calls.append((done, total)))
+    report = store.fsck().run(progress=lambda done, total: calls.append((done, total)))
     k, m = store.settings.ec_layout
     fragment_files = 6 * (k + m)
     assert report.clean and report.chunk_files_checked == fragment_files and report.files_checked == 2
@@ -42,7 +40,7 @@ def test_gc_reports_the_candidate_chunks_it_looks_at(store):
     file_id = put(store, random_bytes(5 * CHUNK, 903), "c.bin")
     store.delete("t1", file_id)
     calls: list[tuple[int, int | None]] = []
-    report = collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1,
+    report = store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 1,
                              progress=lambda done, total: calls.append((done, total)))
     assert report["chunks"] == 5
     assert calls and calls[-1] == (5, None)

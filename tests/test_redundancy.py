@@ -10,10 +10,7 @@ import pytest
 import xxhash
 
 from pipeline.errors import NodesUnavailable
-from pipeline.maintenance.fsck import run_fsck
-from pipeline.maintenance.heal import BLOCKED, HEALED, HEALTHY, heal_all, heal_chunk
-from pipeline.maintenance.nodes import convert_all, drain_node, node_table, rebalance
-from pipeline.maintenance.scrub import run_slice
+from pipeline.maintenance.heal import BLOCKED, HEALED, HEALTHY
 from pipeline.metadata.model import PROCESSING
 from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
 from pipeline.store import ObjectStore
@@ -65,12 +62,12 @@ def test_heal_rebuilds_a_lost_fragment_byte_exact_and_a_second_heal_changes_noth
     path.unlink()
     assert read_all(store, f) == data  # degraded read
     assert store.meta.chunks.get_chunk(h).get("needsHeal")
-    assert heal_chunk(store, h).status == HEALED
+    assert store.healer().heal_chunk(h).status == HEALED
     assert path.read_bytes() == original  # back on its own node, same bytes
     after = store.meta.chunks.get_chunk(h)
     assert "needsHeal" not in after and after["frags"] == doc["frags"] and after["fv"] == doc["fv"] + 1
-    assert heal_chunk(store, h).status == HEALTHY and store.meta.chunks.get_chunk(h) == after
-    assert run_fsck(store).clean
+    assert store.healer().heal_chunk(h).status == HEALTHY and store.meta.chunks.get_chunk(h) == after
+    assert store.fsck().run().clean
 
 
 def test_four_plus_two_survives_any_two_lost_nodes(store6):
@@ -116,7 +113,7 @@ def test_too_few_nodes_up_keeps_the_file_queued_then_stores_it_once_a_node_is_ba
     assert store.ingest(f.id).status == "stored"  # two of three nodes: stored degraded
     assert read_all(store, store.get_readable("t1", f.id)) == data
     away["node-2"].rename(store.chunks.node_dirs["node-2"])
-    assert heal_all(store).lost == 0 and run_fsck(store).clean
+    assert store.healer().heal_all().lost == 0 and store.fsck().run().clean
 
 
 def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_heal(store6, monkeypatch):
@@ -131,9 +128,9 @@ def test_a_full_node_is_skipped_the_chunk_stored_with_the_rest_and_flagged_for_h
     assert all(len(fragments(d)) == 5 and "node-4" not in nodes_of(d) and d.get("needsHeal") for d in docs)
     assert sorted(queued) == sorted(d["_id"] for d in docs)
     assert read_all(store, f) == data
-    assert run_fsck(store).under_replicated.count == 6
-    assert [heal_chunk(store, d["_id"]).status for d in docs] == [HEALED] * 6  # node-4 has room again
-    assert run_fsck(store).clean and read_all(store, f) == data
+    assert store.fsck().run().under_replicated.count == 6
+    assert [store.healer().heal_chunk(d["_id"]).status for d in docs] == [HEALED] * 6  # node-4 has room again
+    assert store.fsck().run().clean and read_all(store, f) == data
 
 
 def test_a_full_node_among_three_stores_a_two_plus_one_upload_degraded_then_heal_completes_it(store, monkeypatch):
@@ -145,9 +142,9 @@ def test_a_full_node_among_three_stores_a_two_plus_one_upload_degraded_then_heal
     assert all(len(fragments(d)) == 2 and "node-2" not in nodes_of(d) and d.get("needsHeal") for d in docs)
     assert all(store.spool.is_held(d["_id"]) for d in docs) and not store.spool.exists(f.id)
     monkeypatch.undo()
-    assert heal_all(store).healed == len(docs)  # node-2 has room again
+    assert store.healer().heal_all().healed == len(docs)  # node-2 has room again
     assert not any(store.spool.is_held(d["_id"]) for d in docs)
-    assert read_all(store, store.get_readable("t1", f.id)) == data and run_fsck(store).clean
+    assert read_all(store, store.get_readable("t1", f.id)) == data and store.fsck().run().clean
 
 
 def test_heal_with_no_node_free_of_the_chunk_is_blocked_and_stays_flagged(store):
@@ -157,11 +154,11 @@ def test_heal_with_no_node_free_of_the_chunk_is_blocked_and_stays_flagged(store)
     doc = store.meta.chunks.get_chunk(h)
     moved = store.chunks.node_dirs["node-1"].rename(store.chunks.node_dirs["node-1"].with_name("gone"))
     assert "node-1" in nodes_of(doc)  # 2+1 over three nodes: every node holds a fragment
-    result = heal_chunk(store, h)
+    result = store.healer().heal_chunk(h)
     assert result.status == BLOCKED and store.meta.chunks.get_chunk(h).get("needsHeal")
     assert read_all(store, f) == data
     moved.rename(store.chunks.node_dirs["node-1"])
-    assert heal_chunk(store, h).status == HEALTHY and "needsHeal" not in store.meta.chunks.get_chunk(h)
+    assert store.healer().heal_chunk(h).status == HEALTHY and "needsHeal" not in store.meta.chunks.get_chunk(h)
 
 
 def test_corrupt_data_and_parity_fragments_are_quarantined_and_rewritten(store):
@@ -175,13 +172,13 @@ def test_corrupt_data_and_parity_fragments_are_quarantined_and_rewritten(store):
         flipped[40] ^= 0x10
         frag_path(store, doc, i).write_bytes(bytes(flipped))
     assert read_all(store, f) == data
-    report = run_fsck(store, repair=True)
+    report = store.fsck().run(repair=True)
     assert report.corrupt.count == 1 and report.repaired["healed"] == 2  # parity: no read touched it
     for doc, i in victims:
         assert frag_path(store, doc, i).read_bytes() == originals[doc["_id"]]
         node = next(x["node"] for x in fragments(doc) if x["i"] == i)
         assert [q for q in store.chunks.quarantined(node) if q.startswith(f"{doc['_id']}.{i}.")]
-    assert run_fsck(store).clean and read_all(store, f) == data
+    assert store.fsck().run().clean and read_all(store, f) == data
 
 
 def test_scrub_finds_an_injected_corruption_in_one_pass_and_resumes_where_it_stopped(store):
@@ -193,19 +190,19 @@ def test_scrub_finds_an_injected_corruption_in_one_pass_and_resumes_where_it_sto
     raw[-1] ^= 0x01
     path.write_bytes(bytes(raw))
     queued: list[str] = []
-    first = run_slice(store, budget_s=0, full=True, on_damage=queued.append, page_size=3)
+    first = store.scrubber().run_slice(budget_s=0, full=True, on_damage=queued.append, page_size=3)
     assert not first.finished and first.chunks == 3  # one page, then stopped (budget)
     state = store.meta.operations.last_event("scrub")
     assert state["inPass"] and state["cursor"]
-    rest = run_slice(store, budget_s=None, on_damage=queued.append, page_size=3)
+    rest = store.scrubber().run_slice(budget_s=None, on_damage=queued.append, page_size=3)
     assert rest.finished and first.chunks + rest.chunks == 8
     assert queued == [victim["_id"]] and first.corrupt + rest.corrupt == 1
     last = store.meta.operations.last_event("scrub")["lastPass"]
     assert last["chunks"] == 8 and last["corrupt"] == 1 and last["fragments"] == 24
-    assert run_slice(store).idle  # the next pass is due only after MINIS3_SCRUB_PERIOD_S
-    assert heal_chunk(store, victim["_id"]).status == HEALED
+    assert store.scrubber().run_slice().idle  # the next pass is due only after MINIS3_SCRUB_PERIOD_S
+    assert store.healer().heal_chunk(victim["_id"]).status == HEALED
     assert xxhash.xxh3_128_hexdigest(path.read_bytes()) == fragments(victim)[2]["xxh3"]
-    assert run_fsck(store).clean
+    assert store.fsck().run().clean
 
 
 def test_drain_moves_every_fragment_off_a_node_and_new_chunks_avoid_it(store4):
@@ -213,17 +210,17 @@ def test_drain_moves_every_fragment_off_a_node_and_new_chunks_avoid_it(store4):
     data = random_bytes(20 * CHUNK, 370)
     f = put(store, data)
     assert files_per_node(store)["node-4"] > 0
-    report = drain_node(store, "node-4")
+    report = store.node_operations().drain_node("node-4")
     assert report.failed == 0 and report.remaining == 0 and report.moved > 0
     assert files_per_node(store)["node-4"] == 0
     assert read_all(store, f) == data
     for doc in store.meta.chunks.stored_chunks():
         assert len(set(nodes_of(doc))) == 3 and "node-4" not in nodes_of(doc)
-    assert {r["node"]: r["state"] for r in node_table(store)}["node-4"] == "draining"
+    assert {r["node"]: r["state"] for r in store.node_operations().node_table()}["node-4"] == "draining"
     g = put(store, random_bytes(6 * CHUNK, 371))
     assert files_per_node(store)["node-4"] == 0 and read_all(store, g) == random_bytes(6 * CHUNK, 371)
-    assert drain_node(store, "node-4").moved == 0  # resumable: nothing left
-    assert run_fsck(store).clean
+    assert store.node_operations().drain_node("node-4").moved == 0  # resumable: nothing left
+    assert store.fsck().run().clean
 
 
 def test_rebalance_evens_out_fragments_after_a_node_is_added(store, settings):
@@ -232,11 +229,11 @@ def test_rebalance_evens_out_fragments_after_a_node_is_added(store, settings):
     grown = ObjectStore.from_settings(settings.with_overrides(nodes=nodes(settings, 4)))
     grown.prepare()
     assert files_per_node(grown)["node-4"] == 0
-    report = rebalance(grown)
+    report = grown.node_operations().rebalance()
     counts = files_per_node(grown)
     assert report.failed == 0 and max(counts.values()) - min(counts.values()) <= 1 and sum(counts.values()) == 90
     assert read_all(grown, grown.get_readable("t1", f.id)) == data
-    assert run_fsck(grown).clean
+    assert grown.fsck().run().clean
 
 
 def test_mixed_store_reads_both_layouts_and_convert_turns_whole_copies_into_fragments(whole_store, settings):
@@ -249,14 +246,14 @@ def test_mixed_store_reads_both_layouts_and_convert_turns_whole_copies_into_frag
     layouts = Counter(layout(d) for d in coded.meta.chunks.stored_chunks())
     assert layouts == Counter({(1, 0): 6, (2, 1): 4})
     assert read_all(coded, f_old) == old and read_all(coded, f_new) == new
-    report = convert_all(coded)
+    report = coded.node_operations().convert_all()
     assert report.converted == 6 and report.failed == 0
     assert Counter(layout(d) for d in coded.meta.chunks.stored_chunks()) == Counter({(2, 1): 10})
     assert not [p for n in coded.chunks.node_dirs.values() for p in n.glob("??/??/*") if "." not in p.name]
     assert read_all(coded, f_old) == old
     assert coded.meta.operations.last_event("ec_convert")["converted"] == 6
-    assert convert_all(coded).converted == 0  # resumable: nothing left
-    assert run_fsck(coded).clean
+    assert coded.node_operations().convert_all().converted == 0  # resumable: nothing left
+    assert coded.fsck().run().clean
 
 
 def test_heal_all_finds_a_node_put_back_empty_and_restores_full_redundancy(store):
@@ -266,6 +263,6 @@ def test_heal_all_finds_a_node_put_back_empty_and_restores_full_redundancy(store
     for s, f in ids.items():
         assert read_all(store, f) == files[s]
     store.chunks.node_dirs["node-2"].mkdir()
-    report = heal_all(store)
+    report = store.healer().heal_all()
     assert report.healed == store.meta.chunks.count_chunks() and report.lost == 0
-    assert run_fsck(store).clean and files_per_node(store)["node-2"] == report.healed
+    assert store.fsck().run().clean and files_per_node(store)["node-2"] == report.healed

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from pipeline.maintenance.garbage import collect_garbage
 from pipeline.storage.erasure import Codec
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client
@@ -62,7 +61,7 @@ def test_same_50_mib_under_many_keys_tenants_multipart_and_copy_is_stored_once_a
                 assert digest.hexdigest() == source_sha256, (bucket, key)
             client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
             client.delete_bucket(Bucket=bucket)
-        report = collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1)
+        report = store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 1)
         assert report["chunks"] == 50
         assert s3_stack.chunk_files() == {}
     finally:

@@ -17,7 +17,6 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from pipeline.maintenance.garbage import collect_garbage
 from pipeline.namespace.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
 from pipeline.namespace.objects import ObjectAttributes, ObjectNames
 from pipeline.store import ObjectStore
@@ -205,7 +204,7 @@ def test_gc_reclaims_what_only_expired_objects_used_and_keeps_a_shared_chunk(bea
         s3.put_bucket_lifecycle_configuration(Bucket="dedup", LifecycleConfiguration={"Rules": [
             {"ID": "gone", "Filter": {"Prefix": "gone/"}, "Status": "Enabled", "Expiration": {"Days": 1}}]})
         wait_for(lambda: keys_of(s3, "dedup") == {"kept/y"}, timeout=90, what="gone/x expired")
-        report = collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 1)
+        report = store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 1)
         assert report["chunks"] >= 1
         left = on_nodes()
         assert digest["expired"] not in left

@@ -17,8 +17,6 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from pipeline.maintenance import garbage
-from pipeline.maintenance.fsck import run_fsck
 from pipeline.namespace.lifecycle import apply_lifecycle
 from pipeline.namespace.objects import ObjectNames, name_id
 from pipeline.store import ObjectStore
@@ -294,8 +292,8 @@ def collect_garbage(s3_stack) -> None:
     """One GC run as if the grace period were over, then fsck, which must find every version's chunks."""
     store = ObjectStore.from_settings(s3_stack.settings)
     try:
-        garbage.collect_garbage(store, now=time.time() + s3_stack.settings.gc_grace_s + 60)
-        report = run_fsck(store)
+        store.garbage_collector().collect(now=time.time() + s3_stack.settings.gc_grace_s + 60)
+        report = store.fsck().run()
         assert report.missing.count == 0 and report.corrupt.count == 0, report
     finally:
         store.meta.client.close()

@@ -173,19 +173,18 @@ def minis3(host: Stack, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
-# collect_garbage in a process of its own, built from one host's settings as its worker builds it;
+# a GC run in a process of its own, built from one host's settings as its worker builds it;
 # it waits for a line on stdin so that two of them start their runs at the same moment
 GC_RUN = """
 import json, sys
 from config.settings import Settings
-from pipeline.maintenance.garbage import collect_garbage
 from pipeline.store import ObjectStore
 store = ObjectStore.from_settings(Settings.from_env())
 store.prepare()
 store.redis.ping()
 print("ready", flush=True)
 sys.stdin.readline()
-print(json.dumps(collect_garbage(store)), flush=True)
+print(json.dumps(store.garbage_collector().collect()), flush=True)
 """
 
 

@@ -6,7 +6,6 @@ import time
 
 from celery import shared_task
 
-from pipeline.maintenance import garbage, usage
 from pipeline.namespace.objects import ObjectNames
 from workers import monitoring
 from config.logging import REQUEST_ID
@@ -78,7 +77,7 @@ def ingest_small(self) -> int:
 
 @shared_task(name="minis3.requeue_stuck", base=StoreTask, bind=True)
 def requeue_stuck(self) -> list[str]:
-    ids = garbage.stuck_files(self.store)
+    ids = self.store.garbage_collector().stuck_files()
     enqueue = ingest_queue(self.app)
     for file_id in ids:
         enqueue(file_id)
@@ -91,7 +90,7 @@ def requeue_stuck(self) -> list[str]:
 
 @shared_task(name="minis3.clean_spool", base=StoreTask, bind=True)
 def clean_spool(self) -> list[str]:
-    removed = garbage.clean_spool(self.store)
+    removed = self.store.garbage_collector().clean_spool()
     if removed:
         log.info("removed %d abandoned spool director(y/ies)", len(removed))
     return removed
@@ -99,7 +98,7 @@ def clean_spool(self) -> list[str]:
 
 @shared_task(name="minis3.gc", base=StoreTask, bind=True)
 def gc(self) -> dict:
-    report = garbage.collect_garbage(self.store)
+    report = self.store.garbage_collector().collect()
     monitoring.observe_gc(report)
     return report
 
@@ -107,8 +106,9 @@ def gc(self) -> dict:
 @shared_task(name="minis3.sample", base=StoreTask, bind=True)
 def sample(self) -> dict:
     """The store's figures now (queue depth, throughput, bytes) and each tenant's usage."""
-    figures = usage.take_sample(self.store, ingest_queue_depth(self.app, self.store.redis))
-    usage.refresh_usage(self.store.meta)
+    usage = self.store.usage()
+    figures = usage.take_sample(ingest_queue_depth(self.app, self.store.redis))
+    usage.refresh_usage()
     return {"queueDepth": figures["queueDepth"], "storedBytes": figures["storedBytes"]}
 
 
@@ -146,11 +146,10 @@ def lifecycle(self) -> dict:
 def heal(self, *chunk_hashes: str) -> list[dict]:
     """Heal these chunks, one after the other (a read that found a page of damaged chunks queues
     them in one task)."""
-    from pipeline.maintenance.heal import heal_chunk
-
+    healer = self.store.healer()
     out = []
     for chunk_hash in chunk_hashes:
-        result = heal_chunk(self.store, chunk_hash)
+        result = healer.heal_chunk(chunk_hash)
         monitoring.observe_heal(result)
         log.info("heal %s: %s rebuilt=%s quarantined=%s %s", chunk_hash, result.status, result.rebuilt,
                  result.quarantined, result.reason)
@@ -161,13 +160,11 @@ def heal(self, *chunk_hashes: str) -> list[dict]:
 @shared_task(name="minis3.heal_flagged", base=StoreTask, bind=True)
 def heal_flagged(self) -> dict:
     """Chunks flagged for heal whose task was lost or could not finish (a node was down)."""
-    from pipeline.maintenance.heal import heal_all
-
     lock = self.store.redis.lock("minis3:heal:lock", timeout=600, blocking=False, thread_local=False)
     if not lock.acquire(blocking=False):
         return {"skipped": True}
     try:
-        report = heal_all(self.store, full_scan=False)
+        report = self.store.healer().heal_all(full_scan=False)
     finally:
         try:
             lock.release()
@@ -188,7 +185,7 @@ def scrub(self, budget_s: float | None = None) -> dict:
     if not lock.acquire(blocking=False):
         return {"skipped": True}
     try:
-        report = scrubbing.run_slice(self.store, budget_s=budget)
+        report = self.store.scrubber().run_slice(budget_s=budget)
     finally:
         try:
             lock.release()
@@ -200,16 +197,12 @@ def scrub(self, budget_s: float | None = None) -> dict:
 
 @shared_task(name="minis3.ec_convert", base=StoreTask, bind=True)
 def ec_convert(self) -> dict:
-    from pipeline.maintenance.nodes import convert_all
-
-    return convert_all(self.store).to_json()
+    return self.store.node_operations().convert_all().to_json()
 
 
 @shared_task(name="minis3.drain", base=StoreTask, bind=True)
 def drain(self, node: str) -> dict:
-    from pipeline.maintenance.nodes import drain_node
-
-    return drain_node(self.store, node).to_json()
+    return self.store.node_operations().drain_node(node).to_json()
 
 
 def scrub_slice_s(settings) -> float:

@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from pipeline.maintenance.heal import HEALED, HEALTHY, batches, heal_chunk
+from config.settings import Settings
+from pipeline.maintenance.heal import HEALED, HEALTHY, Healer, batches
 from pipeline.maintenance.progress import Progress, ProgressCallback
+from pipeline.metadata.chunks import ChunkRepository
+from pipeline.metadata.files import FileRepository
 from pipeline.metadata.model import CHUNK_DELETING, PROCESSING, QUEUED, STORED, FileDoc
 from pipeline.metadata.model import CHUNK_STORED as STORED_CHUNK
-from pipeline.storage.chunkio import fragment_name, fragments, layout, nodes_of
-from pipeline.storage.chunkstore import parse_name
+from pipeline.storage.chunkio import ChunkIO, fragment_name, fragments, layout, nodes_of
+from pipeline.storage.chunkstore import ChunkStore, Spool, parse_name
 
 BATCH = 500
 SAMPLE = 1000  # findings listed per kind; the counts are exact
@@ -102,71 +105,6 @@ class FsckReport:
             yield "repaired: " + ", ".join(f"{n} {what}" for what, n in self.repaired.items())
 
 
-def run_fsck(store, repair: bool = False, enqueue: Callable[[str], None] | None = None,
-             now: float | None = None, progress: ProgressCallback | None = None) -> FsckReport:
-    """Check everything (and repair with ``repair``); ``enqueue(file_id)`` re-queues an ingest.
-
-    ``progress(done, None)`` follows the items looked at: chunk files, files, chunk documents.
-    """
-    started = time.monotonic()
-    now = time.time() if now is None else now
-    report = FsckReport(repair)
-    to_heal: set[str] = set()
-    done = Progress(progress)
-    _check_nodes(store, report, now, to_heal, done)  # first: a quarantined chunk then counts as missing below
-    _check_stored_files(store, report, to_heal, done)
-    _check_stuck_files(store, report, now, enqueue, done)
-    _check_unreferenced(store, report, now, done)
-    _check_held(store, report, now)
-    report.seconds = time.monotonic() - started
-    return report
-
-
-# --- node directories: corrupt and unknown files ----------------------------------------------
-
-def _check_nodes(store, report: FsckReport, now: float, to_heal: set[str], done: Progress) -> None:
-    grace = store.settings.gc_grace_s
-    for entries in batches(store.chunks.iter_all(), BATCH):
-        names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
-        docs = store.meta.chunks.chunk_docs(p[0] for p in names.values() if p is not None)
-        for entry in entries:
-            parsed = names[entry.chunk_hash]
-            doc = docs.get(parsed[0]) if parsed else None
-            frag = _named_fragment(doc, entry.node, entry.chunk_hash) if doc is not None else None
-            if frag is None or not store.chunks.is_chunk_file(entry):
-                age = now - entry.mtime
-                report.unknown.add(node=entry.node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
-                if report.repair and age > grace and store.chunks.discard_stray(
-                        entry, lambda e=entry: _claimed(store, e.chunk_hash, e.node)):
-                    report.repaired["removed"] += 1
-                continue
-            if doc["state"] == CHUNK_DELETING:
-                continue  # GC is deleting it
-            try:
-                reason = store.chunkio.audit(doc, frag, entry)
-            except FileNotFoundError:
-                continue  # deleted since the listing
-            report.chunk_files_checked += 1
-            report.bytes_checked += entry.size
-            if reason is None:
-                continue
-            report.corrupt.add(chunk=entry.chunk_hash, node=entry.node, path=str(entry.path), reason=reason)
-            if report.repair and store.chunkio.quarantine(doc, frag):
-                report.repaired["quarantined"] += 1
-                if store.chunkio.layout_of(doc).redundant:
-                    to_heal.add(parsed[0])
-        done.advance(len(entries))
-    for node in store.chunks.node_ids:
-        for entry in store.chunks.temporaries(node):
-            age = now - entry.mtime
-            if age <= grace:
-                continue
-            report.unknown.add(node=node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
-            if report.repair:
-                entry.path.unlink(missing_ok=True)
-                report.repaired["removed"] += 1
-
-
 def _named_fragment(doc: dict, node: str, name: str) -> dict | None:
     """The fragment of ``doc`` that the file ``name`` on ``node`` is, if the document names it."""
     k, m = layout(doc)
@@ -174,135 +112,202 @@ def _named_fragment(doc: dict, node: str, name: str) -> dict | None:
                  if f.get("node") == node and fragment_name(doc["_id"], f["i"], k, m) == name), None)
 
 
-def _claimed(store, name: str, node: str) -> bool:
-    parsed = parse_name(name)
-    if parsed is None:
-        return False
-    doc = store.meta.chunks.chunk_docs([parsed[0]]).get(parsed[0])
-    return doc is not None and _named_fragment(doc, node, name) is not None
+@dataclass
+class Fsck:
+    """The check of files, manifests, chunk documents and node directories against each other."""
 
+    files: FileRepository
+    chunks: ChunkRepository
+    nodes: ChunkStore
+    chunkio: ChunkIO
+    spool: Spool
+    healer: Healer
+    settings: Settings
 
-# --- files: chunks lost, files stuck ---------------------------------------------------------
+    def run(self, repair: bool = False, enqueue: Callable[[str], None] | None = None,
+            now: float | None = None, progress: ProgressCallback | None = None) -> FsckReport:
+        """Check everything (and repair with ``repair``); ``enqueue(file_id)`` re-queues an ingest.
 
-def _lost_chunks(store, f: FileDoc, spooled_counts: bool,
-                 degraded: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, str]]:
-    """(chunk, reason) for each distinct chunk of ``f`` found nowhere.
+        ``progress(done, None)`` follows the items looked at: chunk files, files, chunk documents.
+        """
+        started = time.monotonic()
+        now = time.time() if now is None else now
+        report = FsckReport(repair)
+        to_heal: set[str] = set()
+        done = Progress(progress)
+        self._check_nodes(report, now, to_heal, done)  # first: a quarantined chunk then counts as missing below
+        self._check_stored_files(report, to_heal, done)
+        self._check_stuck_files(report, now, enqueue, done)
+        self._check_unreferenced(report, now, done)
+        self._check_held(report, now)
+        report.seconds = time.monotonic() - started
+        return report
 
-    With ``spooled_counts`` (a file not yet stored) a chunk still in the spool is not lost. The
-    spool is looked at before the chunk documents: ingest moves a chunk to its node only after
-    claiming its document, so a chunk that leaves the spool meanwhile is found on its node.
-    """
-    lost: dict[str, str] = {}
-    covered = 0
-    for page in store.meta.files.iter_manifest(f.id):
-        covered = page.first_index + len(page.hashes)
-        wanted = [h for offset, h in enumerate(page.hashes)
-                  if not (spooled_counts and store.spool.chunk_path(f.id, page.first_index + offset).exists())]
-        docs = store.meta.chunks.chunk_docs(wanted)
-        for h in wanted:
-            doc = docs.get(h)
-            if doc is None:
-                lost.setdefault(h, "no chunk document")
-            elif not store.chunkio.is_placed(doc):
-                lay = store.chunkio.layout_of(doc)
-                present = len(lay.present(doc))
-                if not lay.redundant:
-                    lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
-                elif present < lay.k and not store.spool.is_held(h):  # a held spooled copy rebuilds it
-                    lost.setdefault(h, f"{present} of the {lay.k} fragments needed on {','.join(nodes_of(doc))}")
-                elif degraded is not None:
-                    degraded[h] = (present, lay.width)
-    if covered != f.chunk_count:
-        lost.setdefault("-", f"manifest lists {covered} of {f.chunk_count} chunks")
-    return list(lost.items())
+    # --- node directories: corrupt and unknown files -----------------------------------------
 
+    def _check_nodes(self, report: FsckReport, now: float, to_heal: set[str], done: Progress) -> None:
+        grace = self.settings.gc_grace_s
+        for entries in batches(self.nodes.iter_all(), BATCH):
+            names = {e.chunk_hash: parse_name(e.chunk_hash) for e in entries}
+            docs = self.chunks.chunk_docs(p[0] for p in names.values() if p is not None)
+            for entry in entries:
+                parsed = names[entry.chunk_hash]
+                doc = docs.get(parsed[0]) if parsed else None
+                frag = _named_fragment(doc, entry.node, entry.chunk_hash) if doc is not None else None
+                if frag is None or not self.nodes.is_chunk_file(entry):
+                    age = now - entry.mtime
+                    report.unknown.add(node=entry.node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
+                    if report.repair and age > grace and self.nodes.discard_stray(
+                            entry, lambda e=entry: self._claimed(e.chunk_hash, e.node)):
+                        report.repaired["removed"] += 1
+                    continue
+                if doc["state"] == CHUNK_DELETING:
+                    continue  # GC is deleting it
+                try:
+                    reason = self.chunkio.audit(doc, frag, entry)
+                except FileNotFoundError:
+                    continue  # deleted since the listing
+                report.chunk_files_checked += 1
+                report.bytes_checked += entry.size
+                if reason is None:
+                    continue
+                report.corrupt.add(chunk=entry.chunk_hash, node=entry.node, path=str(entry.path), reason=reason)
+                if report.repair and self.chunkio.quarantine(doc, frag):
+                    report.repaired["quarantined"] += 1
+                    if self.chunkio.layout_of(doc).redundant:
+                        to_heal.add(parsed[0])
+            done.advance(len(entries))
+        for node in self.nodes.node_ids:
+            for entry in self.nodes.temporaries(node):
+                age = now - entry.mtime
+                if age <= grace:
+                    continue
+                report.unknown.add(node=node, path=str(entry.path), size=entry.size, ageSeconds=int(age))
+                if report.repair:
+                    entry.path.unlink(missing_ok=True)
+                    report.repaired["removed"] += 1
 
-def _record_lost(store, report: FsckReport, f: FileDoc, lost: list[tuple[str, str]]) -> None:
-    for h, reason in lost:
-        report.missing.add(file=f.id, chunk=h, reason=reason)
-    if report.repair and store.meta.files.mark_failed(f.id, f"{len(lost)} chunk(s) lost (fsck)",
-                                                [h for h, _ in lost if h != "-"]):
-        report.repaired["failed"] += 1
+    def _claimed(self, name: str, node: str) -> bool:
+        parsed = parse_name(name)
+        if parsed is None:
+            return False
+        doc = self.chunks.chunk_docs([parsed[0]]).get(parsed[0])
+        return doc is not None and _named_fragment(doc, node, name) is not None
 
+    # --- files: chunks lost, files stuck ----------------------------------------------------
 
-def _check_stored_files(store, report: FsckReport, to_heal: set[str], done: Progress) -> None:
-    degraded: dict[str, tuple[int, int]] = {}
-    for f in store.meta.files.iter_files((STORED,)):
-        done.advance()
-        report.files_checked += 1
-        lost = _lost_chunks(store, f, spooled_counts=False, degraded=degraded)
-        if lost and report.repair:  # heal what can be healed first: only the rest is lost
-            lost = [(h, why) for h, why in lost if not _healed(store, h)]
-        if not lost:
-            continue
-        current = store.meta.files.get_file(f.id)
-        if current is None or current.status != STORED:
-            continue  # deleted while we looked: its manifest went with it
-        _record_lost(store, report, f, lost)
-    _heal_degraded(store, report, degraded, to_heal)
+    def _lost_chunks(self, f: FileDoc, spooled_counts: bool,
+                     degraded: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, str]]:
+        """(chunk, reason) for each distinct chunk of ``f`` found nowhere.
 
+        With ``spooled_counts`` (a file not yet stored) a chunk still in the spool is not lost. The
+        spool is looked at before the chunk documents: ingest moves a chunk to its node only after
+        claiming its document, so a chunk that leaves the spool meanwhile is found on its node.
+        """
+        lost: dict[str, str] = {}
+        covered = 0
+        for page in self.files.iter_manifest(f.id):
+            covered = page.first_index + len(page.hashes)
+            wanted = [h for offset, h in enumerate(page.hashes)
+                      if not (spooled_counts and self.spool.chunk_path(f.id, page.first_index + offset).exists())]
+            docs = self.chunks.chunk_docs(wanted)
+            for h in wanted:
+                doc = docs.get(h)
+                if doc is None:
+                    lost.setdefault(h, "no chunk document")
+                elif not self.chunkio.is_placed(doc):
+                    lay = self.chunkio.layout_of(doc)
+                    present = len(lay.present(doc))
+                    if not lay.redundant:
+                        lost.setdefault(h, f"no chunk file of {doc.get('size')} bytes on {','.join(nodes_of(doc))}")
+                    elif present < lay.k and not self.spool.is_held(h):  # a held spooled copy rebuilds it
+                        lost.setdefault(h, f"{present} of the {lay.k} fragments needed on {','.join(nodes_of(doc))}")
+                    elif degraded is not None:
+                        degraded[h] = (present, lay.width)
+        if covered != f.chunk_count:
+            lost.setdefault("-", f"manifest lists {covered} of {f.chunk_count} chunks")
+        return list(lost.items())
 
-def _healed(store, chunk_hash: str) -> bool:
-    return chunk_hash != "-" and heal_chunk(store, chunk_hash).status in (HEALED, HEALTHY)
+    def _record_lost(self, report: FsckReport, f: FileDoc, lost: list[tuple[str, str]]) -> None:
+        for h, reason in lost:
+            report.missing.add(file=f.id, chunk=h, reason=reason)
+        if report.repair and self.files.mark_failed(f.id, f"{len(lost)} chunk(s) lost (fsck)",
+                                                    [h for h, _ in lost if h != "-"]):
+            report.repaired["failed"] += 1
 
+    def _check_stored_files(self, report: FsckReport, to_heal: set[str], done: Progress) -> None:
+        degraded: dict[str, tuple[int, int]] = {}
+        for f in self.files.iter_files((STORED,)):
+            done.advance()
+            report.files_checked += 1
+            lost = self._lost_chunks(f, spooled_counts=False, degraded=degraded)
+            if lost and report.repair:  # heal what can be healed first: only the rest is lost
+                lost = [(h, why) for h, why in lost if not self._healed(h)]
+            if not lost:
+                continue
+            current = self.files.get_file(f.id)
+            if current is None or current.status != STORED:
+                continue  # deleted while we looked: its manifest went with it
+            self._record_lost(report, f, lost)
+        self._heal_degraded(report, degraded, to_heal)
 
-def _heal_degraded(store, report: FsckReport, degraded: dict[str, tuple[int, int]], to_heal: set[str]) -> None:
-    """Report under-replicated chunks (each once); with repair, heal them and those whose corrupt
-    fragment was just quarantined."""
-    for h, (present, total) in sorted(degraded.items()):
-        item = {"chunk": h, "present": present, "fragments": total}
+    def _healed(self, chunk_hash: str) -> bool:
+        return chunk_hash != "-" and self.healer.heal_chunk(chunk_hash).status in (HEALED, HEALTHY)
+
+    def _heal_degraded(self, report: FsckReport, degraded: dict[str, tuple[int, int]], to_heal: set[str]) -> None:
+        """Report under-replicated chunks (each once); with repair, heal them and those whose corrupt
+        fragment was just quarantined."""
+        for h, (present, total) in sorted(degraded.items()):
+            item = {"chunk": h, "present": present, "fragments": total}
+            if report.repair:
+                item["healed"] = self.healer.heal_chunk(h).status in (HEALED, HEALTHY)
+                report.repaired["healed"] += int(item["healed"])
+            report.under_replicated.add(**item)
         if report.repair:
-            item["healed"] = heal_chunk(store, h).status in (HEALED, HEALTHY)
-            report.repaired["healed"] += int(item["healed"])
-        report.under_replicated.add(**item)
-    if report.repair:
-        for h in sorted(to_heal - set(degraded)):
-            report.repaired["healed"] += int(heal_chunk(store, h).status in (HEALED, HEALTHY))
+            for h in sorted(to_heal - set(degraded)):
+                report.repaired["healed"] += int(self.healer.heal_chunk(h).status in (HEALED, HEALTHY))
 
+    def _check_stuck_files(self, report: FsckReport, now: float, enqueue: Callable[[str], None] | None,
+                           done: Progress) -> None:
+        for f in self.files.files_in_states((QUEUED, PROCESSING), now - self.settings.stuck_after_s):
+            done.advance()
+            report.stuck.add(file=f.id, status=f.status, idleSeconds=int(now - f.updated))
+            lost = self._lost_chunks(f, spooled_counts=True)
+            if lost:
+                self._record_lost(report, f, lost)
+            elif report.repair and enqueue is not None:
+                self.files.touch_file(f.id)
+                enqueue(f.id)
+                report.repaired["requeued"] += 1
 
-def _check_stuck_files(store, report: FsckReport, now: float, enqueue: Callable[[str], None] | None,
-                       done: Progress) -> None:
-    for f in store.meta.files.files_in_states((QUEUED, PROCESSING), now - store.settings.stuck_after_s):
-        done.advance()
-        report.stuck.add(file=f.id, status=f.status, idleSeconds=int(now - f.updated))
-        lost = _lost_chunks(store, f, spooled_counts=True)
-        if lost:
-            _record_lost(store, report, f, lost)
-        elif report.repair and enqueue is not None:
-            store.meta.files.touch_file(f.id)
-            enqueue(f.id)
-            report.repaired["requeued"] += 1
+    # --- chunk documents no manifest names -------------------------------------------------
 
+    def _check_unreferenced(self, report: FsckReport, now: float, done: Progress) -> None:
+        live = (d for d in self.chunks.all_chunks() if d.get("state") != CHUNK_DELETING)
+        for docs in batches(live, BATCH):
+            done.advance(len(docs))
+            referenced = self.files.referenced_hashes([d["_id"] for d in docs])
+            for d in docs:
+                if d["_id"] not in referenced:
+                    report.unreferenced.add(chunk=d["_id"], node=",".join(nodes_of(d)), size=d.get("size", 0),
+                                            idleSeconds=int(now - d.get("lastRef", now)))
 
-# --- chunk documents no manifest names ----------------------------------------------------------
+    # --- held spooled copies ---------------------------------------------------------------
 
-def _check_unreferenced(store, report: FsckReport, now: float, done: Progress) -> None:
-    live = (d for d in store.meta.chunks.all_chunks() if d.get("state") != CHUNK_DELETING)
-    for docs in batches(live, BATCH):
-        done.advance(len(docs))
-        referenced = store.meta.files.referenced_hashes([d["_id"] for d in docs])
-        for d in docs:
-            if d["_id"] not in referenced:
-                report.unreferenced.add(chunk=d["_id"], node=",".join(nodes_of(d)), size=d.get("size", 0),
-                                        idleSeconds=int(now - d.get("lastRef", now)))
-
-
-# --- held spooled copies ------------------------------------------------------------------------
-
-def _check_held(store, report: FsckReport, now: float) -> None:
-    """A spooled copy held for a chunk that is whole again, or has no document, is unknown: heal
-    (and GC) release them; a crash in between leaves them. Repair releases those past the grace
-    period (a held copy is linked before its chunk's document says stored)."""
-    held = list(store.spool.held())
-    for batch in batches(held, BATCH):
-        docs = store.meta.chunks.chunk_docs(h for h, _ in batch)
-        for h, since in batch:
-            doc = docs.get(h)
-            if doc is not None and (doc.get("state") != STORED_CHUNK or not store.chunkio.is_placed(doc)):
-                continue  # still degraded (reported as under-replicated), or being written
-            age = now - since
-            path = store.spool.held_path(h)
-            size = path.stat().st_size if path.exists() else 0
-            report.unknown.add(node="spool", path=str(path), size=size, ageSeconds=int(age))
-            if report.repair and age > store.settings.gc_grace_s and store.spool.release(h):
-                report.repaired["removed"] += 1
+    def _check_held(self, report: FsckReport, now: float) -> None:
+        """A spooled copy held for a chunk that is whole again, or has no document, is unknown: heal
+        (and GC) release them; a crash in between leaves them. Repair releases those past the grace
+        period (a held copy is linked before its chunk's document says stored)."""
+        held = list(self.spool.held())
+        for batch in batches(held, BATCH):
+            docs = self.chunks.chunk_docs(h for h, _ in batch)
+            for h, since in batch:
+                doc = docs.get(h)
+                if doc is not None and (doc.get("state") != STORED_CHUNK or not self.chunkio.is_placed(doc)):
+                    continue  # still degraded (reported as under-replicated), or being written
+                age = now - since
+                path = self.spool.held_path(h)
+                size = path.stat().st_size if path.exists() else 0
+                report.unknown.add(node="spool", path=str(path), size=size, ageSeconds=int(age))
+                if report.repair and age > self.settings.gc_grace_s and self.spool.release(h):
+                    report.repaired["removed"] += 1

@@ -11,11 +11,16 @@ A tenant's view therefore holds only figures of its own files.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+from config.settings import Settings
 from pipeline.backends import translated
-from pipeline.maintenance.scrub import scrub_status
+from pipeline.maintenance.scrub import Scrubber
+from pipeline.metadata.chunks import ChunkRepository
 from pipeline.metadata.model import DELETED, FAILED, PROCESSING, QUEUED, STORED
+from pipeline.metadata.operations import OperationsRepository
+from pipeline.storage.chunkstore import ChunkStore
 from pipeline.timefmt import iso8601
 
 FILE_STATES = (QUEUED, PROCESSING, STORED, FAILED, DELETED)
@@ -34,64 +39,72 @@ def usage_figures(doc: dict) -> dict:
             "distinctChunks": doc.get("distinctChunks")}
 
 
-@translated
-def tenant_stats(store, tenant: str) -> dict:
-    """One tenant's files by status and logical bytes, and its usage (the deduplication among its
-    own files): nothing that other tenants' content moves."""
-    figures = store.meta.operations.stats(tenant)
-    own = store.meta.operations.get_usage(tenant)
-    return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
-            "logicalBytes": figures["logicalBytes"], "usage": usage_figures(own[0]) if own else None}
+@dataclass
+class Stats:
+    """The store's figures, and one tenant's."""
 
+    chunks: ChunkRepository
+    operations: OperationsRepository
+    nodes: ChunkStore
+    scrubber: Scrubber  # the scrub's progress, shown with the figures
+    settings: Settings
 
-def _space(store, node: str) -> dict:
-    """Free and total bytes of a configured node's filesystem (none for a node only metadata names)."""
-    if node not in store.chunks.node_ids:
-        return {}
-    status = store.chunks.node_status(node)
-    return {k: status[k] for k in ("freeBytes", "totalBytes") if k in status}
+    @translated
+    def of_tenant(self, tenant: str) -> dict:
+        """One tenant's files by status and logical bytes, and its usage (the deduplication among its
+        own files): nothing that other tenants' content moves."""
+        figures = self.operations.stats(tenant)
+        own = self.operations.get_usage(tenant)
+        return {"scope": "tenant", "tenant": tenant, "files": _files(figures),
+                "logicalBytes": figures["logicalBytes"], "usage": usage_figures(own[0]) if own else None}
 
+    def _space(self, node: str) -> dict:
+        """Free and total bytes of a configured node's filesystem (none for a node only metadata names)."""
+        if node not in self.nodes.node_ids:
+            return {}
+        status = self.nodes.node_status(node)
+        return {k: status[k] for k in ("freeBytes", "totalBytes") if k in status}
 
-@translated
-def store_stats(store, queue_depth: Callable[[], int]) -> dict:
-    """The whole store's figures; ``queue_depth`` counts the ingests waiting (the task queue's
-    owner supplies it: workers.queue.ingest_queue_depth)."""
-    figures = store.meta.operations.stats()
-    recorded = figures["perNode"]
-    # configured nodes first (an empty one shows zeros), then any node only the metadata knows
-    names = list(store.chunks.node_ids) + sorted(n for n in recorded if n not in store.chunks.node_ids)
-    nodes = [{"node": n, "chunks": recorded.get(n, {}).get("chunks", 0),
-              "bytes": recorded.get(n, {}).get("bytes", 0), **_space(store, n)} for n in names]
-    logical = figures["logicalBytes"]
-    physical = sum(n["bytes"] for n in nodes)
-    unique = store.meta.chunks.stored_chunk_bytes()
-    gc = store.meta.operations.last_event("gc")
-    heal = store.meta.operations.last_event("heal") or {}
-    convert = store.meta.operations.last_event("ec_convert")
-    k, m = store.settings.ec_layout
-    return {
-        "scope": "store",
-        "files": _files(figures),
-        "logicalBytes": logical,
-        "physicalBytes": physical,
-        "uniqueBytes": unique,
-        "dedupRatio": round(logical / unique, 4) if unique else None,
-        "dedupSavedBytes": max(0, logical - unique),
-        "chunks": store.meta.chunks.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
-        "fragments": sum(n["chunks"] for n in nodes),
-        "nodes": nodes,
-        "queueDepth": queue_depth(),
-        "lastGc": None if gc is None else {
-            "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
-            "seconds": gc.get("seconds"),
-        },
-        "tenants": [usage_figures(u) for u in store.meta.operations.get_usage()],
-        "layout": f"{k}+{m}",
-        "degradedChunks": store.meta.chunks.count_needing_heal(),
-        "fragmentsHealed": heal.get("fragments", 0),
-        "chunksHealed": heal.get("chunks", 0),
-        "scrub": scrub_status(store),
-        "ecConvert": None if convert is None else {
-            k2: convert.get(k2) for k2 in ("running", "layout", "total", "converted", "failed", "remaining",
-                                           "started", "finished")},
-    }
+    @translated
+    def of_store(self, queue_depth: Callable[[], int]) -> dict:
+        """The whole store's figures; ``queue_depth`` counts the ingests waiting (the task queue's
+        owner supplies it: workers.queue.ingest_queue_depth)."""
+        figures = self.operations.stats()
+        recorded = figures["perNode"]
+        # configured nodes first (an empty one shows zeros), then any node only the metadata knows
+        names = list(self.nodes.node_ids) + sorted(n for n in recorded if n not in self.nodes.node_ids)
+        nodes = [{"node": n, "chunks": recorded.get(n, {}).get("chunks", 0),
+                  "bytes": recorded.get(n, {}).get("bytes", 0), **self._space(n)} for n in names]
+        logical = figures["logicalBytes"]
+        physical = sum(n["bytes"] for n in nodes)
+        unique = self.chunks.stored_chunk_bytes()
+        gc = self.operations.last_event("gc")
+        heal = self.operations.last_event("heal") or {}
+        convert = self.operations.last_event("ec_convert")
+        k, m = self.settings.ec_layout
+        return {
+            "scope": "store",
+            "files": _files(figures),
+            "logicalBytes": logical,
+            "physicalBytes": physical,
+            "uniqueBytes": unique,
+            "dedupRatio": round(logical / unique, 4) if unique else None,
+            "dedupSavedBytes": max(0, logical - unique),
+            "chunks": self.chunks.count_chunks(),  # distinct stored chunks; nodes[].chunks counts their fragments
+            "fragments": sum(n["chunks"] for n in nodes),
+            "nodes": nodes,
+            "queueDepth": queue_depth(),
+            "lastGc": None if gc is None else {
+                "at": iso8601(gc.get("at")), "chunksFreed": gc.get("chunks", 0), "bytesFreed": gc.get("bytes", 0),
+                "seconds": gc.get("seconds"),
+            },
+            "tenants": [usage_figures(u) for u in self.operations.get_usage()],
+            "layout": f"{k}+{m}",
+            "degradedChunks": self.chunks.count_needing_heal(),
+            "fragmentsHealed": heal.get("fragments", 0),
+            "chunksHealed": heal.get("chunks", 0),
+            "scrub": self.scrubber.status(),
+            "ecConvert": None if convert is None else {
+                k2: convert.get(k2) for k2 in ("running", "layout", "total", "converted", "failed", "remaining",
+                                               "started", "finished")},
+        }
