@@ -88,6 +88,11 @@ class VersionStore:
         return self.versions.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
 
     def set_attribute(self, version_doc_id: str, field: str, value) -> bool:
-        """Replace the tags or the ACL of one version (the fields a name document has too)."""
-        assert field in ("tags", "acl"), field
+        """Replace the tags, the ACL, the retention or the legal hold of one version (the fields a
+        name document has too)."""
+        assert field in ("tags", "acl", "retention", "legalHold"), field
         return self.versions.update_one({"_id": version_doc_id}, {"$set": {field: value}}).matched_count == 1
+
+    def versions_of_file(self, file_id: str) -> list[dict]:
+        """The versions that point at one file (object lock: an operator's delete of that file asks)."""
+        return list(self.versions.find({"file": file_id}).limit(100))
