@@ -183,6 +183,25 @@ def test_copy_from_a_version_and_multipart_versions(s3):
     assert done["VersionId"] == s3.head_object(Bucket=b, Key="mp")["VersionId"]
 
 
+def test_versioned_writes_touch_no_other_buckets_objects(s3):
+    """A version becoming current and a delete marker each change their own key only, never an
+    unversioned bucket's object (the stand-in once matched such writes by their $or alone)."""
+    s3.create_bucket(Bucket="vplain")
+    s3.put_object(Bucket="vplain", Key="src", Body=b"plain source")
+    s3.put_object(Bucket="vplain", Key="other", Body=b"plain other")
+    b = versioned(s3, "vtarget")
+    copied = s3.copy_object(Bucket=b, Key="dst", CopySource={"Bucket": "vplain", "Key": "src"})
+    s3.put_object(Bucket=b, Key="put", Body=b"versioned")
+    marker = s3.delete_object(Bucket=b, Key="put")
+    assert marker["DeleteMarker"] is True
+    assert s3.get_object(Bucket=b, Key="dst")["Body"].read() == b"plain source"
+    assert s3.get_object(Bucket=b, Key="dst")["VersionId"] == copied["VersionId"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="vplain")["Contents"]] == ["other", "src"]
+    assert s3.get_object(Bucket="vplain", Key="src")["Body"].read() == b"plain source"
+    assert s3.get_object(Bucket="vplain", Key="other")["Body"].read() == b"plain other"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=b)["Contents"]] == ["dst"]
+
+
 def test_tagging_with_version_id(s3):
     b = versioned(s3, "vtags")
     v1 = s3.put_object(Bucket=b, Key="k", Body=b"1")["VersionId"]

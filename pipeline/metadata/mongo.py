@@ -10,7 +10,12 @@ every query shape accepted by real MongoDB and by the nx-27017 wire-protocol sta
 - no compound index includes ``_id``;
 - an update's filter never uses ``$ne`` on a field that may be missing (the stand-in's updates
   match nothing then; ``$exists`` works);
-- an array's element is matched through ``$in``, not equality (the stand-in matches it only so).
+- an array's element is matched through ``$in``, not equality (the stand-in matches it only so);
+- a write's filter (update, delete, upsert) that has ``$or`` puts it and every other condition
+  under one ``$and``: beside other top-level fields, the stand-in's writes match by the ``$or``
+  alone (a delete with ``{"_id": X, "$or": [...]}`` removes whichever document the ``$or`` matches
+  first; finds are not affected). Real MongoDB reads both shapes alike, and an upsert takes its
+  ``_id`` from an equality inside a top-level ``$and``.
 
 Collections (and the repository that owns each): ``files`` and ``manifests`` (``files``),
 ``chunks`` (``chunks``), ``buckets``, ``objects``, ``uploads`` and ``parts`` (``namespace``),

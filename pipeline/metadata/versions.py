@@ -39,8 +39,9 @@ class VersionStore:
     @staticmethod
     def _older_than(name_id: str, order: str) -> dict:
         """The current object of ``name_id`` when it is older than the version of ``order`` (or was
-        written before versioning, without an order)."""
-        return {"_id": name_id, "$or": [{"order": {"$gt": order}}, {"order": {"$exists": False}}]}
+        written before versioning, without an order). The ``$or`` sits inside ``$and``: next to a
+        plain ``_id`` the stand-in's writes would match by the ``$or`` alone (see ``mongo``)."""
+        return {"$and": [{"_id": name_id}, {"$or": [{"order": {"$gt": order}}, {"order": {"$exists": False}}]}]}
 
     def name_if_newer(self, doc: dict) -> None:
         """Make ``doc`` (with its version's ``order``) the current object unless a newer version
