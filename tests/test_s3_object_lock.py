@@ -226,6 +226,22 @@ def test_delete_objects_refuses_locked_versions_key_by_key(s3):
     assert not answer.get("Errors") and [(d["Key"], d["VersionId"]) for d in answer["Deleted"]] == [("file1", v1)]
 
 
+def test_a_delete_decided_before_a_legal_hold_was_set_removes_nothing(s3_stack, s3):
+    """The removal of a version is a compare-and-set on its lock: a PutObjectLegalHold (or
+    PutObjectRetention) that lands between a delete's read and its write wins."""
+    b = locked_bucket(s3, "lock-race")
+    vid = s3.put_object(Bucket=b, Key="k", Body=b"abc")["VersionId"]
+    with s3_stack.metadata() as meta:
+        stale = meta.versions.get(f"{b}/k\x00{vid}")  # what a delete read: no lock yet
+        s3.put_object_legal_hold(Bucket=b, Key="k", LegalHold={"Status": "ON"})
+        assert meta.versions.delete_if_lock_unchanged(stale) is None
+        fresh = meta.versions.get(f"{b}/k\x00{vid}")
+        assert fresh["legalHold"]  # True (the stand-in reads a boolean written by $set back as 1)
+        s3.put_object_legal_hold(Bucket=b, Key="k", LegalHold={"Status": "OFF"})
+        assert meta.versions.delete_if_lock_unchanged(fresh) is None  # changed again since
+    assert s3.get_object(Bucket=b, Key="k", VersionId=vid)["Body"].read() == b"abc"
+
+
 # --- headers on writes, default retention --------------------------------------------------------
 
 def test_lock_headers_on_put_are_kept_and_returned(s3):

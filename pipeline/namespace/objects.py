@@ -126,7 +126,7 @@ class ObjectInfo:
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
                    doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
                    doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()), doc.get("versionId"),
-                   doc.get("acl"), lock.retention_of(doc), doc.get("legalHold"))
+                   doc.get("acl"), lock.retention_of(doc), lock.legal_hold_of(doc))
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ def retention_of(doc: dict) -> Retention | None:
     return Retention.from_mongo(doc.get("retention"))
 
 
+def legal_hold_of(doc: dict) -> bool | None:
+    """A version's legal hold: None when never set (the stand-in reads a boolean back as 0 or 1)."""
+    value = doc.get("legalHold")
+    return None if value is None else bool(value)
+
+
 def is_locked(doc: dict, now: float) -> bool:
     """Whether a version (its document) may not be removed by anyone now: a legal hold or an
     unexpired retention of either mode. What lifecycle, GC's operators and /api ask."""

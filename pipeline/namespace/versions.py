@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.errors import (DeleteMarkerFound, IllegalVersioningState, InvalidVersionId, NoSuchKey,
-                             NoSuchVersion)
+                             NoSuchVersion, ObjectLocked)
 from pipeline.metadata.versions import SEPARATOR, VersionStore
 from pipeline.namespace import retention
 
@@ -156,11 +156,15 @@ class ObjectVersions:
         """Remove one version for good; the next one (if any, and not a marker) becomes current.
         A missing version is not an error, as in S3. A version object lock protects is never
         removed (ObjectLocked), whoever asks: S3 clients, lifecycle rules, operators."""
-        doc = self.find(name_id, version_id)
-        if doc is None:
-            return Removed(version_id, False)
-        retention.check_remove(doc, bypass_governance, time.time())
-        self.versions.delete(doc["_id"])
+        for _ in range(3):
+            doc = self.find(name_id, version_id)
+            if doc is None:
+                return Removed(version_id, False)
+            retention.check_remove(doc, bypass_governance, time.time())
+            if self.versions.delete_if_lock_unchanged(doc) is not None:
+                break  # else a retention or legal hold was set meanwhile: decide again
+        else:
+            raise ObjectLocked("the object's lock is changing; try again", key=doc.get("key"))
         current = self.names.get_object_name(name_id)
         if current is None or current.get("versionId") == version_id:
             latest = self.versions.latest(name_id)
