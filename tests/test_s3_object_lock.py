@@ -242,6 +242,30 @@ def test_a_delete_decided_before_a_legal_hold_was_set_removes_nothing(s3_stack, 
     assert s3.get_object(Bucket=b, Key="k", VersionId=vid)["Body"].read() == b"abc"
 
 
+def test_another_tenant_needs_the_lock_permissions_a_policy_grants(s3_stack, s3):
+    b = locked_bucket(s3, "lock-policy")
+    globex = boto3_client(s3_stack, s3_stack.s3_credentials("globex"))
+
+    def allow(*actions: str) -> None:
+        s3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "globex"}, "Action": list(actions),
+            "Resource": f"arn:aws:s3:::{b}/*"}]}))
+
+    allow("s3:PutObject", "s3:DeleteObject")
+    assert failure(globex.put_object, Bucket=b, Key="k", Body=b"x", ObjectLockLegalHoldStatus="ON") == \
+        ("AccessDenied", 403)
+    assert failure(globex.put_object, Bucket=b, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                   ObjectLockRetainUntilDate=FUTURE) == ("AccessDenied", 403)
+    allow("s3:PutObject", "s3:DeleteObject", "s3:PutObjectRetention")
+    vid = globex.put_object(Bucket=b, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                            ObjectLockRetainUntilDate=FUTURE)["VersionId"]
+    assert failure(globex.delete_object, Bucket=b, Key="k", VersionId=vid, BypassGovernanceRetention=True) == \
+        ("AccessDenied", 403)  # the bypass needs s3:BypassGovernanceRetention too
+    allow("s3:PutObject", "s3:DeleteObject", "s3:BypassGovernanceRetention")
+    assert globex.delete_object(Bucket=b, Key="k", VersionId=vid, BypassGovernanceRetention=True)[
+        "ResponseMetadata"]["HTTPStatusCode"] == 204
+
+
 # --- headers on writes, default retention --------------------------------------------------------
 
 def test_lock_headers_on_put_are_kept_and_returned(s3):

@@ -133,7 +133,9 @@ def parse_legal_hold(body: bytes) -> bool:
 
 def header_lock(call: S3Call, attrs: ObjectAttributes | None = None) -> tuple[dict | None, bool | None]:
     """(retention, legal hold) of the ``x-amz-object-lock-*`` headers of a write, checked before its
-    body is read; set on ``attrs`` when given. InvalidRequest in a bucket without object lock."""
+    body is read; set on ``attrs`` when given. InvalidRequest in a bucket without object lock;
+    AccessDenied for a writer other than the owner whom the bucket policy does not also allow
+    s3:PutObjectRetention / s3:PutObjectLegalHold, as S3."""
     mode, until_text, hold = call.header(MODE_HEADER), call.header(UNTIL_HEADER), call.header(HOLD_HEADER)
     if mode is None and until_text is None and hold is None:
         return None, None
@@ -156,6 +158,12 @@ def header_lock(call: S3Call, attrs: ObjectAttributes | None = None) -> tuple[di
         legal_hold = hold == ON
     if not lock.enabled(call.names.object_lock(call.bucket)):
         raise InvalidRequest("Bucket is missing ObjectLockConfiguration")
+    # a writer who is not the owner also needs the permissions of the calls these headers stand for
+    if call.requester != call.tenant:
+        if retention is not None:
+            require(call, "s3:PutObjectRetention", call.bucket, call.key)
+        if legal_hold is not None:
+            require(call, "s3:PutObjectLegalHold", call.bucket, call.key)
     if attrs is not None:
         attrs.retention, attrs.legal_hold = retention, legal_hold
     return retention, legal_hold
