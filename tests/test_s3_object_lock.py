@@ -15,11 +15,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
+from app.s3.lock import parse_date
 from pipeline.errors import ObjectLocked
 from pipeline.maintenance import garbage
 from pipeline.namespace.lifecycle import apply_lifecycle
 from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
+from pipeline.timefmt import iso8601
 from tests.s3clients import boto3_client
 from tests.stack import BIN, MiB, random_bytes, wait_for
 
@@ -125,6 +127,16 @@ def test_retention_and_legal_hold_need_a_lock_enabled_bucket(s3):
 
 
 # --- retention and legal hold ------------------------------------------------------------------
+
+@pytest.mark.parametrize("sent", ["2030-01-01T00:00:00Z", "2027-12-03T09:40:12.345678Z",
+                                  "2027-12-03T09:40:12.3456+02:00", "2100-01-01T00:00:00.999Z"])
+def test_a_retain_until_date_read_back_and_sent_again_is_the_same_date(sent):
+    """Dates are kept to the millisecond an answer shows: resending what GetObjectRetention said is
+    never a shortening."""
+    kept = parse_date(sent)
+    assert parse_date(iso8601(kept)) == kept
+    assert parse_date("yesterday") is None
+
 
 def test_retention_round_trips_by_version_and_shows_on_head(s3):
     b = locked_bucket(s3, "lock-retention")

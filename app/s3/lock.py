@@ -36,7 +36,8 @@ ON, OFF = "ON", "OFF"
 
 def parse_date(text: str) -> float | None:
     """Epoch seconds of an ISO 8601 date-time (``2030-01-01T00:00:00Z``, with or without a
-    fraction or an offset; UTC when it names no zone); None when it is not one."""
+    fraction or an offset; UTC when it names no zone), to the millisecond an answer shows, so that
+    a date read back and sent again is the same date; None when it is not one."""
     value = (text or "").strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
@@ -46,7 +47,7 @@ def parse_date(text: str) -> float | None:
         return None
     if at.tzinfo is None:
         at = at.replace(tzinfo=timezone.utc)
-    return at.timestamp()
+    return round(at.timestamp(), 3)
 
 
 def _only(element, allowed: set[str]) -> dict:
