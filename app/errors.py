@@ -32,7 +32,7 @@ def error_response(status: int, code: str, message: str, retry_after: int | None
 # listed ancestor's status (a new kind of BadRequest is a 400).
 API_STATUS = {
     "bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "not_ready": 409,
-    "bucket_exists": 409, "bucket_not_empty": 409, "precondition_failed": 412, "too_large": 413,
+    "bucket_exists": 409, "bucket_not_empty": 409, "invalid_bucket_state": 409, "precondition_failed": 412, "too_large": 413,
     "range_not_satisfiable": 416, "internal_error": 500, "chunk_unavailable": 500,
     "service_unavailable": 503, "chunk_busy": 503, "not_enough_fragments": 503,
     "node_unavailable": 503, "nodes_unavailable": 503, "insufficient_storage": 507,

@@ -191,3 +191,30 @@ class NodesUnavailable(StoreError):
     """Too few storage nodes are up to store a chunk in its layout; ingest retries later."""
     code = "nodes_unavailable"
     retry_after = 5
+
+
+# --- object lock (WORM) ------------------------------------------------------------------------
+
+class ObjectLocked(Forbidden):
+    """The object version is under a legal hold or an unexpired retention period."""
+    code = "object_locked"
+
+
+class InvalidBucketState(StoreError):
+    """The request is not valid in the bucket's current state (object lock and versioning)."""
+    code = "invalid_bucket_state"
+
+
+class ObjectLockNotEnabled(BadRequest):
+    """The bucket has no object lock configuration."""
+    code = "object_lock_not_enabled"
+
+
+class NoObjectLockConfiguration(NotFound):
+    """The object version has no retention (or no legal hold)."""
+    code = "no_object_lock_configuration"
+
+
+class ObjectLockConfigurationNotFound(NotFound):
+    """The bucket has no object lock configuration."""
+    code = "object_lock_configuration_not_found"

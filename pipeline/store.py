@@ -18,7 +18,7 @@ from pipeline.backends import translate_backend_errors
 from pipeline.datapath.ingest import Ingestor, IngestReport
 from pipeline.datapath.readback import iter_file
 from pipeline.datapath.upload import ManifestWriter, receive_upload
-from pipeline.errors import NotFound, NotReady, RangeNotSatisfiable, ServiceUnavailable
+from pipeline.errors import NotFound, NotReady, ObjectLocked, RangeNotSatisfiable, ServiceUnavailable
 from pipeline.maintenance.fsck import Fsck
 from pipeline.maintenance.garbage import GarbageCollector
 from pipeline.maintenance.heal import Healer
@@ -28,6 +28,7 @@ from pipeline.maintenance.stats import Stats
 from pipeline.maintenance.usage import Usage
 from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
 from pipeline.metadata.repositories import Metadata
+from pipeline.namespace import retention
 from pipeline.storage.chunkio import ChunkIO
 from pipeline.storage.chunkstore import ChunkStore, Spool
 from pipeline.storage.placement import RoundRobinPlacement
@@ -149,6 +150,11 @@ class ObjectStore:
         the grace period has passed. A crash in between leaves the manifest to the spool sweep."""
         parse_file_id(file_id)
         f = self.meta.files.get_file(file_id, tenant)
+        if f is not None and f.bucket is not None:  # the file of an object version object lock protects stays
+            now = time.time()
+            if any(retention.is_locked(v, now) for v in self.meta.versions.versions_of_file(file_id)):
+                raise ObjectLocked("the file is an object version under a legal hold or retention period",
+                                   fileId=file_id)
         if f is None or not self.meta.files.mark_deleted(file_id, tenant):
             raise NotFound()
         if f.bucket is not None:  # the S3 name goes with its file

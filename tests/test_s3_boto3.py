@@ -354,7 +354,7 @@ def test_multipart_small_parts_abort_and_part_copy(s3):
 
 def test_unimplemented_operations_answer_501(s3):
     for call in (lambda: s3.get_bucket_website(
-            Bucket="data"), lambda: s3.get_object_retention(Bucket="data", Key="x")):
+            Bucket="data"), lambda: s3.get_bucket_replication(Bucket="data")):
         with pytest.raises(ClientError) as info:
             call()
         assert error_code(info.value) == ("NotImplemented", 501)

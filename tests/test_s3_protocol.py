@@ -870,6 +870,8 @@ BRIEF_CODES = {
     "InvalidRange": 416, "MethodNotAllowed": 405, "NotImplemented": 501, "SlowDown": 503,
     "ServiceUnavailable": 503, "InternalError": 500, "KeyTooLongError": 400, "MissingContentLength": 411,
     "InvalidObjectState": 403, "NoSuchVersion": 404, "IllegalVersioningConfigurationException": 400,
+    "InvalidBucketState": 409, "InvalidRetentionPeriod": 400, "ObjectLockConfigurationNotFoundError": 404,
+    "NoSuchObjectLockConfiguration": 404,
 }
 
 

@@ -123,7 +123,8 @@ def test_content_md5_mismatch_is_bad_digest_and_stores_nothing(make_app, keys):
     ("GET", "/bkt?policy", b"", ("NoSuchBucketPolicy", 404)),
     ("PUT", "/bkt?policy", b"[]", ("MalformedPolicy", 400)),
     ("PUT", "/bkt?acl", b"<nope/>", ("MalformedACLError", 400)),
-    ("PUT", "/bkt/k?retention", b"", ("NotImplemented", 501)),
+    ("PUT", "/bkt/k?retention", b"", ("InvalidRequest", 400)),  # object lock: not on this bucket
+    ("GET", "/bkt?replication", b"", ("NotImplemented", 501)),
     ("PATCH", "/bkt/k", b"", ("MethodNotAllowed", 405)),
 ])
 def test_bad_input_gets_a_clear_4xx(make_app, keys, method, path, body, expected):

@@ -63,6 +63,10 @@ ACTIONS = {
     ("object", "GET", "tagging"): "s3:GetObjectTagging", ("object", "PUT", "tagging"): "s3:PutObjectTagging",
     ("object", "DELETE", "tagging"): "s3:DeleteObjectTagging",
     ("object", "GET", "attributes"): "s3:GetObjectAttributes",
+    ("bucket", "GET", "object-lock"): "s3:GetBucketObjectLockConfiguration",
+    ("bucket", "PUT", "object-lock"): "s3:PutBucketObjectLockConfiguration",
+    ("object", "GET", "retention"): "s3:GetObjectRetention", ("object", "PUT", "retention"): "s3:PutObjectRetention",
+    ("object", "GET", "legal-hold"): "s3:GetObjectLegalHold", ("object", "PUT", "legal-hold"): "s3:PutObjectLegalHold",
 }
 
 

@@ -8,7 +8,7 @@ import binascii
 from flask import Response
 
 from app.s3.access import ACL_CONFIG, request_acl
-from app.s3.errors import FeatureNotImplemented, InvalidArgument
+from app.s3.errors import InvalidArgument
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, check_encoding_type,
                           list_buckets_xml, list_objects_v1_xml, list_objects_v2_xml, list_versions_xml,
@@ -42,11 +42,13 @@ def list_buckets(call: S3Call) -> Response:
 
 def create_bucket(call: S3Call) -> Response:
     name = valid_bucket_name(call.bucket)
-    if (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true":
-        raise FeatureNotImplemented("Object lock is not implemented")
+    locked = (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true"
     acl = request_acl(call, call.tenant)  # x-amz-acl / x-amz-grant-*: refused before the bucket exists
     location = parse_create_bucket(call.small_body(MAX_CREATE_BUCKET_XML)) or ""
-    call.names.create_bucket(call.tenant, name, location)
+    if locked:  # object lock: versioning Enabled for good
+        call.names.create_locked_bucket(call.tenant, name, location)
+    else:
+        call.names.create_bucket(call.tenant, name, location)
     if acl is not None:
         call.names.put_bucket_config(call.tenant, name, ACL_CONFIG, acl.to_mongo())
     return empty_answer(200, {"Location": "/" + name})

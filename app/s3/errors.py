@@ -274,6 +274,26 @@ class InvalidObjectState(S3Error):
     default_message = "The operation is not valid for the current state of the object."
 
 
+class InvalidBucketState(S3Error):
+    code, status = "InvalidBucketState", 409
+    default_message = "The request is not valid with the current state of the bucket."
+
+
+class InvalidRetentionPeriod(S3Error):
+    code, status = "InvalidRetentionPeriod", 400
+    default_message = "Default retention period must be a positive integer value."
+
+
+class ObjectLockConfigurationNotFoundError(S3Error):
+    code, status = "ObjectLockConfigurationNotFoundError", 404
+    default_message = "Object Lock configuration does not exist for this bucket"
+
+
+class NoSuchObjectLockConfiguration(S3Error):
+    code, status = "NoSuchObjectLockConfiguration", 404
+    default_message = "The specified object does not have a ObjectLock configuration"
+
+
 S3Error._by_code["InternalError"] = InternalError
 
 # Domain error code -> (S3 code, status): the one place that says how S3 answers a domain error.
@@ -318,6 +338,12 @@ DOMAIN_TO_S3: dict[str, tuple[str, int]] = {
     "invalid_key": ("InvalidArgument", 400),
     "invalid_range": ("InvalidRange", 416),
     "bad_digest": ("BadDigest", 400),
+    # object lock
+    "object_locked": ("AccessDenied", 403),
+    "invalid_bucket_state": ("InvalidBucketState", 409),
+    "object_lock_not_enabled": ("InvalidRequest", 400),
+    "no_object_lock_configuration": ("NoSuchObjectLockConfiguration", 404),
+    "object_lock_configuration_not_found": ("ObjectLockConfigurationNotFoundError", 404),
 }
 
 def s3_error_for(exc: StoreError) -> S3Error:

@@ -19,6 +19,7 @@ from app.s3.objects import (check_preconditions, checksum_header, checksum_of, c
                             version_headers,
                             write_condition)
 from app.s3.payload import PayloadReader
+from app.s3.lock import header_lock
 from app.s3.tagging import header_tags
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
 from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, PartEntry, UploadEntry,
@@ -38,6 +39,7 @@ def create_upload(call: S3Call) -> Response:
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # applied to the object at completion
     attrs.acl = request_acl_doc(call, call.tenant)  # so is the ACL
+    header_lock(call, attrs)  # and the object lock's retention and legal hold
     upload = call.names.create_upload(call.tenant, call.bucket, key, attrs, algorithm, kind)
     headers = {}
     if algorithm:

@@ -13,6 +13,7 @@ from werkzeug.http import parse_range_header
 
 from app.s3 import checksums
 from app.s3.access import request_acl_doc, require
+from app.s3.lock import bypass_governance, header_lock, lock_headers
 from app.s3.tagging import header_tags, tagging_count
 from app.s3.errors import (AccessDenied, FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
@@ -104,6 +105,7 @@ def object_headers(info: ObjectInfo) -> dict:
         headers["x-amz-meta-" + name] = value
     headers.update(tagging_count(info.tags))
     headers.update(version_headers(info))
+    headers.update(lock_headers(info))
     return headers
 
 
@@ -217,6 +219,7 @@ def put_object(call: S3Call) -> Response:
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # InvalidTag before the body is read
     attrs.acl = request_acl_doc(call, call.tenant)
+    header_lock(call, attrs)  # x-amz-object-lock-*: refused before the body is read
     reader = call.body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
@@ -230,7 +233,8 @@ def put_object(call: S3Call) -> Response:
 
 
 def delete_object(call: S3Call) -> Response:
-    removed = call.names.remove(call.tenant, call.bucket, call.key, check_version(call))
+    removed = call.names.remove(call.tenant, call.bucket, call.key, check_version(call),
+                                bypass_governance(call, call.key))
     headers = {}
     if removed.version_id is not None:
         headers["x-amz-version-id"] = removed.version_id
@@ -252,7 +256,8 @@ def delete_objects(call: S3Call) -> Response:
             errors.append(DeleteError(key, err.code, err.message))
             continue
         try:
-            removed = call.names.remove(call.tenant, call.bucket, valid_key(key), version)
+            removed = call.names.remove(call.tenant, call.bucket, valid_key(key), version,
+                                        bypass_governance(call, key))
             if version is None and removed.version_id is None:
                 deleted.append(key)
             elif version is None:
@@ -304,6 +309,7 @@ def copy_object(call: S3Call) -> Response:
         raise InvalidArgument("Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                               ArgumentValue=tagging)
     tags = header_tags(call) if tagging == "REPLACE" else None
+    retention, legal_hold = header_lock(call)  # the copy's own, never the source's
     src_owner = require(call, "s3:GetObject", src_bucket, src_key)  # the destination was authorized with the call
     src = call.names.head(src_owner, src_bucket, src_key, src_version)
     check_preconditions(call, src, prefix="x-amz-copy-source-")
@@ -323,7 +329,8 @@ def copy_object(call: S3Call) -> Response:
         attrs.acl = None  # the copy's ACL is its request's, never the source's
     info = call.names.copy(call.tenant, src_bucket, src_key, call.bucket, key, attrs,
                            condition=write_condition(call), src_version=src_version,
-                           acl=request_acl_doc(call, call.tenant), src_tenant=src_owner)
+                           acl=request_acl_doc(call, call.tenant), src_tenant=src_owner,
+                           retention=retention, legal_hold=legal_hold)
     headers = version_headers(info)
     if src.version_id:
         headers["x-amz-copy-source-version-id"] = src.version_id

@@ -29,7 +29,7 @@ from werkzeug.routing import PathConverter
 
 from app import celery_enqueue
 from app.multipart import discard_rest
-from app.s3 import access, buckets, cors, lifecycle, multipart, objects, post, tagging
+from app.s3 import access, buckets, cors, lifecycle, lock, multipart, objects, post, tagging
 from app.s3.continuation import DeferredContinue, pending_continue
 from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
                            FeatureNotImplemented, S3Error, SlowDown, error_xml, s3_error_for)
@@ -82,6 +82,8 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("PUT", "lifecycle"): lifecycle.put_bucket_lifecycle,
     ("GET", "lifecycle"): lifecycle.get_bucket_lifecycle,
     ("DELETE", "lifecycle"): lifecycle.delete_bucket_lifecycle,
+    ("PUT", "object-lock"): lock.put_object_lock_configuration,
+    ("GET", "object-lock"): lock.get_object_lock_configuration,
     ("POST", None): post.post_object,  # an HTML form: signed by its policy, answered before SigV4 (UNSIGNED)
 }
 OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
@@ -100,6 +102,10 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("PUT", "tagging"): tagging.put_object_tagging,
     ("DELETE", "tagging"): tagging.delete_object_tagging,
     ("GET", "attributes"): objects.get_object_attributes,
+    ("PUT", "retention"): lock.put_object_retention,
+    ("GET", "retention"): lock.get_object_retention,
+    ("PUT", "legal-hold"): lock.put_object_legal_hold,
+    ("GET", "legal-hold"): lock.get_object_legal_hold,
 }
 # Query parameters that name a sub-resource (an operation of its own), in the order they are
 # looked for; those without a route answer 501. Any other parameter (prefix, x-id...) is an option.

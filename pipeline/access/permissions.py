@@ -46,12 +46,15 @@ POLICY_ACTIONS = ("GetObject", "PutObject", "DeleteObject", "GetObjectAcl", "Put
                   "GetBucketLocation", "GetBucketVersioning", "GetBucketAcl", "PutBucketAcl", "GetBucketPolicy",
                   "PutBucketPolicy", "DeleteBucketPolicy", "GetBucketPolicyStatus", "GetBucketCORS",
                   "PutBucketCORS", "GetBucketTagging", "PutBucketTagging", "GetLifecycleConfiguration",
-                  "PutLifecycleConfiguration", "DeleteBucket", "CreateBucket")
+                  "PutLifecycleConfiguration", "DeleteBucket", "CreateBucket", "GetObjectRetention",
+                  "PutObjectRetention", "GetObjectLegalHold", "PutObjectLegalHold", "BypassGovernanceRetention",
+                  "GetBucketObjectLockConfiguration", "PutBucketObjectLockConfiguration")
 # actions on objects (resource arn:aws:s3:::bucket/key); the others are on the bucket
 OBJECT_ACTIONS = frozenset({"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectAcl",
                             "s3:PutObjectAcl", "s3:GetObjectAttributes", "s3:GetObjectTagging",
                             "s3:PutObjectTagging", "s3:DeleteObjectTagging", "s3:AbortMultipartUpload",
-                            "s3:ListMultipartUploadParts"})
+                            "s3:ListMultipartUploadParts", "s3:GetObjectRetention", "s3:PutObjectRetention",
+                            "s3:GetObjectLegalHold", "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention"})
 
 CONDITION_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "IpAddress",
                        "NotIpAddress")

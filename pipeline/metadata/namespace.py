@@ -121,10 +121,11 @@ class NamespaceRepository:
 
     # the attributes of a name set apart from its bytes: "tags" (None: no tags) and "acl"
     # (pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL)
-    OBJECT_ATTRIBUTES = ("tags", "acl")
+    OBJECT_ATTRIBUTES = ("tags", "acl", "retention", "legalHold")
 
     def set_object_attribute(self, name_id: str, field: str, value) -> bool:
-        """Replace the tags or the ACL of a name; False when there is no such name."""
+        """Replace the tags, the ACL, the retention or the legal hold of a name; False when there is
+        no such name."""
         assert field in self.OBJECT_ATTRIBUTES, field
         return self.objects.update_one({"_id": name_id}, {"$set": {field: value}}).matched_count == 1
 

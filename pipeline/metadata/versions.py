@@ -12,6 +12,7 @@ from __future__ import annotations
 import pymongo
 from pymongo.errors import DuplicateKeyError
 
+LOCK_FIELDS = ("retention", "legalHold")  # object lock: each change counted in the version's lockSeq
 SEPARATOR = "\x00"  # sorts before every character of a key: all of a key's versions precede "key/..."
 
 
@@ -89,6 +90,21 @@ class VersionStore:
         return self.versions.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
 
     def set_attribute(self, version_doc_id: str, field: str, value) -> bool:
-        """Replace the tags or the ACL of one version (the fields a name document has too)."""
-        assert field in ("tags", "acl"), field
-        return self.versions.update_one({"_id": version_doc_id}, {"$set": {field: value}}).matched_count == 1
+        """Replace the tags, the ACL, the retention or the legal hold of one version (the fields a
+        name document has too)."""
+        assert field in ("tags", "acl") + LOCK_FIELDS, field
+        update: dict = {"$set": {field: value}}
+        if field in LOCK_FIELDS:  # a delete that read the version before this change will not match it
+            update["$inc"] = {"lockSeq": 1}
+        return self.versions.update_one({"_id": version_doc_id}, update).matched_count == 1
+
+    def delete_if_lock_unchanged(self, doc: dict) -> dict | None:
+        """Remove a version only while its retention and legal hold are as in ``doc`` (read before the
+        decision to remove it); None when they changed meanwhile (or the version is gone)."""
+        seq = doc.get("lockSeq")
+        query = {"_id": doc["_id"], "lockSeq": seq if seq is not None else {"$exists": False}}
+        return self.versions.find_one_and_delete(query)
+
+    def versions_of_file(self, file_id: str) -> list[dict]:
+        """The versions that point at one file (object lock: an operator's delete of that file asks)."""
+        return list(self.versions.find({"file": file_id}).limit(100))

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pipeline.errors import BadRequest
+from pipeline.errors import BadRequest, ObjectLocked
+from pipeline.namespace import retention
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,10 @@ def rules_from_mongo(config: dict | None) -> list[Rule]:
     return [Rule.from_mongo(d) for d in (config or {}).get("rules") or ()]
 
 
-def under_legal_hold_or_retention(name_doc: dict) -> bool:
-    """Whether an object is under a legal hold or a retention period, which no rule may remove.
-
-    Object lock does not exist yet: nothing is locked. The object lock feature answers here."""
-    return False
+def under_legal_hold_or_retention(doc: dict, now: float | None = None) -> bool:
+    """Whether an object (a name's or a version's document) is under a legal hold or a retention
+    period that has not passed by ``now``: no rule removes it (``pipeline.namespace.retention``)."""
+    return retention.is_locked(doc, time.time() if now is None else now)
 
 
 # --- checking a configuration ---------------------------------------------------------------------
@@ -518,6 +518,7 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
     cursor = bucket_doc.get("lifecycleCursor") or {}
     meta = names.meta
     if any(r.expires_current for r in rules):
+        versioned = names.versioning(bucket) is not None
         after_key = cursor.get("key")
         docs = meta.namespace.object_names(bucket + "/" + (after_key or ""), bucket + "0", batch,
                                  low_inclusive=after_key is None)
@@ -525,7 +526,9 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
         for doc in docs:
             rule = expiring_rule(rules, doc["key"], doc["size"], dict(doc.get("tags") or ()), doc["created"],
                                  now, day_s)
-            if rule is None or under_legal_hold_or_retention(doc):
+            # in a versioned bucket an expiration writes a delete marker, which removes no version (S3
+            # does so under object lock too); elsewhere it removes the object
+            if rule is None or (not versioned and under_legal_hold_or_retention(doc, now)):
                 continue
             if names.expire(tenant, bucket, doc["key"], doc["file"]):
                 run.expired[rule.id] = run.expired.get(rule.id, 0) + 1
@@ -553,6 +556,16 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
     return run
 
 
+def _remove_version(versions, nid: str, version_id: str) -> bool:
+    """Remove a noncurrent version unless object lock protects it by the clock's now (a run told of
+    a later ``now`` may think a retention over that is not)."""
+    try:
+        versions.delete_version(nid, version_id)
+    except ObjectLocked:
+        return False
+    return True
+
+
 def _expire_versions(names, bucket: str, rules: list[Rule], cursor: dict, now: float, day_s: float,
                      batch: int, run: BucketRun) -> bool:
     """NoncurrentVersionExpiration (``NoncurrentDays`` after the version became noncurrent, keeping
@@ -577,8 +590,8 @@ def _expire_versions(names, bucket: str, rules: list[Rule], cursor: dict, now: f
                 key, doc.get("size") or 0, dict(doc.get("tags") or ()))), None)
             due = rule is not None and day_boundary(became_noncurrent + rule.noncurrent_days * day_s, day_s) <= now
             became_noncurrent = doc["created"]
-            if due and number > (rule.newer_noncurrent_versions or 0) and not under_legal_hold_or_retention(doc):
-                versions.delete_version(nid, doc["versionId"])
+            if due and number > (rule.newer_noncurrent_versions or 0) and not under_legal_hold_or_retention(doc, now) \
+                    and _remove_version(versions, nid, doc["versionId"]):
                 run.expired[rule.id] = run.expired.get(rule.id, 0) + 1
             else:
                 kept += 1

@@ -21,14 +21,16 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.backends import translate_backend_errors
 from pipeline.cache import Generation, GenerationCache
-from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidPart,
-                             InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, NotReady,
+from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbidden, InvalidBucketState,
+                             InvalidPart, InvalidPartOrder, NoObjectLockConfiguration, NoSuchBucket, NoSuchKey,
+                             NoSuchUpload, NotReady, ObjectLockConfigurationNotFound, ObjectLockNotEnabled,
                              PreconditionFailed)
 from pipeline.metadata.model import KIND_PART, QUEUED, FileDoc
 from pipeline.metadata.mongo import prefix_end
 from pipeline.namespace import lifecycle
+from pipeline.namespace import retention as lock
 from pipeline.namespace.names import valid_bucket_name, valid_key
-from pipeline.namespace.versions import ObjectVersions, Removed
+from pipeline.namespace.versions import ENABLED, SUSPENDED, ObjectVersions, Removed
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
@@ -73,11 +75,14 @@ class ObjectAttributes:
     checksum: dict | None = None  # {"algorithm": "CRC32", "value": base64}
     tags: list[list[str]] | None = None  # [[key, value], ...]: object tags (x-amz-tagging)
     acl: dict | None = None  # pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL
+    retention: dict | None = None  # object lock: Retention.to_mongo(); None: the bucket's default, if any
+    legal_hold: bool | None = None  # object lock: x-amz-object-lock-legal-hold
 
     def to_mongo(self) -> dict:
-        # "tags" and "acl" always written: a name overwritten without them loses the old ones, as in S3
+        # "tags", "acl" and the lock always written: a name overwritten without them loses the old ones, as in S3
         return {"contentType": self.content_type or "binary/octet-stream", "meta": self.metadata,
-                "headers": self.headers, "checksum": self.checksum, "tags": self.tags or None, "acl": self.acl}
+                "headers": self.headers, "checksum": self.checksum, "tags": self.tags or None, "acl": self.acl,
+                "retention": self.retention, "legalHold": self.legal_hold}
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ class ObjectInfo:
     tags: tuple[tuple[str, str], ...] = ()
     version_id: str | None = None  # None in a bucket never versioned (no x-amz-version-id)
     acl: dict | None = None  # pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL
+    retention: lock.Retention | None = None  # object lock: mode and retain-until date
+    legal_hold: bool | None = None  # object lock: None when never set
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "ObjectInfo":
@@ -120,7 +127,7 @@ class ObjectInfo:
                    doc.get("contentType") or "binary/octet-stream", doc.get("meta") or {},
                    doc.get("headers") or {}, doc.get("checksum"), doc.get("partSizes"), doc.get("uploadId"),
                    doc.get("partChecksums"), tuple((k, v) for k, v in doc.get("tags") or ()), doc.get("versionId"),
-                   doc.get("acl"))
+                   doc.get("acl"), lock.retention_of(doc), lock.legal_hold_of(doc))
 
 
 @dataclass(frozen=True)
@@ -279,21 +286,106 @@ class ObjectNames:
         self.bucket(tenant, bucket)
         before = self.versioning(bucket)
         ObjectVersions.check_transition(before, status)
+        if status == SUSPENDED and lock.enabled(self.object_lock(bucket)):
+            raise InvalidBucketState("An Object Lock configuration is present on this bucket, so the versioning "
+                                     "state cannot be changed.", bucket=bucket)
         self.put_bucket_config(tenant, bucket, "versioning", {"status": status})
         if before is None:
             self.versions.enable(bucket, bucket + "/", bucket + "0")
 
-    def remove(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> Removed:
+    def remove(self, tenant: str, bucket: str, key: str, version_id: str | None = None,
+               bypass_governance: bool = False) -> Removed:
         """DeleteObject: without a version id, a delete marker in a versioned bucket (the name and
-        its file go in one never versioned); with one, that version for good."""
+        its file go in one never versioned); with one, that version for good, unless object lock
+        protects it (ObjectLocked; a GOVERNANCE retention yields to ``bypass_governance``)."""
         self.bucket(tenant, bucket)
         status = self.versioning(bucket)
         if version_id is not None and (status is not None or version_id != "null"):
-            return self.versions.delete_version(name_id(bucket, key), version_id)
+            return self.versions.delete_version(name_id(bucket, key), version_id, bypass_governance)
         if status is None:
             self.delete(tenant, bucket, key)
             return Removed(None, False)
         return self.versions.delete_current(status, name_id(bucket, key), bucket, key)
+
+    # --- object lock ----------------------------------------------------------------------
+
+    def object_lock(self, bucket: str) -> dict | None:
+        """The bucket's object lock configuration (``retention.lock_config``); None without one."""
+        return self.applied_bucket_config(bucket, lock.CONFIG)
+
+    def require_object_lock(self, bucket: str) -> dict:
+        config = self.object_lock(bucket)
+        if not lock.enabled(config):
+            raise ObjectLockNotEnabled("Bucket is missing Object Lock Configuration", bucket=bucket)
+        return config
+
+    def create_locked_bucket(self, tenant: str, name: str, location: str = "") -> tuple[Bucket, bool]:
+        """CreateBucket with object lock: the lock is recorded before versioning is enabled, so that
+        no PutBucketVersioning can suspend it in between."""
+        bucket, created = self.create_bucket(tenant, name, location)
+        if created:
+            self.put_bucket_config(tenant, name, lock.CONFIG, lock.lock_config(True, None))
+            self.set_versioning(tenant, name, ENABLED)
+        return bucket, created
+
+    def set_object_lock(self, tenant: str, bucket: str, default: lock.DefaultRetention | None) -> None:
+        """PutObjectLockConfiguration: only on a bucket whose versioning is Enabled; never undone."""
+        self.bucket(tenant, bucket)
+        if self.versioning(bucket) != ENABLED:
+            raise InvalidBucketState("Versioning must be 'Enabled' on the bucket to apply a Object Lock "
+                                     "configuration", bucket=bucket)
+        self.put_bucket_config(tenant, bucket, lock.CONFIG, lock.lock_config(True, default))
+
+    def get_object_lock(self, tenant: str, bucket: str) -> dict:
+        config = self.bucket_config(tenant, bucket, lock.CONFIG)
+        if not lock.enabled(config):
+            raise ObjectLockConfigurationNotFound("Object Lock configuration does not exist for this bucket",
+                                                  bucket=bucket)
+        return config
+
+    def lock_state(self, tenant: str, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
+        """The version whose retention or legal hold a call reads or writes (the current one
+        without a version id); ObjectLockNotEnabled in a bucket without object lock."""
+        self.bucket(tenant, bucket)
+        self.require_object_lock(bucket)
+        nid = name_id(bucket, key)
+        if version_id is None:
+            current = self.meta.namespace.get_object_name(nid)
+            if current is None:
+                self.versions.missing(nid, key)
+            version_id = current["versionId"]
+        return ObjectInfo.from_mongo(self.versions.get(nid, key, version_id))
+
+    def set_retention(self, tenant: str, bucket: str, key: str, version_id: str | None,
+                      wanted: lock.Retention | None, bypass_governance: bool = False,
+                      now: float | None = None) -> ObjectInfo:
+        """PutObjectRetention: ObjectLocked when the version's retention may not change that way."""
+        info = self.lock_state(tenant, bucket, key, version_id)
+        lock.check_change(info.retention, wanted, bypass_governance, time.time() if now is None else now)
+        doc = self.versions.set_attribute(name_id(bucket, key), key, info.version_id, "retention",
+                                          wanted.to_mongo() if wanted is not None else None)
+        return ObjectInfo.from_mongo(doc)
+
+    def set_legal_hold(self, tenant: str, bucket: str, key: str, version_id: str | None, on: bool) -> ObjectInfo:
+        info = self.lock_state(tenant, bucket, key, version_id)
+        return ObjectInfo.from_mongo(self.versions.set_attribute(name_id(bucket, key), key, info.version_id,
+                                                                 "legalHold", on))
+
+    def retention(self, tenant: str, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
+        """GetObjectRetention: NoObjectLockConfiguration when the version has none."""
+        info = self.lock_state(tenant, bucket, key, version_id)
+        if info.retention is None:
+            raise NoObjectLockConfiguration("The specified object does not have a ObjectLock configuration",
+                                            key=key)
+        return info
+
+    def legal_hold(self, tenant: str, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
+        """GetObjectLegalHold: NoObjectLockConfiguration when it was never set."""
+        info = self.lock_state(tenant, bucket, key, version_id)
+        if info.legal_hold is None:
+            raise NoObjectLockConfiguration("The specified object does not have a ObjectLock configuration",
+                                            key=key)
+        return info
 
     # --- objects --------------------------------------------------------------------------
 
@@ -346,6 +438,10 @@ class ObjectNames:
                **attrs.to_mongo()}
         if part_checksums is not None:
             doc["partChecksums"] = part_checksums
+        if doc.get("retention") is None:  # a version without a mode of its own takes the bucket's default
+            default = lock.default_of(self.object_lock(bucket))
+            if default is not None:
+                doc["retention"] = default.retention_from(doc["created"]).to_mongo()
         condition = condition or WriteCondition(if_none_match=if_none_match)
         if condition.if_match is not None and condition.if_none_match:  # contradictory: fails either way
             self.store.discard(f.id)
@@ -439,7 +535,8 @@ class ObjectNames:
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
              attrs: ObjectAttributes | None, condition: WriteCondition | None = None,
              src_version: str | None = None, acl: dict | None = None,
-             src_tenant: str | None = None) -> ObjectInfo:
+             src_tenant: str | None = None, retention: dict | None = None,
+             legal_hold: bool | None = None) -> ObjectInfo:
         """CopyObject: a new file with a copy of the source's manifest (no data byte moves).
         ``attrs`` None copies the source's attributes (metadata directive COPY). ``condition``
         is the destination's (If-Match / If-None-Match of the copy request). The copy never takes
@@ -454,6 +551,7 @@ class ObjectNames:
             attrs = ObjectAttributes(src.content_type, dict(src.metadata), dict(src.headers), src.checksum,
                                      [list(t) for t in src.tags] or None)
         attrs.acl = acl
+        attrs.retention, attrs.legal_hold = retention, legal_hold  # the request's, never the source's
         f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
@@ -679,7 +777,8 @@ class ObjectNames:
         part_checksums = [p.checksum["value"] if p.checksum else None for p in chosen]
         attrs = ObjectAttributes(upload.attributes.get("contentType"), upload.attributes.get("meta") or {},
                                  upload.attributes.get("headers") or {}, checksum, upload.attributes.get("tags"),
-                                 upload.attributes.get("acl"))
+                                 upload.attributes.get("acl"), upload.attributes.get("retention"),
+                                 upload.attributes.get("legalHold"))
         f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id,

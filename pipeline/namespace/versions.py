@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 
 from pipeline.errors import (DeleteMarkerFound, IllegalVersioningState, InvalidVersionId, NoSuchKey,
-                             NoSuchVersion)
+                             NoSuchVersion, ObjectLocked)
 from pipeline.metadata.versions import SEPARATOR, VersionStore
+from pipeline.namespace import retention
 
 ENABLED, SUSPENDED = "Enabled", "Suspended"
 NULL = "null"
@@ -151,13 +152,19 @@ class ObjectVersions:
             return self.versions.get_null(name_id)
         return self.versions.get(version_doc_id(name_id, version_id))
 
-    def delete_version(self, name_id: str, version_id: str) -> Removed:
+    def delete_version(self, name_id: str, version_id: str, bypass_governance: bool = False) -> Removed:
         """Remove one version for good; the next one (if any, and not a marker) becomes current.
-        A missing version is not an error, as in S3."""
-        doc = self.find(name_id, version_id)
-        if doc is None:
-            return Removed(version_id, False)
-        self.versions.delete(doc["_id"])
+        A missing version is not an error, as in S3. A version object lock protects is never
+        removed (ObjectLocked), whoever asks: S3 clients, lifecycle rules, operators."""
+        for _ in range(3):
+            doc = self.find(name_id, version_id)
+            if doc is None:
+                return Removed(version_id, False)
+            retention.check_remove(doc, bypass_governance, time.time())
+            if self.versions.delete_if_lock_unchanged(doc) is not None:
+                break  # else a retention or legal hold was set meanwhile: decide again
+        else:
+            raise ObjectLocked("the object's lock is changing; try again", key=doc.get("key"))
         current = self.names.get_object_name(name_id)
         if current is None or current.get("versionId") == version_id:
             latest = self.versions.latest(name_id)
@@ -189,7 +196,8 @@ class ObjectVersions:
         raise NoSuchKey("no such key", key=key)
 
     def set_attribute(self, name_id: str, key: str, version_id: str, field: str, value) -> dict:
-        """Replace the tags or the ACL of one version, and of the current name when it is that version."""
+        """Replace the tags, the ACL, the retention or the legal hold of one version, and of the
+        current name when it is that version."""
         doc = self.get(name_id, key, version_id)
         self.versions.set_attribute(doc["_id"], field, value)
         current = self.names.get_object_name(name_id)
