@@ -17,7 +17,6 @@ from botocore.exceptions import ClientError
 
 from app.s3.lock import parse_date
 from pipeline.errors import ObjectLocked
-from pipeline.maintenance import garbage
 from pipeline.namespace.lifecycle import apply_lifecycle
 from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
@@ -386,7 +385,7 @@ def test_gc_and_operator_deletes_keep_a_locked_versions_file_and_chunks(s3_stack
         with pytest.raises(ObjectLocked):  # what DELETE /api/files/<id> calls
             store.delete("acme", doc["file"])
         assert store.meta.files.get_file(doc["file"]).status == "stored"
-        garbage.collect_garbage(store, now=time.time() + store.settings.gc_grace_s + 365 * 86400)
+        store.garbage_collector().collect(now=time.time() + store.settings.gc_grace_s + 365 * 86400)
     finally:
         store.meta.client.close()
     assert s3.get_object(Bucket=b, Key="big", VersionId=vid)["Body"].read() == data
