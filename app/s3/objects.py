@@ -206,7 +206,7 @@ def put_object(call: S3Call) -> Response:
     attrs = object_attributes(call)
     attrs.tags = header_tags(call)  # InvalidTag before the body is read
     attrs.acl = request_acl_doc(call, call.tenant)
-    reader = call.body()
+    reader = call.upload_body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
                              request_id=call.request_id, size_hint=reader.length, condition=condition)
