@@ -195,3 +195,59 @@ def defer_continue() -> None:
 
     create_deferring.minis3_defer_continue = True
     wsgi.create = create_deferring
+
+
+# --- Expect values other than 100-continue ignored, as S3 does ------------------------------------
+#
+# gunicorn answers 417 Expectation Failed, before the application, to any Expect header but
+# ``100-continue`` (RFC 9110 allows either); S3 ignores an expectation it does not know, and
+# clients that set one (``Expect: 200``, an empty one) expect the request to be served.
+# ``ignore_unknown_expectations`` wraps ``Request._apply_header_policy`` (the header check both of
+# gunicorn's parsers call) so that such a header is kept as any other and nothing else changes.
+
+HEADER_POLICY = ("gunicorn.http.message.Request._apply_header_policy",
+                 ("self", "name", "value", "scheme_state", "seen", "secure_scheme_headers", "forwarder_headers",
+                  "from_trailer"))
+EXPECT_POLICY = "gunicorn.http.message.Request._policy_expect_continue"
+
+
+def expectation_incompatibilities(message: ModuleType) -> list[str]:
+    """What differs, in this gunicorn module, from what ``ignore_unknown_expectations`` wraps."""
+    problems: list[str] = []
+    request = getattr(message, "Request", None)
+    _check_method(problems, request, "_apply_header_policy", HEADER_POLICY)
+    if getattr(request, "_policy_expect_continue", None) is not True:
+        problems.append(f"{EXPECT_POLICY} is missing")
+    return problems
+
+
+def ignore_unknown_expectations() -> None:
+    """Check the installed gunicorn, then let an Expect header other than 100-continue through to
+    the application instead of answering 417 (once per process)."""
+    import gunicorn
+    from gunicorn.http import message
+
+    if getattr(message.Request._apply_header_policy, "minis3_ignore_expectations", False):
+        return
+    problems = expectation_incompatibilities(message)
+    if problems:
+        raise UnsupportedGunicorn(
+            f"minis3 cannot start: gunicorn {gunicorn.__version__} is not the tested {TESTED}, and what "
+            f"config/slowclients.py replaces differs: " + "; ".join(problems)
+            + f". Install {TESTED} (pip install '{TESTED}').")
+    policy = message.Request._apply_header_policy
+
+    def apply_header_policy(self, name, value, scheme_state, seen, secure_scheme_headers, forwarder_headers,
+                            from_trailer=False):
+        if name != "EXPECT" or value.lower() == "100-continue":
+            return policy(self, name, value, scheme_state, seen, secure_scheme_headers, forwarder_headers,
+                          from_trailer)
+        self._policy_expect_continue = False  # for this header only: the rest of the policy still applies
+        try:
+            return policy(self, name, value, scheme_state, seen, secure_scheme_headers, forwarder_headers,
+                          from_trailer)
+        finally:
+            del self._policy_expect_continue
+
+    apply_header_policy.minis3_ignore_expectations = True
+    message.Request._apply_header_policy = apply_header_policy

@@ -257,6 +257,19 @@ def test_an_error_answer_carries_the_cors_headers_too(s3_stack, s3):
     assert r.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_an_actual_request_naming_a_method_is_matched_on_that_method(s3_stack, s3):
+    # an anonymous PUT to a bucket nobody else may write: refused, with the headers of the rule
+    # allowing the method Access-Control-Request-Method names (GET: rule 1), as S3 answers it
+    url = f"{s3_stack.s3_url}/web/anon.txt"
+    r = requests.put(url, data=b"", headers={"Origin": "http://anyone.test", "Access-Control-Request-Method": "GET"},
+                     timeout=30)
+    assert (r.status_code, xml_code(r)) == (403, "AccessDenied")
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert r.headers["Access-Control-Allow-Methods"] == "GET, HEAD"
+    r = requests.put(url, data=b"", headers={"Origin": "http://anyone.test"}, timeout=30)  # PUT: no rule for *
+    assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers
+
+
 # --- tagging -----------------------------------------------------------------------------------------
 
 def test_bucket_tagging_round_trips_and_deletes(s3_stack, s3):

@@ -200,10 +200,60 @@ def test_boto3_uploads_which_wait_for_100_continue_round_trip(stack, keys):
     assert info.value.response["Error"]["Code"] == "AccessDenied"
 
 
+# --- other Expect values, and uploads without a length -----------------------------------------------
+
+def raw_exchange(url: str, headers: dict[str, str], body: bytes = b"", method: str = "PUT") -> tuple[str, bytes]:
+    """(status line, body) of one request sent exactly with these headers (nothing added)."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close"]
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1").split("\r\n", 1)[0], rest
+
+
+@pytest.mark.parametrize("expect", ["200", ""])
+def test_an_expect_other_than_100_continue_is_ignored_as_s3_does(stack, keys, expect):
+    url = f"{stack.s3_url}/waiting/expect-{expect or 'empty'}"
+    headers = sign("PUT", url, keys, body=b"kept", headers={"expect": expect}).headers
+    status, body = raw_exchange(url, {**headers, "Content-Length": "4"}, b"kept")  # gunicorn alone: 417
+    assert status.startswith("HTTP/1.1 200"), (status, body)
+    assert boto3_client(stack, keys).get_object(Bucket="waiting", Key=f"expect-{expect or 'empty'}")[
+        "Body"].read() == b"kept"
+
+
+def test_an_upload_without_content_length_or_chunked_body_is_411_missing_content_length(stack, keys):
+    url = f"{stack.s3_url}/waiting/no-length"
+    status, body = raw_exchange(url, sign("PUT", url, keys).headers)
+    assert status.startswith("HTTP/1.1 411") and code_of(body) == "MissingContentLength", (status, body)
+    client = boto3_client(stack, keys)
+    upload = client.create_multipart_upload(Bucket="waiting", Key="no-length")["UploadId"]
+    url = f"{stack.s3_url}/waiting/no-length?partNumber=1&uploadId={upload}"
+    status, body = raw_exchange(url, sign("PUT", url, keys).headers)
+    assert status.startswith("HTTP/1.1 411") and code_of(body) == "MissingContentLength", (status, body)
+
+
 # --- the gunicorn internal replaced ------------------------------------------------------------
 
 def test_the_installed_gunicorn_has_what_deferring_100_continue_replaces():
     assert slowclients.continue_incompatibilities(wsgi, message) == []
+    assert slowclients.expectation_incompatibilities(message) == []
+
+
+def test_a_gunicorn_whose_header_policy_changed_is_refused():
+    class Request:
+        def _apply_header_policy(self, name, value):
+            ...
+
+    assert slowclients.expectation_incompatibilities(types.SimpleNamespace(Request=Request)) == [
+        "gunicorn.http.message.Request._apply_header_policy takes (self, name, value), expected "
+        "(self, name, value, scheme_state, seen, secure_scheme_headers, forwarder_headers, from_trailer)",
+        "gunicorn.http.message.Request._policy_expect_continue is missing",
+    ]
 
 
 def test_a_gunicorn_whose_create_changed_is_refused_with_every_difference():

@@ -224,6 +224,64 @@ def test_another_tenants_bucket_is_refused(s3_stack, s3):
     assert absent(s3, "intruder.txt")
 
 
+def test_a_policy_without_its_signature_is_invalid_argument_400(s3_stack, s3_keys, s3, s3v4):
+    v2 = s3.generate_presigned_post("forms", "unsigned.txt")
+    fields = {k: v for k, v in v2["fields"].items() if k != "signature"}
+    r = requests.post(v2["url"], data=fields, files={"file": ("f", b"data")}, timeout=60)
+    assert (r.status_code, xml_code(r)) == (400, "InvalidArgument")
+    assert "must contain a field named 'signature'" in r.text
+    v4 = v4_form(s3_stack, s3_keys, "unsigned.txt")
+    fields = {k: v for k, v in v4["fields"].items() if k != "x-amz-signature"}
+    r = requests.post(v4["url"], data=fields, files={"file": ("f", b"data")}, timeout=60)
+    assert (r.status_code, xml_code(r)) == (400, "InvalidArgument")
+    assert "must contain a field named 'x-amz-signature'" in r.text
+    assert absent(s3, "unsigned.txt")
+
+
+def test_an_anonymous_form_writes_where_the_bucket_acl_lets_anyone_write(s3_stack, s3):
+    s3.create_bucket(Bucket="open-forms", ACL="public-read-write")
+    tagging = ("<Tagging><TagSet><Tag><Key>team</Key><Value>blue</Value></Tag>"
+               "<Tag><Key>stage</Key><Value>draft</Value></Tag></TagSet></Tagging>")
+    fields = {"key": "drop/${filename}", "acl": "public-read", "Content-Type": "text/plain", "tagging": tagging,
+              "success_action_status": "201"}  # no policy, no signature: no condition applies
+    r = requests.post(f"{s3_stack.s3_url}/open-forms", data=fields, files={"file": ("note.txt", b"hello")},
+                      timeout=60)
+    assert r.status_code == 201, r.text
+    assert "<PostResponse><Location>" in r.text  # S3 writes this document without a namespace
+    assert xml_text(r, "Key") == "drop/note.txt" and xml_text(r, "Bucket") == "open-forms"
+    got = s3.get_object(Bucket="open-forms", Key="drop/note.txt")
+    assert got["Body"].read() == b"hello" and got["ContentType"] == "text/plain"
+    tags = s3.get_object_tagging(Bucket="open-forms", Key="drop/note.txt")["TagSet"]
+    assert tags == [{"Key": "team", "Value": "blue"}, {"Key": "stage", "Value": "draft"}]
+    grants = s3.get_object_acl(Bucket="open-forms", Key="drop/note.txt")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
+    # an unknown success_action_status is 204, as S3 answers it
+    r = requests.post(f"{s3_stack.s3_url}/open-forms", data={"key": "other.txt", "success_action_status": "404"},
+                      files={"file": ("f", b"x")}, timeout=60)
+    assert r.status_code == 204, r.text
+    # a bucket that does not let anyone write refuses the same anonymous form
+    r = requests.post(f"{s3_stack.s3_url}/forms", data=fields, files={"file": ("note.txt", b"hello")}, timeout=60)
+    assert (r.status_code, xml_code(r)) == (403, "AccessDenied")
+    assert absent(s3, "drop/note.txt")
+
+
+def test_a_checksum_field_is_verified_against_the_file_and_kept(s3):
+    data = random_bytes(2 * MiB + 3, seed=7)  # several pieces
+    good = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    presigned = s3.generate_presigned_post("forms", "summed.bin")  # the checksum field needs no condition
+    r = submit(presigned, data, extra={"x-amz-checksum-sha256": good})
+    assert r.status_code == 204, r.text
+    head = s3.head_object(Bucket="forms", Key="summed.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == good
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    presigned = s3.generate_presigned_post("forms", "badsum.bin")
+    r = submit(presigned, data, extra={"x-amz-checksum-sha256": wrong})
+    assert (r.status_code, xml_code(r)) == (400, "BadDigest")
+    r = submit(presigned, data, extra={"x-amz-checksum-sha256": "sailorjerry"})
+    assert (r.status_code, xml_code(r)) == (400, "InvalidRequest")
+    assert absent(s3, "badsum.bin")
+
+
 @pytest.mark.parametrize("policy,message", [
     ("not json", "Invalid Policy: Invalid JSON."),
     ({"conditions": []}, "Invalid Policy: Missing expiration."),

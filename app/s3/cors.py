@@ -174,11 +174,15 @@ def preflight(call: S3Call) -> Response:
     return empty_answer(200, headers)
 
 
-def add_response_headers(response: Response, names, bucket: str | None, method: str, origin: str) -> None:
+def add_response_headers(response: Response, names, bucket: str | None, method: str, origin: str,
+                         requested_method: str | None = None) -> None:
     """An actual cross-origin request: the CORS headers of the first rule allowing its origin and
-    method. Nothing is added when none does, or the bucket's configuration cannot be read."""
+    method (the method an ``Access-Control-Request-Method`` header names, when the request has
+    one, as S3 evaluates it). Nothing is added when none does, or the bucket's configuration
+    cannot be read."""
     if not bucket:
         return
+    method = requested_method.strip() if requested_method and requested_method.strip() else method
     try:
         config = names.applied_bucket_config(bucket, CONFIG)
     except Exception as exc:  # the answer stands without CORS headers; a browser then refuses it

@@ -73,7 +73,7 @@ def upload_part(call: S3Call) -> Response:
     number = _part_number(call)
     upload = call.names.upload(call.tenant, call.bucket, call.key, call.query["uploadId"])
     own = _part_checksum(call, upload)
-    reader = call.body()
+    reader = call.upload_body()
     checksum: dict = {}  # filled in when the body ends, before the part is recorded
 
     def pieces():

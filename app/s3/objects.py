@@ -220,7 +220,7 @@ def put_object(call: S3Call) -> Response:
     attrs.tags = header_tags(call)  # InvalidTag before the body is read
     attrs.acl = request_acl_doc(call, call.tenant)
     header_lock(call, attrs)  # x-amz-object-lock-*: refused before the body is read
-    reader = call.body()
+    reader = call.upload_body()
     # the condition is checked before the body is read and, as a compare-and-set, when the name is written
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
                              request_id=call.request_id, size_hint=reader.length, condition=condition)

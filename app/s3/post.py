@@ -7,12 +7,19 @@ the SigV4 signing key) or SigV2 (``AWSAccessKeyId``, ``signature``: the base64 H
 boto3's ``generate_presigned_post`` sends by default). The request itself is not signed, so it is
 answered before SigV4 authentication.
 
-Every field but ``file``, ``policy``, the signature and ``x-ignore-*`` must be named by a
+A form with neither a policy nor a signature is anonymous: no conditions apply, and it succeeds
+only where anyone may write (a bucket whose ACL or policy grants anonymous s3:PutObject), as in
+AWS. A form with a policy must carry its signature and access key (InvalidArgument, 400).
+
+Every field but ``file``, ``policy``, the signature, ``x-amz-checksum-*`` (a value verified
+against the bytes, which can only refuse them) and ``x-ignore-*`` must be named by a
 condition; each condition must hold (exact ``{"field": "v"}`` / ``["eq", "$field", "v"]``,
 ``["starts-with", "$field", "prefix"]``, ``["content-length-range", min, max]``). Field names are
 case-insensitive. ``${filename}`` in ``key`` becomes the file's name before the conditions are
 checked. The file must be the last field (fields after it are ignored); its bytes stream into the
-store as a PutObject's do, cut off as soon as they pass the length range.
+store as a PutObject's do, cut off as soon as they pass the length range. ``tagging`` (a Tagging
+XML document) sets the object's tags; an ``x-amz-checksum-<algorithm>`` field is checked against
+the bytes (BadDigest) and kept as a PutObject's checksum header is.
 """
 from __future__ import annotations
 
@@ -34,10 +41,12 @@ from werkzeug.http import parse_options_header
 from app.multipart import ClientGone, FilePart
 from app.s3.errors import (AccessDenied, EntityTooLarge, EntityTooSmall, InvalidAccessKeyId, InvalidArgument,
                            InvalidPolicyDocument, MalformedPOSTRequest, PreconditionFailed, SignatureDoesNotMatch)
+from app.s3 import checksums
 from app.s3.access import require
 from app.s3.objects import object_location
 from app.s3.request import STORED_HEADERS, S3Call, empty_answer, xml_answer
 from app.s3.sigv4 import ALGORITHM, SERVICE, TERMINATOR, sign, signing_key
+from app.s3.tagging import MAX_OBJECT_TAGS, parse_tagging
 from app.s3.xmlio import _Doc, quote_etag
 from pipeline.errors import MalformedUpload
 from pipeline.namespace.objects import ObjectAttributes
@@ -47,6 +56,9 @@ META_PREFIX = "x-amz-meta-"
 IGNORED_PREFIX = "x-ignore-"
 # fields no condition needs to name: the file, the policy and what signs it
 UNCONDITIONED = frozenset({"file", "policy", "x-amz-signature", "signature", "awsaccesskeyid"})
+# the fields that make a form signed (SigV4, SigV2; a policy alone asks for a SigV2 signature)
+SIGV4_FIELDS = ("x-amz-signature", "x-amz-credential", "x-amz-algorithm")
+SIGV2_FIELDS = ("signature", "awsaccesskeyid", "policy")
 SUCCESS_STATUSES = {"200": 200, "201": 201, "204": 204}
 _EXPIRATION = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?Z")
 _SCOPE_DATE = re.compile(r"\d{8}")
@@ -151,7 +163,7 @@ def check_policy(policy: Policy, fields: dict[str, str], now: float) -> None:
             raise AccessDenied(f"Invalid according to Policy: Policy Condition failed: {condition.text}")
     named = {c.field for c in policy.conditions}
     extra = sorted(name for name in fields if name not in named and name not in UNCONDITIONED
-                   and name != "bucket" and not name.startswith(IGNORED_PREFIX))
+                   and name != "bucket" and not name.startswith((IGNORED_PREFIX, checksums.HEADER_PREFIX)))
     if extra:
         raise AccessDenied(f"Invalid according to Policy: Extra input fields: {', '.join(extra)}")
 
@@ -166,9 +178,11 @@ def _required(fields: dict[str, str], name: str) -> str:
     return value
 
 
-def authenticate_form(fields: dict[str, str], lookup) -> str:
-    """The tenant whose credential signed the form's policy."""
-    if "x-amz-signature" in fields:
+def authenticate_form(fields: dict[str, str], lookup) -> str | None:
+    """The tenant whose credential signed the form's policy; None for an anonymous form (no policy
+    and no signing field at all)."""
+    if any(name in fields for name in SIGV4_FIELDS):
+        _required(fields, "x-amz-signature")
         algorithm = _required(fields, "x-amz-algorithm")
         if algorithm != ALGORITHM:
             raise InvalidArgument(f"Only {ALGORITHM} is supported for x-amz-algorithm",
@@ -187,7 +201,8 @@ def authenticate_form(fields: dict[str, str], lookup) -> str:
             raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
         expected = sign(signing_key(found[0], date, region), policy)
         given = fields["x-amz-signature"].strip().lower()
-    elif "signature" in fields:
+    elif any(name in fields for name in SIGV2_FIELDS):
+        _required(fields, "signature")
         access_key = _required(fields, "awsaccesskeyid")
         policy = _required(fields, "policy")
         found = lookup(access_key)
@@ -196,8 +211,8 @@ def authenticate_form(fields: dict[str, str], lookup) -> str:
         expected = base64.b64encode(hmac.new(found[0].encode("utf-8"), policy.encode("utf-8"),
                                              hashlib.sha1).digest()).decode("ascii")
         given = fields["signature"].strip()
-    else:  # an anonymous form needs a bucket open to anyone's writes: this store has none
-        raise AccessDenied("Access Denied: the form carries no signed policy")
+    else:  # anonymous: what it may write, the bucket's ACL and policy decide
+        return None
     if not hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace")):
         raise SignatureDoesNotMatch(AWSAccessKeyId=access_key, StringToSign=policy)
     return found[1]
@@ -233,19 +248,43 @@ def read_form(call: S3Call) -> tuple[dict[str, str], FilePart]:
     return fields, part
 
 
-def _sized(pieces: Iterable, length_range: tuple[int, int] | None) -> Iterator:
+def _sized(pieces: Iterable, length_range: tuple[int, int] | None,
+           checksum: tuple[str, str] | None = None) -> Iterator:
     """The file's bytes, refused as soon as they pass the policy's maximum, or at their end if
-    they fall short of its minimum (either way nothing is recorded)."""
+    they fall short of its minimum or do not match the form's checksum (either way nothing is
+    recorded)."""
     size = 0
+    running = checksums.Checksum(checksum[0]) if checksum else None
     for piece in pieces:
         size += len(piece)
         if length_range is not None and size > length_range[1]:
             raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size",
                                  MaxSizeAllowed=str(length_range[1]))
+        if running is not None:
+            running.update(piece)
         yield piece
     if length_range is not None and size < length_range[0]:
         raise EntityTooSmall("Your proposed upload is smaller than the minimum allowed size",
                              ProposedSize=str(size), MinSizeAllowed=str(length_range[0]))
+    if running is not None:
+        checksums.verify(checksum[0], checksum[1], running.digest())
+
+
+def form_checksum(fields: dict[str, str]) -> tuple[str, str] | None:
+    """(algorithm, base64 value) of the form's one ``x-amz-checksum-<algorithm>`` field, checked to
+    be a value of that algorithm (InvalidRequest) before any byte is read."""
+    found = checksums.value_header(fields)
+    if found is not None:
+        checksums.decode_value(*found)
+    return found
+
+
+def form_tags(fields: dict[str, str]) -> list[list[str]] | None:
+    """The tags of the ``tagging`` field (a Tagging XML document), validated as PutObjectTagging's."""
+    document = fields.get("tagging")
+    if not document:
+        return None
+    return [list(t) for t in parse_tagging(document.encode("utf-8"), MAX_OBJECT_TAGS)] or None
 
 
 def _attributes(fields: dict[str, str]) -> ObjectAttributes:
@@ -263,27 +302,33 @@ def _redirect_target(url: str | None) -> str | None:
 
 
 def post_response_xml(location: str, bucket: str, key: str, etag: str) -> bytes:
-    return (_Doc("PostResponse").el("Location", location).el("Bucket", bucket).el("Key", key)
+    """The 201 answer's document: S3 writes it without the S3 namespace."""
+    return (_Doc("PostResponse", namespace=None).el("Location", location).el("Bucket", bucket).el("Key", key)
             .el("ETag", quote_etag(etag)).bytes())
 
 
 def post_object(call: S3Call) -> Response:
     fields, part = read_form(call)
     tenant = authenticate_form(fields, current_app.extensions["minis3.credentials"].lookup)
-    policy = parse_policy(fields["policy"])
+    policy = parse_policy(fields["policy"]) if tenant is not None else None
     key = _required(fields, "key")
     if "${filename}" in key:
         filename = (part.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
         key = key.replace("${filename}", filename)
-    check_policy(policy, {**fields, "key": key, "bucket": call.bucket}, time.time())
+    if policy is not None:
+        check_policy(policy, {**fields, "key": key, "bucket": call.bucket}, time.time())
     owner = require(call, "s3:PutObject", call.bucket, key, requester=tenant)  # before the bytes
     attrs = _attributes(fields)
     if fields.get("acl"):
         if fields["acl"] not in CANNED_ACLS:
             raise InvalidArgument(None, ArgumentName="acl", ArgumentValue=fields["acl"])
         attrs.acl = canned(fields["acl"], owner).to_mongo()
-    info, f = call.names.put(owner, call.bucket, key, _sized(part, policy.length_range), attrs,
-                             request_id=call.request_id)
+    attrs.tags = form_tags(fields)
+    checksum = form_checksum(fields)
+    if checksum is not None:
+        attrs.checksum = {"algorithm": checksum[0], "value": checksum[1].strip()}
+    pieces = _sized(part, policy.length_range if policy is not None else None, checksum)
+    info, f = call.names.put(owner, call.bucket, key, pieces, attrs, request_id=call.request_id)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
     location = object_location(call, key)
     headers = {"ETag": quote_etag(info.etag), "Location": location}

@@ -14,7 +14,7 @@ from typing import Callable
 
 from werkzeug.http import http_date, parse_date
 
-from app.s3.errors import InvalidArgument
+from app.s3.errors import InvalidArgument, MissingContentLength
 from app.s3.payload import PayloadReader
 from app.s3.sigv4 import AuthContext
 from app.s3.xmlio import Owner, read_limited
@@ -66,6 +66,13 @@ class S3Call:
     def body(self) -> PayloadReader:
         """The verified request body (iterate once)."""
         return PayloadReader(self.stream, self.headers, self.auth)
+
+    def upload_body(self) -> PayloadReader:
+        """The body of an upload (PutObject, UploadPart): S3 needs its length up front, a
+        Content-Length or a chunked transfer; without either, MissingContentLength (411)."""
+        if self.header("Content-Length") is None and self.header("Transfer-Encoding") is None:
+            raise MissingContentLength()
+        return self.body()
 
     def small_body(self, limit: int) -> bytes:
         """A request body of at most ``limit`` bytes (XML), verified like any body."""

@@ -319,7 +319,8 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
                 bucket = locate(raw_path(request.environ), request.headers.get("Host", ""), settings.s3_domain)[0]
             except S3Error:
                 return response
-            cors.add_response_headers(response, names, bucket, request.method, origin)
+            cors.add_response_headers(response, names, bucket, request.method, origin,
+                                      request.headers.get("Access-Control-Request-Method"))
         return response
 
     @app.errorhandler(Exception)

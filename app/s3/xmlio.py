@@ -234,8 +234,9 @@ class DeleteError:
 
 
 class _Doc:
-    def __init__(self, root: str, url_encoded: bool = False):
-        self._parts = ['<?xml version="1.0" encoding="UTF-8"?>\n', f'<{root} xmlns="{NS}">']
+    def __init__(self, root: str, url_encoded: bool = False, namespace: str | None = NS):
+        opening = f'<{root} xmlns="{namespace}">' if namespace else f"<{root}>"
+        self._parts = ['<?xml version="1.0" encoding="UTF-8"?>\n', opening]
         self._root = root
         self._url = url_encoded
 
