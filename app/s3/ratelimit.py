@@ -12,10 +12,9 @@ Redis unreachable: requests are not limited rather than refused.
 
 A verified key's budget is large (thousands a second): counting each request in Redis cost a
 round trip per request. A process takes a hundredth of such a budget at a time (one INCRBY of
-``amount // RESERVE_PARTS``) and spends it locally for at most a tenth of the window. The count
-is then exact to that share: a key is refused up to ``amount // RESERVE_PARTS - 1`` requests
-early per process, and a share taken just before its window ends may be spent at the start of
-the next one. Budgets under ``2 * RESERVE_PARTS`` are counted one request at a time, as before."""
+``amount // RESERVE_PARTS``) and spends it locally for at most one window. The count is then
+exact to that share: a key is refused up to ``amount // RESERVE_PARTS - 1`` requests early per
+process, and as many of a share taken just before its window ends may be spent in the next one. Budgets under ``2 * RESERVE_PARTS`` are counted one request at a time, as before."""
 from __future__ import annotations
 
 import logging
@@ -93,7 +92,7 @@ class S3RateLimit:
                 with self._lock:
                     if len(self._reserved) > 4096:
                         self._reserved.clear()
-                    self._reserved[(item, who)] = [share - 1, time.monotonic() + item.get_expiry() / 10]
+                    self._reserved[(item, who)] = [share - 1, time.monotonic() + item.get_expiry()]
 
     def _spend_reserved(self, item, who: str) -> bool:
         """One request from this process's share of ``who``'s budget; False when none is left."""
