@@ -19,7 +19,7 @@ from pipeline.metadata.model import (CHUNK_STORED, CHUNK_WRITING, DELETED, FAILE
                                      LISTED_STATES, PROCESSING, QUEUED, STORED, FileDoc, ManifestPage,
                                      parse_file_id)
 from pipeline.metadata.groupcommit import GroupCommit
-from pipeline.metadata.mongo import prefix_end
+from pipeline.metadata.mongo import insert_new, prefix_end
 
 SHA256_PREFIX_MIN = 4  # a shorter run of hex digits is searched as a name only
 _HEX = frozenset("0123456789abcdef")
@@ -64,8 +64,8 @@ class FileRepository:
 
     def _write_record(self, page: dict | None, doc: dict, again: bool = False) -> Exception | None:
         try:
-            if page is not None:
-                self.manifests.replace_one({"_id": page["_id"]}, page, upsert=True)
+            if page is not None and not insert_new(self.manifests, page):  # a new file's page: an insert
+                self.manifests.replace_one({"_id": page["_id"]}, page, upsert=True)  # (cheaper than an upsert)
             self.files.insert_one(doc)
         except DuplicateKeyError as exc:
             if again and self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
