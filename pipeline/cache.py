@@ -10,6 +10,13 @@ finds its entries older and reads MongoDB again. An entry read concurrently with
 the counter's earlier value, so it is never trusted after the change. When Redis cannot be read,
 nothing cached is trusted; when a change cannot increment the counter, entries still expire after
 ``ttl_s``, and the changer is told.
+
+One request consults several records (its credential, its bucket, the bucket's ACL, policy and
+versioning): inside ``one_read_per_request()`` the counter is read once and that value serves
+the request's later lookups, for at most ``PIN_MAX_AGE_S`` (a long upload reads it again before
+it writes the name) and never past a change the request makes itself. A request thus sees the
+records as they were when it started, as if it had run a moment earlier; every later request
+still sees every change.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable, Hashable, TypeVar
 
 import redis
@@ -25,6 +34,19 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 GENERATION_KEY = "minis3:records-generation"
+PIN_MAX_AGE_S = 1.0
+# counter key -> (value, monotonic time of the read), for the request running in this context
+_PINNED: ContextVar[dict | None] = ContextVar("minis3_pinned_generations", default=None)
+
+
+@contextmanager
+def one_read_per_request():
+    """Within the block, each counter is read from Redis once (see the module's docstring)."""
+    token = _PINNED.set({})
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
 class Generation:
@@ -37,17 +59,27 @@ class Generation:
     def current(self) -> int | None:
         if self.redis is None:
             return None
+        pinned = _PINNED.get()
+        if pinned is not None:
+            hit = pinned.get(self.key)
+            if hit is not None and time.monotonic() - hit[1] < PIN_MAX_AGE_S:
+                return hit[0]
         try:
-            value = self.redis.get(self.key)
+            value = int(self.redis.get(self.key) or 0)
         except redis.RedisError:
             return None
-        return int(value or 0)
+        if pinned is not None:
+            pinned[self.key] = (value, time.monotonic())
+        return value
 
     def bump(self) -> bool:
         """After a change: every cached entry in every process is stale. False when Redis could not
         be told (caches then forget the record within their ``ttl_s``)."""
         if self.redis is None:
             return False
+        pinned = _PINNED.get()
+        if pinned is not None:  # the request's own change: its later lookups read the counter again
+            pinned.pop(self.key, None)
         try:
             self.redis.incr(self.key)
             return True

@@ -4,7 +4,8 @@ from __future__ import annotations
 import redis
 
 from pipeline.access.credentials import S3Credentials
-from pipeline.cache import Generation, GenerationCache
+from pipeline import cache as cache_module
+from pipeline.cache import GENERATION_KEY, Generation, GenerationCache, one_read_per_request
 from pipeline.namespace.objects import ObjectNames
 
 
@@ -61,3 +62,51 @@ def test_revocation_and_bucket_deletion_reach_other_processes_caches(store):
     other.delete_bucket("acme", "cached")
     other.create_bucket("globex", "cached")  # the name taken again by another tenant
     assert serving.bucket("globex", "cached").tenant == "globex"
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the GETs it sends."""
+
+    gets = 0
+
+    def get(self, name):
+        CountingRedis.gets += 1
+        return super().get(name)
+
+
+def test_a_request_reads_the_generation_once(settings):
+    client = CountingRedis.from_url(settings.redis_url)
+    cache, other = GenerationCache(Generation(client)), redis.Redis.from_url(settings.redis_url)
+    load, calls = counting("v")
+    cache.get("k", load)
+    before = CountingRedis.gets
+    with one_read_per_request():
+        for _ in range(5):
+            assert cache.get("k", load) == "v"
+        other.incr(GENERATION_KEY)  # another process's change while this request runs: seen by the next request
+        assert cache.get("k", load) == "v" and len(calls) == 1
+    assert CountingRedis.gets - before == 1
+    assert cache.get("k", load) == "v" and len(calls) == 2
+
+
+def test_a_request_sees_its_own_change_at_once(settings):
+    client = redis.Redis.from_url(settings.redis_url)
+    generation = Generation(client)
+    cache = GenerationCache(generation)
+    load, calls = counting("v")
+    with one_read_per_request():
+        cache.get("k", load)
+        generation.bump()
+        cache.get("k", load)
+    assert len(calls) == 2
+
+
+def test_a_long_request_reads_the_generation_again(settings, monkeypatch):
+    cache = GenerationCache(Generation(redis.Redis.from_url(settings.redis_url)))
+    load, calls = counting("v")
+    with one_read_per_request():
+        cache.get("k", load)
+        redis.Redis.from_url(settings.redis_url).incr(GENERATION_KEY)  # another process's change
+        monkeypatch.setattr(cache_module, "PIN_MAX_AGE_S", 0.0)
+        cache.get("k", load)
+    assert len(calls) == 2

@@ -233,3 +233,21 @@ def test_a_zero_x_amz_expires_is_valid_and_already_expired(make_app, keys, addre
     r = request(app, "GET", "/", address, url=presign("GET", "http://localhost/bkt/key", keys, 0))
     assert r.status_code == 403 and element(r, "Message") == "Request has expired"
     assert element(r, "X-Amz-Expires") == "0"
+
+
+def test_a_large_key_budget_is_counted_in_redis_a_share_at_a_time(settings):
+    from app.s3.ratelimit import S3RateLimit
+    from app.s3.errors import SlowDown
+
+    limits = S3RateLimit("200 per minute", settings.redis_url)
+    calls = []
+    hit = limits.limiter.hit
+    limits.limiter.hit = lambda item, who, cost=1: calls.append(cost) or hit(item, who, cost=cost)
+    who = f"k{uuid.uuid4().hex}"
+    for _ in range(10):
+        limits.check(who)
+    assert calls == [2] * 5  # a share of 200 // 100, taken from Redis once per two requests
+    for _ in range(190):
+        limits.check(who)
+    with pytest.raises(SlowDown):
+        limits.check(who)

@@ -41,7 +41,7 @@ from config.logging import REQUEST_ID
 from config.secretkey import load_or_create
 from config.settings import Settings
 from pipeline.access.credentials import S3Credentials
-from pipeline.cache import Generation
+from pipeline.cache import Generation, one_read_per_request
 from pipeline.errors import StoreError
 from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
@@ -262,16 +262,18 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
         path = raw_path(request.environ)
         host = request.headers.get("Host", "")
         g.resource = path
-        auth = verify(path, raw_query, query, host)
-        bucket, key = locate(path, host, settings.s3_domain)
-        g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
-        call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
-                      headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
-                      settings=settings, names=names, enqueue=enqueue, auth=auth, remote_addr=request.remote_addr)
-        handler = route(call)
-        # who may do what, decided once, before the body is read
-        access.authorize(call, subresource(call), creates_bucket=handler is buckets.create_bucket)
-        return handler(call)
+        with one_read_per_request():  # credential, bucket, ACL, policy, versioning: one Redis GET
+            auth = verify(path, raw_query, query, host)
+            bucket, key = locate(path, host, settings.s3_domain)
+            g.resource = "/" + "/".join(p for p in (bucket, key) if p is not None) if bucket else "/"
+            call = S3Call(method=request.method, bucket=bucket, key=key, raw_path=path, query=query,
+                          headers=request.headers, stream=request.stream, request_id=g.request_id, host=host,
+                          settings=settings, names=names, enqueue=enqueue, auth=auth,
+                          remote_addr=request.remote_addr)
+            handler = route(call)
+            # who may do what, decided once, before the body is read
+            access.authorize(call, subresource(call), creates_bucket=handler is buckets.create_bucket)
+            return handler(call)
 
     app.url_map.converters["anypath"] = AnyPath
     for rule in ("/", "/<anypath:_path>"):

@@ -74,14 +74,22 @@ class ManifestWriter:
                 self.flush()
 
     def flush(self) -> None:
+        page = self.take_page()
+        if page is not None:
+            self.meta.files.put_manifest_page(page["file"], page["page"], page["first"], page["offset"],
+                                              page["hashes"], page["xxh3"], page["sizes"])
+
+    def take_page(self) -> dict | None:
+        """The page being filled, for its caller to write (None when it holds no entry)."""
         if not self.hashes:
-            return
-        self.meta.files.put_manifest_page(self.file_id, self.page, self.first_index, self.offset, self.hashes,
-                                    self.xxh3, self.sizes)
+            return None
+        page = self.meta.files.manifest_page_doc(self.file_id, self.page, self.first_index, self.offset,
+                                                 self.hashes, self.xxh3, self.sizes)
         self.page += 1
         self.first_index += len(self.hashes)
         self.offset += sum(self.sizes)
         self.hashes, self.xxh3, self.sizes = [], [], []
+        return page
 
 
 class _Limited:
@@ -125,11 +133,11 @@ def receive_upload(meta: Metadata, spool: Spool, chunk_size: int, page_size: int
         for piece in _Limited(pieces, max_bytes):
             writer.write(piece)
         result = writer.finish()
-        manifest.flush()
-        return meta.files.insert_file(
+        return meta.files.insert_file(  # the last manifest page is written with the file's document
             ObjectId(file_id), tenant, display_name(name), media_type(content_type),
             result.size, result.sha256, result.chunk_count, chunk_size, request_id,
             md5=result.md5, kind=kind, extra={**(extra or {}), "chunking": chunking},
+            last_page=manifest.take_page(),
         )
     except BaseException:
         writer.close()

@@ -1,5 +1,9 @@
 """Files and their manifests: one document per upload in ``files`` (immutable content: size,
-hashes, status, progress) and its chunk list paged in ``manifests`` (one document per page)."""
+hashes, status, progress) and its chunk list paged in ``manifests`` (one document per page).
+
+A new file's record (its last manifest page, then its document) goes through a group commit
+(``pipeline.metadata.groupcommit``): the records of uploads that end at the same moment in one
+process are written by one insert of their pages and one of their documents."""
 from __future__ import annotations
 
 import time
@@ -8,12 +12,14 @@ from typing import Iterable, Iterator
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from pipeline.errors import InvalidId
 from pipeline.metadata.model import (CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, KIND_FILE, KIND_PART,
                                      LISTED_STATES, PROCESSING, QUEUED, STORED, FileDoc, ManifestPage,
                                      parse_file_id)
-from pipeline.metadata.mongo import prefix_end
+from pipeline.metadata.groupcommit import GroupCommit
+from pipeline.metadata.mongo import insert_new, prefix_end
 
 SHA256_PREFIX_MIN = 4  # a shorter run of hex digits is searched as a name only
 _HEX = frozenset("0123456789abcdef")
@@ -24,11 +30,13 @@ class FileRepository:
         self.files = db["files"]
         self.manifests = db["manifests"]
         self.chunks = db["chunks"]  # stamped as referenced when a manifest is released
+        self._records = GroupCommit(self._write_records)  # (last manifest page or None, file document)
 
     def insert_file(self, file_id: ObjectId, tenant: str, name: str, content_type: str, size: int,
                     sha256: str, chunk_count: int, chunk_size: int, request_id: str | None = None,
                     md5: str | None = None, kind: str = KIND_FILE, status: str = QUEUED,
-                    extra: dict | None = None) -> FileDoc:
+                    extra: dict | None = None, last_page: dict | None = None) -> FileDoc:
+        """Record a new file; ``last_page`` (``manifest_page_doc``), when given, is written just before it."""
         now = time.time()
         doc = {
             "_id": file_id, "tenant": tenant, "name": name, "contentType": content_type,
@@ -38,8 +46,34 @@ class FileRepository:
             "nameFold": name_fold(name),
             **({"md5": md5} if md5 else {}), **(extra or {}),
         }
-        self.files.insert_one(doc)
+        self._records.submit((last_page, doc))
         return FileDoc.from_mongo(doc)
+
+    def _write_records(self, records: list[tuple[dict | None, dict]]) -> list[Exception | None]:
+        """Every page first, then every file document: a file is never queued without its manifest."""
+        if len(records) == 1:
+            return [self._write_record(*records[0])]
+        try:
+            pages = [page for page, _ in records if page is not None]
+            if pages:
+                self.manifests.insert_many(pages, ordered=False)
+            self.files.insert_many([doc for _, doc in records], ordered=False)
+            return [None] * len(records)
+        except PyMongoError:  # which record failed: each on its own (written ones are found written)
+            return [self._write_record(page, doc, again=True) for page, doc in records]
+
+    def _write_record(self, page: dict | None, doc: dict, again: bool = False) -> Exception | None:
+        try:
+            if page is not None and not insert_new(self.manifests, page):  # a new file's page: an insert
+                self.manifests.replace_one({"_id": page["_id"]}, page, upsert=True)  # (cheaper than an upsert)
+            self.files.insert_one(doc)
+        except DuplicateKeyError as exc:
+            if again and self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
+                return None  # the batch wrote it (a file id is new: no other writer has it)
+            return exc
+        except PyMongoError as exc:
+            return exc
+        return None
 
     def set_file_name(self, file_id: str, bucket: str | None, key: str | None) -> None:
         """The S3 name a file is shown under in ``/api/files`` (None: it has none any more)."""
@@ -227,14 +261,16 @@ class FileRepository:
     def drop_file_document(self, file_id: str) -> None:
         self.files.delete_one({"_id": parse_file_id(file_id)})
 
+    @staticmethod
+    def manifest_page_doc(file_id: str, page: int, first_index: int, offset: int,
+                          hashes: list[str], xxh3: list[str], sizes: list[int]) -> dict:
+        return {"_id": f"{file_id}:{page:08d}", "file": file_id, "page": page, "first": first_index,
+                "offset": offset, "hashes": hashes, "xxh3": xxh3, "sizes": sizes, "created": time.time()}
+
     def put_manifest_page(self, file_id: str, page: int, first_index: int, offset: int,
                           hashes: list[str], xxh3: list[str], sizes: list[int]) -> None:
-        self.manifests.replace_one(
-            {"_id": f"{file_id}:{page:08d}"},
-            {"_id": f"{file_id}:{page:08d}", "file": file_id, "page": page, "first": first_index,
-             "offset": offset, "hashes": hashes, "xxh3": xxh3, "sizes": sizes, "created": time.time()},
-            upsert=True,
-        )
+        doc = self.manifest_page_doc(file_id, page, first_index, offset, hashes, xxh3, sizes)
+        self.manifests.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
     def iter_manifest(self, file_id: str, from_page: int = 0) -> Iterator[ManifestPage]:
         cursor = self.manifests.find({"file": file_id, "page": {"$gte": from_page}}).sort("page", 1)

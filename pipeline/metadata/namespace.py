@@ -81,10 +81,11 @@ class NamespaceRepository:
         self.buckets.update_one({"_id": bucket}, {"$set": {"lifecycleCursor": cursor}})
 
     def put_object_name(self, doc: dict) -> dict | None:
-        """Point a name at a file; returns the document it replaced (its file is to be deleted)."""
+        """Point a name at a file; returns ``{"_id", "file"}`` of the document it replaced (that file
+        is to be deleted), None when the name is new."""
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.objects.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
-                                                return_document=ReturnDocument.BEFORE)
+                                                projection={"file": 1}, return_document=ReturnDocument.BEFORE)
 
     def insert_object_name(self, doc: dict) -> bool:
         """Create a name only where none exists (``If-None-Match: *``)."""

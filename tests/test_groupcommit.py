@@ -1,0 +1,116 @@
+"""Group commit: records submitted together are written together, each caller sees its own outcome."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from bson import ObjectId
+from pymongo import monitoring
+
+from pipeline.metadata.groupcommit import GroupCommit
+
+
+def test_a_lone_record_is_written_at_once_by_its_caller():
+    batches = []
+    commit = GroupCommit(lambda items: batches.append(list(items)) or [None] * len(items))
+    commit.submit("a")
+    commit.submit("b")
+    assert batches == [["a"], ["b"]]
+
+
+def test_records_submitted_during_a_write_go_together_and_each_once():
+    batches, lock = [], threading.Lock()
+
+    def write(items):
+        time.sleep(0.02)  # a slow write: others arrive meanwhile
+        with lock:
+            batches.append(list(items))
+        return [None] * len(items)
+
+    commit = GroupCommit(write, max_batch=8)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(commit.submit, range(64)))
+    written = [i for batch in batches for i in batch]
+    assert sorted(written) == list(range(64))
+    assert len(batches) < 64 and max(len(b) for b in batches) <= 8
+
+
+def test_each_caller_raises_its_own_error_only():
+    def write(items):
+        time.sleep(0.01)
+        return [ValueError(i) if i % 3 == 0 else None for i in items]
+
+    commit = GroupCommit(write)
+
+    def submit(i):
+        try:
+            commit.submit(i)
+            return None
+        except ValueError as exc:
+            return exc.args[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(submit, range(30)))
+    assert outcomes == [i if i % 3 == 0 else None for i in range(30)]
+
+
+def test_a_failed_write_fails_its_batch_and_the_next_one_still_runs():
+    calls = []
+
+    def write(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return [None] * len(items)
+
+    commit = GroupCommit(write)
+    with pytest.raises(ConnectionError):
+        commit.submit("first")
+    commit.submit("second")
+    assert calls == [["first"], ["second"]]
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self):
+        self.names = []
+
+    def started(self, event):
+        self.names.append((event.command_name, event.command.get(event.command_name)))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_concurrent_new_files_are_recorded_with_their_last_page_in_two_inserts(settings):
+    import pymongo
+
+    from pipeline.metadata.repositories import Metadata
+
+    listener = Commands()
+    meta = Metadata(pymongo.MongoClient(settings.mongo_url, event_listeners=[listener]), settings.mongo_db)
+    files = meta.files
+    slow = files._write_records
+
+    def write(records):
+        time.sleep(0.05)  # the first write is slow: the others queue behind it
+        return slow(records)
+
+    files._records._write = write
+    ids = [ObjectId() for _ in range(6)]
+
+    def record(file_id):
+        page = files.manifest_page_doc(str(file_id), 0, 0, 0, ["a" * 64], ["x"], [1])
+        return files.insert_file(file_id, "t", "n", "text/plain", 1, None, 1, 1024, last_page=page)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(record, ids))
+    for file_id in ids:
+        assert files.get_file(str(file_id)).status == "queued"
+        assert files.manifest_page(str(file_id), 0).hashes == ["a" * 64]
+    inserts = [n for n in listener.names if n[0] in ("insert", "update")]
+    assert len(inserts) < 12  # two per file when written one by one
