@@ -109,6 +109,8 @@ _CONDITION_HEADERS = ("x-amz-acl", "x-amz-metadata-directive", "x-amz-grant-read
 def _request_context(call: S3Call) -> list[tuple[str, tuple[str, ...]]]:
     """The condition keys the call's own headers give (s3:x-amz-acl, s3:RequestObjectTag/<k>...)."""
     context = [("s3:" + h, (call.header(h),)) for h in _CONDITION_HEADERS if call.header(h) is not None]
+    if call.header("Referer") is not None:
+        context.append(("aws:referer", (call.header("Referer"),)))
     source = call.header("x-amz-copy-source")
     if source is not None:  # "bucket/key", decoded, without a version
         context.append(("s3:x-amz-copy-source", (unquote(source.split("?", 1)[0]).lstrip("/"),)))
@@ -141,7 +143,7 @@ def require(call: S3Call, action: str, bucket: str, key: str | None = None, requ
     context = _request_context(call) if own_call else []
     object_acl, missing = None, False
     tags_needed = key is not None and action in permissions.OBJECT_ACTIONS and _names_existing_tags(policy)
-    if key is not None and ((requester != owner and action in permissions.OBJECT_ACL_ACTIONS) or tags_needed):
+    if key is not None and (action in permissions.OBJECT_ACL_ACTIONS or tags_needed):
         try:
             # a request that names a version is decided by that version's ACL, as S3
             version = call.query.get("versionId") or None if own_call else None
@@ -156,7 +158,7 @@ def require(call: S3Call, action: str, bucket: str, key: str | None = None, requ
     decision = permissions.decide(request, owner, bucket_acl, policy, object_acl, block)
     if not decision and missing and not decision.explicit:
         # a missing key: NoSuchKey (from the handler) to whoever may list the bucket, else AccessDenied, as S3
-        listing = Request(requester, "s3:ListBucket", bucket, None, source_ip(call))
+        listing = Request(requester, "s3:ListBucket", bucket, None, source_ip(call), key)  # s3:prefix: the key
         decision = permissions.decide(listing, owner, bucket_acl, policy, None, block)
     if not decision:
         raise AccessDenied("Access Denied")
@@ -396,7 +398,7 @@ def _actions(value) -> tuple[str, ...]:
     for action in actions:
         low = action.lower()
         names_one = any(permissions.wildcard_match(low, k) for k in known) or "*" in low or "?" in low
-        if not low.startswith("s3:") or not names_one:
+        if low != "*" and (not low.startswith("s3:") or not names_one):
             raise MalformedPolicy("Policy has invalid action")
     return tuple(a.lower() for a in actions)
 

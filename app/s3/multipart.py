@@ -21,7 +21,7 @@ from app.s3.objects import (check_preconditions, checksum_header, checksum_of, c
 from app.s3.payload import PayloadReader
 from app.s3.tagging import header_tags
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
-from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, PartEntry, UploadEntry,
+from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, Owner, PartEntry, UploadEntry,
                           check_encoding_type, complete_multipart_checksum_xml, complete_multipart_xml,
                           copy_part_xml, initiate_multipart_xml, list_parts_xml, list_uploads_xml,
                           parse_complete_multipart, quote_etag, read_limited)
@@ -140,6 +140,12 @@ def list_parts(call: S3Call) -> Response:
         is_truncated=truncated, owner=call.owner))
 
 
+def upload_initiator(upload) -> Owner | None:
+    """The tenant that created an upload: the owner of the ACL it was created with."""
+    owner = (upload.attributes.get("acl") or {}).get("owner")
+    return Owner(owner, owner) if owner else None
+
+
 def list_uploads(call: S3Call) -> Response:
     encoding = check_encoding_type(call.query.get("encoding-type"))
     prefix = call.query.get("prefix", "")
@@ -150,7 +156,7 @@ def list_uploads(call: S3Call) -> Response:
     # an upload-id-marker without a key-marker is ignored, as AWS
     page = call.names.list_uploads(call.tenant, call.bucket, prefix, delimiter or "", key_marker or None,
                                    upload_id_marker if key_marker else None, max_uploads)
-    entries = [UploadEntry(u.key, u.upload_id, u.created) for u in page.uploads]
+    entries = [UploadEntry(u.key, u.upload_id, u.created, initiator=upload_initiator(u)) for u in page.uploads]
     return xml_answer(list_uploads_xml(
         call.bucket, entries, page.prefixes, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
         upload_id_marker=upload_id_marker, next_key_marker=page.next_key_marker,

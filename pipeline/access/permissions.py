@@ -63,7 +63,7 @@ OBJECT_ACTIONS = frozenset({"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "
 _BASE_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "IpAddress", "NotIpAddress")
 # each with its ...IfExists form: true when the request lacks the key
 CONDITION_OPERATORS = _BASE_OPERATORS + tuple(o + "IfExists" for o in _BASE_OPERATORS)
-CONDITION_KEYS = ("s3:prefix", "aws:sourceip", "s3:x-amz-copy-source", "s3:x-amz-metadata-directive", "s3:x-amz-acl",
+CONDITION_KEYS = ("s3:prefix", "aws:sourceip", "aws:referer", "s3:x-amz-copy-source", "s3:x-amz-metadata-directive", "s3:x-amz-acl",
                   "s3:x-amz-grant-read", "s3:x-amz-grant-write", "s3:x-amz-grant-read-acp",
                   "s3:x-amz-grant-write-acp", "s3:x-amz-grant-full-control", "s3:requestobjecttagkeys")
 # keys that name a tag: "s3:existingobjecttag/<key>" (the object's), "s3:requestobjecttag/<key>" (the request's)
@@ -314,7 +314,9 @@ def decide(req: Request, bucket_owner: str, bucket_acl: Acl | None = None,
     matching = [s for s in policy if _statement_matches(s, req)]
     if any(s.effect == "Deny" for s in matching) and not (owner and req.action in OWNER_KEEPS):
         return Decision(False, explicit=True, reason="explicitly denied by the bucket policy")
-    if owner:
+    # an object another tenant owns (ObjectWriter) is read through its own ACL, the bucket owner's too
+    foreign = req.action in OBJECT_ACL_ACTIONS and object_acl is not None and object_acl.owner != bucket_owner
+    if owner and not foreign:
         return Decision(True, reason="bucket owner")
     restricted = block.restrict_public_buckets and policy_is_public(policy)
     if any(s.effect == "Allow" for s in matching) and not restricted:
