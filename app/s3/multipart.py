@@ -137,7 +137,7 @@ def list_parts(call: S3Call) -> Response:
     return xml_answer(list_parts_xml(
         call.bucket, upload.key, upload.upload_id, entries, part_number_marker=marker,
         next_part_number_marker=parts[-1].number if parts else None, max_parts=max_parts,
-        is_truncated=truncated, owner=call.owner))
+        is_truncated=truncated, owner=upload_initiator(upload) or call.owner))
 
 
 def upload_initiator(upload) -> Owner | None:
