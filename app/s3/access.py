@@ -1,11 +1,13 @@
 """ACLs and bucket policies on the wire: the permission check every S3 call passes before its
 handler (``authorize``), canned ACLs and ``x-amz-grant-*`` headers, AccessControlPolicy XML,
-policy JSON, and the handlers of Get/PutBucketAcl, Get/PutObjectAcl, Put/Get/DeleteBucketPolicy
-and GetBucketPolicyStatus. pipeline.access.permissions decides; this module only reads and answers.
+policy JSON, and the handlers of Get/PutBucketAcl, Get/PutObjectAcl, Put/Get/DeleteBucketPolicy,
+GetBucketPolicyStatus, Put/Get/DeletePublicAccessBlock and Put/Get/DeleteBucketOwnershipControls. pipeline.access.permissions decides; this module only reads and answers.
 
 A bucket's ACL is its ``acl`` configuration (``Acl.to_mongo()``), its policy its ``policy``
 configuration: ``{"text": the JSON as given, "statements": [...]}``. An object's ACL is the
-``acl`` of its name document. A policy names another tenant by its canonical id (the tenant's
+``acl`` of its name document, whose ``owner`` is the object's (the writer, unless the bucket's
+``ownership`` configuration gives it to the bucket owner). The ``public_access_block`` and
+``ownership`` configurations are stored beside them. A policy names another tenant by its canonical id (the tenant's
 name), as ``{"AWS": "<tenant>"}``, ``{"AWS": "arn:aws:iam::<tenant>:root"}`` or
 ``{"CanonicalUser": "<tenant>"}``.
 """

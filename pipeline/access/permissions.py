@@ -2,7 +2,9 @@
 object's ACL. Pure: no Flask, no MongoDB; the S3 front end parses and stores, this module decides.
 
 Identities are tenants: a tenant's canonical id is its name; ``None`` is an anonymous (unsigned)
-requester. Objects belong to their bucket's owner, whoever wrote them.
+requester. An object belongs to the owner of its ACL: its writer, or the bucket owner as the
+bucket's ownership controls say (``object_owner``); the bucket owner reads another tenant's
+object only through that object's ACL.
 
 A bucket's public access block (``PublicAccessBlock``) narrows what ACLs and policies may do:
 IgnorePublicAcls drops grants to the AllUsers and AuthenticatedUsers groups from every decision,
