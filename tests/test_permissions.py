@@ -138,3 +138,107 @@ def test_policy_status_is_public_only_for_an_unconditioned_allow_to_everyone():
     assert not policy_is_public((allow(principals=(OTHER,)),))
     assert not policy_is_public((allow(conditions=(("IpAddress", "aws:sourceip", ("10.0.0.0/8",)),)),))
     assert not policy_is_public((deny(),))
+
+
+# --- public access block, ownership, further condition keys, grant order --------------------------
+
+from pipeline.access.permissions import (NO_BLOCK, OBJECT_WRITER, OWNER_ENFORCED, OWNER_PREFERRED,  # noqa: E402
+                                         PublicAccessBlock, acl_allowed_by_ownership, bucket_acl_fits_ownership,
+                                         bucket_is_public, object_owner, refuses_acl, refuses_policy,
+                                         valid_condition_key)
+
+
+def test_ignore_public_acls_drops_group_grants_but_keeps_a_tenants_grant():
+    acl = Acl(OWNER, (Grant(OWNER, FULL_CONTROL), Grant(ALL_USERS, READ), Grant(OTHER, READ)))
+    block = PublicAccessBlock(ignore_public_acls=True)
+    assert decide(Request(None, "s3:ListBucket", BUCKET), OWNER, acl)
+    assert not decide(Request(None, "s3:ListBucket", BUCKET), OWNER, acl, block=block)
+    assert decide(Request(OTHER, "s3:ListBucket", BUCKET), OWNER, acl, block=block)
+
+
+def test_restrict_public_buckets_ignores_a_public_policy_for_all_but_the_owner():
+    policy = (allow(),)
+    block = PublicAccessBlock(restrict_public_buckets=True)
+    req = Request(None, "s3:GetObject", BUCKET, "k")
+    assert decide(req, OWNER, policy=policy)
+    assert not decide(req, OWNER, policy=policy, block=block)
+    assert decide(Request(OWNER, "s3:GetObject", BUCKET, "k"), OWNER, policy=policy, block=block)
+    # a policy naming a tenant is not public: still honoured
+    assert decide(Request(OTHER, "s3:GetObject", BUCKET, "k"), OWNER, policy=(allow((OTHER,)),), block=block)
+
+
+def test_block_public_acls_and_policy_refuse_only_public_ones():
+    block = PublicAccessBlock(block_public_acls=True, block_public_policy=True)
+    assert refuses_acl(block, PUBLIC_READ) and refuses_acl(block, canned("authenticated-read", OWNER))
+    assert not refuses_acl(block, PRIVATE) and not refuses_acl(NO_BLOCK, PUBLIC_READ)
+    assert refuses_policy(block, (allow(),)) and not refuses_policy(block, (allow((OTHER,)),))
+
+
+def test_bucket_is_public_from_its_policy_or_its_acl_unless_blocked():
+    assert not bucket_is_public((), PRIVATE)
+    assert bucket_is_public((), PUBLIC_READ) and bucket_is_public((allow(),), PRIVATE)
+    assert not bucket_is_public((), PUBLIC_READ, PublicAccessBlock(ignore_public_acls=True))
+    assert not bucket_is_public((allow(),), PRIVATE, PublicAccessBlock(restrict_public_buckets=True))
+
+
+def test_block_round_trips_through_its_stored_form():
+    block = PublicAccessBlock(True, False, True, False)
+    assert PublicAccessBlock.from_mongo(block.to_mongo()) == block
+    assert PublicAccessBlock.from_mongo(None) == NO_BLOCK
+
+
+@pytest.mark.parametrize("rule, writer, canned_acl, owner", [
+    (None, OTHER, None, OTHER), (OBJECT_WRITER, OTHER, "bucket-owner-full-control", OTHER),
+    (OWNER_PREFERRED, OTHER, "bucket-owner-full-control", OWNER), (OWNER_PREFERRED, OTHER, "private", OTHER),
+    (OWNER_ENFORCED, OTHER, None, OWNER), (None, None, None, OWNER)])
+def test_object_owner_follows_the_ownership_rule(rule, writer, canned_acl, owner):
+    assert object_owner(rule, writer, OWNER, canned_acl) == owner
+
+
+def test_bucket_owner_enforced_disables_acls_but_bucket_owner_full_control():
+    assert acl_allowed_by_ownership(OWNER_ENFORCED, "bucket-owner-full-control")
+    assert not acl_allowed_by_ownership(OWNER_ENFORCED, "private")
+    assert not acl_allowed_by_ownership(OWNER_ENFORCED, None, sets_acl=True)
+    assert acl_allowed_by_ownership(OWNER_PREFERRED, "public-read", sets_acl=True)
+    assert bucket_acl_fits_ownership(OWNER_ENFORCED, PRIVATE)
+    assert not bucket_acl_fits_ownership(OWNER_ENFORCED, PUBLIC_READ)
+
+
+def test_the_bucket_owner_reads_another_tenants_object_only_through_its_acl():
+    theirs = Acl(OTHER, (Grant(OTHER, FULL_CONTROL),))
+    shared = Acl(OTHER, (Grant(OTHER, FULL_CONTROL), Grant(OWNER, READ)))
+    assert not decide(Request(OWNER, "s3:GetObjectAcl", BUCKET, "k"), OWNER, object_acl=theirs)
+    assert decide(Request(OWNER, "s3:GetObject", BUCKET, "k"), OWNER, object_acl=shared)
+    assert decide(Request(OTHER, "s3:GetObjectAcl", BUCKET, "k"), OWNER, object_acl=theirs)
+    assert decide(Request(OWNER, "s3:DeleteObject", BUCKET, "k"), OWNER, object_acl=theirs)
+
+
+@pytest.mark.parametrize("operator, value, holds", [
+    ("StringLikeIfExists", None, True), ("StringLikeIfExists", "http://a.example/x", True),
+    ("StringLikeIfExists", "http://b.example/", False), ("StringEqualsIfExists", None, True),
+    ("StringNotEqualsIfExists", "http://a.example/x", True)])
+def test_if_exists_operators_hold_when_the_key_is_missing(operator, value, holds):
+    assert condition_holds(operator, value, ("http://a.example/*",)) is holds
+
+
+def test_condition_keys_from_the_request_context():
+    stmt = allow(actions=("s3:putobject",), conditions=(("StringEquals", "s3:requestobjecttag/security", ("public",)),))
+    tagged = Request(OTHER, "s3:PutObject", BUCKET, "k", context=(("s3:requestobjecttag/security", ("public",)),))
+    assert decide(tagged, OWNER, policy=(stmt,))
+    assert not decide(Request(OTHER, "s3:PutObject", BUCKET, "k"), OWNER, policy=(stmt,))
+    copy = allow(actions=("s3:putobject",), conditions=(("StringLike", "s3:x-amz-copy-source", ("data/public/*",)),))
+    ctx = (("s3:x-amz-copy-source", ("data/public/a",)),)
+    assert decide(Request(OTHER, "s3:PutObject", BUCKET, "k", context=ctx), OWNER, policy=(copy,))
+    keys = Request(OTHER, "s3:PutObject", BUCKET, "k", context=(("s3:requestobjecttagkeys", ("a", "b")),))
+    any_b = allow(actions=("s3:putobject",), conditions=(("StringEquals", "s3:requestobjecttagkeys", ("b",)),))
+    assert decide(keys, OWNER, policy=(any_b,))
+
+
+def test_valid_condition_keys():
+    assert valid_condition_key("s3:existingobjecttag/security") and valid_condition_key("s3:x-amz-acl")
+    assert not valid_condition_key("s3:existingobjecttag/") and not valid_condition_key("s3:nonsense")
+
+
+def test_groups_are_listed_before_canonical_users():
+    acl = Acl(OWNER, (Grant(OWNER, FULL_CONTROL), Grant(OTHER, READ), Grant(ALL_USERS, READ)))
+    assert [g.grantee for g in acl.listed()] == [ALL_USERS, OWNER, OTHER]

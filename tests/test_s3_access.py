@@ -171,7 +171,8 @@ def test_a_source_ip_condition(acme, anonymous, network, allowed):
 def test_policy_round_trip_and_status(acme, globex):
     acme.create_bucket(Bucket="with-policy")
     assert refused(acme.get_bucket_policy, Bucket="with-policy") == ("NoSuchBucketPolicy", 404)
-    assert refused(acme.get_bucket_policy_status, Bucket="with-policy") == ("NoSuchBucketPolicy", 404)
+    # without a policy the status answers from the ACLs (private here)
+    assert acme.get_bucket_policy_status(Bucket="with-policy")["PolicyStatus"]["IsPublic"] is False
     public = policy({"Sid": "read", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
                      "Resource": "arn:aws:s3:::with-policy/*"})
     acme.put_bucket_policy(Bucket="with-policy", Policy=public)
@@ -338,3 +339,122 @@ def test_a_browser_form_upload_needs_write_permission_and_sets_its_acl(acme, glo
     theirs = globex.generate_presigned_post("forms", "up/${filename}")
     r = requests.post(theirs["url"], data=theirs["fields"], files={"file": ("dog.txt", b"woof")}, timeout=30)
     assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+
+
+def test_grants_list_the_groups_first_then_the_owner(acme):
+    acme.create_bucket(Bucket="grant-order", ACL="public-read")
+    listed = acme.get_bucket_acl(Bucket="grant-order")["Grants"]
+    assert [(g["Grantee"]["Type"], g["Permission"]) for g in listed] == [("Group", "READ"),
+                                                                         ("CanonicalUser", "FULL_CONTROL")]
+    assert refused(acme.put_bucket_acl, Bucket="grant-order", GrantRead="emailAddress=nobody@example.com") == (
+        "UnresolvableGrantByEmailAddress", 400)
+    assert refused(acme.put_bucket_acl, Bucket="grant-order", GrantRead="id=_not-a-tenant") == ("InvalidArgument", 400)
+
+
+def test_public_access_block_round_trip_and_enforcement(acme, globex, anonymous):
+    acme.create_bucket(Bucket="blocked")
+    assert refused(acme.get_public_access_block, Bucket="blocked") == ("NoSuchPublicAccessBlockConfiguration", 404)
+    acme.put_object(Bucket="blocked", Key="k", Body=b"v", ACL="public-read")
+    acme.put_bucket_policy(Bucket="blocked", Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::blocked/p/*"}))
+    acme.put_object(Bucket="blocked", Key="p/k", Body=b"pv")
+    assert body(anonymous, "blocked", "k") == b"v" and body(anonymous, "blocked", "p/k") == b"pv"
+    conf = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True}
+    acme.put_public_access_block(Bucket="blocked", PublicAccessBlockConfiguration=conf)
+    assert acme.get_public_access_block(Bucket="blocked")["PublicAccessBlockConfiguration"] == conf
+    # IgnorePublicAcls and RestrictPublicBuckets: the public grant and the public policy count for nothing
+    assert refused(anonymous.get_object, Bucket="blocked", Key="k") == ("AccessDenied", 403)
+    assert refused(anonymous.get_object, Bucket="blocked", Key="p/k") == ("AccessDenied", 403)
+    assert body(acme, "blocked", "p/k") == b"pv"
+    assert acme.get_bucket_policy_status(Bucket="blocked")["PolicyStatus"]["IsPublic"] is False
+    # BlockPublicAcls and BlockPublicPolicy: public ones are refused, private ones still taken
+    assert refused(acme.put_object, Bucket="blocked", Key="x", Body=b"x", ACL="public-read")[1] == 403
+    assert refused(acme.put_bucket_acl, Bucket="blocked", ACL="authenticated-read")[1] == 403
+    assert refused(acme.put_bucket_policy, Bucket="blocked", Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::blocked/*"}))[1] == 403
+    acme.put_bucket_policy(Bucket="blocked", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "globex"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::blocked/*"}))
+    assert body(globex, "blocked", "k") == b"v"
+    acme.put_object(Bucket="blocked", Key="y", Body=b"y", ACL="private")
+    assert refused(globex.get_public_access_block, Bucket="blocked") == ("AccessDenied", 403)
+    assert acme.delete_public_access_block(Bucket="blocked")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert body(anonymous, "blocked", "k") == b"v"
+
+
+def test_ownership_controls_decide_who_owns_another_tenants_object(acme, globex):
+    acme.create_bucket(Bucket="owned-by-writer", ACL="public-read-write")
+    assert refused(acme.get_bucket_ownership_controls, Bucket="owned-by-writer") == (
+        "OwnershipControlsNotFoundError", 404)
+    globex.put_object(Bucket="owned-by-writer", Key="theirs", Body=b"g")
+    assert globex.get_object_acl(Bucket="owned-by-writer", Key="theirs")["Owner"]["ID"] == "globex"
+    # the bucket owner reads it only through the object's ACL (AWS's ObjectWriter)
+    assert refused(acme.get_object_acl, Bucket="owned-by-writer", Key="theirs") == ("AccessDenied", 403)
+    globex.put_object(Bucket="owned-by-writer", Key="shared", Body=b"s", ACL="bucket-owner-read")
+    assert body(acme, "owned-by-writer", "shared") == b"s"
+    # BucketOwnerEnforced needs a private bucket ACL, then disables ACLs
+    rules = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert refused(acme.put_bucket_ownership_controls, Bucket="owned-by-writer", OwnershipControls=rules) == (
+        "InvalidBucketAclWithObjectOwnership", 400)
+    acme.create_bucket(Bucket="enforced", ObjectOwnership="BucketOwnerEnforced")
+    assert acme.get_bucket_ownership_controls(Bucket="enforced")["OwnershipControls"] == rules
+    acme.put_bucket_policy(Bucket="enforced", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "globex"}, "Action": "s3:PutObject", "Resource": "arn:aws:s3:::enforced/*"}))
+    globex.put_object(Bucket="enforced", Key="k", Body=b"v", ACL="bucket-owner-full-control")
+    assert acme.get_object_acl(Bucket="enforced", Key="k")["Owner"]["ID"] == "acme"
+    assert refused(globex.put_object, Bucket="enforced", Key="k2", Body=b"v", ACL="private") == (
+        "AccessControlListNotSupported", 400)
+    assert refused(acme.put_bucket_acl, Bucket="enforced", ACL="private") == ("AccessControlListNotSupported", 400)
+    acme.create_bucket(Bucket="preferred", ObjectOwnership="BucketOwnerPreferred", ACL="public-read-write")
+    globex.put_object(Bucket="preferred", Key="given", Body=b"v", ACL="bucket-owner-full-control")
+    globex.put_object(Bucket="preferred", Key="kept", Body=b"v")
+    assert acme.get_object_acl(Bucket="preferred", Key="given")["Owner"]["ID"] == "acme"
+    assert globex.get_object_acl(Bucket="preferred", Key="kept")["Owner"]["ID"] == "globex"
+    acme.delete_bucket_ownership_controls(Bucket="preferred")
+    assert refused(acme.get_bucket_ownership_controls, Bucket="preferred")[1] == 404
+
+
+def test_policy_conditions_on_tags_copy_source_and_acl_headers(acme, globex):
+    acme.create_bucket(Bucket="conditions")
+    acme.put_object(Bucket="conditions", Key="open", Body=b"o", Tagging="security=public")
+    acme.put_object(Bucket="conditions", Key="closed", Body=b"c", Tagging="security=private")
+    acme.put_object(Bucket="conditions", Key="public/src", Body=b"s")
+    acme.put_bucket_policy(Bucket="conditions", Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:GetObjectTagging"],
+         "Resource": "arn:aws:s3:::conditions/*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/security": "public"}}},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::conditions/tagged/*",
+         "Condition": {"StringEquals": {"s3:RequestObjectTag/security": "public"}}},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::conditions/acl/*",
+         "Condition": {"StringLikeIfExists": {"s3:x-amz-acl": "bucket-owner-*"}}},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::conditions/copy/*",
+         "Condition": {"StringLike": {"s3:x-amz-copy-source": "conditions/public/*"}}}))
+    assert body(globex, "conditions", "open") == b"o"
+    assert globex.get_object_tagging(Bucket="conditions", Key="open")["TagSet"] == [
+        {"Key": "security", "Value": "public"}]
+    assert refused(globex.get_object, Bucket="conditions", Key="closed") == ("AccessDenied", 403)
+    globex.put_object(Bucket="conditions", Key="tagged/a", Body=b"a", Tagging="security=public")
+    assert refused(globex.put_object, Bucket="conditions", Key="tagged/b", Body=b"b")[1] == 403
+    globex.put_object(Bucket="conditions", Key="acl/a", Body=b"a")  # ...IfExists: no header is fine
+    globex.put_object(Bucket="conditions", Key="acl/b", Body=b"b", ACL="bucket-owner-read")
+    assert refused(globex.put_object, Bucket="conditions", Key="acl/c", Body=b"c", ACL="public-read")[1] == 403
+    acme.put_object_acl(Bucket="conditions", Key="public/src", ACL="authenticated-read")
+    globex.copy_object(Bucket="conditions", Key="copy/a", CopySource={"Bucket": "conditions", "Key": "public/src"})
+    assert refused(globex.copy_object, Bucket="conditions", Key="copy/b",
+                   CopySource={"Bucket": "conditions", "Key": "open"})[1] == 403
+
+
+def test_expected_bucket_owner_and_upload_initiators(acme, globex):
+    acme.create_bucket(Bucket="expected", ACL="public-read-write")
+    acme.list_objects_v2(Bucket="expected", ExpectedBucketOwner="acme")
+    assert refused(acme.list_objects_v2, Bucket="expected", ExpectedBucketOwner="globex") == ("AccessDenied", 403)
+    assert refused(globex.put_object, Bucket="expected", Key="k", Body=b"v", ExpectedBucketOwner="nobody") == (
+        "AccessDenied", 403)
+    mine = acme.create_multipart_upload(Bucket="expected", Key="a")["UploadId"]
+    theirs = globex.create_multipart_upload(Bucket="expected", Key="b")["UploadId"]
+    uploads = acme.list_multipart_uploads(Bucket="expected")["Uploads"]
+    assert [(u["Key"], u["Initiator"]["ID"], u["Owner"]["ID"]) for u in uploads] == [("a", "acme", "acme"),
+                                                                                    ("b", "globex", "globex")]
+    assert globex.list_parts(Bucket="expected", Key="b", UploadId=theirs)["Owner"]["ID"] == "globex"
+    acme.abort_multipart_upload(Bucket="expected", Key="a", UploadId=mine)
+    globex.abort_multipart_upload(Bucket="expected", Key="b", UploadId=theirs)

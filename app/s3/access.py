@@ -1,11 +1,13 @@
 """ACLs and bucket policies on the wire: the permission check every S3 call passes before its
 handler (``authorize``), canned ACLs and ``x-amz-grant-*`` headers, AccessControlPolicy XML,
-policy JSON, and the handlers of Get/PutBucketAcl, Get/PutObjectAcl, Put/Get/DeleteBucketPolicy
-and GetBucketPolicyStatus. pipeline.access.permissions decides; this module only reads and answers.
+policy JSON, and the handlers of Get/PutBucketAcl, Get/PutObjectAcl, Put/Get/DeleteBucketPolicy,
+GetBucketPolicyStatus, Put/Get/DeletePublicAccessBlock and Put/Get/DeleteBucketOwnershipControls. pipeline.access.permissions decides; this module only reads and answers.
 
 A bucket's ACL is its ``acl`` configuration (``Acl.to_mongo()``), its policy its ``policy``
 configuration: ``{"text": the JSON as given, "statements": [...]}``. An object's ACL is the
-``acl`` of its name document. A policy names another tenant by its canonical id (the tenant's
+``acl`` of its name document, whose ``owner`` is the object's (the writer, unless the bucket's
+``ownership`` configuration gives it to the bucket owner). The ``public_access_block`` and
+``ownership`` configurations are stored beside them. A policy names another tenant by its canonical id (the tenant's
 name), as ``{"AWS": "<tenant>"}``, ``{"AWS": "arn:aws:iam::<tenant>:root"}`` or
 ``{"CanonicalUser": "<tenant>"}``.
 """
@@ -16,18 +18,24 @@ import re
 
 from flask import Response
 
-from app.s3.errors import (AccessDenied, InvalidArgument, InvalidRequest, MalformedACLError, MalformedPolicy,
-                           MalformedXML, NoSuchBucketPolicy)
+from app.s3.errors import (AccessControlListNotSupported, AccessDenied, InvalidArgument,
+                           InvalidBucketAclWithObjectOwnership, InvalidRequest, MalformedACLError, MalformedPolicy,
+                           MalformedXML, NoSuchBucketPolicy, NoSuchPublicAccessBlockConfiguration,
+                           OwnershipControlsNotFoundError, UnresolvableGrantByEmailAddress)
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import _Doc, _children, _child_text, _local, _parse
 from pipeline.access import permissions
 from pipeline.errors import StoreError
 from pipeline.access.keys import valid_tenant
-from pipeline.access.permissions import (ALL_USERS, AUTHENTICATED_USERS, CANNED_ACLS, PERMISSIONS, Acl, Grant, Request,
-                                  Statement)
+from pipeline.access.permissions import (ALL_USERS, AUTHENTICATED_USERS, CANNED_ACLS, OWNERSHIP_RULES, PERMISSIONS, Acl,
+                                         Grant, PublicAccessBlock, Request, Statement)
+from urllib.parse import unquote
 
 ACL_CONFIG = "acl"
 POLICY_CONFIG = "policy"
+PUBLIC_ACCESS_BLOCK_CONFIG = "public_access_block"  # PublicAccessBlock.to_mongo()
+OWNERSHIP_CONFIG = "ownership"  # {"rule": one of OWNERSHIP_RULES}
+MAX_CONFIG_XML = 64 * 1024
 MAX_ACL_XML = 64 * 1024
 MAX_POLICY_BYTES = 20 * 1024  # S3's limit on a bucket policy
 GRANT_HEADERS = {"x-amz-grant-read": "READ", "x-amz-grant-write": "WRITE", "x-amz-grant-read-acp": "READ_ACP",
@@ -47,6 +55,12 @@ ACTIONS = {
     ("bucket", "GET", "policy"): "s3:GetBucketPolicy", ("bucket", "PUT", "policy"): "s3:PutBucketPolicy",
     ("bucket", "DELETE", "policy"): "s3:DeleteBucketPolicy",
     ("bucket", "GET", "policyStatus"): "s3:GetBucketPolicyStatus",
+    ("bucket", "GET", "publicAccessBlock"): "s3:GetBucketPublicAccessBlock",
+    ("bucket", "PUT", "publicAccessBlock"): "s3:PutBucketPublicAccessBlock",
+    ("bucket", "DELETE", "publicAccessBlock"): "s3:PutBucketPublicAccessBlock",
+    ("bucket", "GET", "ownershipControls"): "s3:GetBucketOwnershipControls",
+    ("bucket", "PUT", "ownershipControls"): "s3:PutBucketOwnershipControls",
+    ("bucket", "DELETE", "ownershipControls"): "s3:PutBucketOwnershipControls",
     ("bucket", "GET", "cors"): "s3:GetBucketCORS", ("bucket", "PUT", "cors"): "s3:PutBucketCORS",
     ("bucket", "DELETE", "cors"): "s3:PutBucketCORS",
     ("bucket", "GET", "tagging"): "s3:GetBucketTagging", ("bucket", "PUT", "tagging"): "s3:PutBucketTagging",
@@ -85,6 +99,40 @@ def bucket_policy(call: S3Call, bucket: str) -> tuple[Statement, ...]:
     return tuple(Statement.from_mongo(s) for s in (config or {}).get("statements") or ())
 
 
+def public_access_block(call: S3Call, bucket: str) -> PublicAccessBlock:
+    return PublicAccessBlock.from_mongo(call.names.applied_bucket_config(bucket, PUBLIC_ACCESS_BLOCK_CONFIG))
+
+
+def ownership_rule(call: S3Call, bucket: str) -> str | None:
+    return (call.names.applied_bucket_config(bucket, OWNERSHIP_CONFIG) or {}).get("rule")
+
+
+# request headers a policy condition may name (s3:<header>)
+_CONDITION_HEADERS = ("x-amz-acl", "x-amz-metadata-directive", "x-amz-grant-read", "x-amz-grant-write",
+                      "x-amz-grant-read-acp", "x-amz-grant-write-acp", "x-amz-grant-full-control")
+
+
+def _request_context(call: S3Call) -> list[tuple[str, tuple[str, ...]]]:
+    """The condition keys the call's own headers give (s3:x-amz-acl, s3:RequestObjectTag/<k>...)."""
+    context = [("s3:" + h, (call.header(h),)) for h in _CONDITION_HEADERS if call.header(h) is not None]
+    if call.header("Referer") is not None:
+        context.append(("aws:referer", (call.header("Referer"),)))
+    source = call.header("x-amz-copy-source")
+    if source is not None:  # "bucket/key", decoded, without a version
+        context.append(("s3:x-amz-copy-source", (unquote(source.split("?", 1)[0]).lstrip("/"),)))
+    tagging = call.header("x-amz-tagging")
+    if tagging is not None:
+        from urllib.parse import parse_qsl
+        tags = parse_qsl(tagging, keep_blank_values=True)
+        context += [("s3:requestobjecttag/" + k.lower(), (v,)) for k, v in tags]
+        context.append(("s3:requestobjecttagkeys", tuple(k for k, _ in tags)))
+    return context
+
+
+def _names_existing_tags(policy: tuple[Statement, ...]) -> bool:
+    return any(k.startswith("s3:existingobjecttag/") for s in policy for _, k, _ in s.conditions)
+
+
 _CALLER = object()
 
 
@@ -96,21 +144,28 @@ def require(call: S3Call, action: str, bucket: str, key: str | None = None, requ
     requester = call.requester if requester is _CALLER else requester
     bucket_acl = Acl.from_mongo(call.names.applied_bucket_config(bucket, ACL_CONFIG), owner)
     policy = bucket_policy(call, bucket)
+    block = public_access_block(call, bucket)
+    own_call = (bucket, key) == (call.bucket, call.key)
+    context = _request_context(call) if own_call else []
     object_acl, missing = None, False
-    if requester != owner and action in permissions.OBJECT_ACL_ACTIONS and key is not None:
+    tags_needed = key is not None and action in permissions.OBJECT_ACTIONS and _names_existing_tags(policy)
+    if key is not None and (action in permissions.OBJECT_ACL_ACTIONS or tags_needed):
         try:
             # a request that names a version is decided by that version's ACL, as S3
-            version = call.query.get("versionId") or None if (bucket, key) == (call.bucket, call.key) else None
-            object_acl = Acl.from_mongo(call.names.head(owner, bucket, key, version).acl, owner)
+            version = call.query.get("versionId") or None if own_call else None
+            info = call.names.head(owner, bucket, key, version)
+            object_acl = Acl.from_mongo(info.acl, owner)
+            context += [("s3:existingobjecttag/" + k.lower(), (v,)) for k, v in info.tags]
         except StoreError:
             missing = True
     request = Request(requester, action, bucket, key, source_ip(call),
-                      call.query.get("prefix") if action in ("s3:ListBucket", "s3:ListBucketVersions") else None)
-    decision = permissions.decide(request, owner, bucket_acl, policy, object_acl)
+                      call.query.get("prefix") if action in ("s3:ListBucket", "s3:ListBucketVersions") else None,
+                      tuple(context))
+    decision = permissions.decide(request, owner, bucket_acl, policy, object_acl, block)
     if not decision and missing and not decision.explicit:
         # a missing key: NoSuchKey (from the handler) to whoever may list the bucket, else AccessDenied, as S3
-        listing = Request(requester, "s3:ListBucket", bucket, None, source_ip(call))
-        decision = permissions.decide(listing, owner, bucket_acl, policy)
+        listing = Request(requester, "s3:ListBucket", bucket, None, source_ip(call), key)  # s3:prefix: the key
+        decision = permissions.decide(listing, owner, bucket_acl, policy, None, block)
     if not decision:
         raise AccessDenied("Access Denied")
     return owner
@@ -126,8 +181,11 @@ def authorize(call: S3Call, sub: str | None, creates_bucket: bool) -> None:
     action = action_of(call, sub)
     if action == DELETE_OBJECTS:
         call.bucket_owner = call.names.find_bucket(call.bucket).tenant
-        return
-    call.bucket_owner = require(call, action, call.bucket, call.key)
+    else:
+        call.bucket_owner = require(call, action, call.bucket, call.key)
+    expected = call.header("x-amz-expected-bucket-owner")
+    if expected is not None and expected != call.bucket_owner:
+        raise AccessDenied("Access Denied: the bucket is not owned by the expected owner")
 
 
 # --- ACLs from a request ------------------------------------------------------------------------
@@ -138,12 +196,14 @@ _GRANTEE = re.compile(r'\s*(id|uri|emailAddress)\s*=\s*"?([^",]*)"?\s*(?:,|$)', 
 def _grantee(kind: str, value: str) -> str:
     kind = kind.lower()
     if kind == "id" and value:
-        return value
+        try:
+            return valid_tenant(value)
+        except StoreError:
+            raise InvalidArgument("Invalid id", ArgumentName="CanonicalUser/ID", ArgumentValue=value) from None
     if kind == "uri" and value in (ALL_USERS, AUTHENTICATED_USERS):
         return value
-    if kind == "emailaddress":
-        raise InvalidArgument("Grants by email address are not supported by this store", ArgumentName="emailAddress",
-                              ArgumentValue=value)
+    if kind == "emailaddress":  # no tenant has an e-mail address here
+        raise UnresolvableGrantByEmailAddress(EmailAddress=value)
     raise InvalidArgument("Invalid id or uri", ArgumentName=kind, ArgumentValue=value)
 
 
@@ -164,7 +224,19 @@ def header_grants(call: S3Call) -> list[Grant]:
 
 
 def request_acl(call: S3Call, owner: str) -> Acl | None:
-    """The ACL an ``x-amz-acl`` or ``x-amz-grant-*`` headers give; None without either."""
+    """The ACL an ``x-amz-acl`` or ``x-amz-grant-*`` headers give; None without either. Refused
+    when the bucket's public access block blocks public ACLs, or its ownership disables ACLs."""
+    acl = _headers_acl(call, owner)
+    if call.bucket_owner is not None and call.bucket is not None:
+        if acl is not None and not permissions.acl_allowed_by_ownership(
+                ownership_rule(call, call.bucket), call.header("x-amz-acl")):
+            raise AccessControlListNotSupported()
+        if permissions.refuses_acl(public_access_block(call, call.bucket), acl):
+            raise AccessDenied("Access Denied: the bucket's public access block blocks public ACLs")
+    return acl
+
+
+def _headers_acl(call: S3Call, owner: str) -> Acl | None:
     canned = call.header("x-amz-acl")
     grants = header_grants(call)
     if canned is not None and grants:
@@ -179,8 +251,13 @@ def request_acl(call: S3Call, owner: str) -> Acl | None:
 
 
 def request_acl_doc(call: S3Call, owner: str) -> dict | None:
-    """What a PUT, a copy or a multipart creation stores as the object's ACL (None: private)."""
-    acl = request_acl(call, owner)
+    """What a PUT, a copy or a multipart creation stores as the object's ACL (None: the bucket
+    owner's private ACL); its owner is the object's, as the bucket's ownership controls say."""
+    rule = ownership_rule(call, call.bucket) if call.bucket_owner is not None else None
+    writer = permissions.object_owner(rule, call.requester, owner, call.header("x-amz-acl"))
+    acl = request_acl(call, writer)
+    if acl is None and writer != owner:
+        acl = permissions.private(writer)
     return acl.to_mongo() if acl is not None else None
 
 
@@ -216,6 +293,8 @@ def parse_acl_xml(body: bytes, owner: str) -> Acl:
 
 def put_acl_of(call: S3Call, owner: str) -> Acl:
     """The ACL a PutBucketAcl / PutObjectAcl sets: from headers, or else from its body."""
+    if not permissions.acl_allowed_by_ownership(ownership_rule(call, call.bucket), None, sets_acl=True):
+        raise AccessControlListNotSupported()
     acl = request_acl(call, owner)
     body = call.small_body(MAX_ACL_XML)
     if acl is not None:
@@ -224,13 +303,16 @@ def put_acl_of(call: S3Call, owner: str) -> Acl:
         return acl
     if not body.strip():
         raise MalformedACLError()
-    return parse_acl_xml(body, owner)
+    acl = parse_acl_xml(body, owner)
+    if permissions.refuses_acl(public_access_block(call, call.bucket), acl):
+        raise AccessDenied("Access Denied: the bucket's public access block blocks public ACLs")
+    return acl
 
 
 def acl_xml(acl: Acl) -> bytes:
     doc = _Doc("AccessControlPolicy").open("Owner").el("ID", acl.owner).el("DisplayName", acl.owner).close("Owner")
     doc.open("AccessControlList")
-    for grant in acl.grants:
+    for grant in acl.listed():
         doc.open("Grant")
         if grant.grantee in (ALL_USERS, AUTHENTICATED_USERS):
             doc._parts.append(f'<Grantee xmlns:xsi="{XSI}" xsi:type="Group">')
@@ -270,8 +352,8 @@ def get_object_acl(call: S3Call) -> Response:
 
 def put_object_acl(call: S3Call) -> Response:
     version = _check_version(call)
-    call.names.head(call.tenant, call.bucket, call.key, version)  # NoSuchKey / NoSuchVersion before the body
-    acl = put_acl_of(call, call.tenant)
+    current = call.names.head(call.tenant, call.bucket, call.key, version)  # NoSuchKey / NoSuchVersion first
+    acl = put_acl_of(call, Acl.from_mongo(current.acl, call.tenant).owner)  # the object's owner stays
     info = call.names.set_acl(call.tenant, call.bucket, call.key, acl.to_mongo(), version)
     if info.version_id:
         return empty_answer(200, {"x-amz-version-id": info.version_id})
@@ -322,7 +404,7 @@ def _actions(value) -> tuple[str, ...]:
     for action in actions:
         low = action.lower()
         names_one = any(permissions.wildcard_match(low, k) for k in known) or "*" in low or "?" in low
-        if not low.startswith("s3:") or not names_one:
+        if low != "*" and (not low.startswith("s3:") or not names_one):
             raise MalformedPolicy("Policy has invalid action")
     return tuple(a.lower() for a in actions)
 
@@ -357,7 +439,7 @@ def _conditions(value) -> tuple:
         if not isinstance(block, dict) or not block:
             raise MalformedPolicy("Invalid Condition")
         for key, wanted in block.items():
-            if key.lower() not in permissions.CONDITION_KEYS:
+            if not permissions.valid_condition_key(key.lower()):
                 raise MalformedPolicy("Policy has an invalid condition key")
             values = [wanted] if isinstance(wanted, str) else wanted
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -408,6 +490,8 @@ def put_bucket_policy(call: S3Call) -> Response:
     if len(text) > MAX_POLICY_BYTES:
         raise MalformedPolicy("Policy exceeds the maximum allowed document size.")
     statements = parse_policy(text, call.bucket)
+    if permissions.refuses_policy(public_access_block(call, call.bucket), statements):
+        raise AccessDenied("Access Denied: the bucket's public access block blocks public policies")
     call.names.put_bucket_config(call.tenant, call.bucket, POLICY_CONFIG, {
         "text": text.decode("utf-8"), "statements": [s.to_mongo() for s in statements]})
     return empty_answer(204)
@@ -426,8 +510,95 @@ def delete_bucket_policy(call: S3Call) -> Response:
 
 
 def get_bucket_policy_status(call: S3Call) -> Response:
-    config = call.names.bucket_config(call.tenant, call.bucket, POLICY_CONFIG)
-    if not config:
-        raise NoSuchBucketPolicy(BucketName=call.bucket)
-    public = permissions.policy_is_public(tuple(Statement.from_mongo(s) for s in config["statements"]))
+    config = call.names.bucket_config(call.tenant, call.bucket, POLICY_CONFIG) or {}
+    policy = tuple(Statement.from_mongo(s) for s in config.get("statements") or ())
+    public = permissions.bucket_is_public(policy, bucket_acl(call), public_access_block(call, call.bucket))
     return xml_answer(_Doc("PolicyStatus").el("IsPublic", public).bytes())
+
+
+# --- public access block and object ownership ----------------------------------------------------
+
+_BLOCK_FIELDS = (("BlockPublicAcls", "block_public_acls"), ("IgnorePublicAcls", "ignore_public_acls"),
+                 ("BlockPublicPolicy", "block_public_policy"), ("RestrictPublicBuckets", "restrict_public_buckets"))
+
+
+def put_public_access_block(call: S3Call) -> Response:
+    root = _parse(call.small_body(MAX_CONFIG_XML), MAX_CONFIG_XML, "PublicAccessBlockConfiguration")
+    values = {}
+    for element, field in _BLOCK_FIELDS:
+        text = (_child_text(root, element) or "false").strip().lower()
+        if text not in ("true", "false"):
+            raise MalformedXML()
+        values[field] = text == "true"
+    call.names.put_bucket_config(call.tenant, call.bucket, PUBLIC_ACCESS_BLOCK_CONFIG,
+                                 PublicAccessBlock(**values).to_mongo())
+    return empty_answer(200)
+
+
+def get_public_access_block(call: S3Call) -> Response:
+    config = call.names.bucket_config(call.tenant, call.bucket, PUBLIC_ACCESS_BLOCK_CONFIG)
+    if config is None:
+        raise NoSuchPublicAccessBlockConfiguration(BucketName=call.bucket)
+    block = PublicAccessBlock.from_mongo(config)
+    doc = _Doc("PublicAccessBlockConfiguration")
+    for element, field in _BLOCK_FIELDS:
+        doc.el(element, getattr(block, field))
+    return xml_answer(doc.bytes())
+
+
+def delete_public_access_block(call: S3Call) -> Response:
+    call.names.delete_bucket_config(call.tenant, call.bucket, PUBLIC_ACCESS_BLOCK_CONFIG)
+    return empty_answer(204)
+
+
+def _valid_rule(rule: str | None) -> str:
+    if rule not in OWNERSHIP_RULES:
+        raise MalformedXML()
+    return rule
+
+
+def _check_ownership(rule: str, acl: Acl | None) -> None:
+    """BucketOwnerEnforced needs a bucket ACL that grants only the owner (AWS's check)."""
+    if acl is not None and not permissions.bucket_acl_fits_ownership(rule, acl):
+        raise InvalidBucketAclWithObjectOwnership()
+
+
+def create_bucket_ownership(call: S3Call, acl: Acl | None) -> str | None:
+    """The ``x-amz-object-ownership`` of a CreateBucket, checked against its ACL (before it exists)."""
+    rule = call.header("x-amz-object-ownership")
+    if rule is None:
+        return None
+    if rule not in OWNERSHIP_RULES:
+        raise InvalidArgument("Invalid x-amz-object-ownership header", ArgumentName="x-amz-object-ownership",
+                              ArgumentValue=rule)
+    _check_ownership(rule, acl)
+    return rule
+
+
+def store_ownership(call: S3Call, bucket: str, rule: str | None) -> None:
+    if rule is not None:
+        call.names.put_bucket_config(call.tenant, bucket, OWNERSHIP_CONFIG, {"rule": rule})
+
+
+def put_bucket_ownership_controls(call: S3Call) -> Response:
+    root = _parse(call.small_body(MAX_CONFIG_XML), MAX_CONFIG_XML, "OwnershipControls")
+    rules = _children(root, "Rule")
+    if len(rules) != 1:
+        raise MalformedXML()
+    rule = _valid_rule((_child_text(rules[0], "ObjectOwnership") or "").strip())
+    _check_ownership(rule, bucket_acl(call))
+    store_ownership(call, call.bucket, rule)
+    return empty_answer(200)
+
+
+def get_bucket_ownership_controls(call: S3Call) -> Response:
+    rule = (call.names.bucket_config(call.tenant, call.bucket, OWNERSHIP_CONFIG) or {}).get("rule")
+    if rule is None:
+        raise OwnershipControlsNotFoundError(BucketName=call.bucket)
+    doc = _Doc("OwnershipControls").open("Rule").el("ObjectOwnership", rule).close("Rule")
+    return xml_answer(doc.bytes())
+
+
+def delete_bucket_ownership_controls(call: S3Call) -> Response:
+    call.names.delete_bucket_config(call.tenant, call.bucket, OWNERSHIP_CONFIG)
+    return empty_answer(204)

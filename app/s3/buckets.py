@@ -7,7 +7,7 @@ import binascii
 
 from flask import Response
 
-from app.s3.access import ACL_CONFIG, request_acl
+from app.s3.access import ACL_CONFIG, create_bucket_ownership, request_acl, store_ownership
 from app.s3.errors import InvalidArgument
 from app.s3.request import S3Call, empty_answer, xml_answer
 from app.s3.xmlio import (MAX_CREATE_BUCKET_XML, BucketEntry, ObjectEntry, check_encoding_type,
@@ -44,6 +44,7 @@ def create_bucket(call: S3Call) -> Response:
     name = valid_bucket_name(call.bucket)
     locked = (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true"
     acl = request_acl(call, call.tenant)  # x-amz-acl / x-amz-grant-*: refused before the bucket exists
+    ownership = create_bucket_ownership(call, acl)  # x-amz-object-ownership, checked against the ACL
     location = parse_create_bucket(call.small_body(MAX_CREATE_BUCKET_XML)) or ""
     if locked:  # object lock: versioning Enabled for good
         call.names.create_locked_bucket(call.tenant, name, location)
@@ -51,6 +52,7 @@ def create_bucket(call: S3Call) -> Response:
         call.names.create_bucket(call.tenant, name, location)
     if acl is not None:
         call.names.put_bucket_config(call.tenant, name, ACL_CONFIG, acl.to_mongo())
+    store_ownership(call, name, ownership)
     return empty_answer(200, {"Location": "/" + name})
 
 

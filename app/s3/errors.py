@@ -399,3 +399,26 @@ def error_xml(err: S3Error, resource: str, request_id: str) -> bytes:
     parts.append(f"<Resource>{_xml_text(resource)}</Resource><RequestId>{_xml_text(request_id)}</RequestId>")
     parts.append("</Error>")
     return "".join(parts).encode("utf-8")
+
+
+class NoSuchPublicAccessBlockConfiguration(S3Error):
+    code, status = "NoSuchPublicAccessBlockConfiguration", 404
+    default_message = "The public access block configuration was not found"
+
+
+class OwnershipControlsNotFoundError(S3Error):
+    code, status, default_message = "OwnershipControlsNotFoundError", 404, "The bucket ownership controls were not found"
+
+
+class AccessControlListNotSupported(S3Error):
+    code, status, default_message = "AccessControlListNotSupported", 400, "The bucket does not allow ACLs"
+
+
+class InvalidBucketAclWithObjectOwnership(S3Error):
+    code, status = "InvalidBucketAclWithObjectOwnership", 400
+    default_message = "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+
+
+class UnresolvableGrantByEmailAddress(S3Error):
+    code, status = "UnresolvableGrantByEmailAddress", 400
+    default_message = "The e-mail address you provided does not match any account on record."

@@ -22,7 +22,7 @@ from app.s3.payload import PayloadReader
 from app.s3.lock import header_lock
 from app.s3.tagging import header_tags
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
-from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, PartEntry, UploadEntry,
+from app.s3.xmlio import (MAX_COMPLETE_XML, MAX_PART_NUMBER, CompletedPart, Owner, PartEntry, UploadEntry,
                           check_encoding_type, complete_multipart_checksum_xml, complete_multipart_xml,
                           copy_part_xml, initiate_multipart_xml, list_parts_xml, list_uploads_xml,
                           parse_complete_multipart, quote_etag, read_limited)
@@ -139,7 +139,13 @@ def list_parts(call: S3Call) -> Response:
     return xml_answer(list_parts_xml(
         call.bucket, upload.key, upload.upload_id, entries, part_number_marker=marker,
         next_part_number_marker=parts[-1].number if parts else None, max_parts=max_parts,
-        is_truncated=truncated, owner=call.owner))
+        is_truncated=truncated, owner=upload_initiator(upload) or call.owner))
+
+
+def upload_initiator(upload) -> Owner | None:
+    """The tenant that created an upload: the owner of the ACL it was created with."""
+    owner = (upload.attributes.get("acl") or {}).get("owner")
+    return Owner(owner, owner) if owner else None
 
 
 def list_uploads(call: S3Call) -> Response:
@@ -152,7 +158,7 @@ def list_uploads(call: S3Call) -> Response:
     # an upload-id-marker without a key-marker is ignored, as AWS
     page = call.names.list_uploads(call.tenant, call.bucket, prefix, delimiter or "", key_marker or None,
                                    upload_id_marker if key_marker else None, max_uploads)
-    entries = [UploadEntry(u.key, u.upload_id, u.created) for u in page.uploads]
+    entries = [UploadEntry(u.key, u.upload_id, u.created, initiator=upload_initiator(u)) for u in page.uploads]
     return xml_answer(list_uploads_xml(
         call.bucket, entries, page.prefixes, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
         upload_id_marker=upload_id_marker, next_key_marker=page.next_key_marker,

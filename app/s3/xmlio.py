@@ -223,6 +223,7 @@ class UploadEntry:
     upload_id: str
     initiated: float
     storage_class: str = "STANDARD"
+    initiator: Owner | None = None  # who created the upload; None: the bucket's owner
 
 
 @dataclass(frozen=True)
@@ -429,8 +430,8 @@ def list_uploads_xml(bucket: str, uploads: Iterable[UploadEntry], common_prefixe
     doc.name("Prefix", prefix).name("Delimiter", delimiter).el("MaxUploads", max_uploads)
     doc.el("IsTruncated", is_truncated).el("EncodingType", encoding_type)
     for u in uploads:
-        doc.open("Upload").name("Key", u.key).el("UploadId", u.upload_id).owner(owner, "Initiator").owner(owner)
-        doc.el("StorageClass", u.storage_class).el("Initiated", iso8601_seconds(u.initiated)).close("Upload")
+        doc.open("Upload").name("Key", u.key).el("UploadId", u.upload_id).owner(u.initiator or owner, "Initiator")
+        doc.owner(u.initiator or owner).el("StorageClass", u.storage_class).el("Initiated", iso8601_seconds(u.initiated)).close("Upload")
     return doc.common_prefixes(common_prefixes).bytes()
 
 

@@ -2,7 +2,15 @@
 object's ACL. Pure: no Flask, no MongoDB; the S3 front end parses and stores, this module decides.
 
 Identities are tenants: a tenant's canonical id is its name; ``None`` is an anonymous (unsigned)
-requester. Objects belong to their bucket's owner, whoever wrote them.
+requester. An object belongs to the owner of its ACL: its writer, or the bucket owner as the
+bucket's ownership controls say (``object_owner``); the bucket owner reads another tenant's
+object only through that object's ACL.
+
+A bucket's public access block (``PublicAccessBlock``) narrows what ACLs and policies may do:
+IgnorePublicAcls drops grants to the AllUsers and AuthenticatedUsers groups from every decision,
+RestrictPublicBuckets drops the Allow statements of a public policy for everyone but the owner,
+and BlockPublicAcls / BlockPublicPolicy refuse writes of a public ACL or policy
+(``refuses_acl``, ``refuses_policy``).
 
 The order is AWS's (bucket policy evaluation, without IAM user policies): an explicit Deny of a
 matching policy statement wins; then the bucket owner is allowed (its own account's access); then
@@ -40,7 +48,8 @@ OBJECT_ACL_ACTIONS = {"s3:GetObject": READ, "s3:GetObjectAttributes": READ, "s3:
 # what the owner keeps whatever its policy denies (AWS: the account that owns the bucket)
 OWNER_KEEPS = frozenset({"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"})
 
-POLICY_ACTIONS = ("GetObject", "PutObject", "DeleteObject", "GetObjectAcl", "PutObjectAcl", "GetObjectAttributes",
+POLICY_ACTIONS = ("GetBucketPublicAccessBlock", "PutBucketPublicAccessBlock", "GetBucketOwnershipControls",
+                  "PutBucketOwnershipControls", "PutBucketVersioning", "GetObject", "PutObject", "DeleteObject", "GetObjectAcl", "PutObjectAcl", "GetObjectAttributes",
                   "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging", "AbortMultipartUpload",
                   "ListMultipartUploadParts", "ListBucket", "ListBucketVersions", "ListBucketMultipartUploads",
                   "GetBucketLocation", "GetBucketVersioning", "GetBucketAcl", "PutBucketAcl", "GetBucketPolicy",
@@ -56,9 +65,19 @@ OBJECT_ACTIONS = frozenset({"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "
                             "s3:ListMultipartUploadParts", "s3:GetObjectRetention", "s3:PutObjectRetention",
                             "s3:GetObjectLegalHold", "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention"})
 
-CONDITION_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "IpAddress",
-                       "NotIpAddress")
-CONDITION_KEYS = ("s3:prefix", "aws:sourceip")
+_BASE_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "IpAddress", "NotIpAddress")
+# each with its ...IfExists form: true when the request lacks the key
+CONDITION_OPERATORS = _BASE_OPERATORS + tuple(o + "IfExists" for o in _BASE_OPERATORS)
+CONDITION_KEYS = ("s3:prefix", "aws:sourceip", "aws:referer", "s3:x-amz-copy-source", "s3:x-amz-metadata-directive", "s3:x-amz-acl",
+                  "s3:x-amz-grant-read", "s3:x-amz-grant-write", "s3:x-amz-grant-read-acp",
+                  "s3:x-amz-grant-write-acp", "s3:x-amz-grant-full-control", "s3:requestobjecttagkeys")
+# keys that name a tag: "s3:existingobjecttag/<key>" (the object's), "s3:requestobjecttag/<key>" (the request's)
+CONDITION_KEY_PREFIXES = ("s3:existingobjecttag/", "s3:requestobjecttag/")
+
+
+def valid_condition_key(key: str) -> bool:
+    """Whether this module can evaluate a condition key (lower case)."""
+    return key in CONDITION_KEYS or any(key.startswith(p) and len(key) > len(p) for p in CONDITION_KEY_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,40 @@ class Acl:
     def is_public(self) -> bool:
         return any(g.grantee in GROUPS for g in self.grants)
 
+    def listed(self) -> tuple[Grant, ...]:
+        """The grants in the order S3 lists them: the groups' first, then the canonical users'."""
+        return tuple(sorted(self.grants, key=lambda g: g.grantee not in GROUPS))
+
+
+@dataclass(frozen=True)
+class PublicAccessBlock:
+    block_public_acls: bool = False
+    ignore_public_acls: bool = False
+    block_public_policy: bool = False
+    restrict_public_buckets: bool = False
+
+    def to_mongo(self) -> dict:
+        return {"block_public_acls": self.block_public_acls, "ignore_public_acls": self.ignore_public_acls,
+                "block_public_policy": self.block_public_policy,
+                "restrict_public_buckets": self.restrict_public_buckets}
+
+    @classmethod
+    def from_mongo(cls, doc: dict | None) -> "PublicAccessBlock":
+        return cls(**{k: bool(v) for k, v in (doc or {}).items() if k in cls.__dataclass_fields__})
+
+
+NO_BLOCK = PublicAccessBlock()
+
+
+def refuses_acl(block: PublicAccessBlock, acl: Acl | None) -> bool:
+    """BlockPublicAcls: a request that would set a public ACL is refused."""
+    return block.block_public_acls and acl is not None and acl.is_public()
+
+
+def refuses_policy(block: PublicAccessBlock, policy: tuple["Statement", ...]) -> bool:
+    """BlockPublicPolicy: a PutBucketPolicy of a public policy is refused."""
+    return block.block_public_policy and policy_is_public(policy)
+
 
 def private(owner: str) -> Acl:
     return Acl(owner, (Grant(owner, FULL_CONTROL),))
@@ -105,6 +158,36 @@ def canned(name: str, owner: str, bucket_owner: str | None = None) -> Acl:
         if name == "bucket-owner-full-control":
             grants.append(Grant(bucket_owner, FULL_CONTROL))
     return Acl(owner, tuple(grants))
+
+
+# --- object ownership (ownership controls) -------------------------------------------------------
+
+OBJECT_WRITER, OWNER_PREFERRED, OWNER_ENFORCED = "ObjectWriter", "BucketOwnerPreferred", "BucketOwnerEnforced"
+OWNERSHIP_RULES = (OBJECT_WRITER, OWNER_PREFERRED, OWNER_ENFORCED)
+
+
+def object_owner(rule: str | None, writer: str | None, bucket_owner: str, canned_acl: str | None) -> str:
+    """Who owns an object a request writes: its writer (ObjectWriter, the rule of a bucket without
+    ownership controls), the bucket owner under BucketOwnerEnforced, or under BucketOwnerPreferred
+    when written with bucket-owner-full-control; an anonymous write's object is the bucket owner's."""
+    if writer is None or rule == OWNER_ENFORCED:
+        return bucket_owner
+    if rule == OWNER_PREFERRED and canned_acl == "bucket-owner-full-control":
+        return bucket_owner
+    return writer
+
+
+def acl_allowed_by_ownership(rule: str | None, canned_acl: str | None, sets_acl: bool = False) -> bool:
+    """BucketOwnerEnforced disables ACLs: a write may only name bucket-owner-full-control, and
+    PutBucketAcl / PutObjectAcl (``sets_acl``) are refused."""
+    if rule != OWNER_ENFORCED:
+        return True
+    return not sets_acl and canned_acl == "bucket-owner-full-control"
+
+
+def bucket_acl_fits_ownership(rule: str, acl: Acl) -> bool:
+    """BucketOwnerEnforced needs a bucket ACL that grants nobody but the bucket owner."""
+    return rule != OWNER_ENFORCED or all(g.grantee == acl.owner for g in acl.grants)
 
 
 # --- policies ---------------------------------------------------------------------------------
@@ -141,6 +224,9 @@ class Request:
     key: str | None = None
     source_ip: str | None = None
     prefix: str | None = None  # s3:prefix of a listing
+    # further condition keys the request carries (lower case key -> its values): headers such as
+    # s3:x-amz-acl, the request's tags (s3:requestobjecttag/<k>), the object's (s3:existingobjecttag/<k>)
+    context: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def resource(self) -> str:
@@ -174,8 +260,12 @@ def _principal_matches(stmt: Statement, requester: str | None) -> bool:
     return "*" in stmt.principals or (requester is not None and requester in stmt.principals)
 
 
-def _context_value(req: Request, key: str) -> str | None:
-    return {"s3:prefix": req.prefix, "aws:sourceip": req.source_ip}.get(key)
+def _context_values(req: Request, key: str) -> tuple[str, ...] | None:
+    """A condition key's values in the request; None when it lacks the key."""
+    value = {"s3:prefix": req.prefix, "aws:sourceip": req.source_ip}.get(key)
+    if value is not None:
+        return (value,)
+    return next((values for k, values in req.context if k == key), None)
 
 
 def _in_network(address: str, networks: tuple[str, ...]) -> bool:
@@ -192,12 +282,17 @@ def _in_network(address: str, networks: tuple[str, ...]) -> bool:
     return False
 
 
-def condition_holds(operator: str, value: str | None, wanted: tuple[str, ...]) -> bool:
-    """One condition operator on one context value; a value the request lacks matches only the
-    negated operators, as in IAM."""
+def condition_holds(operator: str, value: str | tuple[str, ...] | None, wanted: tuple[str, ...]) -> bool:
+    """One condition operator on a context key's value (or values: any of them may match); a key
+    the request lacks matches only the negated operators, and any ...IfExists one, as in IAM."""
+    if_exists = operator.endswith("IfExists")
+    operator = operator[:-len("IfExists")] if if_exists else operator
     negated = operator in ("StringNotEquals", "StringNotLike", "NotIpAddress")
     if value is None:
-        return negated
+        return negated or if_exists
+    if isinstance(value, tuple):
+        hits = [condition_holds(operator, v, wanted) for v in value]
+        return all(hits) if negated else any(hits)
     if operator in ("StringEquals", "StringNotEquals"):
         hit = value in wanted
     elif operator in ("StringLike", "StringNotLike"):
@@ -213,33 +308,41 @@ def _statement_matches(stmt: Statement, req: Request) -> bool:
     return (_principal_matches(stmt, req.requester)
             and any(wildcard_match(a, req.action, case_sensitive=False) for a in stmt.actions)
             and any(wildcard_match(r, req.resource) for r in stmt.resources)
-            and all(condition_holds(op, _context_value(req, key), values) for op, key, values in stmt.conditions))
+            and all(condition_holds(op, _context_values(req, key), values) for op, key, values in stmt.conditions))
 
 
 def decide(req: Request, bucket_owner: str, bucket_acl: Acl | None = None,
-           policy: tuple[Statement, ...] = (), object_acl: Acl | None = None) -> Decision:
+           policy: tuple[Statement, ...] = (), object_acl: Acl | None = None,
+           block: PublicAccessBlock = NO_BLOCK) -> Decision:
     """Allow or deny one request on a bucket (and key) of ``bucket_owner``."""
     owner = req.requester is not None and req.requester == bucket_owner
     matching = [s for s in policy if _statement_matches(s, req)]
     if any(s.effect == "Deny" for s in matching) and not (owner and req.action in OWNER_KEEPS):
         return Decision(False, explicit=True, reason="explicitly denied by the bucket policy")
-    if owner:
+    # an object another tenant owns (ObjectWriter) is read through its own ACL, the bucket owner's too
+    foreign = req.action in OBJECT_ACL_ACTIONS and object_acl is not None and object_acl.owner != bucket_owner
+    if owner and not foreign:
         return Decision(True, reason="bucket owner")
-    if any(s.effect == "Allow" for s in matching):
+    restricted = block.restrict_public_buckets and policy_is_public(policy)
+    if any(s.effect == "Allow" for s in matching) and not restricted:
         return Decision(True, reason="allowed by the bucket policy")
+    groups = not block.ignore_public_acls
     if req.action in OBJECT_ACL_ACTIONS and object_acl is not None:
-        if acl_grants(object_acl, req.requester, OBJECT_ACL_ACTIONS[req.action]):
+        if acl_grants(object_acl, req.requester, OBJECT_ACL_ACTIONS[req.action], groups):
             return Decision(True, reason="granted by the object's ACL")
     elif req.action in BUCKET_ACL_ACTIONS and bucket_acl is not None:
-        if acl_grants(bucket_acl, req.requester, BUCKET_ACL_ACTIONS[req.action]):
+        if acl_grants(bucket_acl, req.requester, BUCKET_ACL_ACTIONS[req.action], groups):
             return Decision(True, reason="granted by the bucket's ACL")
     return Decision(False, reason="no grant or policy allows it")
 
 
-def acl_grants(acl: Acl, requester: str | None, permission: str) -> bool:
-    """Whether ``acl`` gives ``requester`` ``permission`` (FULL_CONTROL gives them all)."""
+def acl_grants(acl: Acl, requester: str | None, permission: str, groups: bool = True) -> bool:
+    """Whether ``acl`` gives ``requester`` ``permission`` (FULL_CONTROL gives them all); without
+    ``groups`` the grants to AllUsers and AuthenticatedUsers count for nothing (IgnorePublicAcls)."""
     for grant in acl.grants:
         if grant.permission not in (permission, FULL_CONTROL):
+            continue
+        if not groups and grant.grantee in GROUPS:
             continue
         if grant.grantee == ALL_USERS:
             return True
@@ -250,3 +353,10 @@ def acl_grants(acl: Acl, requester: str | None, permission: str) -> bool:
 
 def policy_is_public(policy: tuple[Statement, ...]) -> bool:
     return any(s.is_public() for s in policy)
+
+
+def bucket_is_public(policy: tuple[Statement, ...], acl: Acl | None, block: PublicAccessBlock = NO_BLOCK) -> bool:
+    """GetBucketPolicyStatus's IsPublic: a public policy, or an ACL grant to a group, unless the
+    public access block makes either count for nothing."""
+    return ((policy_is_public(policy) and not block.restrict_public_buckets)
+            or (acl is not None and acl.is_public() and not block.ignore_public_acls))
