@@ -373,16 +373,15 @@ class ObjectNames:
 
     def retention(self, tenant: str, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
         """GetObjectRetention: NoObjectLockConfiguration when the version has none."""
-        info = self.lock_state(tenant, bucket, key, version_id)
-        if info.retention is None:
-            raise NoObjectLockConfiguration("The specified object does not have a ObjectLock configuration",
-                                            key=key)
-        return info
+        return self._lock_setting(tenant, bucket, key, version_id, "retention")
 
     def legal_hold(self, tenant: str, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
         """GetObjectLegalHold: NoObjectLockConfiguration when it was never set."""
+        return self._lock_setting(tenant, bucket, key, version_id, "legal_hold")
+
+    def _lock_setting(self, tenant: str, bucket: str, key: str, version_id: str | None, field: str) -> ObjectInfo:
         info = self.lock_state(tenant, bucket, key, version_id)
-        if info.legal_hold is None:
+        if getattr(info, field) is None:
             raise NoObjectLockConfiguration("The specified object does not have a ObjectLock configuration",
                                             key=key)
         return info
