@@ -100,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     try:
         for r in range(args.rounds):
-            for d in node_dirs:  # the previous round's fragments
-                shutil.rmtree(d)
-                d.mkdir()
+            for entry in chunks.iter_all():  # the previous round's fragments; the directories stay, as in a store in use
+                entry.path.unlink()
             os.sync()
             time.sleep(args.settle)
             before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
