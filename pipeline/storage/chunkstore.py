@@ -4,7 +4,8 @@ This is the only module that knows paths. A whole chunk lives at ``<node>/<h[0:2
 fragment ``i`` of an erasure-coded chunk beside it as ``<h>.<i>``; an upload being received lives
 at ``<spool>/<file id>/<chunk index, 8 digits>``; a spooled chunk kept past its upload while its
 erasure-coded chunk has no fragment to spare is held at ``<spool>/.held/<h[0:2]>/<h>``. Writes
-are atomic: a temporary name under ``<node>/.tmp``, fsync, rename, and an fsync of the directory.
+are atomic: a temporary name under ``<node>/.tmp``, fsync, rename, and an fsync of the directory;
+fragments are written with O_DIRECT (no page-cache page per byte written) where the node takes it.
 A node is up while its directory exists: a write never creates a node's root (an unmounted disk
 stays down, it does not fill the disk beneath it).
 """
