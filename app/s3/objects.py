@@ -14,7 +14,7 @@ from werkzeug.http import parse_range_header
 from app.s3 import checksums
 from app.s3.access import request_acl_doc, require
 from app.s3.tagging import header_tags, tagging_count
-from app.s3.errors import (AccessDenied, FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
+from app.s3.errors import (AccessDenied, InvalidArgument, InvalidPartNumber, InvalidRange,
                            InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
@@ -55,14 +55,17 @@ def write_condition(call: S3Call) -> WriteCondition:
     """The destination's If-Match / If-None-Match of a PUT, a copy or a completion."""
     if_match = call.header("If-Match")
     if_none_match = call.header("If-None-Match")
-    if if_none_match is not None and if_none_match != "*":
-        raise FeatureNotImplemented("A write supports If-None-Match: * only")
     etags = None
     if if_match is not None:
         etags = tuple(strip_etag(v) for v in if_match.split(",") if v.strip())
         if "*" in etags:
             etags = ("*",)
-    return WriteCondition(etags, if_none_match == "*")
+    none_match = None
+    if if_none_match is not None:
+        none_match = tuple(strip_etag(v) for v in if_none_match.split(",") if v.strip())
+    if none_match and "*" in none_match:
+        return WriteCondition(etags, True)
+    return WriteCondition(etags, False, none_match or None)
 
 
 def checksum_elements(checksum: dict | None) -> dict | None:
