@@ -16,8 +16,7 @@ from app.s3.access import request_acl_doc, require
 from app.s3.errors import (BadDigest, InvalidArgument, InvalidPart, InvalidPartOrder, InvalidRange, S3Error,
                            InvalidRequest)
 from app.s3.objects import (check_preconditions, checksum_header, checksum_of, copy_source_version, object_location,
-                            version_headers,
-                            write_condition)
+                            write_condition, write_version_headers)
 from app.s3.payload import PayloadReader
 from app.s3.tagging import header_tags
 from app.s3.request import S3Call, empty_answer, object_attributes, xml_answer
@@ -184,7 +183,7 @@ def complete_upload(call: S3Call) -> Response:
                                                info.checksum.get("type") or checksums.FULL_OBJECT)
     else:
         body = complete_multipart_xml(location, call.bucket, info.key, info.etag)
-    return xml_answer(body, headers={"ETag": quote_etag(info.etag), **version_headers(info)})
+    return xml_answer(body, headers={"ETag": quote_etag(info.etag), **write_version_headers(call, info)})
 
 
 def object_checksum(upload: Upload, sent: list[CompletedPart], chosen: list[Part], whole: tuple[str, str] | None,

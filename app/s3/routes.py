@@ -100,6 +100,7 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("PUT", "tagging"): tagging.put_object_tagging,
     ("DELETE", "tagging"): tagging.delete_object_tagging,
     ("GET", "attributes"): objects.get_object_attributes,
+    ("GET", "torrent"): objects.get_object_torrent,
 }
 # Query parameters that name a sub-resource (an operation of its own), in the order they are
 # looked for; those without a route answer 501. Any other parameter (prefix, x-id...) is an option.

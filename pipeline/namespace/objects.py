@@ -276,12 +276,19 @@ class ObjectNames:
         """``Enabled``, ``Suspended``, or None for a bucket never versioned."""
         return (self.applied_bucket_config(bucket, "versioning") or {}).get("status")
 
+    def versioning_ever_enabled(self, bucket: str) -> bool:
+        """Whether the bucket's versioning was Enabled at some time (not only ever Suspended)."""
+        config = self.applied_bucket_config(bucket, "versioning") or {}
+        return config.get("status") == "Enabled" or config.get("everEnabled", config.get("status") is not None)
+
     def set_versioning(self, tenant: str, bucket: str, status: str) -> None:
         """PutBucketVersioning; the first time, each existing object becomes its key's null version."""
         self.bucket(tenant, bucket)
-        before = self.versioning(bucket)
+        config = self.applied_bucket_config(bucket, "versioning") or {}
+        before = config.get("status")
         ObjectVersions.check_transition(before, status)
-        self.put_bucket_config(tenant, bucket, "versioning", {"status": status})
+        ever = status == "Enabled" or bool(config.get("everEnabled", before is not None))
+        self.put_bucket_config(tenant, bucket, "versioning", {"status": status, "everEnabled": ever})
         if before is None:
             self.versions.enable(bucket, bucket + "/", bucket + "0")
 
