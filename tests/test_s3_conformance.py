@@ -1,8 +1,8 @@
 """S3 behaviours that conformance suites check and real clients meet: a part's own checksum on a
 GET of that part, BadDigest for a whole-object checksum a completion cannot match, an empty
 continuation token that starts a listing from the beginning, non-ASCII user metadata, the order of
-object tags, GetObjectTorrent, keys with C1 characters and paths that are not UTF-8, the Prefix of a
-v1 listing, and version ids of a bucket only ever suspended."""
+object tags, GetObjectTorrent, keys with C1 characters and paths that are not UTF-8, and version ids
+of a bucket only ever suspended."""
 from __future__ import annotations
 
 import base64
@@ -130,12 +130,6 @@ def test_a_key_with_c1_characters_is_a_key_and_a_path_not_utf8_is_invalid_uri(s3
     assert answer.status_code == 400
     assert b"<Code>InvalidURI</Code>" in answer.content
     assert b"<Message>Couldn't parse the specified URI.</Message>" in answer.content
-
-
-def test_a_v1_listing_echoes_its_prefix_as_sent(s3):
-    s3.put_object(Bucket="conf", Key="prefix/a", Body=b"")
-    listing = s3.list_objects(Bucket="conf", Prefix="\n")  # botocore asks for encoding-type=url
-    assert listing["Prefix"] == "\n" and "Contents" not in listing and "CommonPrefixes" not in listing
 
 
 def test_a_bucket_only_ever_suspended_answers_writes_without_a_version_id(s3):

@@ -314,9 +314,7 @@ def list_objects_v1_xml(bucket: str, contents: Iterable[ObjectEntry], common_pre
                         encoding_type: str | None = None, owner: Owner | None = None) -> bytes:
     """ListBucketResult of ListObjects (v1); ``owner`` is shown on every entry when given."""
     doc = _Doc("ListBucketResult", url_encoded=encoding_type == "url")
-    # v1 echoes Prefix as sent, encoding-type or not (botocore decodes only Delimiter, Marker,
-    # NextMarker and the keys of a v1 answer, as S3 encodes them)
-    doc.el("Name", bucket).el("Prefix", prefix).name("Marker", marker).el("MaxKeys", max_keys)
+    doc.el("Name", bucket).name("Prefix", prefix).name("Marker", marker).el("MaxKeys", max_keys)
     doc.name("Delimiter", delimiter).el("IsTruncated", is_truncated)
     if is_truncated:
         doc.name("NextMarker", next_marker)
