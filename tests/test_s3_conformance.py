@@ -1,6 +1,8 @@
 """S3 behaviours that conformance suites check and real clients meet: a part's own checksum on a
-GET of that part, BadDigest for a whole-object checksum a completion cannot match, and an empty
-continuation token that starts a listing from the beginning."""
+GET of that part, BadDigest for a whole-object checksum a completion cannot match, an empty
+continuation token that starts a listing from the beginning, non-ASCII user metadata, the order of
+object tags, GetObjectTorrent, keys with C1 characters and paths that are not UTF-8, and version ids
+of a bucket only ever suspended."""
 from __future__ import annotations
 
 import base64
@@ -9,7 +11,9 @@ import hashlib
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3clients import boto3_client
+import requests
+
+from tests.s3clients import boto3_client, sign
 from tests.stack import MiB, random_bytes
 
 
@@ -76,3 +80,70 @@ def test_an_empty_continuation_token_lists_from_the_beginning(s3):
     r = s3.list_objects_v2(Bucket="conf", Prefix="empty-token/", ContinuationToken="")
     assert r["ContinuationToken"] == "" and r["IsTruncated"] is False
     assert [o["Key"] for o in r["Contents"]] == ["empty-token/a", "empty-token/b", "empty-token/c"]
+
+
+def with_header(s3, operation: str, name: str, value: str):
+    """Have ``s3`` send one raw header on ``operation`` (as botocore sends it: UTF-8)."""
+    def add(params, **_):
+        params["headers"][name] = value
+    s3.meta.events.register(f"before-call.s3.{operation}", add)
+    return add
+
+
+@pytest.fixture
+def fresh(s3_stack, s3_keys):
+    """A client of its own: header hooks registered on it do not leak into other tests."""
+    return boto3_client(s3_stack, s3_keys)
+
+
+def test_non_ascii_user_metadata_round_trips_through_botocore(fresh):
+    with_header(fresh, "PutObject", "x-amz-meta-latin", "Hello World\xe9")
+    with_header(fresh, "PutObject", "x-amz-meta-cjk", "\u4e2d\u6587")
+    fresh.put_object(Bucket="conf", Key="meta/unicode", Body=b"bar")
+    got = fresh.get_object(Bucket="conf", Key="meta/unicode")["Metadata"]
+    assert got["latin"] == "Hello World\xe9"  # UTF-8 sent, latin-1 answered: what botocore reads back
+    assert got["cjk"].encode("latin-1").decode("utf-8") == "\u4e2d\u6587"  # beyond latin-1: the bytes sent
+
+
+def test_x_amz_tagging_with_an_empty_value_lists_by_key(fresh):
+    with_header(fresh, "PutObject", "x-amz-tagging", "foo=bar&bar")
+    fresh.put_object(Bucket="conf", Key="tags/header", Body=b"A" * 100)
+    assert fresh.get_object_tagging(Bucket="conf", Key="tags/header")["TagSet"] == [
+        {"Key": "bar", "Value": ""}, {"Key": "foo", "Value": "bar"}]
+
+
+def test_get_object_torrent_is_no_such_key(s3):
+    s3.put_object(Bucket="conf", Key="torrent/present", Body=b"bytes")
+    for key in ("torrent/present", "torrent/missing"):
+        with pytest.raises(ClientError) as info:
+            s3.get_object_torrent(Bucket="conf", Key=key)
+        assert (info.value.response["ResponseMetadata"]["HTTPStatusCode"],
+                info.value.response["Error"]["Code"]) == (404, "NoSuchKey")
+
+
+def test_a_key_with_c1_characters_is_a_key_and_a_path_not_utf8_is_invalid_uri(s3_stack, s3_keys, s3):
+    key = "\xae\x8a-"  # U+00AE U+008A: valid UTF-8, a C1 control character AWS lists as one to avoid
+    s3.put_object(Bucket="conf", Key=key, Body=b"c1")
+    assert s3.get_object(Bucket="conf", Key=key)["Body"].read() == b"c1"
+    url = f"{s3_stack.s3_url}/conf/%AE%8A-"  # the same text as raw latin-1 bytes: not UTF-8
+    answer = requests.get(url, headers=sign("GET", url, s3_keys).headers, timeout=30)
+    assert answer.status_code == 400
+    assert b"<Code>InvalidURI</Code>" in answer.content
+    assert b"<Message>Couldn't parse the specified URI.</Message>" in answer.content
+
+
+def test_a_bucket_only_ever_suspended_answers_writes_without_a_version_id(s3):
+    s3.create_bucket(Bucket="conf-suspended")
+    s3.put_bucket_versioning(Bucket="conf-suspended", VersioningConfiguration={"Status": "Suspended"})
+    assert "VersionId" not in s3.put_object(Bucket="conf-suspended", Key="k", Body=b"one")
+    assert "VersionId" not in s3.copy_object(Bucket="conf-suspended", Key="k2",
+                                             CopySource={"Bucket": "conf-suspended", "Key": "k"})
+    upload = s3.create_multipart_upload(Bucket="conf-suspended", Key="k3")["UploadId"]
+    etag = s3.upload_part(Bucket="conf-suspended", Key="k3", UploadId=upload, PartNumber=1, Body=b"p")["ETag"]
+    done = s3.complete_multipart_upload(Bucket="conf-suspended", Key="k3", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert "VersionId" not in done
+    assert s3.get_bucket_versioning(Bucket="conf-suspended")["Status"] == "Suspended"
+    s3.put_bucket_versioning(Bucket="conf-suspended", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_versioning(Bucket="conf-suspended", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.put_object(Bucket="conf-suspended", Key="k", Body=b"two")["VersionId"] == "null"

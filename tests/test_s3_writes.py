@@ -114,6 +114,18 @@ def test_a_conditional_write_overtaken_after_its_check_fails_and_its_file_is_dis
     assert live == [info.file_id]
 
 
+def test_if_none_match_etags_are_checked_again_against_a_write_that_landed_meanwhile(names, store):
+    names.put("t1", "photos", "k", iter([b"original"]), ObjectAttributes())
+    competing = b"the competing write"
+    cond = WriteCondition(none_match=(hashlib.md5(competing).hexdigest(),))
+    with pytest.raises(PreconditionFailed):
+        names.put("t1", "photos", "k", interleaved(b"the overtaken write's bytes", lambda: names.put(
+            "t1", "photos", "k", iter([competing]), ObjectAttributes())), ObjectAttributes(), condition=cond)
+    info = names.head("t1", "photos", "k")
+    assert b"".join(names.read(info)) == competing
+    assert [f for f, status in files_of(store, "k").items() if status != DELETED] == [info.file_id]
+
+
 def test_if_match_on_a_key_deleted_after_the_check_is_no_such_key(names, store):
     etag = names.put("t1", "photos", "k", iter([b"original"]), ObjectAttributes())[0].etag
     with pytest.raises(NoSuchKey):
@@ -180,6 +192,56 @@ def test_if_match_answers(s3):
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"five", IfNoneMatch="*")
     assert error_code(info.value) == ("PreconditionFailed", 412)
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"three"
+
+
+def test_if_none_match_with_etags_refuses_only_a_listed_current_etag(s3_stack, s3):
+    key = "cond/if-none-match-etag"
+    for condition in ({"IfMatch": "*"}, {"IfMatch": '"badetag"'}):  # If-Match on a missing key: NoSuchKey
+        with pytest.raises(ClientError) as info:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"x", **condition)
+        assert error_code(info.value) == ("NoSuchKey", 404)
+    first = s3.put_object(Bucket=BUCKET, Key=key, Body=b"one", IfNoneMatch='"badetag"')["ETag"]  # missing: written
+    for listed in (first, f'"badetag", {first}'):
+        with pytest.raises(ClientError) as info:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"two", IfNoneMatch=listed)
+        assert error_code(info.value) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"one"
+    second = s3.put_object(Bucket=BUCKET, Key=key, Body=b"two", IfNoneMatch='"badetag"')["ETag"]
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"three", IfNoneMatch=first)  # no longer the current ETag
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"three" and second != first
+    assert len(live_files(s3_stack, key)) == 1
+    # CopyObject and CompleteMultipartUpload take it too
+    src = {"Bucket": BUCKET, "Key": key}
+    current = s3.head_object(Bucket=BUCKET, Key=key)["ETag"]
+    s3.put_object(Bucket=BUCKET, Key="cond/copy-dst", Body=b"dst")
+    dst = s3.head_object(Bucket=BUCKET, Key="cond/copy-dst")["ETag"]
+    with pytest.raises(ClientError) as info:
+        s3.copy_object(Bucket=BUCKET, Key="cond/copy-dst", CopySource=src, IfNoneMatch=dst)
+    assert error_code(info.value) == ("PreconditionFailed", 412)
+    s3.copy_object(Bucket=BUCKET, Key="cond/copy-dst", CopySource=src, IfNoneMatch=current)
+    assert s3.get_object(Bucket=BUCKET, Key="cond/copy-dst")["Body"].read() == b"three"
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"four")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part}]}
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=parts,
+                                     IfNoneMatch=current)
+    assert error_code(info.value) == ("PreconditionFailed", 412)
+    s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=parts, IfNoneMatch=first)
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"four"
+    assert len(live_files(s3_stack, key)) == 1
+
+
+def test_racing_puts_of_one_body_with_if_none_match_its_etag_exactly_one_wins(s3_stack, s3_keys, s3):
+    key = "race/if-none-match-etag"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"original")
+    body = random_bytes(2 * MiB, seed=500)
+    etag = f'"{hashlib.md5(body).hexdigest()}"'
+    results = race(s3_stack, s3_keys, 8, lambda c, i: c.put_object(Bucket=BUCKET, Key=key, Body=body,
+                                                                   IfNoneMatch=etag)["ETag"])
+    assert sorted(status for status, _ in results) == [200] + [412] * 7, results
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+    assert [str(f["_id"]) for f in live_files(s3_stack, key)] == [object_doc(s3_stack, key)["file"]]
 
 
 def test_copy_object_destination_conditions(s3_stack, s3):
@@ -254,7 +316,8 @@ def test_completion_errors(s3):
         return error_code(info.value)
 
     assert complete([(2, last), (1, small)]) == ("InvalidPartOrder", 400)
-    assert complete([(1, small), (1, small)]) == ("InvalidPartOrder", 400)
+    zeros, ones = '"' + "0" * 32 + '"', '"' + "1" * 32 + '"'
+    assert complete([(1, zeros), (1, ones)]) == ("InvalidPart", 400)  # a number listed twice, neither ETag its part's
     assert complete([(1, small), (3, last)]) == ("InvalidPart", 400)
     assert complete([(1, '"' + "0" * 32 + '"')]) == ("InvalidPart", 400)
     assert complete([(1, small), (2, last)]) == ("EntityTooSmall", 400)
@@ -268,6 +331,22 @@ def test_a_part_uploaded_twice_is_the_later_upload(s3):
     s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"second"
+
+
+def test_a_resent_part_listed_twice_is_composed_once_from_the_upload_that_finished_last(s3):
+    key = "mpu/resent"
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    first = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"A" * 8)["ETag"]
+    second = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"B" * 8)["ETag"]
+    with pytest.raises(ClientError) as info:  # the earlier upload's ETag alone names a replaced part
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}]})
+    assert error_code(info.value) == ("InvalidPart", 400)
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": second}]})
+    assert done["ETag"] == f'"{hashlib.md5(bytes.fromhex(second.strip(chr(34)))).hexdigest()}-1"'
+    got = s3.get_object(Bucket=BUCKET, Key=key)
+    assert got["Body"].read() == b"B" * 8 and s3.head_object(Bucket=BUCKET, Key=key, PartNumber=1)["PartsCount"] == 1
 
 
 def test_part_number_beyond_the_parts_is_invalid_part_number(s3):
@@ -385,15 +464,11 @@ def test_full_object_multipart_checksum_is_combined_and_verified(s3, algorithm):
     assert got["Body"].read() == whole and got[member] == done[member] and got["ChecksumType"] == "FULL_OBJECT"
 
 
-def test_composite_completion_needs_each_part_checksum_and_the_upload_mode(s3):
+def test_composite_completion_takes_the_stored_part_checksums_and_needs_the_upload_mode(s3):
     key = "sum/composite-missing"
     upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
     answer = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"only part",
                             ChecksumAlgorithm="SHA256")
-    with pytest.raises(ClientError) as info:
-        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload,
-                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": answer["ETag"]}]})
-    assert error_code(info.value) == ("InvalidRequest", 400)
     with pytest.raises(ClientError) as info:
         s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=2, Body=b"x", ChecksumAlgorithm="CRC32")
     assert error_code(info.value) == ("InvalidRequest", 400)
@@ -401,10 +476,26 @@ def test_composite_completion_needs_each_part_checksum_and_the_upload_mode(s3):
         with pytest.raises(ClientError) as info:
             s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm=algorithm, ChecksumType=kind)
         assert error_code(info.value) == ("InvalidRequest", 400)
+    # the part's checksum left out of the list (CompletedPart: "Required: No"): the one verified on upload stands
     done = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]}]})
+        {"PartNumber": 1, "ETag": answer["ETag"]}]})
     expected = checksums.composite("SHA256", [hashlib.sha256(b"only part").digest()])
     assert done["ChecksumSHA256"] == expected and done["ChecksumType"] == "COMPOSITE"
+    attributes = s3.get_object_attributes(Bucket=BUCKET, Key=key, ObjectAttributes=["Checksum", "ObjectParts"])
+    assert attributes["Checksum"]["ChecksumSHA256"] == expected
+    assert attributes["ObjectParts"]["Parts"][0]["ChecksumSHA256"] == answer["ChecksumSHA256"]
+
+
+@pytest.mark.parametrize("algorithm", ["SHA256", "CRC64NVME", "CRC32"])
+def test_a_checksum_value_that_is_no_digest_at_all_is_bad_digest(s3, algorithm):
+    key = f"sum/malformed-{algorithm}"
+    for value in ("bad", checksums.compute(algorithm, b"other bytes")):
+        with pytest.raises(ClientError) as info:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"A" * 1024, ChecksumAlgorithm=algorithm,
+                          **{f"Checksum{algorithm}": value})
+        assert error_code(info.value) == ("BadDigest", 400)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key=key)
 
 
 @pytest.fixture(scope="module")

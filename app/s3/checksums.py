@@ -80,7 +80,12 @@ def decode_value(algorithm: str, value: str) -> bytes:
 
 
 def verify(algorithm: str, expected_b64: str, computed: bytes) -> None:
-    if decode_value(algorithm, expected_b64) != computed:
+    """BadDigest when the value sent is not the body's, a value no digest could have included (as S3)."""
+    try:
+        expected = decode_value(algorithm, expected_b64)
+    except InvalidRequest:
+        expected = None
+    if expected != computed:
         raise BadDigest(f"The {algorithm} you specified did not match the calculated checksum.")
 
 
@@ -104,7 +109,6 @@ def requested(headers) -> ChecksumRequest | None:
         lname = name.lower()
         if lname.startswith(HEADER_PREFIX) and lname not in _NOT_VALUES:
             algorithm = algorithm_named(lname[len(HEADER_PREFIX):], where=lname)
-            decode_value(algorithm, value)
             found.append((algorithm, value.strip(), False))
     for trailer in (headers.get("x-amz-trailer") or "").split(","):
         trailer = trailer.strip().lower()

@@ -226,6 +226,10 @@ class InvalidRange(S3Error):
     code, status, default_message = "InvalidRange", 416, "The requested range is not satisfiable"
 
 
+class InvalidURI(S3Error):
+    code, status, default_message = "InvalidURI", 400, "Couldn't parse the specified URI."
+
+
 class InvalidPartNumber(S3Error):
     code, status, default_message = "InvalidPartNumber", 400, "The requested partnumber is not satisfiable"
 

@@ -15,8 +15,8 @@ from app.s3 import checksums
 from app.s3.access import request_acl_doc, require
 from app.s3.lock import bypass_governance, header_lock, lock_headers
 from app.s3.tagging import header_tags, tagging_count
-from app.s3.errors import (AccessDenied, FeatureNotImplemented, InvalidArgument, InvalidPartNumber, InvalidRange,
-                           InvalidRequest, NotModified, PreconditionFailed, s3_error_for)
+from app.s3.errors import (AccessDenied, InvalidArgument, InvalidPartNumber, InvalidRange,
+                           InvalidRequest, NoSuchKey, NotModified, PreconditionFailed, s3_error_for)
 from app.s3.request import (S3Call, empty_answer, from_http_date, object_attributes, to_http_date,
                             xml_answer)
 from app.s3.xmlio import (MAX_DELETE_XML, DeleteError, ObjectPartEntry, ObjectPartsPage, copy_object_xml,
@@ -56,14 +56,17 @@ def write_condition(call: S3Call) -> WriteCondition:
     """The destination's If-Match / If-None-Match of a PUT, a copy or a completion."""
     if_match = call.header("If-Match")
     if_none_match = call.header("If-None-Match")
-    if if_none_match is not None and if_none_match != "*":
-        raise FeatureNotImplemented("A write supports If-None-Match: * only")
     etags = None
     if if_match is not None:
         etags = tuple(strip_etag(v) for v in if_match.split(",") if v.strip())
         if "*" in etags:
             etags = ("*",)
-    return WriteCondition(etags, if_none_match == "*")
+    none_match = None
+    if if_none_match is not None:
+        none_match = tuple(strip_etag(v) for v in if_none_match.split(",") if v.strip())
+    if none_match and "*" in none_match:
+        return WriteCondition(etags, True)
+    return WriteCondition(etags, False, none_match or None)
 
 
 def checksum_elements(checksum: dict | None) -> dict | None:
@@ -97,12 +100,41 @@ def version_headers(info: ObjectInfo) -> dict:
     return {"x-amz-version-id": info.version_id} if info.version_id else {}
 
 
+def metadata_value(value: str) -> str:
+    """A user metadata value as the response header carries it. The value is kept as its header's
+    bytes (WSGI text is latin-1); botocore sends non-ASCII text as UTF-8 but reads answers as
+    latin-1, so UTF-8 text that latin-1 can carry goes back as latin-1 (it round-trips), any other
+    value as the bytes sent."""
+    if value.isascii():
+        return value
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+        text.encode("latin-1")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+    return text
+
+
+def write_version_headers(call: S3Call, info: ObjectInfo) -> dict:
+    """x-amz-version-id of a write's answer: none for the null version of a bucket whose versioning
+    was never Enabled (only Suspended), which answers as a bucket never versioned does."""
+    if info.version_id == "null" and not call.names.versioning_ever_enabled(call.bucket):
+        return {}
+    return version_headers(info)
+
+
+def get_object_torrent(call: S3Call) -> Response:
+    """GetObjectTorrent: torrents are not served; 404 NoSuchKey, S3's answer where it offers none."""
+    call.names.head(call.tenant, call.bucket, call.key, check_version(call))
+    raise NoSuchKey("This store serves no torrent of the object.", Key=call.key)
+
+
 def object_headers(info: ObjectInfo) -> dict:
     headers = {"ETag": quote_etag(info.etag), "Last-Modified": to_http_date(info.last_modified),
                "Accept-Ranges": "bytes", "Content-Type": info.content_type}
     headers.update(info.headers)
     for name, value in info.metadata.items():
-        headers["x-amz-meta-" + name] = value
+        headers["x-amz-meta-" + name] = metadata_value(value)
     headers.update(tagging_count(info.tags))
     headers.update(version_headers(info))
     headers.update(lock_headers(info))
@@ -225,7 +257,7 @@ def put_object(call: S3Call) -> Response:
     info, f = call.names.put(call.tenant, call.bucket, key, _receive(reader, attrs), attrs,
                              request_id=call.request_id, size_hint=reader.length, condition=condition)
     call.enqueue(f.id, call.request_id, small=f.chunk_count <= 1)
-    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum), **version_headers(info),
+    headers = {"ETag": quote_etag(info.etag), **checksum_header(info.checksum), **write_version_headers(call, info),
                **expiration_header(call, info)}
     if info.checksum:
         headers["x-amz-checksum-type"] = checksum_type_of(info.checksum)
@@ -331,7 +363,7 @@ def copy_object(call: S3Call) -> Response:
                            condition=write_condition(call), src_version=src_version,
                            acl=request_acl_doc(call, call.tenant), src_tenant=src_owner,
                            retention=retention, legal_hold=legal_hold)
-    headers = version_headers(info)
+    headers = write_version_headers(call, info)
     if src.version_id:
         headers["x-amz-copy-source-version-id"] = src.version_id
     return xml_answer(copy_object_xml(info.etag, info.last_modified, checksum_elements(info.checksum)),

@@ -31,7 +31,7 @@ from app import celery_enqueue
 from app.multipart import discard_rest
 from app.s3 import access, buckets, cors, lifecycle, lock, multipart, objects, post, tagging
 from app.s3.continuation import DeferredContinue, pending_continue
-from app.s3.errors import (IncompleteBody, InternalError, InvalidArgument, MethodNotAllowed,
+from app.s3.errors import (IncompleteBody, InternalError, InvalidURI, MethodNotAllowed,
                            FeatureNotImplemented, S3Error, SlowDown, error_xml, s3_error_for)
 from app.s3.ratelimit import S3RateLimit
 from app.s3.request import S3Call
@@ -112,6 +112,7 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", "retention"): lock.get_object_retention,
     ("PUT", "legal-hold"): lock.put_object_legal_hold,
     ("GET", "legal-hold"): lock.get_object_legal_hold,
+    ("GET", "torrent"): objects.get_object_torrent,
 }
 # Query parameters that name a sub-resource (an operation of its own), in the order they are
 # looked for; those without a route answer 501. Any other parameter (prefix, x-id...) is an option.
@@ -176,8 +177,7 @@ def _decode(segment: str) -> str:
     try:
         return unquote_to_bytes(segment).decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidArgument("Couldn't parse the specified URI: it is not UTF-8 once percent-decoded",
-                              ArgumentName="uri") from None
+        raise InvalidURI(URI=segment) from None  # S3's answer to a path that is not UTF-8 once decoded
 
 
 def locate(path: str, host: str, domain: str | None) -> tuple[str | None, str | None]:

@@ -155,7 +155,9 @@ def put_object_tagging(call: S3Call) -> Response:
 def get_object_tagging(call: S3Call) -> Response:
     version = _check_version(call)
     info = call.names.head(call.tenant, call.bucket, call.key, version)
-    return xml_answer(tagging_xml(info.tags), headers=_version_header(info))
+    # by key, as S3 keeps a tag set (the order of x-amz-tagging or of the XML is not kept)
+    tags = sorted(info.tags, key=lambda t: t[0]) if info.tags else info.tags
+    return xml_answer(tagging_xml(tags), headers=_version_header(info))
 
 
 def delete_object_tagging(call: S3Call) -> Response:

@@ -101,6 +101,14 @@ class NamespaceRepository:
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.objects.find_one_and_update(query, {"$set": fields}, return_document=ReturnDocument.BEFORE)
 
+    def replace_object_name_if_file(self, doc: dict, file_id: str) -> dict | None:
+        """Point a name at a new file only while it still points at ``file_id`` (each write has a
+        file of its own): a compare-and-set on the exact object read. Returns the document replaced,
+        None when the name is gone or points elsewhere (nothing written)."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.objects.find_one_and_update({"_id": doc["_id"], "file": file_id}, {"$set": fields},
+                                                return_document=ReturnDocument.BEFORE)
+
     def insert_object_names(self, docs: list[dict]) -> int:
         """Create many names at once; returns how many were created."""
         return len(self.objects.insert_many(docs, ordered=True).inserted_ids)

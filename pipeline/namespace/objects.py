@@ -35,6 +35,7 @@ from pipeline.namespace.versions import ENABLED, SUSPENDED, ObjectVersions, Remo
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
 LIST_BATCH = 1001  # a full page of 1,000 and one more, to tell whether it is the last
+CONDITIONAL_WRITE_TRIES = 20  # a write that loses this many compare-and-sets in a row gives up (412)
 
 
 def name_id(bucket: str, key: str) -> str:
@@ -88,12 +89,14 @@ class ObjectAttributes:
 @dataclass(frozen=True)
 class WriteCondition:
     """What a conditional write requires of the name it writes: ``If-Match`` (the current ETag is
-    one of ``if_match``; ``"*"``: any object exists) or ``If-None-Match: *`` (no object exists)."""
+    one of ``if_match``; ``"*"``: any object exists), ``If-None-Match: *`` (no object exists) or
+    ``If-None-Match`` with ETags (no object, or one whose ETag is none of ``none_match``)."""
     if_match: tuple[str, ...] | None = None  # unquoted ETags, or ("*",)
     if_none_match: bool = False
+    none_match: tuple[str, ...] | None = None  # unquoted ETags of If-None-Match other than "*"
 
     def __bool__(self) -> bool:
-        return self.if_match is not None or self.if_none_match
+        return self.if_match is not None or self.if_none_match or bool(self.none_match)
 
     def match_etags(self) -> list[str] | None:
         """The ETags If-Match accepts; None for any."""
@@ -281,15 +284,22 @@ class ObjectNames:
         """``Enabled``, ``Suspended``, or None for a bucket never versioned."""
         return (self.applied_bucket_config(bucket, "versioning") or {}).get("status")
 
+    def versioning_ever_enabled(self, bucket: str) -> bool:
+        """Whether the bucket's versioning was Enabled at some time (not only ever Suspended)."""
+        config = self.applied_bucket_config(bucket, "versioning") or {}
+        return config.get("status") == "Enabled" or config.get("everEnabled", config.get("status") is not None)
+
     def set_versioning(self, tenant: str, bucket: str, status: str) -> None:
         """PutBucketVersioning; the first time, each existing object becomes its key's null version."""
         self.bucket(tenant, bucket)
-        before = self.versioning(bucket)
+        config = self.applied_bucket_config(bucket, "versioning") or {}
+        before = config.get("status")
         ObjectVersions.check_transition(before, status)
         if status == SUSPENDED and lock.enabled(self.object_lock(bucket)):
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, so the versioning "
                                      "state cannot be changed.", bucket=bucket)
-        self.put_bucket_config(tenant, bucket, "versioning", {"status": status})
+        ever = status == "Enabled" or bool(config.get("everEnabled", before is not None))
+        self.put_bucket_config(tenant, bucket, "versioning", {"status": status, "everEnabled": ever})
         if before is None:
             self.versions.enable(bucket, bucket + "/", bucket + "0")
 
@@ -418,6 +428,8 @@ class ObjectNames:
                 raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
         if condition.if_none_match and doc is not None:
             raise PreconditionFailed("an object with this key exists (If-None-Match: *)", key=key)
+        if condition.none_match and doc is not None and doc["etag"] in condition.none_match:
+            raise PreconditionFailed("the object's ETag matches If-None-Match", key=key)
 
     def name_file(self, tenant: str, f: FileDoc, bucket: str, key: str, content_type: str | None) -> ObjectInfo:
         """Give a file uploaded through /api a name (it must carry its MD5)."""
@@ -463,7 +475,12 @@ class ObjectNames:
     def _bind_name(self, f: FileDoc, doc: dict, key: str, condition: WriteCondition,
                    keep_previous: bool) -> ObjectInfo:
         if condition.if_match is not None:
-            previous = self.meta.namespace.replace_object_name_if(doc, condition.match_etags())
+            etags = condition.match_etags()
+            if etags is not None and condition.none_match:
+                etags = [e for e in etags if e not in condition.none_match]
+            elif condition.none_match:
+                return self._bind_name_unless(f, doc, key, condition.none_match, keep_previous)
+            previous = self.meta.namespace.replace_object_name_if(doc, etags)
             if previous is None:
                 self.store.discard(f.id)
                 if self.meta.namespace.get_object_name(doc["_id"]) is None:
@@ -477,6 +494,8 @@ class ObjectNames:
                 self.store.discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
             return ObjectInfo.from_mongo(doc)
+        if condition.none_match:
+            return self._bind_name_unless(f, doc, key, condition.none_match, keep_previous, must_exist=False)
         if keep_previous:  # a version: current only if no newer version is
             self.versions.versions.name_if_newer(doc)
             return ObjectInfo.from_mongo(doc)
@@ -484,6 +503,30 @@ class ObjectNames:
         if previous is not None and previous["file"] != f.id:
             self.store.discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
+
+    def _bind_name_unless(self, f: FileDoc, doc: dict, key: str, etags: tuple[str, ...], keep_previous: bool,
+                          must_exist: bool = True) -> ObjectInfo:
+        """If-None-Match with ETags (with If-Match: * when ``must_exist``): write the name unless the
+        current object's ETag is listed. A compare-and-set on the file the name points at (unique
+        to each write), retried when another write won meanwhile: of racing writes each decides
+        against the object it replaces."""
+        for _ in range(CONDITIONAL_WRITE_TRIES):
+            current = self.meta.namespace.get_object_name(doc["_id"])
+            if current is None and must_exist:
+                self.store.discard(f.id)
+                raise NoSuchKey("no such key (If-Match)", key=key)
+            if current is not None and current["etag"] in etags:
+                self.store.discard(f.id)
+                raise PreconditionFailed("the object's ETag matches If-None-Match", key=key)
+            if current is None:
+                if self.meta.namespace.insert_object_name(doc):
+                    return ObjectInfo.from_mongo(doc)
+            elif self.meta.namespace.replace_object_name_if_file(doc, current["file"]) is not None:
+                if current["file"] != f.id and not keep_previous:
+                    self.store.discard(current["file"])
+                return ObjectInfo.from_mongo(doc)
+        self.store.discard(f.id)
+        raise PreconditionFailed("the object kept changing while a conditional write was made", key=key)
 
     def bind_many(self, f: FileDoc, bucket: str, keys: Iterable[str], etag: str, attrs: ObjectAttributes,
                   batch: int = 1000) -> int:
@@ -750,13 +793,18 @@ class ObjectNames:
         if not requested:
             raise InvalidPart("a completion must list at least one part")
         numbers = [n for n, _ in requested]
-        if any(b <= a for a, b in zip(numbers, numbers[1:])):
+        if any(b < a for a, b in zip(numbers, numbers[1:])):
             raise InvalidPartOrder("the parts must be listed in ascending order")
+        # a number listed more than once (a part uploaded again, each answer's ETag listed) is
+        # composed once, from its upload that finished last, which one of the listed ETags must name
+        listed: dict[int, set[str]] = {}
+        for number, etag in requested:
+            listed.setdefault(number, set()).add(etag.strip().strip('"'))
         have = {p.number: p for p in self.parts(upload)}
         chosen: list[Part] = []
-        for number, etag in requested:
+        for number, etags in listed.items():
             part = have.get(number)
-            if part is None or part.etag != etag.strip().strip('"'):
+            if part is None or part.etag not in etags:
                 raise InvalidPart(f"part {number} was not uploaded or its ETag does not match", partNumber=number)
             chosen.append(part)
         for part in chosen[:-1]:
