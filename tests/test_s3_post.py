@@ -252,7 +252,7 @@ def test_an_anonymous_form_writes_where_the_bucket_acl_lets_anyone_write(s3_stac
     got = s3.get_object(Bucket="open-forms", Key="drop/note.txt")
     assert got["Body"].read() == b"hello" and got["ContentType"] == "text/plain"
     tags = s3.get_object_tagging(Bucket="open-forms", Key="drop/note.txt")["TagSet"]
-    assert tags == [{"Key": "team", "Value": "blue"}, {"Key": "stage", "Value": "draft"}]
+    assert tags == [{"Key": "stage", "Value": "draft"}, {"Key": "team", "Value": "blue"}]  # listed by key
     grants = s3.get_object_acl(Bucket="open-forms", Key="drop/note.txt")["Grants"]
     assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
     # an unknown success_action_status is 204, as S3 answers it
