@@ -360,11 +360,16 @@ class ObjectNames:
         self.require_object_lock(bucket)
         nid = name_id(bucket, key)
         if version_id is None:
-            current = self.meta.namespace.get_object_name(nid)
-            if current is None:
-                self.versions.missing(nid, key)
-            version_id = current["versionId"]
+            version_id = self._current_version_id(nid, key)
         return ObjectInfo.from_mongo(self.versions.get(nid, key, version_id))
+
+    def _current_version_id(self, nid: str, key: str) -> str:
+        """The version id of a versioned key's current object; NoSuchKey (with the delete marker's
+        headers when one is latest) when it has none."""
+        current = self.meta.namespace.get_object_name(nid)
+        if current is None:
+            self.versions.missing(nid, key)
+        return current["versionId"]
 
     def set_retention(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       wanted: lock.Retention | None, bypass_governance: bool = False,
@@ -868,10 +873,7 @@ class ObjectNames:
         if self.versioning(bucket) is not None:
             nid = name_id(bucket, key)
             if version_id is None:
-                current = self.meta.namespace.get_object_name(nid)
-                if current is None:
-                    self.versions.missing(nid, key)
-                version_id = current["versionId"]
+                version_id = self._current_version_id(nid, key)
             return ObjectInfo.from_mongo(self.versions.set_attribute(nid, key, version_id, field, value))
         if version_id not in (None, "null"):
             self.versions.get(name_id(bucket, key), key, version_id)
