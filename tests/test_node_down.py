@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.errors import NodesUnavailable
+from pipeline.errors import NodeUnavailable, NodesUnavailable
 from pipeline.maintenance.heal import BLOCKED, HEALED
 from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import fragment_name, fragments, layout, missing_indexes, nodes_of
@@ -109,6 +109,19 @@ def test_a_write_refused_by_a_node_that_looked_up_is_a_fragment_left_for_heal(st
                for d in docs)
     monkeypatch.undo()
     assert store.healer().heal_all().healed == 3 and store.fsck().run().clean and read_all(store, f) == data
+
+
+def test_a_node_taken_away_between_the_check_and_the_write_is_not_recreated(tmp_path, monkeypatch):
+    """A heal or ingest that found the node up, then lost it (renamed away by an operator), raises
+    NodeUnavailable: it never makes the node's root again, which would hide the real disk."""
+    chunks = ChunkStore([tmp_path / "node-1"])
+    chunks.ensure_dirs()
+    (tmp_path / "node-1").rename(tmp_path / "node-1.away")
+    monkeypatch.setattr(chunks, "is_up", lambda node: True)  # the check ran before the rename
+    with pytest.raises(NodeUnavailable):
+        chunks.write_fragment("node-1", "ab" * 32, b"x" * 5000)
+    assert not (tmp_path / "node-1").exists()
+    (tmp_path / "node-1.away").rename(tmp_path / "node-1")  # the operator puts it back: nothing in the way
 
 
 def test_the_held_copy_survives_a_second_node_lost_before_heal(store):

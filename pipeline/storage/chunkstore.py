@@ -163,13 +163,19 @@ class ChunkStore:
         except KeyError:
             return False
 
+    def _down(self, node: str) -> NodeUnavailable:
+        return NodeUnavailable(f"node {node} is down (no directory {self._node_roots.get(node)})", node=node)
+
     def _parent(self, node: str, name: str) -> Path:
         """The directory a chunk file goes in, created below the node's root (never the root)."""
         if not self.is_up(node):
-            raise NodeUnavailable(f"node {node} is down (no directory {self._node_roots.get(node)})", node=node)
+            raise self._down(node)
         parent = self.path(node, name).parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
+        try:  # level by level, never ``parents=True``: a node taken away meanwhile stays away
+            parent.parent.mkdir(exist_ok=True)
+            parent.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise self._down(node) from None
         except OSError as exc:
             raise_if_full(exc)
             raise
@@ -182,7 +188,7 @@ class ChunkStore:
         The file's directory is made only when the rename finds it missing: a mkdir for every
         fragment was a sixth of ingest's CPU (bench/profile_api.py)."""
         if not self.is_up(node):
-            raise NodeUnavailable(f"node {node} is down (no directory {self._node_roots.get(node)})", node=node)
+            raise self._down(node)
         parent = self.path(node, name).parent
         tmpdir = self.node_dirs[node] / TMP_DIR
         tmp = tmpdir / f"{name}.{uuid.uuid4().hex[:12]}"
@@ -190,7 +196,10 @@ class ChunkStore:
             try:
                 fd, direct = self._create(node, tmp)
             except FileNotFoundError:
-                tmpdir.mkdir(exist_ok=True)
+                try:
+                    tmpdir.mkdir(exist_ok=True)
+                except FileNotFoundError:
+                    raise self._down(node) from None
                 fd, direct = self._create(node, tmp)
             try:
                 if direct:
