@@ -354,11 +354,11 @@ def test_two_ingests_of_one_file_racing_to_move_the_same_spooled_chunk_both_end_
     real_place = store.chunks.place
     raced = []
 
-    def other_ingest_moves_it_first(src, node, h):
+    def other_ingest_moves_it_first(src, node, h, batch=None):
         if not raced:
             raced.append(h)
             real_place(src, node, h)  # the re-queued twin of this ingest, one step ahead
-        return real_place(src, node, h)
+        return real_place(src, node, h, batch)
 
     monkeypatch.setattr(store.chunks, "place", other_ingest_moves_it_first)
     assert store.ingest(f.id).status == "stored"

@@ -96,10 +96,10 @@ def test_two_nodes_down_of_three_is_too_few_for_two_plus_one(store):
 def test_a_write_refused_by_a_node_that_looked_up_is_a_fragment_left_for_heal(store, monkeypatch):
     real = store.chunks.write_fragment
 
-    def read_only(node, name, data):
+    def read_only(node, name, data, batch=None):
         if node == "node-3":
             raise OSError(errno.EROFS, "Read-only file system", name)
-        return real(node, name, data)
+        return real(node, name, data, batch)
 
     monkeypatch.setattr(store.chunks, "write_fragment", read_only)
     data = random_bytes(3 * CHUNK, 602)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -379,3 +380,44 @@ def test_a_batch_with_a_lost_spooled_chunk_leaves_every_file_to_its_own_ingest(s
     for i in (0, 2):
         assert read_all(store, store.get_readable("t1", ids[i])) == bodies[i]
     assert len(chunk_files(settings)) == 2 * FRAGS
+
+
+def test_ingest_makes_its_fragments_durable_before_any_chunk_says_stored(store, settings, monkeypatch):
+    """The fragments of a page are synced once, together: when that sync fails, no chunk and no file
+    is stored, the spool keeps every byte, and the next ingest stores the file byte-exact."""
+    from pipeline.storage.chunkstore import SyncBatch
+    if not SyncBatch.available:
+        pytest.skip("no syncfs on this platform: every fragment is fsynced on its own")
+    data = random_bytes(3 * CHUNK + 77, 4401)
+    f = store.receive("t1", "d.bin", None, pieces(data))
+    committed = []
+
+    def failing_commit(self):
+        committed.append(sorted(self._fds))
+        raise OSError(5, "syncfs: Input/output error")
+    monkeypatch.setattr(SyncBatch, "commit", failing_commit)
+    with pytest.raises(OSError):
+        store.ingest(f.id)
+    assert committed and len(committed[0]) == 1  # every node and the spool on one filesystem: one sync
+    assert store.meta.db.chunks.count_documents({"state": "stored"}) == 0
+    assert store.meta.files.get_file(f.id).status != "stored" and store.spool.exists(f.id)
+    monkeypatch.undo()
+    assert store.ingest(f.id).status == "stored"
+    assert read_all(store, store.get_readable("t1", f.id)) == data and not store.spool.exists(f.id)
+
+
+def test_a_sync_batch_keeps_one_descriptor_per_filesystem_and_releases_them(tmp_path):
+    from pipeline.storage.chunkstore import SyncBatch
+    if not SyncBatch.available:
+        pytest.skip("no syncfs on this platform")
+    dirs = [tmp_path / f"n{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    with SyncBatch() as batch:
+        for d in dirs * 2:
+            batch.watch(d)
+            (d / "f").write_bytes(b"x" * 100)
+        assert len(os.listdir("/proc/self/fd")) == before + 1
+        batch.commit()
+    assert len(os.listdir("/proc/self/fd")) == before

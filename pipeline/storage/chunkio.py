@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.cache import Lru
-from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk, fsync_dir
+from pipeline.errors import NodeUnavailable
+from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk, SyncBatch, fsync_dir
 from pipeline.storage.layouts import WHOLE, FragmentCheck, Layout, LayoutRouter, Placed, fault, layout, unavailable
 # what callers read chunk documents with, from where they always have
 from pipeline.storage.layouts import fragment_name, fragments, missing_indexes, nodes_of  # noqa: F401
@@ -77,14 +78,23 @@ class ChunkIO:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def place_from_spool(self, doc: dict, src: Path) -> Placed:
+    def place_from_spool(self, doc: dict, src: Path, batch: SyncBatch | None = None) -> Placed:
         """Put a durable spooled chunk into its layout. A whole copy is moved (a rename); an
         erasure-coded chunk is read, verified, encoded and its fragments written, each atomically,
         to their nodes, while the spooled copy stays until the file is stored. A fragment whose
         node is down or full is left out (``Placed.failed``).
 
         Raises FileNotFoundError when the spooled copy is gone (another ingest moved it)."""
-        return self.layout_of(doc).place_from_spool(doc, src)
+        return self.layout_of(doc).place_from_spool(doc, src, batch)
+
+    def watch(self, doc: dict, batch: SyncBatch) -> None:
+        """Have ``batch`` make durable a chunk found placed by another writer (a twin ingest whose own
+        batch may not be committed yet): its nodes' filesystems are synced with the batch's writes."""
+        for node in nodes_of(doc):
+            try:
+                self.chunks.watch(batch, node)
+            except NodeUnavailable:  # gone since it was seen: nothing of it to sync there
+                pass
 
     def write(self, doc: dict, data: bytes) -> Placed:
         """Write a chunk from memory into its layout, durably (repair and tests)."""

@@ -27,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 import xxhash
 
 from pipeline.errors import ChunkUnavailable, InsufficientStorage, NodeUnavailable, NotEnoughFragments
-from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk
+from pipeline.storage.chunkstore import ChunkStore, Spool, StoredChunk, SyncBatch
 from pipeline.storage.erasure import Codec
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,10 @@ class Layout(ABC):
         leave the last ones missing). Fragment checksums are recorded as fragments are written."""
 
     @abstractmethod
-    def place_from_spool(self, doc: dict, src: Path) -> Placed:
+    def place_from_spool(self, doc: dict, src: Path, batch: SyncBatch | None = None) -> Placed:
         """Put a durable spooled chunk into this layout. Raises FileNotFoundError when the spooled
-        copy is gone (another ingest moved it)."""
+        copy is gone (another ingest moved it). With a ``batch`` the writes are durable once it is
+        committed (``Placed.dirs`` then need no fsync)."""
 
     @abstractmethod
     def read(self, doc: dict, on_damage: Callable[[FragmentCheck], None]) -> bytes:
@@ -206,12 +207,13 @@ class Layout(ABC):
     def encode(self, data: bytes) -> list[bytes]:
         return self.codec.encode(data)
 
-    def write(self, doc: dict, data: bytes, targets: Mapping[int, str] | None = None) -> Placed:
+    def write(self, doc: dict, data: bytes, targets: Mapping[int, str] | None = None,
+              batch: SyncBatch | None = None) -> Placed:
         """Encode a chunk and write fragment ``i`` to ``targets[i]`` (each recorded node when None)."""
-        return self.write_fragments(doc, self.encode(data), targets)
+        return self.write_fragments(doc, self.encode(data), targets, batch)
 
     def write_fragments(self, doc: dict, pieces: Mapping[int, bytes] | Sequence[bytes],
-                        targets: Mapping[int, str] | None = None) -> Placed:
+                        targets: Mapping[int, str] | None = None, batch: SyncBatch | None = None) -> Placed:
         """Write fragment ``i`` (``pieces[i]``) to ``targets[i]``, each atomically; a fragment whose
         node is down, full or failing is left out (``Placed.failed``). The caller syncs ``dirs``."""
         if targets is None:
@@ -220,7 +222,7 @@ class Layout(ABC):
         for i, node in sorted(targets.items()):
             piece = pieces[i]
             try:
-                placed.dirs.add(self.chunks.write_fragment(node, self.fragment_name(doc["_id"], i), piece))
+                placed.dirs.add(self.chunks.write_fragment(node, self.fragment_name(doc["_id"], i), piece, batch))
             except (NodeUnavailable, InsufficientStorage) as exc:
                 placed.failed[i] = f"{node}: {exc.message}"
                 log.warning("fragment %d of chunk %s not written to %s: %s", i, doc["_id"], node, exc.message)
@@ -281,10 +283,10 @@ class WholeCopyLayout(Layout):
         return {"_id": chunk_hash, "size": size, "xxh3": xxh3_hex, "k": 1, "m": 0, "fv": 0,
                 "frags": [{"i": 0, "node": nodes[0], "size": size, "xxh3": xxh3_hex}]}
 
-    def place_from_spool(self, doc: dict, src: Path) -> Placed:
+    def place_from_spool(self, doc: dict, src: Path, batch: SyncBatch | None = None) -> Placed:
         """A rename: the spooled copy becomes the chunk file."""
         frag = fragments(doc)[0]
-        return Placed({self.chunks.place(src, frag["node"], doc["_id"])}, [dict(frag)])
+        return Placed({self.chunks.place(src, frag["node"], doc["_id"], batch)}, [dict(frag)])
 
     def read(self, doc: dict, on_damage: Callable[[FragmentCheck], None]) -> bytes:
         """No other fragment to fall back on: a missing or corrupt copy is an unavailable chunk."""
@@ -327,13 +329,13 @@ class ErasureCodedLayout(Layout):
         return {"_id": chunk_hash, "size": size, "xxh3": xxh3_hex, "k": self.k, "m": self.m, "fv": 0,
                 "frags": [{"i": i, "node": n, "size": fsize, "xxh3": None} for i, n in enumerate(nodes[:self.width])]}
 
-    def place_from_spool(self, doc: dict, src: Path) -> Placed:
+    def place_from_spool(self, doc: dict, src: Path, batch: SyncBatch | None = None) -> Placed:
         """Read, verify, encode and write the fragments; the spooled copy stays until the file is stored."""
         with open(src, "rb", buffering=0) as f:
             data = f.read()
         if fault(data, doc["size"], doc["xxh3"]) is not None:
             raise ChunkUnavailable(doc["_id"], "spool", "spooled chunk does not match its checksum")
-        return self.write(doc, data)
+        return self.write(doc, data, batch=batch)
 
     def needs_hold(self, written: int) -> bool:
         """Until it could survive the loss of one more node (k+1 fragments)."""
