@@ -3,8 +3,8 @@
 
 What the Celery worker does for each new erasure-coded chunk, and nothing else (no MongoDB, no
 Redis, no HTTP): read the spooled chunk, verify its xxh3, encode it into 2+1 fragments, write each
-fragment atomically (temporary name, fsync, rename) on its node, then fsync the fragments'
-directories; 8 placement threads per manifest page, as ``pipeline.datapath.ingest`` runs them.
+fragment atomically (temporary name, rename) on its node, then one syncfs per filesystem for the
+page (``--sync each``: an fsync of every fragment and of its directory, as before); 8 placement threads per manifest page, as ``pipeline.datapath.ingest`` runs them.
 The spool is written first (random 1 MiB chunks, synced) and is not counted: the web process
 writes it in the store. Before each round the previous round's fragments are removed and the run
 waits ``--settle`` seconds, so that their freed memory goes back to the host as it does between
@@ -14,6 +14,7 @@ CPU is this process's ``getrusage`` (every thread) over the ingest alone; ``--ro
 each printed, then the median. Wall-clock is printed too but means little on a shared machine.
 
     .venv/bin/python bench/ingest_cpu.py                   # 256 MiB, 3 rounds, under var/
+    .venv/bin/python bench/ingest_cpu.py --sync each       # the same with an fsync per fragment
     .venv/bin/python bench/ingest_cpu.py --mib 512 --rounds 5 --dir /path/on/the/disk
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.datapath.ingest import _placer  # noqa: E402
 from pipeline.storage.chunkio import ChunkIO  # noqa: E402
-from pipeline.storage.chunkstore import ChunkStore, Spool, fsync_dir  # noqa: E402
+from pipeline.storage.chunkstore import ChunkStore, Spool, SyncBatch, fsync_dir  # noqa: E402
 from pipeline.storage.layouts import xxh3  # noqa: E402
 
 MiB = 1 << 20
@@ -56,24 +57,32 @@ def make_spool(spool: Spool, file_id: str, count: int, chunk: int) -> list[tuple
     return entries
 
 
-def ingest_once(chunkio: ChunkIO, spool: Spool, file_id: str, entries, chunk: int, nodes: list[str]) -> None:
-    """Place every spooled chunk as ingest does: a page at a time, 8 threads, then the directory fsyncs."""
+def ingest_once(chunkio: ChunkIO, spool: Spool, file_id: str, entries, chunk: int, nodes: list[str],
+                sync: str = "batch") -> None:
+    """Place every spooled chunk as ingest does: a page at a time, 8 threads, then one syncfs per
+    filesystem (``sync="batch"``, what ingest does) or the fsync of each fragment and of each
+    directory (``"each"``, what it did before)."""
     k, m = chunkio.ec
     for start in range(0, len(entries), PAGE):
         page = entries[start:start + PAGE]
         docs = [chunkio.new_document(h, chunk, x, [nodes[(i + j) % len(nodes)] for j in range(k + m)])
                 for i, h, x in page]
+        batch = SyncBatch() if sync == "batch" else None
 
         def place(item):
             (index, _, _), doc = item
-            return chunkio.place_from_spool(doc, spool.chunk_path(file_id, index))
+            return chunkio.place_from_spool(doc, spool.chunk_path(file_id, index), batch)
 
         dirs = set()
         for placed in _placer().map(place, zip(page, docs)):
             if len(placed.frags) < k + m:
                 raise RuntimeError(f"fragments not written: {placed.failed}")
             dirs |= placed.dirs
-        list(_placer().map(fsync_dir, dirs))
+        if batch is not None:
+            with batch:
+                batch.commit()
+        else:
+            list(_placer().map(fsync_dir, dirs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ec", default="2+1")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of rest before each round")
     parser.add_argument("--dir", type=Path, default=ROOT / "var" / "ingest-cpu")
+    parser.add_argument("--sync", choices=("batch", "each"), default="batch",
+                        help="batch: one syncfs per page (ingest today); each: an fsync per fragment and directory")
     parser.add_argument("--json", action="store_true", help="print the rounds as one JSON line too")
     args = parser.parse_args(argv)
     k, m = (int(x) for x in args.ec.split("+"))
@@ -105,20 +116,20 @@ def main(argv: list[str] | None = None) -> int:
             os.sync()
             time.sleep(args.settle)
             before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            ingest_once(chunkio, spool, "f", entries, chunk, chunks.node_ids)
+            ingest_once(chunkio, spool, "f", entries, chunk, chunks.node_ids, args.sync)
             after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wall
             user, system = (after.ru_utime - before.ru_utime) / gib, (after.ru_stime - before.ru_stime) / gib
             if r < 0:
                 continue
             rounds.append({"user": user, "sys": system, "wall": wall / gib})
-            print(f"round {r + 1}: {args.ec} {args.mib} MiB: user {user:.2f} + sys {system:.2f} = "
+            print(f"round {r + 1}: {args.ec} {args.sync} {args.mib} MiB: user {user:.2f} + sys {system:.2f} = "
                   f"{user + system:.2f} CPU-s/GiB, wall {wall / gib:.1f} s/GiB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {key: statistics.median(x[key] for x in rounds) for key in ("user", "sys", "wall")}
     print(f"median: user {med['user']:.2f} + sys {med['sys']:.2f} = {med['user'] + med['sys']:.2f} CPU-s/GiB")
     if args.json:
-        print(json.dumps({"ec": args.ec, "mib": args.mib, "rounds": rounds, "median": med}))
+        print(json.dumps({"ec": args.ec, "sync": args.sync, "mib": args.mib, "rounds": rounds, "median": med}))
     return 0
 
 

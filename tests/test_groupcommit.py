@@ -114,3 +114,40 @@ def test_concurrent_new_files_are_recorded_with_their_last_page_in_two_inserts(s
         assert files.manifest_page(str(file_id), 0).hashes == ["a" * 64]
     inserts = [n for n in listener.names if n[0] in ("insert", "update")]
     assert len(inserts) < 12  # two per file when written one by one
+
+
+def test_concurrent_names_go_in_one_insert_and_each_returns_what_it_replaced(settings):
+    """New names of a batch in one insert; a name that existed (or came twice in the batch) is
+    replaced on its own and returns the file it replaced, which its caller deletes."""
+    import pymongo
+
+    from pipeline.metadata.repositories import Metadata
+
+    listener = Commands()
+    meta = Metadata(pymongo.MongoClient(settings.mongo_url, event_listeners=[listener]), settings.mongo_db)
+    names = meta.namespace
+    assert names.put_object_name({"_id": "b/old", "bucket": "b", "key": "old", "file": "f-old"}) is None
+    slow = names._put_names
+    batches = []
+
+    def write(docs):
+        time.sleep(0.05)  # the first write is slow: the others queue behind it
+        batches.append([d["file"] for d in docs])
+        return slow(docs)
+
+    names._names._write = write
+    docs = [{"_id": f"b/k{i}", "bucket": "b", "key": f"k{i}", "file": f"f{i}"} for i in range(6)]
+    docs += [{"_id": "b/old", "bucket": "b", "key": "old", "file": "f-new"},
+             {"_id": "b/k1", "bucket": "b", "key": "k1", "file": "f1-again"}]
+    listener.names.clear()
+    with ThreadPoolExecutor(8) as pool:
+        replaced = dict(zip((d["file"] for d in docs), pool.map(names.put_object_name, docs)))
+    assert max(len(b) for b in batches) > 1  # some went together
+    assert replaced["f-new"] == {"_id": "b/old", "file": "f-old"}
+    # of the two writes of k1, the later replaced the earlier
+    later_k1, earlier_k1 = ("f1-again", "f1") if replaced["f1-again"] is not None else ("f1", "f1-again")
+    assert replaced[earlier_k1] is None and replaced[later_k1] == {"_id": "b/k1", "file": earlier_k1}
+    current = {d["_id"]: d["file"] for d in meta.db.objects.find({}, {"file": 1})}
+    assert current == {**{f"b/k{i}": f"f{i}" for i in range(6)}, "b/k1": later_k1, "b/old": "f-new"}
+    writes = [n for n in listener.names if n[0] in ("insert", "findAndModify")]
+    assert len(writes) < len(docs)  # one each when written one by one

@@ -17,11 +17,12 @@ T = TypeVar("T")
 
 
 class _Slot(Generic[T]):
-    __slots__ = ("item", "error", "written", "event")
+    __slots__ = ("item", "error", "result", "written", "event")
 
     def __init__(self, item: T):
         self.item = item
         self.error: BaseException | None = None
+        self.result = None
         self.written = False  # woken unwritten: this thread writes the next batch
         self.event = threading.Event()
 
@@ -29,17 +30,17 @@ class _Slot(Generic[T]):
 class GroupCommit(Generic[T]):
     """``submit(item)`` returns once ``write(batch)`` has written a batch holding ``item``.
 
-    ``write(items)`` returns, for each item, None (written) or the exception its caller raises;
-    an exception ``write`` raises is every item's."""
+    ``write(items)`` returns, for each item, what its ``submit`` returns (None when there is
+    nothing to say) or the exception its caller raises; an exception ``write`` raises is every item's."""
 
-    def __init__(self, write: Callable[[Sequence[T]], Sequence[BaseException | None]], max_batch: int = 64):
+    def __init__(self, write: Callable[[Sequence[T]], Sequence[object]], max_batch: int = 64):
         self._write = write
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._pending: list[_Slot[T]] = []
         self._writing = False  # invariant: records pending => a writer is in flight or promoted
 
-    def submit(self, item: T) -> None:
+    def submit(self, item: T):
         slot = _Slot(item)
         with self._lock:
             self._pending.append(slot)
@@ -51,22 +52,27 @@ class GroupCommit(Generic[T]):
             self._lead()
         if slot.error is not None:
             raise slot.error
+        return slot.result
 
     def _lead(self) -> None:
         with self._lock:
             batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
         try:
-            errors = self._write([s.item for s in batch])
+            results = self._write([s.item for s in batch])
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch raises it
-            errors = [exc] * len(batch)
+            results = [exc] * len(batch)
         following = None
         with self._lock:
             if self._pending:  # written next by the first of them, as soon as it wakes
                 following = self._pending[0]
             else:
                 self._writing = False
-        for s, error in zip(batch, errors):
-            s.error, s.written = error, True
+        for s, result in zip(batch, results):
+            if isinstance(result, BaseException):
+                s.error = result
+            else:
+                s.result = result
+            s.written = True
             s.event.set()
         if following is not None:
             following.event.set()

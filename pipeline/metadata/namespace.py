@@ -7,8 +7,9 @@ import time
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
 
+from pipeline.metadata.groupcommit import GroupCommit
 from pipeline.metadata.model import KIND_PART, LIVE_STATES
 from pipeline.metadata.mongo import insert_new, prefix_end
 
@@ -25,6 +26,7 @@ class NamespaceRepository:
         self.uploads = db["uploads"]
         self.parts = db["parts"]
         self.files = db["files"]  # part files, by kind
+        self._names = GroupCommit(self._put_names)
 
     def insert_bucket(self, doc: dict) -> bool:
         return insert_new(self.buckets, doc)
@@ -82,7 +84,41 @@ class NamespaceRepository:
 
     def put_object_name(self, doc: dict) -> dict | None:
         """Point a name at a file; returns ``{"_id", "file"}`` of the document it replaced (that file
-        is to be deleted), None when the name is new."""
+        is to be deleted), None when the name is new. Names that concurrent requests write at the
+        same moment go together (``_put_names``)."""
+        return self._names.submit(doc)
+
+    def _put_names(self, docs: list[dict]) -> list[dict | None | Exception]:
+        """One insert of every name of the batch; a name that exists already (the insert's
+        duplicate-key error says which) is then replaced on its own, returning what it replaced.
+        The same name twice in a batch: the later one replaces the earlier, as if one after the other."""
+        if len(docs) == 1:
+            return [self._put_name(docs[0])]
+        try:
+            self.objects.insert_many(docs, ordered=False)
+            failed: dict[int, dict] = {}
+        except BulkWriteError as exc:
+            failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+        except PyMongoError as exc:  # nothing known of any of them: each caller answers it failed
+            return [exc] * len(docs)
+        results: list[dict | None | Exception] = []
+        for i, doc in enumerate(docs):
+            error = failed.get(i)
+            if error is None:
+                results.append(None)  # new
+            elif error.get("code") == 11000:
+                results.append(self._put_name(doc))
+            else:
+                results.append(WriteError(error.get("errmsg", "write error"), error.get("code"), error))
+        return results
+
+    def _put_name(self, doc: dict) -> dict | None | Exception:
+        try:
+            return self._replace_name(doc)
+        except PyMongoError as exc:
+            return exc
+
+    def _replace_name(self, doc: dict) -> dict | None:
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.objects.find_one_and_update({"_id": doc["_id"]}, {"$set": fields}, upsert=True,
                                                 projection={"file": 1}, return_document=ReturnDocument.BEFORE)
