@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pymongo
@@ -421,3 +422,53 @@ def test_a_sync_batch_keeps_one_descriptor_per_filesystem_and_releases_them(tmp_
         assert len(os.listdir("/proc/self/fd")) == before + 1
         batch.commit()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _waves_or_skip(root):
+    from pipeline.storage.chunkstore import SyncWaves, SyncBatch
+    if not SyncBatch.available:
+        pytest.skip("no syncfs on this platform: each small upload is fsynced on its own")
+    return SyncWaves(root)
+
+
+def test_concurrent_small_uploads_are_made_durable_by_shared_syncs(store, monkeypatch):
+    """Small uploads that arrive together wait for one syncfs between them; each is answered only
+    after a sync that began after its last write, and every one reads back byte-exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pipeline.storage.chunkstore as chunkstore
+    real, calls = chunkstore._syncfs, []
+
+    def counted(fd):
+        calls.append(fd)
+        time.sleep(0.01)  # a slow disk: uploads arrive during each sync
+        return real(fd)
+    monkeypatch.setattr(chunkstore, "_syncfs", counted)
+    bodies = [random_bytes(4096, 4500 + i) for i in range(24)]
+
+    def upload(data):
+        return store.receive("t1", "s.bin", None, [data], size_hint=len(data))
+    with ThreadPoolExecutor(8) as pool:
+        files = list(pool.map(upload, bodies))
+    assert 0 < len(calls) < len(bodies)
+    for f, data in zip(files, bodies):
+        assert read_all(store, store.get_readable("t1", f.id)) == data
+
+
+def test_a_failed_sync_fails_its_wave_and_every_write_begun_before_it(tmp_path, monkeypatch):
+    import pipeline.storage.chunkstore as chunkstore
+    waves = _waves_or_skip(tmp_path)
+    early = waves.ticket()  # a write that began before the failure, answered by a later wave
+    monkeypatch.setattr(chunkstore, "_syncfs", lambda fd: (ctypes_set_errno(5), -1)[1])
+    with pytest.raises(OSError) as failed:
+        waves.wait(waves.ticket())
+    assert failed.value.errno == 5
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        waves.wait(early)
+    waves.wait(waves.ticket())  # a write begun after the failure: durable as usual
+
+
+def ctypes_set_errno(value: int) -> None:
+    import ctypes
+    ctypes.set_errno(value)

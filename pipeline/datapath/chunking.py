@@ -20,7 +20,7 @@ from typing import Callable
 
 import xxhash
 
-from pipeline.storage.chunkstore import datasync_file, fsync_dir, raise_if_full
+from pipeline.storage.chunkstore import SyncWaves, datasync_file, fsync_dir, raise_if_full
 
 _END = object()
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
@@ -137,9 +137,10 @@ class ChunkingWriter:
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
                  on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True,
-                 size_hint: int | None = None):
+                 size_hint: int | None = None, waves: SyncWaves | None = None):
         """``size_hint``: the body's announced length; a body of one chunk is hashed in the caller's
-        thread and made durable without a pool of threads (any length is still handled)."""
+        thread and made durable without a pool of threads (any length is still handled), and, with
+        ``waves``, together with the other small uploads of the moment (one syncfs for all)."""
         self.directory = directory
         self.chunk_path = chunk_path
         self.chunk_size = chunk_size
@@ -148,6 +149,8 @@ class ChunkingWriter:
         self._fill = 0
         self._fh = None
         inline = size_hint is not None and size_hint <= self.one_chunk_limit(chunk_size)
+        self._waves = waves if inline else None
+        self._ticket = self._waves.ticket() if self._waves is not None else 0
         self._file_hasher = _FileHasher(inline=inline) if sha256 else None
         self._chunk_hasher = _ChunkHasher(on_chunk, inline=inline)
         self._md5_hasher = _FileHasher("md5", inline=inline) if md5 else None
@@ -218,6 +221,9 @@ class ChunkingWriter:
         # writeback of every chunk started when it was complete; wait for all of it here, with
         # several fdatasyncs in flight, rather than stall the stream with one journal commit a chunk
         try:
+            if self._waves is not None and self._index <= 1:
+                self._waves.wait(self._ticket)
+                return self._result()
             if self._index <= 1:
                 for i in range(self._index):
                     datasync_file(self.chunk_path(i))
@@ -230,6 +236,9 @@ class ChunkingWriter:
         except OSError as exc:
             raise_if_full(exc)
             raise
+        return self._result()
+
+    def _result(self) -> SpoolResult:
         return SpoolResult(self.size, self._file_hasher.sha.hexdigest() if self._file_hasher else None, self._index,
                            self._md5_hasher.sha.hexdigest() if self._md5_hasher else None)
 
@@ -260,10 +269,11 @@ class ContentDefinedWriter(ChunkingWriter):
 
     def __init__(self, directory: Path, chunk_path: Callable[[int], Path], chunk_size: int,
                  on_chunk: Callable[[ChunkRecord], None], md5: bool = False, sha256: bool = True,
-                 size_hint: int | None = None):
+                 size_hint: int | None = None, waves: SyncWaves | None = None):
         from pyfastcdc import FastCDC
 
-        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256, size_hint=size_hint)
+        super().__init__(directory, chunk_path, chunk_size, on_chunk, md5=md5, sha256=sha256, size_hint=size_hint,
+                         waves=waves)
         self._cdc = FastCDC(self.AVG, min_size=self.MIN, max_size=self.MAX)
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0

@@ -128,7 +128,7 @@ def receive_upload(meta: Metadata, spool: Spool, chunk_size: int, page_size: int
     manifest = ManifestWriter(meta, file_id, page_size)
     writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
     writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5,
-                          sha256=sha256, size_hint=size_hint)
+                          sha256=sha256, size_hint=size_hint, waves=spool.waves)
     try:
         for piece in _Limited(pieces, max_bytes):
             writer.write(piece)
