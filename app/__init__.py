@@ -49,7 +49,6 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     from app.errors import register_error_handlers
     from app.openapi import openapi
     from app.security import init_security
-    from pipeline.namespace.objects import ObjectNames
     from workers.wiring import build_store
 
     settings = settings or Settings.from_env()
@@ -58,7 +57,7 @@ def create_app(settings: Settings | None = None, store: ObjectStore | None = Non
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     store = build_store(settings, store=store, heal=enqueue is None)
     app.extensions["minis3.store"] = store
-    app.extensions["minis3.names"] = ObjectNames(store)
+    app.extensions["minis3.names"] = store.object_names()
     app.extensions["minis3.enqueue"] = enqueue or celery_enqueue(settings, store.redis)
     app.extensions["minis3.queue_depth"] = queue_depth or celery_queue_depth(settings, store.redis)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.namespace.objects import ObjectAttributes, ObjectNames  # noqa: E402
+from pipeline.namespace.objects import ObjectAttributes  # noqa: E402
 from pipeline.store import ObjectStore  # noqa: E402
 from tests.s3clients import boto3_client  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
@@ -36,7 +36,7 @@ def main() -> None:
         s3.create_bucket(Bucket="listing")
         s3.put_object(Bucket="listing", Key="~seed", Body=b"seed")
         store = ObjectStore.from_settings(stack.settings)
-        names = ObjectNames(store)
+        names = store.object_names()
         info = names.head("bench", "listing", "~seed")
         started = time.perf_counter()
         names.bind_many(names.file_of(info), "listing",

@@ -28,6 +28,8 @@ import socket
 import time
 from types import ModuleType
 
+from config.pinned import refuse_untested
+
 IDLE_WAIT_S = 0.5
 TESTED = "gunicorn>=27,<28"
 
@@ -41,6 +43,10 @@ NO_MORE_DATA = "gunicorn.http.errors.NoMoreData"
 
 class UnsupportedGunicorn(RuntimeError):
     """The installed gunicorn lacks, or has changed, an internal that ``install`` replaces."""
+
+
+def _refuse(problems: list[str], version: str) -> None:
+    refuse_untested(problems, UnsupportedGunicorn, "gunicorn", version, TESTED, "config/slowclients.py replaces")
 
 
 def _params(func) -> tuple[str, ...] | None:
@@ -83,12 +89,7 @@ def incompatibilities(gthread: ModuleType, unreader: ModuleType, message: Module
 def check(gthread: ModuleType, unreader: ModuleType, message: ModuleType, errors: ModuleType,
           version: str) -> None:
     """Raise ``UnsupportedGunicorn`` with one message listing every difference."""
-    problems = incompatibilities(gthread, unreader, message, errors)
-    if problems:
-        raise UnsupportedGunicorn(
-            f"minis3 cannot start: gunicorn {version} is not the tested {TESTED}, and what "
-            f"config/slowclients.py replaces differs: " + "; ".join(problems)
-            + f". Install {TESTED} (pip install '{TESTED}').")
+    _refuse(incompatibilities(gthread, unreader, message, errors), version)
 
 
 def install(header_timeout_s: float, read_timeout_s: float) -> None:
@@ -173,12 +174,7 @@ def defer_continue() -> None:
 
     if getattr(getattr(wsgi, "create", None), "minis3_defer_continue", False):
         return
-    problems = continue_incompatibilities(wsgi, message)
-    if problems:
-        raise UnsupportedGunicorn(
-            f"minis3 cannot start: gunicorn {gunicorn.__version__} is not the tested {TESTED}, and what "
-            f"config/slowclients.py replaces differs: " + "; ".join(problems)
-            + f". Install {TESTED} (pip install '{TESTED}').")
+    _refuse(continue_incompatibilities(wsgi, message), gunicorn.__version__)
     create = wsgi.create
 
     def create_deferring(req, sock, client, server, cfg, response_class=None, response_args=()):
@@ -229,12 +225,7 @@ def ignore_unknown_expectations() -> None:
 
     if getattr(message.Request._apply_header_policy, "minis3_ignore_expectations", False):
         return
-    problems = expectation_incompatibilities(message)
-    if problems:
-        raise UnsupportedGunicorn(
-            f"minis3 cannot start: gunicorn {gunicorn.__version__} is not the tested {TESTED}, and what "
-            f"config/slowclients.py replaces differs: " + "; ".join(problems)
-            + f". Install {TESTED} (pip install '{TESTED}').")
+    _refuse(expectation_incompatibilities(message), gunicorn.__version__)
     policy = message.Request._apply_header_policy
 
     def apply_header_policy(self, name, value, scheme_state, seen, secure_scheme_headers, forwarder_headers,

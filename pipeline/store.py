@@ -29,6 +29,7 @@ from pipeline.maintenance.usage import Usage
 from pipeline.metadata.model import DELETED, KIND_FILE, QUEUED, STORED, FileDoc, parse_file_id
 from pipeline.metadata.repositories import Metadata
 from pipeline.namespace import retention
+from pipeline.namespace.objects import ObjectNames
 from pipeline.storage.chunkio import ChunkIO
 from pipeline.storage.chunkstore import ChunkStore, Spool
 from pipeline.storage.placement import RoundRobinPlacement
@@ -291,6 +292,16 @@ class ObjectStore:
     def usage(self) -> Usage:
         return Usage(files=self.meta.files, operations=self.meta.operations, stats=self.stats(),
                      settings=self.settings)
+
+    # --- the S3 namespace -----------------------------------------------------------------------
+
+    def object_names(self, enqueue: Callable[[FileDoc], None] | None = None) -> ObjectNames:
+        """The S3 names over this store's files; ``enqueue(file)`` queues the ingest of a file that a
+        completion or a copy composed (without it, that file is ingested in the call)."""
+        return ObjectNames(namespace=self.meta.namespace, versions=self.meta.versions, files=self.meta.files,
+                           operations=self.meta.operations, redis=self.redis, receive=self.receive,
+                           compose=self.compose, read=self.read, discard=self.discard,
+                           discard_many=self.discard_many, ensure_stored=self.ensure_stored, enqueue=enqueue)
 
     # --- operations ----------------------------------------------------------------------
 

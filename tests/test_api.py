@@ -155,9 +155,7 @@ def test_every_domain_error_has_an_api_status_from_the_one_table():
 ])
 def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(client, store, settings, query,
                                                                                status, code):
-    from pipeline.namespace.objects import ObjectNames
-
-    names = ObjectNames(store)
+    names = store.object_names()
     names.create_bucket("default", "mine")
     names.create_bucket("other", "theirs")
     r = client.post("/api/upload" + query, data={"file": (io.BytesIO(b"x" * 1000), "a.bin")},
@@ -168,9 +166,7 @@ def test_upload_under_a_name_that_cannot_be_given_is_refused_and_keeps_nothing(c
 
 
 def test_upload_under_a_name_is_an_s3_object_with_its_md5(client, store, queue):
-    from pipeline.namespace.objects import ObjectNames
-
-    names = ObjectNames(store)
+    names = store.object_names()
     names.create_bucket("default", "mine")
     data = random_bytes(3 * CHUNK + 1, 77)
     r = client.post("/api/upload?bucket=mine&key=dir/a.bin", data={"file": (io.BytesIO(data), "a.bin")},

@@ -6,7 +6,6 @@ import redis
 from pipeline.access.credentials import S3Credentials
 from pipeline import cache as cache_module
 from pipeline.cache import GENERATION_KEY, Generation, GenerationCache, one_read_per_request
-from pipeline.namespace.objects import ObjectNames
 
 
 def counting(value):
@@ -56,7 +55,7 @@ def test_revocation_and_bucket_deletion_reach_other_processes_caches(store):
     operator.revoke(key_id)
     assert server.lookup(key_id) is None
 
-    serving, other = ObjectNames(store), ObjectNames(store)
+    serving, other = store.object_names(), store.object_names()
     serving.create_bucket("acme", "cached")
     assert serving.bucket("acme", "cached").name == "cached"
     other.delete_bucket("acme", "cached")

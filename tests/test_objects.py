@@ -10,7 +10,7 @@ from pipeline.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, Forbi
                              InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed,
                              ServiceUnavailable)
 from pipeline.metadata.model import DELETED, STORED
-from pipeline.namespace.objects import MIN_PART_SIZE, ObjectAttributes, ObjectNames
+from pipeline.namespace.objects import MIN_PART_SIZE, ObjectAttributes
 from pipeline.storage.chunkstore import parse_name
 from tests.stack import random_bytes
 
@@ -24,7 +24,7 @@ def pieces(data: bytes, size: int = 10_000):
 
 @pytest.fixture
 def names(store):
-    n = ObjectNames(store)
+    n = store.object_names()
     n.create_bucket("t1", "photos")
     return n
 
@@ -189,7 +189,7 @@ def test_completion_ingests_parts_no_worker_has_ingested_yet(names, store):
 
 def test_completion_links_spooled_parts_into_one_file_ingested_once(store, settings):
     queued = []
-    names = ObjectNames(store, enqueue=queued.append)
+    names = store.object_names(enqueue=queued.append)
     names.create_bucket("t1", "photos")
     parts = [random_bytes(MIN_PART_SIZE + 5, 20), random_bytes(MIN_PART_SIZE + 9, 21), b"end"]
     upload = names.create_upload("t1", "photos", "big", ObjectAttributes())
@@ -222,7 +222,7 @@ def test_completion_links_spooled_parts_into_one_file_ingested_once(store, setti
 
 
 def test_completion_with_a_part_whose_spool_left_meanwhile(store, settings):
-    names = ObjectNames(store, enqueue=lambda f: None)
+    names = store.object_names(enqueue=lambda f: None)
     names.create_bucket("t1", "photos")
     upload = names.create_upload("t1", "photos", "k", ObjectAttributes())
     _, stale = names.put_part("t1", "photos", "k", upload.upload_id, 1, pieces(random_bytes(3 * CHUNK, 22)))
@@ -302,7 +302,7 @@ def test_completion_on_a_spool_without_hard_links_ingests_the_parts_instead(stor
     def no_links(src, dst, *a, **kw):
         raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(src))
 
-    names = ObjectNames(store, enqueue=lambda f: None)
+    names = store.object_names(enqueue=lambda f: None)
     names.create_bucket("t1", "photos")
     upload = names.create_upload("t1", "photos", "k", ObjectAttributes())
     data = random_bytes(3 * CHUNK + 1, 23)

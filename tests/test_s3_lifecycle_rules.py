@@ -18,7 +18,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from pipeline.namespace.lifecycle import CONFIG, EVENT, apply_lifecycle, parse_rules, rules_to_mongo
-from pipeline.namespace.objects import ObjectAttributes, ObjectNames
+from pipeline.namespace.objects import ObjectAttributes
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client, sign
 from tests.stack import MiB, Stack, random_bytes, wait_for
@@ -217,7 +217,7 @@ def test_gc_reclaims_what_only_expired_objects_used_and_keeps_a_shared_chunk(bea
 # --- the walk, in-process: bounded batches from a saved cursor ---------------------------------
 
 def test_a_run_looks_at_one_batch_of_names_per_bucket_and_the_next_resumes_there(store):
-    names = ObjectNames(store)
+    names = store.object_names()
     names.create_bucket("t1", "walked")
     info, f = names.put("t1", "walked", "seed", [b"x"], ObjectAttributes())
     names.bind_many(f, "walked", [f"k{i:03d}" for i in range(24)], info.etag, ObjectAttributes())

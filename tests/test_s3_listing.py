@@ -530,11 +530,10 @@ def aws(s3_stack, s3_keys, tmp_path_factory):
 @pytest.fixture(scope="module")
 def names(s3_stack):
     """This stack's names, for fixtures of many keys (one stored file behind all of them)."""
-    from pipeline.namespace.objects import ObjectNames
     from pipeline.store import ObjectStore
 
     store = ObjectStore.from_settings(s3_stack.settings)
-    yield ObjectNames(store)
+    yield store.object_names()
     store.meta.client.close()
 
 

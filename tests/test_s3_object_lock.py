@@ -18,7 +18,6 @@ from botocore.exceptions import ClientError
 from app.s3.lock import parse_date
 from pipeline.errors import ObjectLocked
 from pipeline.namespace.lifecycle import apply_lifecycle
-from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
 from pipeline.timefmt import iso8601
 from tests.s3clients import boto3_client
@@ -358,7 +357,7 @@ def test_lifecycle_never_removes_a_locked_version(s3_stack, s3):
          "NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "Expiration": {"Days": 1}}]})
     store = ObjectStore.from_settings(s3_stack.settings)
     try:
-        apply_lifecycle(ObjectNames(store), day_s=1.0, batch=100, now=time.time() + 10)
+        apply_lifecycle(store.object_names(), day_s=1.0, batch=100, now=time.time() + 10)
     finally:
         store.meta.client.close()
     listing = s3.list_object_versions(Bucket=b)

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pipeline.namespace.lifecycle import apply_lifecycle
-from pipeline.namespace.objects import ObjectNames, name_id
+from pipeline.namespace.objects import name_id
 from pipeline.store import ObjectStore
 from tests.s3clients import boto3_client
 from tests.stack import BIN, MiB, random_bytes, wait_for
@@ -358,7 +358,7 @@ def test_lifecycle_expires_noncurrent_versions_and_lone_delete_markers(s3_stack,
          "Expiration": {"ExpiredObjectDeleteMarker": True}}]})
     store = ObjectStore.from_settings(s3_stack.settings)
     try:
-        names = ObjectNames(store)
+        names = store.object_names()
         first = apply_lifecycle(names, day_s=1.0, batch=100, now=time.time() + 10)
         second = apply_lifecycle(names, day_s=1.0, batch=100, now=time.time() + 10)
     finally:

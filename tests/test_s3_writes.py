@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from app.s3 import checksums
 from pipeline.errors import NoSuchKey, PreconditionFailed
 from pipeline.metadata.model import DELETED, KIND_FILE
-from pipeline.namespace.objects import ObjectAttributes, ObjectNames, WriteCondition
+from pipeline.namespace.objects import ObjectAttributes, WriteCondition
 from tests.s3clients import aws_chunked, boto3_client, encode_chunks, sign
 from tests.stack import BIN, MiB, random_bytes
 
@@ -75,7 +75,7 @@ def race(s3_stack, s3_keys, n: int, write) -> list[tuple[int, object]]:
 
 @pytest.fixture
 def names(store):
-    n = ObjectNames(store)
+    n = store.object_names()
     n.create_bucket("t1", "photos")
     return n
 

@@ -6,7 +6,6 @@ import time
 
 from celery import shared_task
 
-from pipeline.namespace.objects import ObjectNames
 from workers import monitoring
 from config.logging import REQUEST_ID
 from workers.base import RETRYABLE, StoreTask
@@ -116,7 +115,7 @@ def sample(self) -> dict:
 def abort_abandoned_uploads(self) -> int:
     """Abort multipart uploads nobody touched for MINIS3_MULTIPART_ABANDON_S; their parts' chunks
     come back through GC."""
-    aborted = ObjectNames(self.store).abort_abandoned(self.store.settings.multipart_abandon_s)
+    aborted = self.store.object_names().abort_abandoned(self.store.settings.multipart_abandon_s)
     if aborted:
         log.info("aborted %d abandoned multipart upload(s)", aborted)
     return aborted
@@ -134,7 +133,7 @@ def lifecycle(self) -> dict:
     if not lock.acquire(blocking=False):
         return {"skipped": True}
     try:
-        return apply_lifecycle(ObjectNames(self.store), settings.lifecycle_day_s)
+        return apply_lifecycle(self.store.object_names(), settings.lifecycle_day_s)
     finally:
         try:
             lock.release()

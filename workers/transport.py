@@ -22,6 +22,8 @@ import kombu
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from config.pinned import refuse_untested
+
 TESTED = "kombu>=5.7,<5.8"
 CONNPARAMS = "kombu.transport.redis.Channel._connparams"
 CONNPARAMS_PARAMS = ("self", "asynchronous")
@@ -48,12 +50,8 @@ def incompatibilities(channel_class: type) -> list[str]:
 
 def check(channel_class: type = kombu_redis.Channel, version: str = kombu.__version__) -> None:
     """Raise ``UnsupportedKombu`` with one message listing every difference."""
-    problems = incompatibilities(channel_class)
-    if problems:
-        raise UnsupportedKombu(
-            f"minis3 cannot start: kombu {version} is not the tested {TESTED}, and what "
-            f"workers/transport.py overrides differs: " + "; ".join(problems)
-            + f". Install {TESTED} (pip install '{TESTED}').")
+    refuse_untested(incompatibilities(channel_class), UnsupportedKombu, "kombu", version, TESTED,
+                    "workers/transport.py overrides")
 
 
 class Channel(kombu_redis.Channel):

@@ -43,7 +43,6 @@ from config.settings import Settings
 from pipeline.access.credentials import S3Credentials
 from pipeline.cache import Generation, one_read_per_request
 from pipeline.errors import StoreError
-from pipeline.namespace.objects import ObjectNames
 from pipeline.store import ObjectStore
 from workers.wiring import build_store
 
@@ -233,7 +232,7 @@ def create_s3_app(settings: Settings | None = None, store: ObjectStore | None = 
     app.url_map.merge_slashes = False  # "/bucket//key" names the key "/key"
     store = build_store(settings, store=store, heal=enqueue is None)
     enqueue = enqueue or celery_enqueue(settings, store.redis)  # one-chunk objects: the small-file list
-    names = ObjectNames(store, enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
+    names = store.object_names(enqueue=lambda f: enqueue(f.id, None, small=f.chunk_count <= 1))
     credentials = S3Credentials(store.meta, settings.secret_key or load_or_create(settings.var_dir),
                                 Generation(store.redis))
     limits = S3RateLimit(settings.s3_rate_limit, settings.redis_url, settings.s3_failed_rate_limit)

@@ -488,11 +488,10 @@ def apply_lifecycle(names, day_s: float, batch: int = BATCH, now: float | None =
     and returns what it removed."""
     started = time.time()
     now = started if now is None else now
-    meta = names.meta
     runs: list[BucketRun] = []
     after = None
     while True:
-        page = meta.namespace.buckets_with_config(CONFIG, after, 500)
+        page = names.namespace.buckets_with_config(CONFIG, after, 500)
         for bucket_doc in page:
             runs.append(_apply_to_bucket(names, bucket_doc, now, day_s, batch))
         if len(page) < 500:
@@ -504,7 +503,7 @@ def apply_lifecycle(names, day_s: float, batch: int = BATCH, now: float | None =
                "completed": [run.bucket for run in runs if run.pass_complete][:EVENT_ENTRIES],
                "rules": entries[:EVENT_ENTRIES]}
     if runs:
-        meta.operations.record_event(EVENT, summary)
+        names.operations.record_event(EVENT, summary)
     if entries:
         log.info("lifecycle: %d object(s) expired, %d upload(s) aborted in %d bucket(s)", summary["expired"],
                  summary["aborted"], len(runs))
@@ -516,12 +515,11 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
     run = BucketRun(bucket)
     rules = [r for r in rules_from_mongo((bucket_doc.get("config") or {}).get(CONFIG)) if r.enabled]
     cursor = bucket_doc.get("lifecycleCursor") or {}
-    meta = names.meta
     if any(r.expires_current for r in rules):
         versioned = names.versioning(bucket) is not None
         after_key = cursor.get("key")
-        docs = meta.namespace.object_names(bucket + "/" + (after_key or ""), bucket + "0", batch,
-                                 low_inclusive=after_key is None)
+        docs = names.namespace.object_names(bucket + "/" + (after_key or ""), bucket + "0", batch,
+                                            low_inclusive=after_key is None)
         run.names_seen = len(docs)
         for doc in docs:
             rule = expiring_rule(rules, doc["key"], doc["size"], dict(doc.get("tags") or ()), doc["created"],
@@ -543,7 +541,7 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
             and run.pass_complete
     if any(r.abort_days is not None for r in rules):
         after_upload = cursor.get("upload")
-        uploads = meta.namespace.uploads_page(bucket, after_upload, batch)
+        uploads = names.namespace.uploads_page(bucket, after_upload, batch)
         for upload in uploads:
             rule = aborting_rule(rules, upload["key"], upload["created"], now, day_s)
             if rule is None:
@@ -552,7 +550,7 @@ def _apply_to_bucket(names, bucket_doc: dict, now: float, day_s: float, batch: i
                 run.aborted[rule.id] = run.aborted.get(rule.id, 0) + 1
         cursor["upload"] = None if len(uploads) < batch else uploads[-1]["_id"]
         run.pass_complete = run.pass_complete and len(uploads) < batch
-    meta.namespace.set_lifecycle_cursor(bucket, cursor)
+    names.namespace.set_lifecycle_cursor(bucket, cursor)
     return run
 
 

@@ -183,22 +183,37 @@ class UploadListing:
 
 @translate_backend_errors
 class ObjectNames:
-    """Buckets, names and multipart uploads over one ``ObjectStore``."""
+    """Buckets, names and multipart uploads over the files of one ``ObjectStore``."""
 
-    def __init__(self, store, enqueue: Callable[[FileDoc], None] | None = None):
-        """``enqueue(file)`` queues the ingest of a file that a completion or a copy composed from
-        files not yet ingested (their spooled chunks); without it that file is ingested here."""
-        self.store = store
-        self.meta = store.meta
+    def __init__(self, *, namespace, versions, files, operations, redis,
+                 receive: Callable[..., FileDoc], compose: Callable[..., FileDoc],
+                 read: Callable[..., Iterator[bytes]], discard: Callable[[str], None],
+                 discard_many: Callable[[list[str]], None], ensure_stored: Callable[[FileDoc], FileDoc],
+                 enqueue: Callable[[FileDoc], None] | None = None):
+        """Built by ``ObjectStore.object_names()`` from the parts it uses: the namespace, version and
+        file repositories, the operations repository (where lifecycle runs record their events), Redis
+        (the bucket cache's generation), and the store's file operations (receive, compose, read and
+        discard a file; ``ensure_stored`` ingests one now). ``enqueue(file)`` queues the ingest of a
+        file that a completion or a copy composed from files not yet ingested (their spooled chunks);
+        without it that file is ingested here."""
+        self.namespace = namespace
+        self.files = files
+        self.operations = operations
+        self._receive = receive
+        self._compose = compose
+        self._read = read
+        self._discard = discard
+        self._discard_many = discard_many
+        self._ensure_stored = ensure_stored
         self.enqueue = enqueue
         # bucket -> its document, read on every call: cached until a bucket is deleted anywhere
-        self._buckets = GenerationCache(Generation(store.redis))
-        self.versions = ObjectVersions(self.meta, store)
+        self._buckets = GenerationCache(Generation(redis))
+        self.versions = ObjectVersions(namespace, versions, discard)
 
     def _ingest_later(self, f: FileDoc) -> None:
         if f.status == QUEUED:
             if self.enqueue is None:
-                self.store.ensure_stored(f)
+                self._ensure_stored(f)
             else:
                 self.enqueue(f)
 
@@ -209,9 +224,9 @@ class ObjectNames:
         doc = {"_id": valid_bucket_name(name), "tenant": tenant, "created": time.time(), "location": location}
         existing = None
         for _ in range(3):  # a bucket deleted between our insert and our read: insert again
-            if self.meta.namespace.insert_bucket(doc):
+            if self.namespace.insert_bucket(doc):
                 return Bucket.from_mongo(doc), True
-            existing = self.meta.namespace.get_bucket(name)
+            existing = self.namespace.get_bucket(name)
             if existing is not None:
                 break
         if existing is None:
@@ -222,13 +237,13 @@ class ObjectNames:
 
     def find_bucket(self, name: str) -> Bucket:
         """A bucket whoever owns it (the permission check reads its owner); NoSuchBucket when there is none."""
-        doc = self._buckets.get(name, lambda: self.meta.namespace.get_bucket(name))
+        doc = self._buckets.get(name, lambda: self.namespace.get_bucket(name))
         if doc is None:
             raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
         return Bucket.from_mongo(doc)
 
     def bucket(self, tenant: str, name: str) -> Bucket:
-        doc = self._buckets.get(name, lambda: self.meta.namespace.get_bucket(name))
+        doc = self._buckets.get(name, lambda: self.namespace.get_bucket(name))
         if doc is None:
             raise NoSuchBucket(f"no bucket named {name!r}", bucket=name)
         if doc["tenant"] != tenant:
@@ -240,17 +255,17 @@ class ObjectNames:
         """The tenant's buckets by name; ``locations`` keeps those whose LocationConstraint is one of
         them ("" is the default region's)."""
         if not prefix and after is None and locations is None and limit is None:
-            return [Bucket.from_mongo(d) for d in self.meta.namespace.list_buckets(tenant)]
+            return [Bucket.from_mongo(d) for d in self.namespace.list_buckets(tenant)]
         return [Bucket.from_mongo(d) for d in
-                self.meta.namespace.list_buckets_page(tenant, prefix, after, locations, limit or 10_000)]
+                self.namespace.list_buckets_page(tenant, prefix, after, locations, limit or 10_000)]
 
     def delete_bucket(self, tenant: str, name: str) -> None:
         self.bucket(tenant, name)
-        if self.meta.namespace.bucket_has_objects(name) or self.versions.versions.bucket_has_versions(name):
+        if self.namespace.bucket_has_objects(name) or self.versions.versions.bucket_has_versions(name):
             raise BucketNotEmpty(f"the bucket {name!r} is not empty", bucket=name)
-        for upload in self.meta.namespace.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
+        for upload in self.namespace.list_uploads(name, "", None, 10_000):  # in-progress uploads go with it
             self._drop_upload(Upload.from_mongo(upload))
-        self.meta.namespace.delete_bucket(name)
+        self.namespace.delete_bucket(name)
         self._buckets.generation.bump()
 
     # --- bucket configurations: one document per sub-resource (cors, tagging...) -------------
@@ -263,18 +278,18 @@ class ObjectNames:
     def applied_bucket_config(self, bucket: str, name: str) -> dict | None:
         """A configuration S3 applies to every request, whoever sends it (CORS); None when the
         bucket or the configuration does not exist."""
-        doc = self._buckets.get(bucket, lambda: self.meta.namespace.get_bucket(bucket))
+        doc = self._buckets.get(bucket, lambda: self.namespace.get_bucket(bucket))
         return ((doc or {}).get("config") or {}).get(name)
 
     def put_bucket_config(self, tenant: str, bucket: str, name: str, value: dict) -> None:
         self.bucket(tenant, bucket)
-        if not self.meta.namespace.set_bucket_config(bucket, tenant, name, value):
+        if not self.namespace.set_bucket_config(bucket, tenant, name, value):
             raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)  # deleted meanwhile
         self._buckets.generation.bump()  # cached bucket documents carry the configurations
 
     def delete_bucket_config(self, tenant: str, bucket: str, name: str) -> None:
         self.bucket(tenant, bucket)
-        if not self.meta.namespace.unset_bucket_config(bucket, tenant, name):
+        if not self.namespace.unset_bucket_config(bucket, tenant, name):
             raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
         self._buckets.generation.bump()
 
@@ -366,7 +381,7 @@ class ObjectNames:
     def _current_version_id(self, nid: str, key: str) -> str:
         """The version id of a versioned key's current object; NoSuchKey (with the delete marker's
         headers when one is latest) when it has none."""
-        current = self.meta.namespace.get_object_name(nid)
+        current = self.namespace.get_object_name(nid)
         if current is None:
             self.versions.missing(nid, key)
         return current["versionId"]
@@ -414,7 +429,7 @@ class ObjectNames:
         self.bucket(tenant, bucket)
         valid_key(key)
         self.check_write(bucket, key, condition)
-        f = self.store.receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
+        f = self._receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
                                md5=True, sha256=False, extra={"bucket": bucket, "key": key}, size_hint=size_hint)
         info = self.bind(f, bucket, key, f.md5, attrs, condition=condition)
         return info, f
@@ -424,7 +439,7 @@ class ObjectNames:
         If-Match on a missing key, PreconditionFailed otherwise. ``bind`` decides races."""
         if not condition:
             return
-        doc = self.meta.namespace.get_object_name(name_id(bucket, key))
+        doc = self.namespace.get_object_name(name_id(bucket, key))
         if condition.if_match is not None:
             if doc is None:
                 raise NoSuchKey("no such key (If-Match)", key=key)
@@ -440,7 +455,7 @@ class ObjectNames:
         """Give a file uploaded through /api a name (it must carry its MD5)."""
         self.bucket(tenant, bucket)
         valid_key(key)
-        self.meta.files.set_file_name(f.id, bucket, key)
+        self.files.set_file_name(f.id, bucket, key)
         return self.bind(f, bucket, key, f.md5, ObjectAttributes(content_type=content_type))
 
     def bind(self, f: FileDoc, bucket: str, key: str, etag: str, attrs: ObjectAttributes,
@@ -460,7 +475,7 @@ class ObjectNames:
                 doc["retention"] = default.retention_from(doc["created"]).to_mongo()
         condition = condition or WriteCondition(if_none_match=if_none_match)
         if condition.if_match is not None and condition.if_none_match:  # contradictory: fails either way
-            self.store.discard(f.id)
+            self._discard(f.id)
             self.check_write(bucket, key, condition)
             raise NoSuchKey("no such key (If-Match)", key=key)
         status = self.versioning(bucket)
@@ -473,7 +488,7 @@ class ObjectNames:
                 raise
             finally:
                 for file_id in freed:  # a replaced null version's file: no version names it any more
-                    self.store.discard(file_id)
+                    self._discard(file_id)
             return info
         return self._bind_name(f, doc, key, condition, keep_previous=False)
 
@@ -485,18 +500,18 @@ class ObjectNames:
                 etags = [e for e in etags if e not in condition.none_match]
             elif condition.none_match:
                 return self._bind_name_unless(f, doc, key, condition.none_match, keep_previous)
-            previous = self.meta.namespace.replace_object_name_if(doc, etags)
+            previous = self.namespace.replace_object_name_if(doc, etags)
             if previous is None:
-                self.store.discard(f.id)
-                if self.meta.namespace.get_object_name(doc["_id"]) is None:
+                self._discard(f.id)
+                if self.namespace.get_object_name(doc["_id"]) is None:
                     raise NoSuchKey("no such key (If-Match)", key=key)
                 raise PreconditionFailed("the object's ETag does not match If-Match", key=key)
             if previous["file"] != f.id and not keep_previous:
-                self.store.discard(previous["file"])
+                self._discard(previous["file"])
             return ObjectInfo.from_mongo(doc)
         if condition.if_none_match:
-            if not self.meta.namespace.insert_object_name(doc):
-                self.store.discard(f.id)
+            if not self.namespace.insert_object_name(doc):
+                self._discard(f.id)
                 raise PreconditionFailed("an object with this key exists (If-None-Match: *)")
             return ObjectInfo.from_mongo(doc)
         if condition.none_match:
@@ -504,9 +519,9 @@ class ObjectNames:
         if keep_previous:  # a version: current only if no newer version is
             self.versions.versions.name_if_newer(doc)
             return ObjectInfo.from_mongo(doc)
-        previous = self.meta.namespace.put_object_name(doc)
+        previous = self.namespace.put_object_name(doc)
         if previous is not None and previous["file"] != f.id:
-            self.store.discard(previous["file"])
+            self._discard(previous["file"])
         return ObjectInfo.from_mongo(doc)
 
     def _bind_name_unless(self, f: FileDoc, doc: dict, key: str, etags: tuple[str, ...], keep_previous: bool,
@@ -516,21 +531,21 @@ class ObjectNames:
         to each write), retried when another write won meanwhile: of racing writes each decides
         against the object it replaces."""
         for _ in range(CONDITIONAL_WRITE_TRIES):
-            current = self.meta.namespace.get_object_name(doc["_id"])
+            current = self.namespace.get_object_name(doc["_id"])
             if current is None and must_exist:
-                self.store.discard(f.id)
+                self._discard(f.id)
                 raise NoSuchKey("no such key (If-Match)", key=key)
             if current is not None and current["etag"] in etags:
-                self.store.discard(f.id)
+                self._discard(f.id)
                 raise PreconditionFailed("the object's ETag matches If-None-Match", key=key)
             if current is None:
-                if self.meta.namespace.insert_object_name(doc):
+                if self.namespace.insert_object_name(doc):
                     return ObjectInfo.from_mongo(doc)
-            elif self.meta.namespace.replace_object_name_if_file(doc, current["file"]) is not None:
+            elif self.namespace.replace_object_name_if_file(doc, current["file"]) is not None:
                 if current["file"] != f.id and not keep_previous:
-                    self.store.discard(current["file"])
+                    self._discard(current["file"])
                 return ObjectInfo.from_mongo(doc)
-        self.store.discard(f.id)
+        self._discard(f.id)
         raise PreconditionFailed("the object kept changing while a conditional write was made", key=key)
 
     def bind_many(self, f: FileDoc, bucket: str, keys: Iterable[str], etag: str, attrs: ObjectAttributes,
@@ -544,9 +559,9 @@ class ObjectNames:
                          "etag": etag, "created": time.time(), "partSizes": None, "uploadId": None,
                          **attrs.to_mongo()})
             if len(docs) >= batch:
-                made += self.meta.namespace.insert_object_names(docs)
+                made += self.namespace.insert_object_names(docs)
                 docs = []
-        return made + (self.meta.namespace.insert_object_names(docs) if docs else 0)
+        return made + (self.namespace.insert_object_names(docs) if docs else 0)
 
     def head(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         """The current object, or one version of it (``null`` names the object of a bucket never versioned)."""
@@ -554,7 +569,7 @@ class ObjectNames:
         nid = name_id(bucket, key)
         if version_id is not None and (version_id != "null" or self.versioning(bucket) is not None):
             return ObjectInfo.from_mongo(self.versions.get(nid, key, version_id))
-        doc = self.meta.namespace.get_object_name(nid)
+        doc = self.namespace.get_object_name(nid)
         if doc is None:
             if self.versioning(bucket) is not None:
                 self.versions.missing(nid, key)
@@ -562,21 +577,21 @@ class ObjectNames:
         return ObjectInfo.from_mongo(doc)
 
     def file_of(self, info: ObjectInfo) -> FileDoc:
-        f = self.meta.files.get_file(info.file_id)
+        f = self.files.get_file(info.file_id)
         if f is None or not f.readable:
             raise NotReady(f"the object's content is {f.status if f else 'missing'}")
         return f
 
     def read(self, info: ObjectInfo, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        return self.store.read(self.file_of(info), start, stop)
+        return self._read(self.file_of(info), start, stop)
 
     def delete(self, tenant: str, bucket: str, key: str) -> bool:
         """Remove a name and delete its file; a missing key is not an error (S3 answers 204)."""
         self.bucket(tenant, bucket)
-        previous = self.meta.namespace.delete_object_name(name_id(bucket, key))
+        previous = self.namespace.delete_object_name(name_id(bucket, key))
         if previous is None:
             return False
-        self.store.discard(previous["file"])
+        self._discard(previous["file"])
         return True
 
     def copy(self, tenant: str, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
@@ -599,7 +614,7 @@ class ObjectNames:
                                      [list(t) for t in src.tags] or None)
         attrs.acl = acl
         attrs.retention, attrs.legal_hold = retention, legal_hold  # the request's, never the source's
-        f = self.store.compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
+        f = self._compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
                                src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
                          part_checksums=src.part_checksums)
@@ -630,7 +645,7 @@ class ObjectNames:
         batch = min(max_keys + 1, LIST_BATCH)
         while True:
             want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, LIST_BATCH) if not delimiter else batch
-            docs = self.meta.namespace.object_names(low, high, want, low_inclusive=inclusive)
+            docs = self.namespace.object_names(low, high, want, low_inclusive=inclusive)
             skip_to, listed = None, 0  # skip_to: the end of the group being rolled up
             for doc in docs:
                 if skip_to is not None and doc["_id"] < skip_to:
@@ -669,12 +684,12 @@ class ObjectNames:
                "created": now, "updated": now, "attrs": attrs.to_mongo()}
         if checksum_algorithm:
             doc.update(checksumAlgorithm=checksum_algorithm, checksumType=checksum_type)
-        self.meta.namespace.insert_upload(doc)
+        self.namespace.insert_upload(doc)
         return Upload.from_mongo(doc)
 
     def upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> Upload:
         self.bucket(tenant, bucket)
-        doc = self.meta.namespace.get_upload(upload_id)
+        doc = self.namespace.get_upload(upload_id)
         if doc is None or doc["bucket"] != bucket or doc["key"] != key:
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload_id)
         return Upload.from_mongo(doc)
@@ -687,7 +702,7 @@ class ObjectNames:
         ends (a trailer checksum). Parts are not queued: the completion ingests them once, as the
         object (a part left longer than the stuck-file sweep's delay is ingested on its own)."""
         upload = self.upload(tenant, bucket, key, upload_id)
-        f = self.store.receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
+        f = self._receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
                                request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
                                extra={"upload": upload.upload_id, "partNumber": number})
         return self.record_part(upload, number, f, f.md5, checksum, finished=time.time()), f
@@ -703,18 +718,18 @@ class ObjectNames:
                "checksum": checksum or None}
         # the upload is alive (not aborted or completed while the part arrived) and stamped active;
         # a completion or abort that races past this finds the part (or its file, for the sweep)
-        if not self.meta.namespace.touch_upload(upload.upload_id):
-            self.store.discard(f.id)
+        if not self.namespace.touch_upload(upload.upload_id):
+            self._discard(f.id)
             raise NoSuchUpload("the specified multipart upload does not exist", uploadId=upload.upload_id)
-        recorded, other = self.meta.namespace.put_part_if_newer(doc)
+        recorded, other = self.namespace.put_part_if_newer(doc)
         if not recorded:
-            self.store.discard(f.id)
+            self._discard(f.id)
         elif other is not None and other["file"] != f.id:
-            self.store.discard(other["file"])
+            self._discard(other["file"])
         return Part.from_mongo(doc)
 
     def parts(self, upload: Upload, after_number: int = 0, limit: int = MAX_PART_NUMBER) -> list[Part]:
-        return [Part.from_mongo(d) for d in self.meta.namespace.list_parts(upload.upload_id, after_number, limit)]
+        return [Part.from_mongo(d) for d in self.namespace.list_parts(upload.upload_id, after_number, limit)]
 
     def list_uploads(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
                      key_marker: str | None = None, upload_id_marker: str | None = None,
@@ -737,7 +752,7 @@ class ObjectNames:
                 low = max(low, prefix_end(group))
             elif key_marker >= low:
                 low, inclusive = key_marker, False
-                marker = self.meta.namespace.get_upload(upload_id_marker) if upload_id_marker else None
+                marker = self.namespace.get_upload(upload_id_marker) if upload_id_marker else None
                 if marker is not None and marker["bucket"] == bucket and marker["key"] == key_marker \
                         and key_marker.startswith(prefix):
                     cursor = (key_marker, marker["created"], marker["_id"])
@@ -746,9 +761,9 @@ class ObjectNames:
             want = min(max_uploads - len(out.uploads) - len(out.prefixes) + 1, batch)
             from_cursor = cursor
             if cursor is not None:
-                docs = self.meta.namespace.uploads_of_key_after(bucket, *cursor, limit=want)
+                docs = self.namespace.uploads_of_key_after(bucket, *cursor, limit=want)
             else:
-                docs = self.meta.namespace.upload_range(bucket, low, high, want, low_inclusive=inclusive)
+                docs = self.namespace.upload_range(bucket, low, high, want, low_inclusive=inclusive)
             for doc in docs:
                 if len(out.uploads) + len(out.prefixes) >= max_uploads:
                     out.truncated = True
@@ -776,9 +791,9 @@ class ObjectNames:
 
     def _drop_upload(self, upload: Upload) -> None:
         """The upload record first (no part can be added after), then its parts' files."""
-        self.meta.namespace.delete_upload(upload.upload_id)
-        self.store.discard_many([part.file_id for part in self.parts(upload)])
-        self.meta.namespace.delete_parts(upload.upload_id)
+        self.namespace.delete_upload(upload.upload_id)
+        self._discard_many([part.file_id for part in self.parts(upload)])
+        self.namespace.delete_parts(upload.upload_id)
 
     def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
                  requested: list[tuple[int, str]], condition: WriteCondition | None = None,
@@ -790,7 +805,7 @@ class ObjectNames:
         try:
             upload = self.upload(tenant, bucket, key, upload_id)
         except NoSuchUpload:
-            done = self.meta.namespace.get_object_name(name_id(bucket, key))  # a repeated completion
+            done = self.namespace.get_object_name(name_id(bucket, key))  # a repeated completion
             if done is not None and done.get("uploadId") == upload_id:
                 return ObjectInfo.from_mongo(done)
             raise
@@ -818,7 +833,7 @@ class ObjectNames:
                                      f"at least {MIN_PART_SIZE}", partNumber=part.number)
         digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
         etag = f"{digest}-{len(chosen)}"
-        found = self.meta.files.get_files(part.file_id for part in chosen)
+        found = self.files.get_files(part.file_id for part in chosen)
         files = []
         for part in chosen:
             f = found.get(part.file_id)
@@ -831,7 +846,7 @@ class ObjectNames:
                                  upload.attributes.get("headers") or {}, checksum, upload.attributes.get("tags"),
                                  upload.attributes.get("acl"), upload.attributes.get("retention"),
                                  upload.attributes.get("legalHold"))
-        f = self.store.compose(tenant, file_name(key), attrs.content_type, files, None, etag,
+        f = self._compose(tenant, file_name(key), attrs.content_type, files, None, etag,
                                extra={"bucket": bucket, "key": key})
         info = self.bind(f, bucket, key, etag, attrs, part_sizes=[p.size for p in chosen], upload_id=upload_id,
                          condition=condition, part_checksums=part_checksums if any(part_checksums) else None)
@@ -844,13 +859,13 @@ class ObjectNames:
         gone (a completion or abort that stopped half-way); returns how many uploads were aborted."""
         now = time.time() if now is None else now
         aborted = 0
-        for doc in self.meta.namespace.abandoned_uploads(now - older_than_s):
+        for doc in self.namespace.abandoned_uploads(now - older_than_s):
             self._drop_upload(Upload.from_mongo(doc))
             aborted += 1
-        for file_id, upload_id in self.meta.namespace.part_files(created_before=now - 3600):
-            if self.meta.namespace.get_upload(upload_id) is None:
-                self.store.discard(file_id)
-                self.meta.namespace.delete_parts(upload_id)
+        for file_id, upload_id in self.namespace.part_files(created_before=now - 3600):
+            if self.namespace.get_upload(upload_id) is None:
+                self._discard(file_id)
+                self.namespace.delete_parts(upload_id)
         return aborted
 
     # --- object tags and lifecycle ----------------------------------------------------------
@@ -877,7 +892,7 @@ class ObjectNames:
             return ObjectInfo.from_mongo(self.versions.set_attribute(nid, key, version_id, field, value))
         if version_id not in (None, "null"):
             self.versions.get(name_id(bucket, key), key, version_id)
-        if not self.meta.namespace.set_object_attribute(name_id(bucket, key), field, value):
+        if not self.namespace.set_object_attribute(name_id(bucket, key), field, value):
             raise NoSuchKey("no such key", key=key)
         return self.head(tenant, bucket, key)
 
@@ -895,15 +910,15 @@ class ObjectNames:
         self.bucket(tenant, bucket)
         status = self.versioning(bucket)
         if status is not None:  # S3's Expiration of a current version in a versioned bucket: a delete marker
-            current = self.meta.namespace.get_object_name(name_id(bucket, key))
+            current = self.namespace.get_object_name(name_id(bucket, key))
             if current is None or current["file"] != file_id:
                 return False
             self.versions.delete_current(status, name_id(bucket, key), bucket, key)
             return True
-        previous = self.meta.namespace.delete_object_name(name_id(bucket, key), file_id)
+        previous = self.namespace.delete_object_name(name_id(bucket, key), file_id)
         if previous is None:
             return False
-        self.store.discard(previous["file"])
+        self._discard(previous["file"])
         return True
 
     def abort_if_present(self, tenant: str, bucket: str, key: str, upload_id: str) -> bool:

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from pipeline.errors import (DeleteMarkerFound, IllegalVersioningState, InvalidVersionId, NoSuchKey,
                              NoSuchVersion, ObjectLocked)
@@ -78,10 +79,10 @@ class VersionListing:
 class ObjectVersions:
     """The version stacks of names; used by ``ObjectNames`` for buckets that were ever versioned."""
 
-    def __init__(self, meta, store):
-        self.names = meta.namespace  # the objects collection
-        self.versions: VersionStore = meta.versions
-        self.store = store  # ObjectStore: discards files
+    def __init__(self, namespace, versions: VersionStore, discard: Callable[[str], None]):
+        self.names = namespace  # the objects collection
+        self.versions: VersionStore = versions
+        self.discard = discard  # ObjectStore.discard: deletes a file no name points at
 
     # --- bucket state --------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class ObjectVersions:
                               "versionId": vid, "marker": True, "created": time.time(), "order": order})
         self.versions.unname_if_older(name_id, order)
         if freed:
-            self.store.discard(freed)
+            self.discard(freed)
         return Removed(vid, True)
 
     def find(self, name_id: str, version_id: str) -> dict | None:
@@ -174,7 +175,7 @@ class ObjectVersions:
             elif current is None or current["file"] != latest["file"]:
                 self.names.put_object_name({k: v for k, v in latest.items() if k != "_id"} | {"_id": name_id})
         if doc.get("file"):
-            self.store.discard(doc["file"])
+            self.discard(doc["file"])
         return Removed(doc["versionId"], bool(doc.get("marker")))
 
     def get(self, name_id: str, key: str, version_id: str) -> dict:
