@@ -105,7 +105,7 @@ class ObjectStore:
             if pending:
                 self.spool.create(file_id)
             # the sources' first pages in one query (all of most parts' manifest), the rest by file
-            firsts = self.meta.files.first_manifest_pages(src.id for src in sources)
+            firsts = self.meta.files.first_manifest_pages(sources)
             for src in sources:
                 for page in self.meta.files.manifest_pages(src.id, src.chunk_count, firsts.get(src.id)):
                     for index, _, h, x, n in page.sized(src.chunk_size, src.size).entries():

@@ -131,6 +131,35 @@ def test_gc_never_takes_a_chunk_a_live_file_references(store, settings):
     assert read_all(store, store.get_readable("t1", f.id)) == data
 
 
+def test_a_short_manifest_kept_in_its_files_document_keeps_its_chunks_until_the_file_is_deleted(store, settings):
+    """A small file's manifest lives in its file's document: GC finds its chunks named there, a
+    delete takes the manifest out of the document, and then GC frees them."""
+    data = random_bytes(2 * CHUNK + 5, 31)
+    f = put(store, data)
+    doc = store.meta.db.files.find_one({"_id": ObjectId(f.id)})
+    assert doc["manifest"]["hashes"] == [hashlib.sha256(data[i:i + CHUNK]).hexdigest() for i in (0, CHUNK, 2 * CHUNK)]
+    assert store.meta.db.manifests.count_documents({"file": f.id}) == 0
+    store.meta.db.chunks.update_many({}, {"$set": {"lastRef": 0.0}})  # as old as can be
+    report = gc_after_grace(store)
+    assert report["chunks"] == 0 and report["still_referenced"] == 3
+    assert read_all(store, store.get_readable("t1", f.id)) == data
+    assert store.fsck().run().clean
+    store.delete("t1", f.id)
+    assert "manifest" not in store.meta.db.files.find_one({"_id": ObjectId(f.id)})
+    assert gc_after_grace(store)["chunks"] == 3 and names_on_nodes(settings) == set()
+
+
+def test_a_delete_interrupted_before_its_manifest_left_the_document_is_finished_by_the_spool_sweep(store,
+                                                                                                 settings):
+    data = random_bytes(CHUNK, 32)
+    f = put(store, data)
+    assert store.meta.files.mark_deleted(f.id, "t1")  # the process died here, before the release
+    store.meta.db.chunks.update_many({}, {"$set": {"lastRef": 0.0}})
+    assert gc_after_grace(store)["chunks"] == 0  # still named by the deleted file's document
+    assert store.garbage_collector().release_stale_manifests() == [f.id]
+    assert gc_after_grace(store)["chunks"] == 1 and names_on_nodes(settings) == set()
+
+
 def test_gc_twice_is_the_same_as_once(store, settings):
     keep = put(store, random_bytes(3 * CHUNK, 40))
     gone = put(store, random_bytes(3 * CHUNK, 41))

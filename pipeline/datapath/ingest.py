@@ -85,7 +85,7 @@ class Ingestor:
         report = IngestReport(file_id, doc.status, chunks=doc.chunk_count)
         done = 0
         try:
-            for page in self.meta.files.manifest_pages(doc.id, doc.chunk_count):
+            for page in self.meta.files.manifest_pages(doc.id, doc.chunk_count, doc.first_page):
                 self._ingest_page(doc, page.sized(doc.chunk_size, doc.size), report)
                 done = page.end_index
                 if done < doc.chunk_count:  # mark_stored sets the last page's progress
@@ -141,7 +141,7 @@ class Ingestor:
         started = time.monotonic()
         ids = list(dict.fromkeys(file_ids))
         docs = self.meta.files.start_processing_many(ids)
-        pages = self.meta.files.first_manifest_pages(i for i in ids if i in docs)
+        pages = self.meta.files.first_manifest_pages(docs[i] for i in ids if i in docs)
         together = [docs[i] for i in ids if i in pages and 0 < docs[i].chunk_count <= pages[i].end_index]
         if not together:
             return {}, ids

@@ -55,7 +55,7 @@ def _page_holding(meta: Metadata, file_id: str, offset: int) -> int:
 def iter_pages_from(meta: Metadata, f: FileDoc, start: int) -> Iterator[ManifestPage]:
     """The file's manifest pages from the one holding byte ``start``, with their sizes."""
     number = 0
-    first = _page(meta, f.id, 0)
+    first = f.first_page or _page(meta, f.id, 0)
     if first is not None and first.end_index < f.chunk_count:
         number = _page_holding(meta, f.id, start)
     while True:

@@ -2,7 +2,7 @@
 pages (``ManifestPage``), and the states of a chunk document. No query lives here."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from bson import ObjectId
@@ -47,6 +47,8 @@ class FileDoc:
     bucket: str | None = None
     key: str | None = None
     error_code: str | None = None  # the domain error's code (pipeline.errors) of a failed file, when known
+    # the manifest, when the document holds it (one short page: pipeline.metadata.files)
+    first_page: "ManifestPage | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_mongo(cls, doc: dict) -> "FileDoc":
@@ -58,6 +60,7 @@ class FileDoc:
             updated=doc.get("updated", doc["created"]), chunks_done=doc.get("chunksDone", 0),
             md5=doc.get("md5"), kind=doc.get("kind", KIND_FILE), bucket=doc.get("bucket"), key=doc.get("key"),
             error_code=doc.get("errorCode"),
+            first_page=ManifestPage.from_mongo(doc["manifest"]) if doc.get("manifest") else None,
         )
 
     @property

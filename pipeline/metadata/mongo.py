@@ -46,6 +46,7 @@ def ensure_indexes(db: Database) -> None:
     files.create_index([("tenant", 1), ("created", -1)])
     files.create_index([("tenant", 1), ("sha256", 1)])
     files.create_index([("status", 1), ("updated", 1)])
+    files.create_index("manifest.hashes")  # a short manifest kept in its file's document
     manifests.create_index([("file", 1), ("page", 1)])
     manifests.create_index([("file", 1), ("first", 1)])
     manifests.create_index([("file", 1), ("offset", 1)])
