@@ -294,8 +294,10 @@ class Ingestor:
         batch = SyncBatch() if SyncBatch.available else None
         try:
             coded = any(layout(d) != (1, 0) for d in to_write.values())
-            outcomes = _placer().map(place, to_write.items()) if coded and len(to_write) > 1 \
-                else map(place, to_write.items())
+            # threads pay off while encoding and writing release the GIL for long; for small chunks
+            # their hand-offs cost more than the work (a futex storm: 300 a 4 KiB file)
+            threaded = coded and len(to_write) > 1 and sum(d["size"] for d in to_write.values()) >= THREADED_BYTES
+            outcomes = _placer().map(place, to_write.items()) if threaded else map(place, to_write.items())
             for (h, d), (outcome, placed) in zip(to_write.items(), outcomes):
                 if outcome == "placed":
                     written.append(h)
@@ -326,7 +328,7 @@ class Ingestor:
                 dirs.add(self.spool.held_root)
             if batch is not None:
                 batch.commit()
-            elif coded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
+            elif threaded and len(dirs) > 1:  # one directory per fragment: their fsyncs overlap too
                 list(_placer().map(fsync_dir, dirs))
             else:
                 for d in dirs:
@@ -356,6 +358,7 @@ class Ingestor:
 
 _placers: dict[int, ThreadPoolExecutor] = {}
 PLACE_THREADS = 8
+THREADED_BYTES = 4 << 20  # chunks placed by several threads at once when they hold this much in all
 
 
 def _placer() -> ThreadPoolExecutor:

@@ -333,13 +333,13 @@ class ChunkStore:
             if batch is not None:
                 self.watch(batch, node)
             try:
-                fd, direct = self._create(node, tmp)
+                fd, direct = self._create(node, tmp, len(data) >= _ALIGN)
             except FileNotFoundError:
                 try:
                     tmpdir.mkdir(exist_ok=True)
                 except FileNotFoundError:
                     raise self._down(node) from None
-                fd, direct = self._create(node, tmp)
+                fd, direct = self._create(node, tmp, len(data) >= _ALIGN)
             try:
                 if direct:
                     _write_direct(fd, data)
@@ -367,11 +367,13 @@ class ChunkStore:
             raise
         return parent
 
-    def _create(self, node: str, tmp: Path) -> tuple[int, bool]:
+    def _create(self, node: str, tmp: Path, direct: bool = True) -> tuple[int, bool]:
         """(descriptor, written with O_DIRECT) of a new temporary file. O_DIRECT where the node's
-        filesystem takes it, buffered writes where it refuses (tmpfs): see ``_write_direct``."""
+        filesystem takes it, buffered writes where it refuses (tmpfs): see ``_write_direct``; and
+        for a fragment shorter than one block (``direct`` False), which would be written through
+        the page cache anyway."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        if self._direct.get(node, True) and _O_DIRECT:
+        if direct and self._direct.get(node, True) and _O_DIRECT:
             try:
                 return os.open(tmp, flags | _O_DIRECT, 0o644), True
             except OSError as exc:
