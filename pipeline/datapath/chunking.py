@@ -197,7 +197,8 @@ class ChunkingWriter:
 
     def _end_chunk(self) -> None:
         self._fh.flush()
-        start_writeback(self._fh.fileno())
+        if self._waves is None:  # a small body's wave syncs it soon anyway
+            start_writeback(self._fh.fileno())
         self._fh.close()
         self._fh = None
         self._chunk_hasher.put((self._index, self._fill))
