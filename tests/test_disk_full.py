@@ -39,41 +39,28 @@ def everything_in(store) -> tuple[set, set, list]:
 
 
 class FullAfter:
-    """An ``open`` for the spool writer whose files take ``budget`` bytes in total, then ENOSPC."""
+    """The spool writer's ``write_new_file`` with ``budget`` bytes of room in all: the write that
+    does not fit leaves what fits on disk, then fails with ENOSPC, as a full disk does."""
 
     def __init__(self, budget: int):
         self.left = budget
+        self.real = chunking.write_new_file
 
-    def __call__(self, path, mode="r", *args, **kwargs):
-        real = open(path, mode, *args, **kwargs)
-        if "w" not in mode:
-            return real
-        outer = self
-
-        class Limited(io.RawIOBase):
-            def write(self, data):
-                if len(data) > outer.left:
-                    real.write(bytes(data[:outer.left]))
-                    outer.left = 0
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-                outer.left -= len(data)
-                return real.write(data)
-
-            def fileno(self):
-                return real.fileno()
-
-            def close(self):
-                real.close()
-                super().close()
-
-        return Limited()
+    def __call__(self, path, pieces, size):
+        if size > self.left:
+            fits = b"".join(bytes(p) for p in pieces)[:self.left]
+            self.real(path, [fits], len(fits))
+            self.left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.left -= size
+        return self.real(path, pieces, size)
 
 
 def test_spool_full_is_507_and_leaves_nothing_while_other_uploads_work(client, store, monkeypatch):
     before_data = random_bytes(3 * CHUNK + 5, 31)
     before = upload(client, before_data).get_json()["fileId"]
     snapshot = everything_in(store)
-    monkeypatch.setattr(chunking, "open", FullAfter(2 * CHUNK + 100), raising=False)
+    monkeypatch.setattr(chunking, "write_new_file", FullAfter(2 * CHUNK + 100))
     r = upload(client, random_bytes(6 * CHUNK, 32))
     assert r.status_code == 507
     assert r.get_json()["success"] is False and r.get_json()["error"]["code"] == "insufficient_storage"

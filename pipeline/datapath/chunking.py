@@ -1,7 +1,8 @@
 """Cut a byte stream into fixed-size chunks on the spool, hashing beside the network read.
 
-The caller's thread only writes bytes to the spool and starts each chunk's writeback when it
-is complete. Two hashing threads take the same bytes from bounded queues: one keeps the whole
+The caller's thread only gathers each chunk's bytes and writes its spool file at once when the
+chunk is complete (with O_DIRECT where the spool's filesystem takes it: no page-cache page per
+byte written, which on this VM cost the web process more kernel CPU than anything else it did). Two hashing threads take the same bytes from bounded queues: one keeps the whole
 file's SHA-256, the other each chunk's SHA-256 and xxh3-128 (the fast checksum verified on
 every read). ``finish`` waits until every chunk is durable.
 hashlib releases the GIL on large buffers, so both hashes run beside the read on another core.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ from typing import Callable
 
 import xxhash
 
-from pipeline.storage.chunkstore import SyncWaves, datasync_file, fsync_dir, raise_if_full
+from pipeline.storage.chunkstore import SyncWaves, datasync_file, fsync_dir, raise_if_full, write_new_file
 
 _END = object()
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
@@ -39,6 +41,15 @@ def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages now, without waiting."""
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def start_writeback_of(path: Path) -> None:
+    if _sync_file_range is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            start_writeback(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ class ChunkingWriter:
         self.size = 0
         self._index = 0
         self._fill = 0
-        self._fh = None
+        self._pieces: list[bytes | memoryview] = []  # the current chunk's bytes, written when it is complete
         inline = size_hint is not None and size_hint <= self.one_chunk_limit(chunk_size)
         self._waves = waves if inline else None
         self._ticket = self._waves.ticket() if self._waves is not None else 0
@@ -171,8 +182,6 @@ class ChunkingWriter:
         offset, end = 0, len(data)
         try:
             while offset < end:
-                if self._fh is None:
-                    self._fh = open(self.chunk_path(self._index), "wb")
                 take = min(end - offset, self.chunk_size - self._fill)
                 self._append(data if take == end else data[offset:offset + take])
                 offset += take
@@ -183,10 +192,8 @@ class ChunkingWriter:
             raise
 
     def _append(self, piece: bytes | memoryview) -> None:
-        """Bytes of the current chunk: to its spool file and to every hashing thread."""
-        if self._fh is None:
-            self._fh = open(self.chunk_path(self._index), "wb")
-        self._fh.write(piece)
+        """Bytes of the current chunk: kept for its spool file, and to every hashing thread."""
+        self._pieces.append(piece)
         for hasher in self._hashers:
             hasher.put(piece)
         self._fill += len(piece)
@@ -196,11 +203,12 @@ class ChunkingWriter:
         """Chunk whatever the writer still holds back (content-defined chunking does)."""
 
     def _end_chunk(self) -> None:
-        self._fh.flush()
-        if self._waves is None:  # a small body's wave syncs it soon anyway
-            start_writeback(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
+        """The chunk's file, written at once (with O_DIRECT: no page-cache page per byte); when it
+        went through the page cache, its writeback starts now unless a sync wave comes soon."""
+        path = self.chunk_path(self._index)
+        pieces, self._pieces = self._pieces, []
+        if write_new_file(path, pieces, self._fill) and self._waves is None:
+            start_writeback_of(path)
         self._chunk_hasher.put((self._index, self._fill))
         self._index += 1
         self._fill = 0
@@ -209,7 +217,7 @@ class ChunkingWriter:
         """Flush the last chunk, wait for the hashes, make the spool directory durable."""
         try:
             self._flush_pending()
-            if self._fh is not None:
+            if self._fill:
                 self._end_chunk()
         except OSError as exc:
             self.close()
@@ -248,9 +256,7 @@ class ChunkingWriter:
         if self._closed:
             return
         self._closed = True
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self._pieces = []
         for hasher in self._hashers:
             hasher.end()
 

@@ -216,37 +216,77 @@ def raise_if_full(exc: OSError) -> None:
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _ALIGN = 4096  # O_DIRECT's alignment of buffer, offset and length on every common filesystem
+DIRECT_BUFFER = 1 << 20  # each thread's aligned buffer; a longer file borrows one of its size
 _direct_buffer = threading.local()
 
 
-def _write_direct(fd: int, data) -> None:
-    """Write ``data`` to a file opened with O_DIRECT: its whole 4096-byte blocks through one
-    page-aligned buffer per thread, then the last partial block through the page cache (O_DIRECT
-    cleared): one cached page per file instead of one per 4 KiB written. On this VM each fresh
-    page-cache page faulted into the host, and written fragments were most of the worker's kernel
-    CPU (bench/ingest_cpu.py)."""
-    view = memoryview(data).cast("B")
-    size = len(view)
+def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
+    """Write ``pieces`` (``size`` bytes in all) to a file opened with O_DIRECT: their whole
+    4096-byte blocks through one page-aligned buffer per thread, then the last partial block through
+    the page cache (O_DIRECT cleared): one cached page per file instead of one per 4 KiB written.
+    On this VM each fresh page-cache page faulted into the host, and written fragments were most of
+    the worker's kernel CPU (bench/ingest_cpu.py), as spooled chunks were of the web's."""
     whole = size - size % _ALIGN
-    if whole:
+    if size > DIRECT_BUFFER:  # borrowed for this write only
+        buf = mmap.mmap(-1, size)
+    else:
         buf = getattr(_direct_buffer, "buf", None)
-        if buf is None or len(buf) < whole:
-            if buf is not None:
-                buf.close()
-            buf = _direct_buffer.buf = mmap.mmap(-1, max(whole, 1 << 20))
-        buf[:whole] = view[:whole]
-        out = memoryview(buf)[:whole]
-        try:
+        if buf is None:
+            buf = _direct_buffer.buf = mmap.mmap(-1, DIRECT_BUFFER)
+    try:
+        pos = 0
+        for piece in pieces:
+            n = len(piece)
+            buf[pos:pos + n] = piece
+            pos += n
+        with memoryview(buf) as view:
             done = 0
             while done < whole:  # O_DIRECT writes whole blocks; a short one ends on a block too
-                done += os.write(fd, out[done:])
-        finally:
-            out.release()
-    if whole < size:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
-        tail = view[whole:]
-        while tail:
-            tail = tail[os.write(fd, tail):]
+                done += os.write(fd, view[done:whole])
+            if whole < size:
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+                done = whole
+                while done < size:
+                    done += os.write(fd, view[done:size])
+    finally:
+        if buf is not getattr(_direct_buffer, "buf", None):
+            buf.close()
+
+
+_buffered_roots: set[str] = set()  # directories whose filesystem refused O_DIRECT for new files
+
+
+def write_new_file(path: Path, pieces: Sequence, size: int) -> bool:
+    """Create ``path`` holding ``pieces`` (``size`` bytes in all), not synced (the caller fdatasyncs
+    it). Written with O_DIRECT (see ``_write_direct``) where the filesystem takes it and the file is
+    at least a block long; through the page cache otherwise: then True, and the caller may start
+    its writeback."""
+    root = os.path.dirname(os.path.dirname(path))
+    direct = bool(_O_DIRECT) and size >= _ALIGN and root not in _buffered_roots
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = -1
+    if direct:
+        try:
+            fd = os.open(path, flags | _O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _buffered_roots.add(root)
+            log.info("%s refuses O_DIRECT: its files are written through the page cache", root)
+            direct = False
+    if fd < 0:
+        fd = os.open(path, flags, 0o644)
+    try:
+        if direct:
+            _write_direct(fd, pieces, size)
+        else:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return not direct
 
 
 @dataclass(frozen=True)
@@ -342,7 +382,7 @@ class ChunkStore:
                 fd, direct = self._create(node, tmp, len(data) >= _ALIGN)
             try:
                 if direct:
-                    _write_direct(fd, data)
+                    _write_direct(fd, [data], len(data))
                 else:
                     view = memoryview(data)
                     while view:
