@@ -58,7 +58,9 @@ def main() -> None:
             if not page["IsTruncated"]:
                 break
             args["ContinuationToken"] = page["NextContinuationToken"]
-        print(f"{len(times)} pages of up to 1,000 keys")
+        ordered = sorted(times)
+        print(f"{len(times)} pages of up to 1,000 keys: median {ordered[len(ordered) // 2] * 1000:.1f} ms, "
+              f"slowest {ordered[-1] * 1000:.1f} ms")
         for n in MARKS:
             if n <= len(times):
                 print(f"page {n:>3}: {times[n - 1] * 1000:7.1f} ms  ({times[n - 1] / times[0]:.2f}x page 1)")
