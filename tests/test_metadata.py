@@ -155,3 +155,26 @@ def test_embedded_stand_in_keeps_databases_apart(backends):
     b.client.drop_database("iso_b")
     assert [d["_id"] for d in a.db.chunks.find()] == ["kept"]
     a.client.drop_database("iso_a")
+
+
+def test_id_ranges_are_index_bounds_with_the_filters_meaning(store):
+    """``id_range`` reads a range of ``_id`` through ``min``/``max`` (the stand-in seeks its index
+    then, where ``$gt``/``$lt`` on ``_id`` scan the collection): inclusive and exclusive lower bounds,
+    an exclusive upper bound, byte order past ASCII, a filter beside the range, empty ranges."""
+    from pipeline.metadata.mongo import id_range
+
+    coll = store.meta.db["range_probe"]
+    ids = ["a/", "a/x", "a/x\x00", "a/x\x001", "a/x/", "a/xy", "a/\u00e9", "a/\U0001f600", "a0", "b/x"]
+    coll.insert_many([{"_id": i, "even": n % 2 == 0} for n, i in enumerate(ids)])
+    in_a = sorted(ids[:8], key=lambda s: s.encode())
+    assert [d["_id"] for d in id_range(coll, "a/", "a0", 100)] == in_a
+    assert [d["_id"] for d in id_range(coll, "a/x", "a0", 100, low_inclusive=False)] == in_a[2:]
+    assert [d["_id"] for d in id_range(coll, "a/x", "a0", 2, low_inclusive=False)] == in_a[2:4]
+    assert [d["_id"] for d in id_range(coll, "a/x", "a/x/", 100)] == ["a/x", "a/x\x00", "a/x\x001"]
+    assert [d["_id"] for d in id_range(coll, "a/", "a0", 100, query={"even": True})] == \
+        [i for i in in_a if ids.index(i) % 2 == 0]
+    assert id_range(coll, "a/", "a0", 1, projection={"_id": 1}) == [{"_id": "a/"}]
+    assert id_range(coll, "a0", "a0", 10) == [] and id_range(coll, "a0", "a/", 10) == []
+    assert id_range(coll, "a/xy", "a/xy\x00", 10, low_inclusive=False) == []
+    assert [d["_id"] for d in id_range(coll, "a/xy", "a/xy\x00", 10)] == ["a/xy"]
+    coll.drop()

@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, Writ
 
 from pipeline.metadata.groupcommit import GroupCommit
 from pipeline.metadata.model import KIND_PART, LIVE_STATES
-from pipeline.metadata.mongo import insert_new, prefix_end
+from pipeline.metadata.mongo import id_range, insert_new, prefix_end
 
 
 class NamespaceRepository:
@@ -58,7 +58,7 @@ class NamespaceRepository:
         return list(self.buckets.find(query).sort("_id", 1).limit(limit))
 
     def bucket_has_objects(self, bucket: str) -> bool:
-        return self.objects.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
+        return bool(id_range(self.objects, bucket + "/", bucket + "0", 1, projection={"_id": 1}))
 
     def set_bucket_config(self, bucket: str, tenant: str, name: str, value: dict) -> bool:
         """Store one configuration of a tenant's bucket; False when no such bucket of that tenant."""
@@ -160,9 +160,9 @@ class NamespaceRepository:
         return self.objects.find_one_and_delete(query)
 
     def object_names(self, low: str, high: str, limit: int, low_inclusive: bool = True) -> list[dict]:
-        """Names with ``low <= _id < high`` (``>`` when not inclusive), in byte order."""
-        query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
-        return list(self.objects.find(query).sort("_id", 1).limit(limit))
+        """Names with ``low <= _id < high`` (``>`` when not inclusive), in byte order: a seek on the
+        ``_id`` index on MongoDB and on the stand-in alike (``mongo.id_range``)."""
+        return id_range(self.objects, low, high, limit, low_inclusive)
 
     # the attributes of a name set apart from its bytes: "tags" (None: no tags) and "acl"
     # (pipeline.access.permissions.Acl.to_mongo(); None: the owner's FULL_CONTROL)

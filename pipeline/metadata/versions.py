@@ -9,8 +9,9 @@ by its own ``order``). The current object also stays in ``objects`` (ListObjects
 """
 from __future__ import annotations
 
-import pymongo
 from pymongo.errors import DuplicateKeyError
+
+from pipeline.metadata.mongo import id_range
 
 LOCK_FIELDS = ("retention", "legalHold")  # object lock: each change counted in the version's lockSeq
 SEPARATOR = "\x00"  # sorts before every character of a key: all of a key's versions precede "key/..."
@@ -66,28 +67,35 @@ class VersionStore:
 
     def get_null(self, name_id: str) -> dict | None:
         low, high = version_range(name_id)
-        return self.versions.find_one({"_id": {"$gte": low, "$lt": high}, "versionId": "null"})
+        found = id_range(self.versions, low, high, 1, query={"versionId": "null"})
+        return found[0] if found else None
 
     def delete_null(self, name_id: str) -> dict | None:
-        """Remove a key's ``null`` version (Suspended writes replace it); returns what was removed."""
-        low, high = version_range(name_id)
-        return self.versions.find_one_and_delete({"_id": {"$gte": low, "$lt": high}, "versionId": "null"})
+        """Remove a key's ``null`` version (Suspended writes replace it); returns what was removed.
+        Found by its range (``id_range``), then removed by its ``_id``; when a racing write removed it
+        between the two, the look-up is repeated, as one ``find_one_and_delete`` on the range would."""
+        while True:
+            found = self.get_null(name_id)
+            if found is None:
+                return None
+            gone = self.versions.find_one_and_delete({"_id": found["_id"], "versionId": "null"})
+            if gone is not None:
+                return gone
 
     def delete(self, version_doc_id: str) -> dict | None:
         return self.versions.find_one_and_delete({"_id": version_doc_id})
 
     def latest(self, name_id: str) -> dict | None:
         low, high = version_range(name_id)
-        found = list(self.versions.find({"_id": {"$gte": low, "$lt": high}}).sort("_id", 1).limit(1))
+        found = id_range(self.versions, low, high, 1)
         return found[0] if found else None
 
     def page(self, low: str, high: str, limit: int, low_inclusive: bool = True) -> list[dict]:
         """Versions with ``low <= _id < high`` (``>`` when not inclusive), key ascending, newest first."""
-        query = {"_id": {"$gte" if low_inclusive else "$gt": low, "$lt": high}}
-        return list(self.versions.find(query).sort("_id", pymongo.ASCENDING).limit(limit))
+        return id_range(self.versions, low, high, limit, low_inclusive)
 
     def bucket_has_versions(self, bucket: str) -> bool:
-        return self.versions.find_one({"_id": {"$gte": bucket + "/", "$lt": bucket + "0"}}, {"_id": 1}) is not None
+        return bool(id_range(self.versions, bucket + "/", bucket + "0", 1, projection={"_id": 1}))
 
     def set_attribute(self, version_doc_id: str, field: str, value) -> bool:
         """Replace the tags, the ACL, the retention or the legal hold of one version (the fields a

@@ -30,11 +30,11 @@ from pipeline.metadata.mongo import prefix_end
 from pipeline.namespace import lifecycle
 from pipeline.namespace import retention as lock
 from pipeline.namespace.names import valid_bucket_name, valid_key
+from pipeline.namespace.paging import LIST_BATCH, RollupPace
 from pipeline.namespace.versions import ENABLED, SUSPENDED, ObjectVersions, Removed
 
 MIN_PART_SIZE = 5 << 20
 MAX_PART_NUMBER = 10_000
-LIST_BATCH = 1001  # a full page of 1,000 and one more, to tell whether it is the last
 CONDITIONAL_WRITE_TRIES = 20  # a write that loses this many compare-and-sets in a row gives up (412)
 
 
@@ -628,7 +628,9 @@ class ObjectNames:
         As S3: a common prefix counts once against ``max_keys`` and is listed only when it sorts
         after ``after``, so a marker inside a group (the last common prefix of a page, or a key under
         it) skips the whole group. A group that ends inside the batch that holds it costs nothing more;
-        a larger one is skipped with one query. A page costs O(page) whatever lies before it."""
+        a larger one is skipped with one query, and batches shrink to a query per group where groups
+        are large (``paging.RollupPace``). A page costs O(page) whatever lies before it: every query
+        is a seek on the ``_id`` index (``NamespaceRepository.object_names``)."""
         self.bucket(tenant, bucket)
         base = bucket + "/"
         high = base + prefix_end(prefix) if prefix else bucket + "0"
@@ -642,12 +644,14 @@ class ObjectNames:
         out = Listing([], [], False, None)
         if max_keys <= 0:
             return out
-        batch = min(max_keys + 1, LIST_BATCH)
+        pace = RollupPace(max_keys + 1)
         while True:
-            want = min(max_keys - len(out.objects) - len(out.prefixes) + 1, LIST_BATCH) if not delimiter else batch
+            left = max_keys - len(out.objects) - len(out.prefixes) + 1
+            want = pace.batch if delimiter else min(left, LIST_BATCH)
             docs = self.namespace.object_names(low, high, want, low_inclusive=inclusive)
             skip_to, listed = None, 0  # skip_to: the end of the group being rolled up
-            for doc in docs:
+            group_at = 0  # where in the batch the last group began
+            for i, doc in enumerate(docs):
                 if skip_to is not None and doc["_id"] < skip_to:
                     continue
                 skip_to = None
@@ -660,18 +664,19 @@ class ObjectNames:
                 if cp is not None:
                     out.prefixes.append(cp)
                     out.next_marker = cp
-                    skip_to = base + prefix_end(cp)
+                    skip_to, group_at = base + prefix_end(cp), i
                     continue
                 out.objects.append(ObjectInfo.from_mongo(doc))
                 out.next_marker = key
             if len(docs) < want:
                 return out
+            left = max_keys - len(out.objects) - len(out.prefixes) + 1
             if skip_to is not None:  # the batch ended inside a group: skip the rest of it with one query
                 low, inclusive = skip_to, True
-                batch = max(batch // 4, 2) if listed <= 1 else batch  # groups larger than a batch
+                pace.after(group_at, listed - 1, len(docs), left)
             else:
                 low, inclusive = docs[-1]["_id"], False
-                batch = min(batch * 2, LIST_BATCH)
+                pace.after(len(docs), listed, len(docs), left)
 
     # --- multipart uploads ---------------------------------------------------------------------
 

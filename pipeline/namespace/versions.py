@@ -23,6 +23,7 @@ from pipeline.errors import (DeleteMarkerFound, IllegalVersioningState, InvalidV
                              NoSuchVersion, ObjectLocked)
 from pipeline.metadata.versions import SEPARATOR, VersionStore
 from pipeline.namespace import retention
+from pipeline.namespace.paging import LIST_BATCH, RollupPace
 
 ENABLED, SUSPENDED = "Enabled", "Suspended"
 NULL = "null"
@@ -211,7 +212,8 @@ class ObjectVersions:
     def list(self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: str,
              max_keys: int, rollup, prefix_end) -> VersionListing:
         """ListObjectVersions: keys in byte order, each key's versions newest first, common prefixes
-        counting once; one range query per batch on ``_id``."""
+        counting once; one range query per batch on ``_id`` (a seek on its index), batches paced as
+        ``ObjectNames.list``'s (``paging.RollupPace``)."""
         base = bucket + "/"
         high = base + prefix_end(prefix) if prefix else bucket + "0"
         low, inclusive = base + prefix, True
@@ -230,11 +232,12 @@ class ObjectVersions:
         if max_keys <= 0:
             return out
         last_key = mid_key
-        batch = min(max_keys + 1, 1001)
+        pace = RollupPace(max_keys + 1)
         while True:
+            batch = pace.batch if delimiter else min(max_keys - len(out.entries) - len(out.prefixes) + 1, LIST_BATCH)
             docs = self.versions.page(low, high, batch, low_inclusive=inclusive)
-            skip_to = None
-            for doc in docs:
+            skip_to, listed, group_at = None, 0, 0
+            for i, doc in enumerate(docs):
                 if skip_to is not None and doc["_id"] < skip_to:
                     continue
                 skip_to = None
@@ -245,10 +248,11 @@ class ObjectVersions:
                 if len(out.entries) + len(out.prefixes) >= max_keys:
                     out.truncated = True
                     return out
+                listed += 1
                 if cp is not None:
                     out.prefixes.append(cp)
                     out.next_key_marker, out.next_version_id_marker = cp, None
-                    skip_to = base + prefix_end(cp)
+                    skip_to, group_at = base + prefix_end(cp), i
                     last_key = None
                     continue
                 out.entries.append(VersionEntry(doc, is_latest=key != last_key))
@@ -256,7 +260,10 @@ class ObjectVersions:
                 out.next_key_marker, out.next_version_id_marker = key, doc["versionId"]
             if len(docs) < batch:
                 return out
+            left = max_keys - len(out.entries) - len(out.prefixes) + 1
             if skip_to is not None:
                 low, inclusive = skip_to, True
+                pace.after(group_at, listed - 1, len(docs), left)
             else:
                 low, inclusive = docs[-1]["_id"], False
+                pace.after(len(docs), listed, len(docs), left)
