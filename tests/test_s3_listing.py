@@ -606,7 +606,7 @@ def test_groups_small_and_large_page_once_each_reading_names_in_proportion_to_th
         if not expected or expected[-1] != entry:
             expected.append(entry)
     read = []
-    repo = names.meta.namespace
+    repo = names.namespace
     real = repo.object_names
 
     def counted(*args, **kwargs):
