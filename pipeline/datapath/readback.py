@@ -8,8 +8,12 @@ only the pages it needs.
 from __future__ import annotations
 
 import logging
+import os
 from bisect import bisect_right
-from typing import Iterator
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from typing import Callable, Iterator, TypeVar
 
 from pipeline.cache import Lru
 from pipeline.errors import ChunkUnavailable
@@ -18,6 +22,7 @@ from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkio import ChunkIO
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # Manifest pages read lately, in this process, by (file id, page number), and the byte offset of
@@ -81,16 +86,20 @@ def iter_file(meta: Metadata, chunkio: ChunkIO, f: FileDoc,
         # damaged chunks of this page (a node is down: all of them) are flagged for heal in one go
         # when the page is done or the read stops, not with a MongoDB update between two chunks
         damaged: list[str] = []
+
+        def read(entry: tuple[int, int, str, str, int]) -> bytes:
+            index, _, h, xxh3, size = entry
+            data = None
+            doc = docs.get(h)
+            if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
+                data = chunkio.read_spooled(f.id, index, size, xxh3)
+                if data is None:  # ingest placed it since we looked
+                    doc = meta.chunks.chunk_docs([h]).get(h)
+            if data is None:
+                data = _read_placed(meta, chunkio, h, doc, damaged)
+            return data
         try:
-            for index, offset, h, xxh3, size in wanted:
-                data = None
-                doc = docs.get(h)
-                if spooled and (doc is None or doc.get("state") != CHUNK_STORED):
-                    data = chunkio.read_spooled(f.id, index, size, xxh3)
-                    if data is None:  # ingest placed it since we looked
-                        doc = meta.chunks.chunk_docs([h]).get(h)
-                if data is None:
-                    data = _read_placed(meta, chunkio, h, doc, damaged)
+            for (index, offset, h, xxh3, size), data in zip(wanted, _ahead(read, wanted)):
                 a = max(start - offset, 0)
                 b = min(stop - offset, size)
                 yield data if (a == 0 and b == size) else data[a:b]
@@ -98,6 +107,33 @@ def iter_file(meta: Metadata, chunkio: ChunkIO, f: FileDoc,
             chunkio.report_damaged(damaged)
         if page.offset is not None and page.offset + page.byte_size >= stop:
             return
+
+
+READ_AHEAD = 4  # chunks read ahead of the one being sent (at most this many MiB held per download)
+_readers: dict[int, ThreadPoolExecutor] = {}
+
+
+def _ahead(read: Callable[[T], bytes], items: list[T]) -> Iterator[bytes]:
+    """``read(item)`` of each item in order, the next ``READ_AHEAD`` read meanwhile on this
+    process's reader threads: a chunk's fragments come from disk (they are written with O_DIRECT),
+    and one read after the other leaves the disk idle while each chunk is verified and sent. A
+    read of one chunk stays in the caller's thread. Reads not taken when the caller stops run out
+    on their own (at most ``READ_AHEAD``)."""
+    if len(items) <= 1:
+        yield from map(read, items)
+        return
+    pool = _readers.get(os.getpid())
+    if pool is None:
+        pool = _readers[os.getpid()] = ThreadPoolExecutor(8, thread_name_prefix="minis3-read")
+    pending: deque[Future] = deque()
+    rest = iter(items)
+    for item in islice(rest, READ_AHEAD):
+        pending.append(pool.submit(read, item))
+    while pending:
+        data = pending.popleft().result()
+        for item in islice(rest, 1):
+            pending.append(pool.submit(read, item))
+        yield data
 
 
 def _read_placed(meta: Metadata, chunkio: ChunkIO, h: str, doc: dict | None,
