@@ -46,14 +46,14 @@ class FullAfter:
         self.left = budget
         self.real = chunking.write_new_file
 
-    def __call__(self, path, pieces, size):
+    def __call__(self, path, pieces, size, direct=True):
         if size > self.left:
             fits = b"".join(bytes(p) for p in pieces)[:self.left]
-            self.real(path, [fits], len(fits))
+            self.real(path, [fits], len(fits), direct)
             self.left = 0
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         self.left -= size
-        return self.real(path, pieces, size)
+        return self.real(path, pieces, size, direct)
 
 
 def test_spool_full_is_507_and_leaves_nothing_while_other_uploads_work(client, store, monkeypatch):

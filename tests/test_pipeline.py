@@ -472,3 +472,13 @@ def test_a_failed_sync_fails_its_wave_and_every_write_begun_before_it(tmp_path, 
 def ctypes_set_errno(value: int) -> None:
     import ctypes
     ctypes.set_errno(value)
+
+
+def test_a_small_files_spool_directory_goes_with_its_ingest(store, settings):
+    """A batch of small files leaves no spool directory, here or set aside in the trash."""
+    files = [store.receive("t1", "s.bin", None, [random_bytes(4096, 4600 + i)], size_hint=4096) for i in range(5)]
+    done, rest = store.ingest_many([f.id for f in files])
+    assert sorted(done) == sorted(f.id for f in files) and rest == []
+    assert not any(store.spool.exists(f.id) for f in files)
+    trash = store.spool.trash
+    assert not trash.exists() or not any(p.name.split(".")[0] in done for p in trash.iterdir())

@@ -207,7 +207,8 @@ class ChunkingWriter:
         went through the page cache, its writeback starts now unless a sync wave comes soon."""
         path = self.chunk_path(self._index)
         pieces, self._pieces = self._pieces, []
-        if write_new_file(path, pieces, self._fill) and self._waves is None:
+        # a small body goes through the page cache: its sync wave writes it with the others
+        if write_new_file(path, pieces, self._fill, direct=self._waves is None) and self._waves is None:
             start_writeback_of(path)
         self._chunk_hasher.put((self._index, self._fill))
         self._index += 1

@@ -168,7 +168,7 @@ class Ingestor:
         done = {}
         for f in together:
             if f.id in stored:
-                self.spool.remove(f.id)
+                self.spool.remove(f.id, small=True)
                 done[f.id] = reports[f.id]
                 done[f.id].status, done[f.id].seconds = STORED, seconds
         return done, [i for i in ids if i not in done]

@@ -256,13 +256,13 @@ def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
 _buffered_roots: set[str] = set()  # directories whose filesystem refused O_DIRECT for new files
 
 
-def write_new_file(path: Path, pieces: Sequence, size: int) -> bool:
+def write_new_file(path: Path, pieces: Sequence, size: int, direct: bool = True) -> bool:
     """Create ``path`` holding ``pieces`` (``size`` bytes in all), not synced (the caller fdatasyncs
-    it). Written with O_DIRECT (see ``_write_direct``) where the filesystem takes it and the file is
-    at least a block long; through the page cache otherwise: then True, and the caller may start
-    its writeback."""
+    it). Written with O_DIRECT (see ``_write_direct``) where the filesystem takes it, the file is at
+    least a block long and the caller wants it (``direct``); through the page cache otherwise: then
+    True, and the caller may start its writeback."""
     root = os.path.dirname(os.path.dirname(path))
-    direct = bool(_O_DIRECT) and size >= _ALIGN and root not in _buffered_roots
+    direct = direct and bool(_O_DIRECT) and size >= _ALIGN and root not in _buffered_roots
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = -1
     if direct:
@@ -638,6 +638,23 @@ class _Reaper:
 _reaper = _Reaper()
 
 
+def _unlink_flat(directory: Path) -> bool:
+    """Remove a directory of files (a spool upload's); False when it holds anything else."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:  # gone meanwhile (a twin ingest's removal)
+                    pass
+        os.rmdir(directory)
+    except FileNotFoundError:
+        return True
+    except OSError:  # a subdirectory, or a file that cannot go: the general way
+        return False
+    return True
+
+
 class Spool:
     """Uploads in flight: one directory per file id, one file per chunk index.
 
@@ -693,8 +710,12 @@ class Spool:
         """Make an upload directory's names durable."""
         fsync_dir(self.upload_dir(file_id))
 
-    def remove(self, file_id: str) -> None:
+    def remove(self, file_id: str, small: bool = False) -> None:
+        """The upload's directory goes (its name at once, its files in the background). ``small``:
+        an upload of a few chunks is unlinked here and now, cheaper than handing it over."""
         src = self.upload_dir(file_id)
+        if small and _unlink_flat(src):
+            return
         aside = self.trash / f"{file_id}.{uuid.uuid4().hex[:12]}"
         try:
             self.trash.mkdir(exist_ok=True)
