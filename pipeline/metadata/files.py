@@ -245,12 +245,7 @@ class FileRepository:
 
     def file_states(self, file_ids: list[str]) -> dict[str, str]:
         """Status of each of these files that has a document (unknown ids are left out)."""
-        oids = []
-        for file_id in file_ids:
-            try:
-                oids.append(parse_file_id(file_id))
-            except InvalidId:
-                continue
+        oids = _valid_ids(file_ids)
         if not oids:
             return {}
         return {str(d["_id"]): d["status"] for d in self.files.find({"_id": {"$in": oids}}, {"status": 1})}
@@ -393,12 +388,7 @@ class FileRepository:
             self.chunks.update_many({"_id": {"$in": sorted(pending)}, "state": {"$in": [CHUNK_STORED, CHUNK_WRITING]}},
                                     {"$set": {"lastRef": time.time()}})
             pending.clear()
-        oids = []
-        for file_id in file_ids:
-            try:
-                oids.append(parse_file_id(file_id))
-            except InvalidId:
-                continue
+        oids = _valid_ids(file_ids)
         inline = self.files.find({"_id": {"$in": oids}, "manifest.page": 0}, {"manifest": 1}) if oids else []
         pages = ((doc["manifest"] if "manifest" in doc else doc)
                  for cursor in (self.manifests.find({"file": {"$in": list(file_ids)}}, {"hashes": 1}), inline)
@@ -428,6 +418,17 @@ class FileRepository:
         for doc in self.files.find({"manifest.hashes": {"$in": hashes}}, {"manifest": 1}):
             named.update(wanted.intersection(doc["manifest"]["hashes"]))
         return named
+
+
+def _valid_ids(file_ids: Iterable[str]) -> list[ObjectId]:
+    """The ids of these that could name a file (others name none)."""
+    oids = []
+    for file_id in file_ids:
+        try:
+            oids.append(parse_file_id(file_id))
+        except InvalidId:
+            continue
+    return oids
 
 
 def name_fold(name: str) -> str:
