@@ -196,7 +196,7 @@ def test_completion_links_spooled_parts_into_one_file_ingested_once(store, setti
     etags, files = [], []
     for number, data in enumerate(parts, 1):
         part, f = names.put_part("t1", "photos", "big", upload.upload_id, number, pieces(data, 1 << 20))
-        assert f.sha256 is None and store.meta.files.get_file(f.id).status == "queued"  # parts are not ingested
+        assert f.sha256 is None and store.meta.files.get_file(f.id).status == "queued"  # queued, not ingested here
         etags.append((number, part.etag))
         files.append(f)
     assert store.ingest(files[0].id).status == STORED  # one part a sweep ingested on its own
@@ -204,7 +204,8 @@ def test_completion_links_spooled_parts_into_one_file_ingested_once(store, setti
     before = node_files(settings)
     assert before  # the first part's chunks
     info = names.complete("t1", "photos", "big", upload.upload_id, etags)
-    assert [f.id for f in queued] == [info.file_id] and queued[0].status == "queued"
+    # each part was queued as it arrived, then the object
+    assert [f.id for f in queued] == [f.id for f in files] + [info.file_id] and queued[-1].status == "queued"
     assert node_files(settings) == before  # nothing written to the nodes yet
     # the later parts' spooled chunks are the object's own spool entries: the same inodes, no copy
     first_linked = files[0].chunk_count
@@ -313,3 +314,20 @@ def test_completion_on_a_spool_without_hard_links_ingests_the_parts_instead(stor
     assert store.meta.files.get_file(f.id).status == DELETED  # ingested at completion, then released
     assert read_all(names, info) == data
     assert store.ingest(info.file_id).status == STORED and read_all(names, info) == data
+
+
+def test_parts_ingested_as_they_arrive_make_the_completed_object_stored_at_once(store, settings):
+    """With a queue, each part is queued for ingest when it arrives; once its worker has run, the
+    completion composes stored parts into an object that is stored at once, byte-exact."""
+    names = store.object_names(enqueue=lambda f: store.ingest(f.id))
+    names.create_bucket("t1", "photos")
+    parts = [random_bytes(MIN_PART_SIZE + 3, 22), random_bytes(MIN_PART_SIZE + 1, 23), b"tail"]
+    upload = names.create_upload("t1", "photos", "piped", ObjectAttributes())
+    etags = []
+    for number, data in enumerate(parts, 1):
+        part, f = names.put_part("t1", "photos", "piped", upload.upload_id, number, pieces(data, 1 << 20))
+        assert store.meta.files.get_file(f.id).status == STORED
+        etags.append((number, part.etag))
+    info = names.complete("t1", "photos", "piped", upload.upload_id, etags)
+    assert store.meta.files.get_file(info.file_id).status == STORED
+    assert read_all(names, info) == b"".join(parts)

@@ -704,13 +704,19 @@ class ObjectNames:
                  request_id: str | None = None) -> tuple[Part, FileDoc]:
         """Receive a part into a file of kind part; a part uploaded again under the same number
         replaces the earlier one. ``checksum`` may be a dict that the pieces' iterator fills in as it
-        ends (a trailer checksum). Parts are not queued: the completion ingests them once, as the
-        object (a part left longer than the stuck-file sweep's delay is ingested on its own)."""
+        ends (a trailer checksum). With a queue (``enqueue``), each part is queued for ingest as
+        it arrives, so that its chunks are on their nodes while later parts still arrive: a
+        completion then composes stored parts into an object that is stored at once (one that
+        comes first links the spooled chunks instead, and its ingest finds the placed ones placed).
+        Without one (in-process use) the completion ingests them, as the object."""
         upload = self.upload(tenant, bucket, key, upload_id)
         f = self._receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
                                request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
                                extra={"upload": upload.upload_id, "partNumber": number})
-        return self.record_part(upload, number, f, f.md5, checksum, finished=time.time()), f
+        part = self.record_part(upload, number, f, f.md5, checksum, finished=time.time())
+        if self.enqueue is not None:
+            self.enqueue(f)
+        return part, f
 
     def record_part(self, upload: Upload, number: int, f: FileDoc, etag: str, checksum: dict | None,
                     finished: float | None = None) -> Part:
