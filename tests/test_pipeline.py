@@ -482,3 +482,29 @@ def test_a_small_files_spool_directory_goes_with_its_ingest(store, settings):
     assert not any(store.spool.exists(f.id) for f in files)
     trash = store.spool.trash
     assert not trash.exists() or not any(p.name.split(".")[0] in done for p in trash.iterdir())
+
+
+def test_a_filesystem_that_refuses_o_direct_gets_the_same_bytes_through_the_page_cache(store, monkeypatch):
+    """tmpfs and some network filesystems refuse O_DIRECT (EINVAL): spool files and fragments are
+    then written buffered, and read back byte-exact."""
+    import errno
+
+    import pipeline.storage.chunkstore as chunkstore
+    if not chunkstore._O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    real_open, refused = os.open, []
+
+    def refusing(path, flags, *args, **kwargs):
+        if flags & chunkstore._O_DIRECT:
+            refused.append(str(path))
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", refusing)
+    data = random_bytes(3 * CHUNK + 4097, 4700)
+    f = store.receive("t1", "b.bin", None, pieces(data))
+    assert read_all(store, store.get_readable("t1", f.id)) == data  # from the spool
+    assert store.ingest(f.id).status == "stored"
+    monkeypatch.undo()
+    assert str(store.spool.root) in chunkstore._buffered_roots and set(store.chunks._direct.values()) == {False}
+    chunkstore._buffered_roots.discard(str(store.spool.root))  # this spool only: no other test's
+    assert refused and read_all(store, store.get_readable("t1", f.id)) == data  # from the nodes
