@@ -267,3 +267,25 @@ def test_uploads_with_a_node_read_only_are_stored_then_healed_once_it_is_writabl
     finally:
         for node in mounted:
             subprocess.run(["umount", "-l", str(node)], capture_output=True, timeout=30)
+
+
+def test_a_heal_that_cannot_write_keeps_the_record_of_a_fragment_whose_node_is_away(store):
+    """A node taken away for a while: a heal that found its fragment missing and could not rebuild
+    it (the target went down too) keeps the fragment's record, so that when the node comes back
+    the fragment is read and named again, never left a stray."""
+    data = random_bytes(CHUNK, 610)
+    f = put(store, data)
+    h = hashes(store, f)[0]
+    before = store.meta.chunks.get_chunk(h)
+    away = next(x for x in fragments(before) if x["i"] == 2)
+    root = Path(store.chunks.node_dirs[away["node"]])
+    root.rename(root.with_name(root.name + ".away"))
+    healer = store.healer()
+    healer.usable_nodes = lambda: set(store.chunks.node_ids)  # a view from before the node went away
+    result = healer.heal_chunk(h)
+    assert result.status != HEALED and result.rebuilt == []
+    after = store.meta.chunks.get_chunk(h)
+    assert sorted((x["i"], x["node"]) for x in fragments(after)) == sorted((x["i"], x["node"]) for x in fragments(before))
+    root.with_name(root.name + ".away").rename(root)
+    assert store.healer().heal_chunk(h).status == "healthy"
+    assert store.fsck().run().clean and read_all(store, f) == data

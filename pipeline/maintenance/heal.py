@@ -207,9 +207,12 @@ class Healer:
                 return HealResult(chunk_hash, LOST, quarantined=quarantined, reason=exc.message)
             placed = lay.write_fragments(doc, rebuilt, targets)
             _sync(placed)
-            keep = [f for f in fragments(doc) if f["i"] in found.good]
+            # a fragment not rebuilt keeps its record: missing now, its node may come back with it
+            # (a node taken away for a while); forgetting it would make its file a stray on return
+            done_now = {f["i"] for f in placed.frags}
+            keep = [f for f in fragments(doc) if f["i"] not in done_now]
             frags = sorted(keep + placed.frags, key=lambda f: f["i"])
-            complete = len(frags) == k + m
+            complete = len(done_now | set(found.good)) == k + m
             if not self.chunks.set_chunk_layout(doc, frags, needs_heal=not complete):
                 self._undo(doc, placed.frags)
                 continue
@@ -223,7 +226,7 @@ class Healer:
             self.operations.update_event("heal", inc={"fragments": len(done), "chunks": 1})
             log.info("heal: chunk %s fragments %s rebuilt on %s", chunk_hash, done, [f["node"] for f in placed.frags])
             status = HEALED if complete else PARTIAL
-            missing = sorted(set(range(k + m)) - {f["i"] for f in frags})
+            missing = sorted(set(range(k + m)) - done_now - set(found.good))
             reason = "" if complete else f"fragments {missing} still missing"
             return HealResult(chunk_hash, status, rebuilt=done, quarantined=quarantined, reason=reason)
         return HealResult(chunk_hash, BUSY, quarantined=quarantined, reason="its layout kept changing")
