@@ -9,10 +9,7 @@ hashlib releases the GIL on large buffers, so both hashes run beside the read on
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
-import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,34 +19,13 @@ from typing import Callable
 
 import xxhash
 
-from pipeline.storage.chunkstore import SyncWaves, datasync_file, fsync_dir, raise_if_full, write_new_file
+from pipeline.storage.chunkstore import (SyncWaves, datasync_file, fsync_dir, raise_if_full, start_writeback,
+                                         write_new_file)
 
 _END = object()
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB (slices of one socket read): at most ~8 MiB held per hashing thread
 SYNC_THREADS = 4  # fdatasyncs in flight at the end of an upload: the journal commits them together
 SYNC_BATCH = 256
-_SYNC_FILE_RANGE_WRITE = 2
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _sync_file_range = _libc.sync_file_range
-    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
-except (OSError, AttributeError):  # not Linux: the later fdatasync does all the work
-    _sync_file_range = None
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def start_writeback_of(path: Path) -> None:
-    if _sync_file_range is not None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            start_writeback(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -209,7 +185,7 @@ class ChunkingWriter:
         pieces, self._pieces = self._pieces, []
         # a small body goes through the page cache: its sync wave writes it with the others
         if write_new_file(path, pieces, self._fill, direct=self._waves is None) and self._waves is None:
-            start_writeback_of(path)
+            start_writeback(path)
         self._chunk_hasher.put((self._index, self._fill))
         self._index += 1
         self._fill = 0

@@ -61,10 +61,37 @@ def fsync_dir(path: Path) -> None:
 
 
 try:
-    _syncfs = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:
+    _libc = None
+try:
+    _syncfs = _libc.syncfs
     _syncfs.argtypes = (ctypes.c_int,)
-except (OSError, AttributeError):  # not Linux: every write is synced on its own
+except AttributeError:  # not Linux: every write is synced on its own
     _syncfs = None
+try:
+    _sync_file_range = _libc.sync_file_range
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+except AttributeError:  # not Linux: the later fdatasync does all the work
+    _sync_file_range = None
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(path: Path) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting."""
+    if _sync_file_range is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        finally:
+            os.close(fd)
+
+
+def _sync_filesystem(fd: int) -> None:
+    """``syncfs(fd)``: every dirty file and name of the filesystem durable; OSError on a failure."""
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
 class SyncBatch:
@@ -101,9 +128,7 @@ class SyncBatch:
 
     def commit(self) -> None:
         for fd in list(self._fds.values()):
-            if _syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs: {os.strerror(err)}")
+            _sync_filesystem(fd)
 
     def close(self) -> None:
         with self._lock:
@@ -177,9 +202,7 @@ class SyncWaves:
 
     def _sync(self) -> OSError | None:
         try:
-            if _syncfs(self._descriptor()) != 0:
-                err = ctypes.get_errno()
-                return OSError(err, os.strerror(err))
+            _sync_filesystem(self._descriptor())
         except OSError as exc:
             return exc
         return None
@@ -253,7 +276,34 @@ def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
             buf.close()
 
 
-_buffered_roots: set[str] = set()  # directories whose filesystem refused O_DIRECT for new files
+_buffered_roots: set[str] = set()  # directories (a node, the spool) whose filesystem refused O_DIRECT
+
+
+def _open_new(path, flags: int, direct: bool, root: str) -> tuple[int, bool]:
+    """(descriptor, written with O_DIRECT) of a new file under ``root``: with O_DIRECT when ``direct``
+    and ``root``'s filesystem takes it; the first refusal (EINVAL: tmpfs, some network filesystems)
+    is remembered, and that root's files go through the page cache from then on."""
+    if direct and _O_DIRECT and root not in _buffered_roots:
+        try:
+            return os.open(path, flags | _O_DIRECT, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _buffered_roots.add(root)
+            log.info("%s refuses O_DIRECT: its files are written through the page cache", root)
+            flags &= ~os.O_EXCL  # the refused open may have created the file; the name is ours
+    return os.open(path, flags, 0o644), False
+
+
+def _write_pieces(fd: int, pieces: Sequence, size: int, direct: bool) -> None:
+    """Write ``pieces`` (``size`` bytes in all) to a new file opened by ``_open_new``."""
+    if direct:
+        _write_direct(fd, pieces, size)
+        return
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def write_new_file(path: Path, pieces: Sequence, size: int, direct: bool = True) -> bool:
@@ -262,28 +312,9 @@ def write_new_file(path: Path, pieces: Sequence, size: int, direct: bool = True)
     least a block long and the caller wants it (``direct``); through the page cache otherwise: then
     True, and the caller may start its writeback."""
     root = os.path.dirname(os.path.dirname(path))
-    direct = direct and bool(_O_DIRECT) and size >= _ALIGN and root not in _buffered_roots
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = -1
-    if direct:
-        try:
-            fd = os.open(path, flags | _O_DIRECT, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            _buffered_roots.add(root)
-            log.info("%s refuses O_DIRECT: its files are written through the page cache", root)
-            direct = False
-    if fd < 0:
-        fd = os.open(path, flags, 0o644)
+    fd, direct = _open_new(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, direct and size >= _ALIGN, root)
     try:
-        if direct:
-            _write_direct(fd, pieces, size)
-        else:
-            for piece in pieces:
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view):]
+        _write_pieces(fd, pieces, size, direct)
     finally:
         os.close(fd)
     return not direct
@@ -307,7 +338,6 @@ class ChunkStore:
             raise ValueError("node directories must have distinct base names")
         self.node_ids = list(self.node_dirs)
         self._node_roots = {n: str(d) for n, d in self.node_dirs.items()}
-        self._direct: dict[str, bool] = {}  # node -> False once its filesystem refused O_DIRECT
 
     def ensure_dirs(self, keep_down: Iterable[str] = ()) -> None:
         """Create the node directories, except those of ``keep_down``: nodes that held data and lost
@@ -381,12 +411,7 @@ class ChunkStore:
                     raise self._down(node) from None
                 fd, direct = self._create(node, tmp, len(data) >= _ALIGN)
             try:
-                if direct:
-                    _write_direct(fd, [data], len(data))
-                else:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
+                _write_pieces(fd, [data], len(data), direct)
                 if batch is None:
                     os.fsync(fd)
             finally:
@@ -412,17 +437,7 @@ class ChunkStore:
         filesystem takes it, buffered writes where it refuses (tmpfs): see ``_write_direct``; and
         for a fragment shorter than one block (``direct`` False), which would be written through
         the page cache anyway."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        if direct and self._direct.get(node, True) and _O_DIRECT:
-            try:
-                return os.open(tmp, flags | _O_DIRECT, 0o644), True
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._direct[node] = False
-                log.info("node %s refuses O_DIRECT: its fragments are written through the page cache", node)
-                flags &= ~os.O_EXCL  # the refused open may have created the file; the name is ours
-        return os.open(tmp, flags, 0o644), False
+        return _open_new(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, direct, self._node_roots[node])
 
     def read_fragment(self, node: str, name: str) -> bytes | None:
         """A chunk file's bytes, or None when it is not there (or its node cannot be read)."""
