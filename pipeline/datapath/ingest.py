@@ -19,13 +19,13 @@ queue and its spool keeps every byte).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pipeline.datapath.pools import process_pool
 from pipeline.errors import ChunkBusy, InsufficientStorage, NodesUnavailable
 from pipeline.storage.chunkio import ChunkIO, fragments, layout, nodes_of
 from pipeline.storage.chunkstore import Spool, SyncBatch, fsync_dir
@@ -356,14 +356,10 @@ class Ingestor:
             raise SpoolLost(missing, [h for h in missing if h in claimed_here])
 
 
-_placers: dict[int, ThreadPoolExecutor] = {}
 PLACE_THREADS = 8
 THREADED_BYTES = 4 << 20  # chunks placed by several threads at once when they hold this much in all
 
 
 def _placer() -> ThreadPoolExecutor:
-    """This process's pool of placement threads (made after a fork, never inherited)."""
-    pool = _placers.get(os.getpid())
-    if pool is None:
-        pool = _placers[os.getpid()] = ThreadPoolExecutor(PLACE_THREADS, thread_name_prefix="minis3-place")
-    return pool
+    """This process's pool of placement threads."""
+    return process_pool("minis3-place", PLACE_THREADS)

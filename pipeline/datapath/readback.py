@@ -8,14 +8,14 @@ only the pages it needs.
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_right
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from itertools import islice
 from typing import Callable, Iterator, TypeVar
 
 from pipeline.cache import Lru
+from pipeline.datapath.pools import process_pool
 from pipeline.errors import ChunkUnavailable
 from pipeline.metadata.model import CHUNK_STORED, STORED, FileDoc, ManifestPage
 from pipeline.metadata.repositories import Metadata
@@ -110,7 +110,7 @@ def iter_file(meta: Metadata, chunkio: ChunkIO, f: FileDoc,
 
 
 READ_AHEAD = 4  # chunks read ahead of the one being sent (at most this many MiB held per download)
-_readers: dict[int, ThreadPoolExecutor] = {}
+READ_THREADS = 8  # the process's reader threads, shared by its downloads
 
 
 def _ahead(read: Callable[[T], bytes], items: list[T]) -> Iterator[bytes]:
@@ -122,9 +122,7 @@ def _ahead(read: Callable[[T], bytes], items: list[T]) -> Iterator[bytes]:
     if len(items) <= 1:
         yield from map(read, items)
         return
-    pool = _readers.get(os.getpid())
-    if pool is None:
-        pool = _readers[os.getpid()] = ThreadPoolExecutor(8, thread_name_prefix="minis3-read")
+    pool = process_pool("minis3-read", READ_THREADS)
     pending: deque[Future] = deque()
     rest = iter(items)
     for item in islice(rest, READ_AHEAD):
