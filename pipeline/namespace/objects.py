@@ -38,6 +38,13 @@ MAX_PART_NUMBER = 10_000
 CONDITIONAL_WRITE_TRIES = 20  # a write that loses this many compare-and-sets in a row gives up (412)
 
 
+def _ever_enabled(versioning: dict) -> bool:
+    """A bucket's versioning configuration says it was Enabled at some time; one written before the
+    flag was kept had been Enabled once if it has any status."""
+    status = versioning.get("status")
+    return status == ENABLED or bool(versioning.get("everEnabled", status is not None))
+
+
 def name_id(bucket: str, key: str) -> str:
     return f"{bucket}/{key}"
 
@@ -301,8 +308,7 @@ class ObjectNames:
 
     def versioning_ever_enabled(self, bucket: str) -> bool:
         """Whether the bucket's versioning was Enabled at some time (not only ever Suspended)."""
-        config = self.applied_bucket_config(bucket, "versioning") or {}
-        return config.get("status") == "Enabled" or config.get("everEnabled", config.get("status") is not None)
+        return _ever_enabled(self.applied_bucket_config(bucket, "versioning") or {})
 
     def set_versioning(self, tenant: str, bucket: str, status: str) -> None:
         """PutBucketVersioning; the first time, each existing object becomes its key's null version."""
@@ -313,7 +319,7 @@ class ObjectNames:
         if status == SUSPENDED and lock.enabled(self.object_lock(bucket)):
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, so the versioning "
                                      "state cannot be changed.", bucket=bucket)
-        ever = status == "Enabled" or bool(config.get("everEnabled", before is not None))
+        ever = status == ENABLED or _ever_enabled(config)
         self.put_bucket_config(tenant, bucket, "versioning", {"status": status, "everEnabled": ever})
         if before is None:
             self.versions.enable(bucket, bucket + "/", bucket + "0")
@@ -430,7 +436,7 @@ class ObjectNames:
         valid_key(key)
         self.check_write(bucket, key, condition)
         f = self._receive(tenant, file_name(key), attrs.content_type, pieces, request_id=request_id,
-                               md5=True, sha256=False, extra={"bucket": bucket, "key": key}, size_hint=size_hint)
+                          md5=True, sha256=False, extra={"bucket": bucket, "key": key}, size_hint=size_hint)
         info = self.bind(f, bucket, key, f.md5, attrs, condition=condition)
         return info, f
 
@@ -615,7 +621,7 @@ class ObjectNames:
         attrs.acl = acl
         attrs.retention, attrs.legal_hold = retention, legal_hold  # the request's, never the source's
         f = self._compose(tenant, file_name(dst_key), attrs.content_type, [src_file],
-                               src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
+                          src_file.sha256, src_file.md5, extra={"bucket": dst_bucket, "key": dst_key})
         info = self.bind(f, dst_bucket, dst_key, src.etag, attrs, part_sizes=src.part_sizes, condition=condition,
                          part_checksums=src.part_checksums)
         self._ingest_later(f)
@@ -711,8 +717,8 @@ class ObjectNames:
         Without one (in-process use) the completion ingests them, as the object."""
         upload = self.upload(tenant, bucket, key, upload_id)
         f = self._receive(tenant, f"{file_name(key)}.part{number}", None, pieces,
-                               request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
-                               extra={"upload": upload.upload_id, "partNumber": number})
+                          request_id=request_id, md5=True, sha256=False, kind=KIND_PART,
+                          extra={"upload": upload.upload_id, "partNumber": number})
         part = self.record_part(upload, number, f, f.md5, checksum, finished=time.time())
         if self.enqueue is not None:
             self.enqueue(f)
