@@ -350,11 +350,11 @@ def test_small_files_are_ingested_together_with_one_query_per_step(store, settin
     assert sorted(done) == sorted(small)
     assert rest == [big, empty]
     assert [(done[i].new_chunks, done[i].deduplicated) for i in small] == [(1, 0)] * 4 + [(0, 1), (0, 1)]
-    # one query per step for the six files (one file alone takes seven): processing (update and
-    # find), manifests, chunk documents, the stored chunk's stamp (update and find), claims, chunks
-    # stored, files stored
+    # one query per step for the six files (one file alone takes seven): their documents, manifests,
+    # chunk documents, the stored chunk's stamp (update and find), claims, chunks stored, files
+    # stored; none is marked processing first
     sent = [c for c in counter.commands if c != "endSessions"]
-    assert len(sent) <= 9, sent
+    assert len(sent) <= 8, sent
     for i, body in zip(small, bodies):
         f = store.get_readable("t1", i)
         assert f.status == "stored" and f.chunks_done == 1
@@ -363,7 +363,7 @@ def test_small_files_are_ingested_together_with_one_query_per_step(store, settin
     assert len(chunk_files(settings)) == 5 * FRAGS  # the four new contents and the one before
     assert store.meta.db.chunks.count_documents({"state": "stored"}) == 5
     # the files the batch left are ingested one at a time, as always
-    assert store.meta.files.get_file(big).status == "processing"
+    assert store.meta.files.get_file(big).status == "queued"
     assert store.ingest(big).status == "stored" and store.ingest(empty).status == "stored"
     assert read_all(store, store.get_readable("t1", big)) == big_data
     assert read_all(store, before) == random_bytes(5000, 40)

@@ -129,8 +129,8 @@ class Ingestor:
 
     def ingest_many(self, file_ids: list[str]) -> tuple[dict[str, IngestReport], list[str]]:
         """Ingest several files together, most of them small (one manifest page each), with one
-        query per step for all of them rather than one per file: the transitions to processing
-        and to stored, the manifests, the chunk documents, the claims.
+        query per step for all of them rather than one per file: their documents, the transition
+        to stored, the manifests, the chunk documents, the claims.
 
         Returns the reports of the files it stored and, in order, the ids it leaves to ``ingest``
         one at a time: files of several pages or none, files not queued, and every file of the
@@ -140,7 +140,7 @@ class Ingestor:
         """
         started = time.monotonic()
         ids = list(dict.fromkeys(file_ids))
-        docs = self.meta.files.start_processing_many(ids)
+        docs = self.meta.files.queued_many(ids)
         pages = self.meta.files.first_manifest_pages(docs[i] for i in ids if i in docs)
         together = [docs[i] for i in ids if i in pages and 0 < docs[i].chunk_count <= pages[i].end_index]
         if not together:

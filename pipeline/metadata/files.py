@@ -185,14 +185,14 @@ class FileRepository:
         )
         return FileDoc.from_mongo(doc) if doc is not None else None
 
-    def start_processing_many(self, file_ids: list[str]) -> dict[str, FileDoc]:
-        """``start_processing`` of several files in two round trips: the documents of those that are
-        processing now, by id (a missing, stored, failed or deleted file is not among them)."""
+    def queued_many(self, file_ids: list[str]) -> dict[str, FileDoc]:
+        """The documents of those of these files that wait for ingest (queued, or processing by an
+        ingest that may have died), by id, in one round trip. A batch of small files is ingested in
+        far less time than the stuck-file sweep waits, so it is not marked processing first (ingest is
+        idempotent per file: a re-queued twin finds the work done)."""
         ids = [parse_file_id(i) for i in file_ids]
-        self.files.update_many({"_id": {"$in": ids}, "status": {"$in": [QUEUED, PROCESSING]}},
-                               {"$set": {"status": PROCESSING, "updated": time.time()}})
-        found = (FileDoc.from_mongo(d) for d in self.files.find({"_id": {"$in": ids}, "status": PROCESSING}))
-        return {f.id: f for f in found}
+        found = self.files.find({"_id": {"$in": ids}, "status": {"$in": [QUEUED, PROCESSING]}})
+        return {f.id: f for f in (FileDoc.from_mongo(d) for d in found)}
 
     def set_progress(self, file_id: str, chunks_done: int) -> None:
         self._transition(file_id, (PROCESSING,), {"chunksDone": chunks_done})

@@ -91,9 +91,9 @@ class NamespaceRepository:
     def _put_names(self, docs: list[dict]) -> list[dict | None | Exception]:
         """One insert of every name of the batch; a name that exists already (the insert's
         duplicate-key error says which) is then replaced on its own, returning what it replaced.
-        The same name twice in a batch: the later one replaces the earlier, as if one after the other."""
-        if len(docs) == 1:
-            return [self._put_name(docs[0])]
+        The same name twice in a batch: the later one replaces the earlier, as if one after the other.
+        A name alone is inserted too: most names are new, and an insert costs the stand-in a third
+        less than an upsert's findAndModify (bench/standin_cost.py)."""
         try:
             self.objects.insert_many(docs, ordered=False)
             failed: dict[int, dict] = {}
