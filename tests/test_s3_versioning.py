@@ -423,3 +423,35 @@ def test_a_late_older_version_or_marker_never_replaces_a_newer_current_object(s3
         meta.versions.unname_if_older(nid, older)
         assert meta.db.objects.find_one({"_id": nid})["versionId"] == vid
     assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"newest"
+
+
+def test_racing_deletes_of_the_same_versions_leave_no_name_behind(s3_stack, s3):
+    """Five clients send the same DeleteObjects of every version at once (what a backup tool's
+    retries do): each version goes once, the keys end with no current object, no name points at a
+    removed version's file, and the bucket can be deleted."""
+    import threading
+
+    for round_ in range(3):
+        bucket = versioned(s3, f"vrace{round_}")
+        keys = [f"key_{i}" for i in range(5)]
+        for n in range(3):
+            for k in keys:
+                s3.put_object(Bucket=bucket, Key=k, Body=f"{k} v{n}".encode())
+        versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+        assert len(versions) == 15
+        objects = {"Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]}
+        answers: list = []
+        threads = [threading.Thread(target=lambda: answers.append(s3.delete_objects(Bucket=bucket, Delete=objects)))
+                   for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(answers) == 5
+        assert all(len(a["Deleted"]) == 15 and "Errors" not in a for a in answers)
+        assert "Contents" not in s3.list_objects(Bucket=bucket)
+        listed = s3.list_object_versions(Bucket=bucket)
+        assert "Versions" not in listed and "DeleteMarkers" not in listed
+        with s3_stack.metadata() as meta:
+            assert meta.db.objects.count_documents({"bucket": bucket}) == 0
+        s3.delete_bucket(Bucket=bucket)

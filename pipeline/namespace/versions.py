@@ -13,6 +13,7 @@ a removed version's file is deleted after both documents stop naming it.
 """
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -26,7 +27,10 @@ from pipeline.namespace import retention
 from pipeline.namespace.paging import LIST_BATCH, RollupPace
 
 ENABLED, SUSPENDED = "Enabled", "Suspended"
+log = logging.getLogger(__name__)
+
 NULL = "null"
+FOLLOW_TRIES = 20  # reads and compare-and-sets of one removal while others race it
 _VERSION_ID = re.compile(r"\d{19}[0-9a-f]{6}")
 _CLOCK_TOP = 1 << 62  # the descending clock: newer versions get smaller orders
 
@@ -167,17 +171,38 @@ class ObjectVersions:
                 break  # else a retention or legal hold was set meanwhile: decide again
         else:
             raise ObjectLocked("the object's lock is changing; try again", key=doc.get("key"))
-        current = self.names.get_object_name(name_id)
-        if current is None or current.get("versionId") == version_id:
-            latest = self.versions.latest(name_id)
-            if latest is None or latest.get("marker"):
-                if current is not None:
-                    self.names.delete_object_name(name_id, current["file"])
-            elif current is None or current["file"] != latest["file"]:
-                self.names.put_object_name({k: v for k, v in latest.items() if k != "_id"} | {"_id": name_id})
+        self._follow_latest(name_id)
         if doc.get("file"):
             self.discard(doc["file"])
         return Removed(doc["versionId"], bool(doc.get("marker")))
+
+    def _follow_latest(self, name_id: str) -> None:
+        """After a version is removed, the current object is the latest version (none when that is a
+        marker or there is none). Removals of one key's versions may race (one DeleteObjects sent by
+        five clients at once): each reads the name and the latest version, writes with a
+        compare-and-set on the name as it read it, and returns only once it has read the two agreeing
+        after its own removal; so the last to return leaves them agreeing, and no name is left
+        pointing at a removed version's file. A name written before the bucket was versioned (no
+        version id yet) is left as it is."""
+        for _ in range(FOLLOW_TRIES):
+            current = self.names.get_object_name(name_id)
+            if current is not None and current.get("versionId") is None:
+                return
+            latest = self.versions.latest(name_id)
+            if latest is None or latest.get("marker"):
+                if current is None:
+                    return
+                self.names.delete_object_name(name_id, current["file"])
+                continue
+            if current is not None and (current["versionId"], current["file"]) == (latest["versionId"], latest["file"]):
+                return
+            doc = {k: v for k, v in latest.items() if k != "_id"} | {"_id": name_id}
+            if current is None:
+                self.names.insert_object_name(doc)
+            else:
+                self.names.replace_object_name_if_file(doc, current["file"])
+        log.warning("the current object of %r kept changing while a version was removed; left to the "
+                    "next removal or write", name_id)
 
     def get(self, name_id: str, key: str, version_id: str) -> dict:
         """The document of one version that has content: NoSuchVersion, or DeleteMarkerFound for a marker."""
