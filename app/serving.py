@@ -97,6 +97,9 @@ def gunicorn_settings(settings: Settings, bind: str) -> dict:
         "worker_connections": 1000,
         "limit_request_line": 8190,
         "child_exit": child_exit,
+        # gunicorn's control socket has one default path per user: the web and S3 front ends (and
+        # every store a test starts) would each take it over from the other and unlink it on exit
+        "control_socket_disable": True,
     }
     if settings.log_format == "json":
         conf["logconfig_dict"] = gunicorn_logconfig()  # gunicorn's own lines as JSON too
