@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(VENV)/bin/minis3 run
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)  # the tests marked slow: 100,000-key listings, large transfers, memory ceilings
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
