@@ -455,3 +455,41 @@ def test_racing_deletes_of_the_same_versions_leave_no_name_behind(s3_stack, s3):
         with s3_stack.metadata() as meta:
             assert meta.db.objects.count_documents({"bucket": bucket}) == 0
         s3.delete_bucket(Bucket=bucket)
+
+
+@pytest.mark.parametrize("deletes", [0, 3], ids=["puts", "puts-and-deletes"])
+def test_racing_writes_of_a_suspended_key_leave_one_null_version(s3_stack, s3, deletes):
+    """Eight clients write one key of a Suspended bucket at once (some of them DELETE it): one
+    ``null`` version is left, the current object is that version's, and every overtaken write's
+    file is deleted (none leaks; the Enabled-time version written before stays)."""
+    import threading
+
+    for round_ in range(3):
+        bucket = versioned(s3, f"nullrace-{deletes}-{round_}")
+        s3.put_object(Bucket=bucket, Key="k", Body=b"before")
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+
+        def write(i: int) -> None:
+            if i < deletes:
+                s3.delete_object(Bucket=bucket, Key="k")
+            else:
+                s3.put_object(Bucket=bucket, Key="k", Body=f"body {i}".encode())
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        listed = s3.list_object_versions(Bucket=bucket)
+        nulls = [v for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []) if v["VersionId"] == "null"]
+        assert len(nulls) == 1, listed
+        (null,) = nulls
+        with s3_stack.metadata() as meta:
+            live = meta.db.files.count_documents({"bucket": bucket, "key": "k", "status": {"$ne": "deleted"}})
+            current = meta.db.objects.find_one({"_id": name_id(bucket, "k")})
+        if "ETag" in null:  # a version: it is the current object, and the only file left
+            assert null["IsLatest"] and current is not None and current["versionId"] == "null"
+            assert s3.get_object(Bucket=bucket, Key="k")["ETag"] == null["ETag"]
+            assert live == 2  # the null version's and the version written before
+        else:  # a delete marker: no current object, only the version written before keeps a file
+            assert current is None and live == 1
+            assert failure(s3.get_object, Bucket=bucket, Key="k")[1] == 404

@@ -70,17 +70,10 @@ class VersionStore:
         found = id_range(self.versions, low, high, 1, query={"versionId": "null"})
         return found[0] if found else None
 
-    def delete_null(self, name_id: str) -> dict | None:
-        """Remove a key's ``null`` version (Suspended writes replace it); returns what was removed.
-        Found by its range (``id_range``), then removed by its ``_id``; when a racing write removed it
-        between the two, the look-up is repeated, as one ``find_one_and_delete`` on the range would."""
-        while True:
-            found = self.get_null(name_id)
-            if found is None:
-                return None
-            gone = self.versions.find_one_and_delete({"_id": found["_id"], "versionId": "null"})
-            if gone is not None:
-                return gone
+    def nulls(self, name_id: str, limit: int = 100) -> list[dict]:
+        """A key's ``null`` versions, newest first: one, but for a moment after racing writes."""
+        low, high = version_range(name_id)
+        return id_range(self.versions, low, high, limit, query={"versionId": "null"})
 
     def delete(self, version_doc_id: str) -> dict | None:
         return self.versions.find_one_and_delete({"_id": version_doc_id})

@@ -486,8 +486,10 @@ class ObjectNames:
             raise NoSuchKey("no such key (If-Match)", key=key)
         status = self.versioning(bucket)
         if status is not None:  # the version first; earlier versions keep their files
-            freed = self.versions.write(status, doc)
+            freed, overtaken = self.versions.write(status, doc)
             try:
+                if overtaken:  # a newer null version of a racing write stays (and is current)
+                    return ObjectInfo.from_mongo(doc)
                 info = self._bind_name(f, doc, key, condition, keep_previous=True)
             except Exception:
                 self.versions.unwrite(doc)

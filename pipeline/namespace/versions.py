@@ -114,22 +114,49 @@ class ObjectVersions:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def write(self, status: str, doc: dict) -> list[str]:
-        """Record ``doc`` (a name's document) as the key's newest version; returns the files no
+    def write(self, status: str, doc: dict) -> tuple[list[str], bool]:
+        """Record ``doc`` (a name's document) as the key's newest version. Returns the files no
         version references any more (a replaced ``null`` version's), to be deleted after the name is
-        written."""
+        written, and whether the write was overtaken: a racing write of the same key's ``null``
+        version that is newer stays instead of this one, and is named current here (the caller
+        names nothing)."""
         order = new_order()
         doc["order"] = order
+        doc["versionId"] = NULL if status == SUSPENDED else order
+        own = version_doc_id(doc["_id"], order)
+        self.versions.insert({**doc, "_id": own})
+        if status != SUSPENDED:
+            return [], False
+        freed, winner = self._settle_nulls(doc["_id"], own)  # the null version it replaces goes
+        if winner is not None:
+            self._name_null(doc["_id"], winner)
+        return freed, winner is not None
+
+    def _settle_nulls(self, name_id: str, own: str) -> tuple[list[str], dict | None]:
+        """After a write of a key's ``null`` version (``own``) in a Suspended bucket, the newest
+        ``null`` version stays and every older one goes: the one it replaces, and those of racing
+        writes that it overtook. Only older ones: a slower write never removes the version of a
+        newer one, whose file may be named already. (The files of those removed, to be deleted once
+        no name points at them; the version that stays when it is not ``own``.)"""
+        nulls = self.versions.nulls(name_id)
+        if not nulls:
+            return [], None
+        keep = nulls[0]
         freed = []
-        if status == SUSPENDED:
-            doc["versionId"] = NULL
-            old = self.versions.delete_null(doc["_id"])
-            if old is not None and old.get("file") and old["file"] != doc["file"]:
-                freed.append(old["file"])
+        for n in nulls[1:]:
+            gone = self.versions.delete(n["_id"])
+            if gone is not None and gone.get("file") and gone["file"] != keep.get("file"):
+                freed.append(gone["file"])
+        return freed, (None if keep["_id"] == own else keep)
+
+    def _name_null(self, name_id: str, winner: dict) -> None:
+        """Make the ``null`` version that overtook a write current (unless a newer one is), so that
+        the overtaken write's caller reads it, or something newer, once answered."""
+        order = winner["order"]
+        if winner.get("marker"):
+            self.versions.unname_if_older(name_id, order)
         else:
-            doc["versionId"] = order
-        self.versions.insert({**doc, "_id": version_doc_id(doc["_id"], order)})
-        return freed
+            self.versions.name_if_newer({k: v for k, v in winner.items() if k != "_id"} | {"_id": name_id})
 
     def unwrite(self, doc: dict) -> None:
         """Undo ``write`` of a conditional write that lost its compare-and-set."""
@@ -141,15 +168,16 @@ class ObjectVersions:
         """DeleteObject without a version id: a delete marker becomes the key's latest version."""
         order = new_order()
         vid = NULL if status == SUSPENDED else order
-        freed = None
-        if status == SUSPENDED:
-            old = self.versions.delete_null(name_id)
-            freed = old.get("file") if old else None
-        self.versions.insert({"_id": version_doc_id(name_id, order), "bucket": bucket, "key": key,
+        own = version_doc_id(name_id, order)
+        self.versions.insert({"_id": own, "bucket": bucket, "key": key,
                               "versionId": vid, "marker": True, "created": time.time(), "order": order})
         self.versions.unname_if_older(name_id, order)
-        if freed:
-            self.discard(freed)
+        if status == SUSPENDED:  # the null version it replaces goes
+            freed, winner = self._settle_nulls(name_id, own)
+            if winner is not None:
+                self._name_null(name_id, winner)
+            for file_id in freed:
+                self.discard(file_id)
         return Removed(vid, True)
 
     def find(self, name_id: str, version_id: str) -> dict | None:
