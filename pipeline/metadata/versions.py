@@ -66,8 +66,7 @@ class VersionStore:
         return self.versions.find_one({"_id": version_doc_id})
 
     def get_null(self, name_id: str) -> dict | None:
-        low, high = version_range(name_id)
-        found = id_range(self.versions, low, high, 1, query={"versionId": "null"})
+        found = self.nulls(name_id, 1)
         return found[0] if found else None
 
     def nulls(self, name_id: str, limit: int = 100) -> list[dict]:

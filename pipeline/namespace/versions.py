@@ -127,36 +127,28 @@ class ObjectVersions:
         self.versions.insert({**doc, "_id": own})
         if status != SUSPENDED:
             return [], False
-        freed, winner = self._settle_nulls(doc["_id"], own)  # the null version it replaces goes
-        if winner is not None:
-            self._name_null(doc["_id"], winner)
-        return freed, winner is not None
+        return self._settle_nulls(doc["_id"], own)  # the null version it replaces goes
 
-    def _settle_nulls(self, name_id: str, own: str) -> tuple[list[str], dict | None]:
+    def _settle_nulls(self, name_id: str, own: str) -> tuple[list[str], bool]:
         """After a write of a key's ``null`` version (``own``) in a Suspended bucket, the newest
         ``null`` version stays and every older one goes: the one it replaces, and those of racing
         writes that it overtook. Only older ones: a slower write never removes the version of a
-        newer one, whose file may be named already. (The files of those removed, to be deleted once
-        no name points at them; the version that stays when it is not ``own``.)"""
+        newer one, whose file may be named already. When the one that stays is another write's, it is
+        made current here (``own``'s caller names nothing). (The files of those removed, to be deleted
+        once no name points at them; whether ``own`` was overtaken.)"""
         nulls = self.versions.nulls(name_id)
         if not nulls:
-            return [], None
+            return [], False
         keep = nulls[0]
         freed = []
         for n in nulls[1:]:
             gone = self.versions.delete(n["_id"])
             if gone is not None and gone.get("file") and gone["file"] != keep.get("file"):
                 freed.append(gone["file"])
-        return freed, (None if keep["_id"] == own else keep)
-
-    def _name_null(self, name_id: str, winner: dict) -> None:
-        """Make the ``null`` version that overtook a write current (unless a newer one is), so that
-        the overtaken write's caller reads it, or something newer, once answered."""
-        order = winner["order"]
-        if winner.get("marker"):
-            self.versions.unname_if_older(name_id, order)
-        else:
-            self.versions.name_if_newer({k: v for k, v in winner.items() if k != "_id"} | {"_id": name_id})
+        overtaken = keep["_id"] != own
+        if overtaken:
+            self._follow_latest(name_id)
+        return freed, overtaken
 
     def unwrite(self, doc: dict) -> None:
         """Undo ``write`` of a conditional write that lost its compare-and-set."""
@@ -173,9 +165,7 @@ class ObjectVersions:
                               "versionId": vid, "marker": True, "created": time.time(), "order": order})
         self.versions.unname_if_older(name_id, order)
         if status == SUSPENDED:  # the null version it replaces goes
-            freed, winner = self._settle_nulls(name_id, own)
-            if winner is not None:
-                self._name_null(name_id, winner)
+            freed, _ = self._settle_nulls(name_id, own)
             for file_id in freed:
                 self.discard(file_id)
         return Removed(vid, True)
@@ -205,9 +195,9 @@ class ObjectVersions:
         return Removed(doc["versionId"], bool(doc.get("marker")))
 
     def _follow_latest(self, name_id: str) -> None:
-        """After a version is removed, the current object is the latest version (none when that is a
-        marker or there is none). Removals of one key's versions may race (one DeleteObjects sent by
-        five clients at once): each reads the name and the latest version, writes with a
+        """After a version is removed (or a write is overtaken by a newer one), the current object is
+        the latest version (none when that is a marker or there is none). Removals of one key's
+        versions may race (one DeleteObjects sent by five clients at once): each reads the name and the latest version, writes with a
         compare-and-set on the name as it read it, and returns only once it has read the two agreeing
         after its own removal; so the last to return leaves them agreeing, and no name is left
         pointing at a removed version's file. A name written before the bucket was versioned (no
