@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -56,19 +54,9 @@ def s5cmd() -> str:
     return str(Path(sys.executable).with_name("s5cmd"))
 
 
-def cpu(pid: int) -> float:
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def row(name: str, target: str, small_dir: Path, n: int) -> str:
+    from procgroups import CpuTimes  # bench/ (not importable by the gunicorn that loads this module)
+
     settings = Settings.from_env()
     port = free_port()
     cmd = [str(Path(sys.executable).with_name("gunicorn")), "--worker-class", "gthread",
@@ -79,11 +67,12 @@ def row(name: str, target: str, small_dir: Path, n: int) -> str:
         wait_for_port(port, proc=server)
         time.sleep(1.0)  # the workers import the app after the arbiter listens
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "floor", "AWS_SECRET_ACCESS_KEY": "floor", "AWS_REGION": "us-east-1"}
-        before, started = cpu(server.pid), time.monotonic()
-        subprocess.run([s5cmd(), "--endpoint-url", f"http://127.0.0.1:{port}", "--numworkers", "64",
-                        "cp", f"{small_dir}/*", "s3://floor/small/"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        seconds, used = time.monotonic() - started, cpu(server.pid) - before
+        started = time.monotonic()
+        with CpuTimes({"server": server.pid}) as cpu:
+            subprocess.run([s5cmd(), "--endpoint-url", f"http://127.0.0.1:{port}", "--numworkers", "64",
+                            "cp", f"{small_dir}/*", "s3://floor/small/"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+        seconds, used = time.monotonic() - started, cpu.seconds["server"]
     finally:
         server.terminate()
         server.wait(10)

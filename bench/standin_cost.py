@@ -19,12 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 from pymongo import MongoClient, ReturnDocument
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.embedded import free_port, start_mongo, stop  # noqa: E402
+from procgroups import CpuTimes  # noqa: E402
 
 
 def name_doc(key: str) -> dict:
@@ -46,20 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         proc = start_mongo(Path(var), port)
         try:
-            standin = psutil.Process(proc.pid)
-
-            def cpu_seconds() -> float:
-                t = standin.cpu_times()
-                return t.user + t.system
-
             names = MongoClient(port=port).bench.objects
             names.insert_one({"_id": "warm-up"})
 
             def row(what: str, count: int, call) -> None:
-                before = cpu_seconds()
-                for i in range(count):
-                    call(i)
-                print(f"{what:40s} {(cpu_seconds() - before) / count * 1000:6.3f} ms a command")
+                with CpuTimes({"standin": proc.pid}) as cpu:
+                    for i in range(count):
+                        call(i)
+                print(f"{what:40s} {cpu.seconds['standin'] / count * 1000:6.3f} ms a command")
 
             upsert = {"upsert": True, "return_document": ReturnDocument.BEFORE}
             row("insert one (a new name)", n, lambda i: names.insert_one(name_doc(f"a/{i}")))
