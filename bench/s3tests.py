@@ -43,10 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-
-from tests.s3clients import REGION  # noqa: E402
+from tests.s3clients import REGION, boto3_client  # noqa: E402
 from tests.stack import Backends, Stack  # noqa: E402
 
 TEST_FILE = "s3tests/functional/test_s3.py"
@@ -67,9 +64,7 @@ def identity(stack: Stack, run: str, role: str) -> dict:
     """Credentials of a new tenant, and the Owner ID/DisplayName the store answers for it."""
     tenant = f"s3t-{run}-{role.replace(' ', '-')}"
     key, secret = stack.s3_credentials(tenant)
-    s3 = boto3.session.Session().client("s3", endpoint_url=stack.s3_url, region_name=REGION,
-                                        aws_access_key_id=key, aws_secret_access_key=secret,
-                                        config=Config(retries={"max_attempts": 1}))
+    s3 = boto3_client(stack, (key, secret), retries={"max_attempts": 1})
     probe = f"s3t-probe-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=probe)
     owner = s3.list_buckets()["Owner"]
