@@ -151,3 +151,49 @@ def test_concurrent_names_go_in_one_insert_and_each_returns_what_it_replaced(set
     assert current == {**{f"b/k{i}": f"f{i}" for i in range(6)}, "b/k1": later_k1, "b/old": "f-new"}
     writes = [n for n in listener.names if n[0] in ("insert", "findAndModify")]
     assert len(writes) < len(docs)  # one each when written one by one
+
+
+def test_a_leader_expecting_more_records_waits_for_them_and_writes_them_together():
+    batches = []
+    arrived = threading.Event()
+
+    def write(items):
+        batches.append(list(items))
+        return [None] * len(items)
+
+    def expected(pending):
+        arrived.set()  # the leader asks: it is about to wait, the others may come now
+        return 3
+
+    # a linger far longer than the test: only the arrival of the expected records ends the wait
+    commit = GroupCommit(write, linger_s=60, expected=expected)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(commit.submit, "a")
+        arrived.wait(10)
+        rest = [pool.submit(commit.submit, x) for x in ("b", "c")]
+        for f in [first, *rest]:
+            f.result(timeout=30)
+    assert len(batches) == 1 and sorted(batches[0]) == ["a", "b", "c"]
+
+
+def test_a_leader_writes_what_it_has_when_the_expected_records_do_not_come():
+    batches = []
+    commit = GroupCommit(lambda items: batches.append(list(items)) or [None] * len(items),
+                         linger_s=0.01, expected=lambda pending: 5)
+    assert commit.submit("a") is None
+    assert batches == [["a"]]
+
+
+def test_small_uploads_are_counted_while_under_way_and_only_then():
+    from pipeline.metadata.groupcommit import InFlight
+
+    inflight = InFlight()
+    with inflight.counting():
+        with inflight.counting(False):  # a large upload is not counted
+            assert inflight() == 1
+        with pytest.raises(RuntimeError):
+            with inflight.counting():
+                assert inflight() == 2
+                raise RuntimeError("the client went away")
+        assert inflight() == 1
+    assert inflight() == 0

@@ -11,6 +11,7 @@ from bson import ObjectId
 
 from pipeline.datapath.chunking import ChunkingWriter, ChunkRecord, ContentDefinedWriter
 from pipeline.errors import UploadTooLarge
+from pipeline.metadata.groupcommit import SMALL_UPLOADS
 from pipeline.metadata.model import KIND_FILE, FileDoc
 from pipeline.metadata.repositories import Metadata
 from pipeline.storage.chunkstore import Spool
@@ -123,6 +124,17 @@ def receive_upload(meta: Metadata, spool: Spool, chunk_size: int, page_size: int
     metadata store down) removes the spool directory and manifest pages, so nothing of a failed
     upload is left behind.
     """
+    # a body of one chunk is counted among the small uploads under way, whose records the group
+    # commits of its process expect (pipeline.metadata.groupcommit)
+    with SMALL_UPLOADS.counting(size_hint is not None and size_hint <= chunk_size):
+        return _receive(meta, spool, chunk_size, page_size, tenant, name, content_type, pieces, max_bytes,
+                        request_id, md5, kind, extra, chunking, sha256, size_hint)
+
+
+def _receive(meta: Metadata, spool: Spool, chunk_size: int, page_size: int, tenant: str, name: str | None,
+             content_type: str | None, pieces: Iterable[bytes], max_bytes: int, request_id: str | None,
+             md5: bool, kind: str, extra: dict | None, chunking: str, sha256: bool,
+             size_hint: int | None) -> FileDoc:
     file_id = str(ObjectId())
     directory = spool.create(file_id)
     manifest = ManifestWriter(meta, file_id, page_size)

@@ -24,7 +24,7 @@ from pipeline.errors import InvalidId
 from pipeline.metadata.model import (CHUNK_STORED, CHUNK_WRITING, DELETED, FAILED, KIND_FILE, KIND_PART,
                                      LISTED_STATES, PROCESSING, QUEUED, STORED, FileDoc, ManifestPage,
                                      parse_file_id)
-from pipeline.metadata.groupcommit import GroupCommit
+from pipeline.metadata.groupcommit import COMMIT_DELAY_S, SMALL_UPLOADS, GroupCommit
 from pipeline.metadata.mongo import insert_new, prefix_end
 
 SHA256_PREFIX_MIN = 4  # a shorter run of hex digits is searched as a name only
@@ -38,7 +38,10 @@ class FileRepository:
         self.files = db["files"]
         self.manifests = db["manifests"]
         self.chunks = db["chunks"]  # stamped as referenced when a manifest is released
-        self._records = GroupCommit(self._write_records)  # (last manifest page or None, file document)
+        # (last manifest page or None, file document); a small upload's record is submitted while it
+        # is counted in SMALL_UPLOADS, so the pending ones are among those
+        self._records = GroupCommit(self._write_records, linger_s=COMMIT_DELAY_S,
+                                    expected=lambda pending: SMALL_UPLOADS())
 
     def insert_file(self, file_id: ObjectId, tenant: str, name: str, content_type: str, size: int,
                     sha256: str, chunk_count: int, chunk_size: int, request_id: str | None = None,

@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
 
-from pipeline.metadata.groupcommit import GroupCommit
+from pipeline.metadata.groupcommit import COMMIT_DELAY_S, SMALL_UPLOADS, GroupCommit
 from pipeline.metadata.model import KIND_PART, LIVE_STATES
 from pipeline.metadata.mongo import id_range, insert_new, prefix_end
 
@@ -26,7 +26,9 @@ class NamespaceRepository:
         self.uploads = db["uploads"]
         self.parts = db["parts"]
         self.files = db["files"]  # part files, by kind
-        self._names = GroupCommit(self._put_names)
+        # a small upload's name follows its records: the uploads under way come to it too
+        self._names = GroupCommit(self._put_names, linger_s=COMMIT_DELAY_S,
+                                  expected=lambda pending: pending + SMALL_UPLOADS())
 
     def insert_bucket(self, doc: dict) -> bool:
         return insert_new(self.buckets, doc)
