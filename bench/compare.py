@@ -424,6 +424,9 @@ def measure(system: System, sizes: Sizes, bigs: list[tuple[Path, str]], small_di
                               "to_stored_mbs": None if s is None else round(sizes.big / MB / s, 1),
                               "server_cpu_s_per_gib": round(_server_sum(c) / gib, 2)} for a, s, c in ups]
 
+    # the upload's leftovers end first: a multipart upload's part files, discarded when it completed,
+    # may still be in ingest (they end "deleted"), which would be counted with the next load
+    system.wait_quiet()
     downs = []
     target = system.dir / "down.bin"
     for i, (_, sha) in enumerate(bigs):
@@ -447,6 +450,7 @@ def measure(system: System, sizes: Sizes, bigs: list[tuple[Path, str]], small_di
 
     n = sizes.small_n
     log(f"{system.name}: {n} PUTs of {human(sizes.small_each)} from {SMALL_WORKERS} workers")
+    system.wait_quiet()
     settle()
     system.start_small()
     with system.cpu() as to_stored:
