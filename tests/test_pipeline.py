@@ -484,6 +484,41 @@ def test_a_small_files_spool_directory_goes_with_its_ingest(store, settings):
     assert not trash.exists() or not any(p.name.split(".")[0] in done for p in trash.iterdir())
 
 
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 65535, 65536, 65537, 524288, 1048576, 1048577, 3 * 1048576 + 5])
+def test_a_chunk_file_reads_back_whole_whatever_its_size(tmp_path, size):
+    """Around the page cache (O_DIRECT, whole blocks into an aligned buffer, a longer file into a
+    buffer of its own) from 64 KiB up, through it below: the same bytes either way."""
+    from pipeline.storage.chunkstore import read_whole
+
+    data = random_bytes(size, 4690 + size % 97)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert read_whole(str(path), str(tmp_path)) == data
+    assert read_whole(str(path), str(tmp_path)) == data  # the thread's buffer again
+
+
+def test_a_filesystem_that_opens_with_o_direct_but_refuses_its_reads_is_read_through_the_page_cache(
+        tmp_path, monkeypatch):
+    import errno
+
+    import pipeline.storage.chunkstore as chunkstore
+    if not chunkstore._O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    data = random_bytes(3 * CHUNK // 2, 4695)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+
+    def refusing(*args, **kwargs):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(os, "preadv", refusing)
+    try:
+        assert chunkstore.read_whole(str(path), str(tmp_path)) == data
+        assert str(tmp_path) in chunkstore._buffered_roots
+        assert chunkstore.read_whole(str(path), str(tmp_path)) == data  # buffered from the first read on
+    finally:
+        chunkstore._buffered_roots.discard(str(tmp_path))
+
+
 def test_a_filesystem_that_refuses_o_direct_gets_the_same_bytes_through_the_page_cache(store, monkeypatch):
     """tmpfs and some network filesystems refuse O_DIRECT (EINVAL): spool files and fragments are
     then written buffered, and read back byte-exact."""
