@@ -243,6 +243,22 @@ DIRECT_BUFFER = 1 << 20  # each thread's aligned buffer; a longer file borrows o
 _direct_buffer = threading.local()
 
 
+def _aligned_buffer(local: threading.local, size: int) -> mmap.mmap:
+    """A page-aligned buffer of at least ``size`` bytes: the thread's own (``DIRECT_BUFFER``, kept in
+    ``local``), or one borrowed for a longer transfer, which ``_release`` closes."""
+    if size > DIRECT_BUFFER:
+        return mmap.mmap(-1, size)
+    buf = getattr(local, "buf", None)
+    if buf is None:
+        buf = local.buf = mmap.mmap(-1, DIRECT_BUFFER)
+    return buf
+
+
+def _release(local: threading.local, buf: mmap.mmap) -> None:
+    if buf is not getattr(local, "buf", None):
+        buf.close()
+
+
 def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
     """Write ``pieces`` (``size`` bytes in all) to a file opened with O_DIRECT: their whole
     4096-byte blocks through one page-aligned buffer per thread, then the last partial block through
@@ -250,12 +266,7 @@ def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
     On this VM each fresh page-cache page faulted into the host, and written fragments were most of
     the worker's kernel CPU (bench/ingest_cpu.py), as spooled chunks were of the web's."""
     whole = size - size % _ALIGN
-    if size > DIRECT_BUFFER:  # borrowed for this write only
-        buf = mmap.mmap(-1, size)
-    else:
-        buf = getattr(_direct_buffer, "buf", None)
-        if buf is None:
-            buf = _direct_buffer.buf = mmap.mmap(-1, DIRECT_BUFFER)
+    buf = _aligned_buffer(_direct_buffer, size)
     try:
         pos = 0
         for piece in pieces:
@@ -272,8 +283,7 @@ def _write_direct(fd: int, pieces: Sequence, size: int) -> None:
                 while done < size:
                     done += os.write(fd, view[done:size])
     finally:
-        if buf is not getattr(_direct_buffer, "buf", None):
-            buf.close()
+        _release(_direct_buffer, buf)
 
 
 _buffered_roots: set[str] = set()  # directories (a node, the spool) whose filesystem refused O_DIRECT
@@ -357,12 +367,7 @@ def _read_direct(fd: int, size: int) -> bytes:
     """Read a file opened with O_DIRECT: whole blocks into an aligned buffer (a read may ask past the
     end: it stops there), then one copy out."""
     length = -(-size // _ALIGN) * _ALIGN
-    if length > DIRECT_BUFFER:  # borrowed for this read only
-        buf = mmap.mmap(-1, length)
-    else:
-        buf = getattr(_direct_read_buffer, "buf", None)
-        if buf is None:
-            buf = _direct_read_buffer.buf = mmap.mmap(-1, DIRECT_BUFFER)
+    buf = _aligned_buffer(_direct_read_buffer, length)
     try:
         with memoryview(buf) as view:
             done = 0
@@ -373,8 +378,7 @@ def _read_direct(fd: int, size: int) -> bytes:
                     break
             return bytes(view[:done])
     finally:
-        if buf is not getattr(_direct_read_buffer, "buf", None):
-            buf.close()
+        _release(_direct_read_buffer, buf)
 
 
 def write_new_file(path: Path, pieces: Sequence, size: int, direct: bool = True) -> bool:
