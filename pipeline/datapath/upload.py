@@ -127,35 +127,27 @@ def receive_upload(meta: Metadata, spool: Spool, chunk_size: int, page_size: int
     # a body of one chunk is counted among the small uploads under way, whose records the group
     # commits of its process expect (pipeline.metadata.groupcommit)
     with SMALL_UPLOADS.counting(size_hint is not None and size_hint <= chunk_size):
-        return _receive(meta, spool, chunk_size, page_size, tenant, name, content_type, pieces, max_bytes,
-                        request_id, md5, kind, extra, chunking, sha256, size_hint)
-
-
-def _receive(meta: Metadata, spool: Spool, chunk_size: int, page_size: int, tenant: str, name: str | None,
-             content_type: str | None, pieces: Iterable[bytes], max_bytes: int, request_id: str | None,
-             md5: bool, kind: str, extra: dict | None, chunking: str, sha256: bool,
-             size_hint: int | None) -> FileDoc:
-    file_id = str(ObjectId())
-    directory = spool.create(file_id)
-    manifest = ManifestWriter(meta, file_id, page_size)
-    writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
-    writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5,
-                          sha256=sha256, size_hint=size_hint, waves=spool.waves)
-    try:
-        for piece in _Limited(pieces, max_bytes):
-            writer.write(piece)
-        result = writer.finish()
-        return meta.files.insert_file(  # the last manifest page is written with the file's document
-            ObjectId(file_id), tenant, display_name(name), media_type(content_type),
-            result.size, result.sha256, result.chunk_count, chunk_size, request_id,
-            md5=result.md5, kind=kind, extra={**(extra or {}), "chunking": chunking},
-            last_page=manifest.take_page(),
-        )
-    except BaseException:
-        writer.close()
-        spool.remove(file_id)
+        file_id = str(ObjectId())
+        directory = spool.create(file_id)
+        manifest = ManifestWriter(meta, file_id, page_size)
+        writer_class = ContentDefinedWriter if chunking == "fastcdc" else ChunkingWriter
+        writer = writer_class(directory, lambda i: spool.chunk_path(file_id, i), chunk_size, manifest.add, md5=md5,
+                              sha256=sha256, size_hint=size_hint, waves=spool.waves)
         try:
-            meta.files.delete_manifest(file_id)
-        except Exception:  # metadata down: the abandoned-upload sweep removes the pages later
-            log.warning("could not remove manifest pages of failed upload %s", file_id)
-        raise
+            for piece in _Limited(pieces, max_bytes):
+                writer.write(piece)
+            result = writer.finish()
+            return meta.files.insert_file(  # the last manifest page is written with the file's document
+                ObjectId(file_id), tenant, display_name(name), media_type(content_type),
+                result.size, result.sha256, result.chunk_count, chunk_size, request_id,
+                md5=result.md5, kind=kind, extra={**(extra or {}), "chunking": chunking},
+                last_page=manifest.take_page(),
+            )
+        except BaseException:
+            writer.close()
+            spool.remove(file_id)
+            try:
+                meta.files.delete_manifest(file_id)
+            except Exception:  # metadata down: the abandoned-upload sweep removes the pages later
+                log.warning("could not remove manifest pages of failed upload %s", file_id)
+            raise
