@@ -329,38 +329,27 @@ def read_whole(path: str, root: str) -> bytes:
     fragments, written through the page cache) are read through it."""
     if _O_DIRECT and root not in _buffered_roots:
         try:
-            fd = os.open(path, os.O_RDONLY | _O_DIRECT)
-        except OSError as exc:
+            return _read_around_the_cache(path)
+        except OSError as exc:  # EINVAL: O_DIRECT refused at the open or, on some FUSE filesystems, the read
             if exc.errno != errno.EINVAL:
                 raise
             _buffered_roots.add(root)
-            log.info("%s refuses O_DIRECT: its files are read through the page cache", root)
-        else:
-            try:
-                size = os.fstat(fd).st_size
-                if size >= DIRECT_READ_MIN:
-                    return _read_direct(fd, size)
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
-                return _read_all(fd, size)
-            except OSError as exc:  # opened with O_DIRECT, but its reads refused (some FUSE filesystems)
-                if exc.errno != errno.EINVAL:
-                    raise
-                _buffered_roots.add(root)
-                log.info("%s refuses O_DIRECT reads: its files are read through the page cache", root)
-            finally:
-                os.close(fd)
+            log.info("%s refuses O_DIRECT reads: its files are read through the page cache", root)
     with open(path, "rb", buffering=0) as f:
         return f.read()
 
 
-def _read_all(fd: int, size: int) -> bytes:
-    pieces, done = [], 0
-    while True:
-        piece = os.read(fd, max(size - done, 0) or _ALIGN)
-        if not piece:
-            return b"".join(pieces)
-        pieces.append(piece)
-        done += len(piece)
+def _read_around_the_cache(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | _O_DIRECT)
+    try:
+        size = os.fstat(fd).st_size
+        if size >= DIRECT_READ_MIN:
+            return _read_direct(fd, size)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def _read_direct(fd: int, size: int) -> bytes:
