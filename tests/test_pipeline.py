@@ -497,6 +497,56 @@ def test_a_chunk_file_reads_back_whole_whatever_its_size(tmp_path, size):
     assert read_whole(str(path), str(tmp_path)) == data  # the thread's buffer again
 
 
+def test_a_one_chunk_upload_is_counted_under_way_until_its_record_is_written_and_a_larger_one_is_not(store):
+    """The count the group commits' leaders wait on (pipeline.metadata.groupcommit.SMALL_UPLOADS):
+    a body announced as one chunk, from its first byte until its file record is written, also when
+    it fails; a longer one never."""
+    from pipeline.metadata.groupcommit import SMALL_UPLOADS
+
+    seen = []
+
+    def watched(data):
+        for piece in pieces(data):
+            seen.append(SMALL_UPLOADS())
+            yield piece
+
+    small, large = random_bytes(CHUNK // 2, 4691), random_bytes(3 * CHUNK, 4692)
+    f = store.receive("t1", "small.bin", None, watched(small), size_hint=len(small))
+    assert set(seen) == {1} and SMALL_UPLOADS() == 0
+    assert store.meta.files.get_file(f.id, "t1").size == len(small)  # the record it was counted for
+    seen.clear()
+    store.receive("t1", "large.bin", None, watched(large), size_hint=len(large))
+    assert set(seen) == {0}
+
+    def failing():
+        yield b"x" * 100
+        raise ConnectionResetError("the client went away")
+    with pytest.raises(ConnectionResetError):
+        store.receive("t1", "gone.bin", None, failing(), size_hint=CHUNK)
+    assert SMALL_UPLOADS() == 0
+
+
+def test_a_chunk_file_of_64_kib_or_more_is_read_around_the_page_cache(tmp_path, monkeypatch):
+    """O_DIRECT on the open of a file of DIRECT_READ_MIN bytes or more, not on a shorter one's reads."""
+    import pipeline.storage.chunkstore as chunkstore
+    if not chunkstore._O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    real_preadv, direct_reads = os.preadv, []
+
+    def spying(fd, buffers, offset, *args):
+        direct_reads.append(bool(chunkstore.fcntl.fcntl(fd, chunkstore.fcntl.F_GETFL) & chunkstore._O_DIRECT))
+        return real_preadv(fd, buffers, offset, *args)
+    monkeypatch.setattr(os, "preadv", spying)
+    big, short = tmp_path / "big", tmp_path / "short"
+    big.write_bytes(random_bytes(chunkstore.DIRECT_READ_MIN, 4693))
+    short.write_bytes(random_bytes(chunkstore.DIRECT_READ_MIN - 1, 4694))
+    assert chunkstore.read_whole(str(big), str(tmp_path)) == big.read_bytes()
+    assert direct_reads and all(direct_reads)
+    direct_reads.clear()
+    assert chunkstore.read_whole(str(short), str(tmp_path)) == short.read_bytes()
+    assert direct_reads == []  # read through the page cache, by the file object's own loop
+
+
 def test_a_filesystem_that_opens_with_o_direct_but_refuses_its_reads_is_read_through_the_page_cache(
         tmp_path, monkeypatch):
     import errno
